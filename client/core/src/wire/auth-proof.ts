@@ -1,0 +1,24 @@
+/**
+ * The exact bytes a device signs to register or log in. Client and server both
+ * build them here, so the two can never disagree. A context string and a NUL
+ * separate the two proofs, so a login signature is never a valid registration.
+ */
+const encoder = new TextEncoder();
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+export function registerProof(nonce: Uint8Array, identityKey: Uint8Array, displayName: string): Uint8Array {
+  return concat([encoder.encode("remessenger/v1/register\u0000"), nonce, identityKey, encoder.encode(displayName)]);
+}
+
+export function loginProof(nonce: Uint8Array, deviceId: string): Uint8Array {
+  return concat([encoder.encode("remessenger/v1/login\u0000"), nonce, encoder.encode(deviceId)]);
+}

@@ -1,0 +1,60 @@
+/**
+ * The one error type of the protocol. Every failure a peer reports carries a
+ * stable ErrorCode from proto/; callers branch on the code, never on text.
+ */
+import { ErrorCode } from "./proto.ts";
+
+export class RemessengerError extends Error {
+  override readonly name = "RemessengerError";
+  readonly code: ErrorCode;
+  /** Server's hint for RATE_LIMITED / UNAVAILABLE; 0 when it gave none. */
+  readonly retryAfterMs: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryAfterMs = options?.retryAfterMs ?? 0;
+  }
+}
+
+/** True when `err` is a RemessengerError with this code. */
+export function isError(err: unknown, code: ErrorCode): err is RemessengerError {
+  return err instanceof RemessengerError && err.code === code;
+}
+
+/**
+ * Whether repeating the same request later can succeed. Permanent refusals
+ * (bad input, permission, not found) return false: retrying them only hides them.
+ */
+export function shouldRetry(err: unknown): boolean {
+  if (!(err instanceof RemessengerError)) return true; // network faults and the like
+  switch (err.code) {
+    case ErrorCode.ERROR_CODE_RATE_LIMITED:
+    case ErrorCode.ERROR_CODE_UNAVAILABLE:
+    case ErrorCode.ERROR_CODE_INTERNAL:
+    case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
+    case ErrorCode.ERROR_CODE_UNSPECIFIED:
+      return true;
+    case ErrorCode.ERROR_CODE_BAD_FRAME:
+    case ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
+    case ErrorCode.ERROR_CODE_UNAUTHENTICATED:
+    case ErrorCode.ERROR_CODE_PERMISSION_DENIED:
+    case ErrorCode.ERROR_CODE_NOT_FOUND:
+    case ErrorCode.ERROR_CODE_ALREADY_EXISTS:
+    case ErrorCode.ERROR_CODE_TOO_LARGE:
+    case ErrorCode.ERROR_CODE_UNIMPLEMENTED:
+      return false;
+    default:
+      return assertNever(err.code);
+  }
+}
+
+/** Short stable name of a code for logs and CLI output ("NOT_FOUND"). */
+export function errorCodeName(code: ErrorCode): string {
+  const entry = Object.entries(ErrorCode).find(([, value]) => value === code);
+  return entry ? entry[0].replace(/^ERROR_CODE_/, "") : `CODE_${code}`;
+}
+
+export function assertNever(value: never): never {
+  throw new Error(`unexpected value: ${String(value)}`);
+}

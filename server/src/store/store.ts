@@ -1,0 +1,107 @@
+/**
+ * The Store port: everything the server core keeps, behind one narrow interface.
+ * Adapters (SqliteStore, RedisStore) pass the same contract suite
+ * (store-contract.ts). The core never learns which one it runs on.
+ *
+ * Invariants every adapter keeps:
+ * - A chat's sequence is gapless: appends assign head+1, head+2, ... in order.
+ * - Appending a message id already in the chat assigns nothing and returns the
+ *   first seq (idempotent sends), also within one batch and after the message
+ *   itself was trimmed.
+ * - A promise from appendMessages resolves only after the append is durable
+ *   (survives kill -9 of the server process).
+ * - A device's delivery cursor only moves forward and never past the head.
+ * - A message is dropped once every device with a cursor in the chat acked it.
+ */
+import type { ChatKind, DevicePayload, Message } from "../../../client/core/src/wire/proto.ts";
+
+export interface UserRecord {
+  userId: string;
+  displayName: string;
+  createdAtMs: number;
+}
+
+export interface DeviceRecord {
+  deviceId: string;
+  userId: string;
+  /** Raw 32-byte Ed25519 public key. */
+  identityKey: Uint8Array;
+  createdAtMs: number;
+}
+
+export interface ChatRecord {
+  chatId: string;
+  kind: ChatKind;
+  title: string;
+  memberUserIds: string[];
+  createdByUserId: string;
+  createdAtMs: number;
+}
+
+export interface ChatState extends ChatRecord {
+  /** Seq of the newest message; 0 for an empty chat. */
+  headSeq: number;
+}
+
+/** A message before the chat assigned its seq. */
+export interface MessageDraft {
+  messageId: Uint8Array;
+  senderUserId: string;
+  senderDeviceId: string;
+  serverTimeMs: number;
+  payload: Uint8Array;
+  devicePayloads: DevicePayload[];
+}
+
+export type AppendOutcome =
+  | { kind: "appended"; seq: number }
+  /** The id was in the chat already; `senderDeviceId` is who sent it first. */
+  | { kind: "duplicate"; seq: number; senderDeviceId: string };
+
+export interface DeviceCursor {
+  deviceId: string;
+  /** Everything through this seq reached the device. */
+  throughSeq: number;
+}
+
+export interface Store {
+  /**
+   * The server's long-lived secret (signs session tokens). The first call
+   * stores `candidate`; every later call, also after restarts, returns that.
+   */
+  loadOrCreateServerSecret(candidate: Uint8Array): Promise<Uint8Array>;
+
+  /** Stores a new user with its first device. Ids are fresh; no overwrite. */
+  createUser(user: UserRecord, device: DeviceRecord): Promise<void>;
+  getUser(userId: string): Promise<UserRecord | undefined>;
+  getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
+  listUserDevices(userId: string): Promise<DeviceRecord[]>;
+
+  /**
+   * Creates the chat and a cursor at 0 for each of `memberDeviceIds`, and lists
+   * it under each member. Idempotent by chatId: when it exists, nothing changes
+   * and the stored chat is returned with created=false.
+   */
+  createChat(chat: ChatRecord, memberDeviceIds: readonly string[]): Promise<{ chat: ChatState; created: boolean }>;
+  getChat(chatId: string): Promise<ChatState | undefined>;
+  /** Ids of the chats the user is a member of, in no particular order. */
+  listUserChatIds(userId: string): Promise<string[]>;
+
+  /**
+   * Appends in order, atomically per call, durable on resolve. Outcomes match
+   * `drafts` one to one. When the sender device's cursor is exactly one below
+   * the new seq it moves onto it (the sender has its own message).
+   */
+  appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]>;
+  /** Stored messages with seq > afterSeq, ascending, at most `limit`. */
+  readMessages(chatId: string, afterSeq: number, limit: number): Promise<Message[]>;
+  /**
+   * Moves the device's cursor to max(cursor, min(throughSeq, head)) and drops
+   * messages that every device with a cursor has now acked. Returns the cursor.
+   * A device without a cursor in the chat gets undefined and changes nothing.
+   */
+  ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined>;
+  getCursors(chatId: string): Promise<DeviceCursor[]>;
+
+  close(): Promise<void>;
+}
