@@ -1,0 +1,102 @@
+/**
+ * The embedded store's queries. Runs on any connection: the main thread's
+ * read-only one, and the writer's own inside its transactions. Every query is a
+ * single statement or reads rows that never change once written (a chat's
+ * members), so each answer is consistent without an explicit read transaction.
+ */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { ChatKind, Message } from "../../../client/core/src/wire/proto.ts";
+import { decodeMessageBody } from "./message-body.ts";
+import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
+import type { ChatState, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
+
+export class SqliteReader {
+  private readonly selectUser: StatementSync;
+  private readonly selectDevice: StatementSync;
+  private readonly selectUserDevices: StatementSync;
+  private readonly selectChat: StatementSync;
+  private readonly selectChatMembers: StatementSync;
+  private readonly selectUserChatIds: StatementSync;
+  private readonly selectMessages: StatementSync;
+  private readonly selectCursors: StatementSync;
+
+  constructor(db: DatabaseSync) {
+    this.selectUser = db.prepare("SELECT user_id, display_name, created_at_ms FROM users WHERE user_id = ?");
+    this.selectDevice = db.prepare(
+      "SELECT device_id, user_id, identity_key, created_at_ms FROM devices WHERE device_id = ?",
+    );
+    this.selectUserDevices = db.prepare(
+      "SELECT device_id, user_id, identity_key, created_at_ms FROM devices WHERE user_id = ? ORDER BY created_at_ms, device_id",
+    );
+    this.selectChat = db.prepare(
+      "SELECT chat_id, kind, title, created_by_user_id, created_at_ms, head_seq FROM chats WHERE chat_id = ?",
+    );
+    this.selectChatMembers = db.prepare("SELECT user_id FROM chat_members WHERE chat_id = ? ORDER BY position");
+    this.selectUserChatIds = db.prepare("SELECT DISTINCT chat_id FROM chat_members WHERE user_id = ?");
+    this.selectMessages = db.prepare(
+      "SELECT seq, body FROM messages WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    );
+    this.selectCursors = db.prepare("SELECT device_id, through_seq FROM cursors WHERE chat_id = ?");
+  }
+
+  getUser(userId: string): UserRecord | undefined {
+    const row = this.selectUser.get(userId);
+    if (row === undefined) return undefined;
+    return {
+      userId: textColumn(row, "user_id"),
+      displayName: textColumn(row, "display_name"),
+      createdAtMs: integerColumn(row, "created_at_ms"),
+    };
+  }
+
+  getDevice(deviceId: string): DeviceRecord | undefined {
+    const row = this.selectDevice.get(deviceId);
+    return row === undefined ? undefined : toDevice(row);
+  }
+
+  listUserDevices(userId: string): DeviceRecord[] {
+    return this.selectUserDevices.all(userId).map(toDevice);
+  }
+
+  getChat(chatId: string): ChatState | undefined {
+    const row = this.selectChat.get(chatId);
+    if (row === undefined) return undefined;
+    return {
+      chatId: textColumn(row, "chat_id"),
+      // The kind was written from a ChatKind and is never rewritten.
+      kind: integerColumn(row, "kind") as ChatKind,
+      title: textColumn(row, "title"),
+      memberUserIds: this.selectChatMembers.all(chatId).map((member) => textColumn(member, "user_id")),
+      createdByUserId: textColumn(row, "created_by_user_id"),
+      createdAtMs: integerColumn(row, "created_at_ms"),
+      headSeq: integerColumn(row, "head_seq"),
+    };
+  }
+
+  listUserChatIds(userId: string): string[] {
+    return this.selectUserChatIds.all(userId).map((row) => textColumn(row, "chat_id"));
+  }
+
+  readMessages(chatId: string, afterSeq: number, limit: number): Message[] {
+    if (limit <= 0) return [];
+    return this.selectMessages
+      .all(chatId, afterSeq, limit)
+      .map((row) => decodeMessageBody(chatId, integerColumn(row, "seq"), blobColumn(row, "body")));
+  }
+
+  getCursors(chatId: string): DeviceCursor[] {
+    return this.selectCursors.all(chatId).map((row) => ({
+      deviceId: textColumn(row, "device_id"),
+      throughSeq: integerColumn(row, "through_seq"),
+    }));
+  }
+}
+
+function toDevice(row: Row): DeviceRecord {
+  return {
+    deviceId: textColumn(row, "device_id"),
+    userId: textColumn(row, "user_id"),
+    identityKey: blobColumn(row, "identity_key"),
+    createdAtMs: integerColumn(row, "created_at_ms"),
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * The embedded store's write side: applies a batch of write operations as ONE
+ * transaction on the single writer connection (group commit; see
+ * group-commit.ts for how batches form).
+ *
+ * Each operation runs inside its own SAVEPOINT, so one that fails (an unknown
+ * chat, a taken user id) is rolled back alone and reported alone, while the
+ * others in the batch still commit. Nothing is reported before COMMIT returned,
+ * and with synchronous=FULL that means the batch is on disk.
+ *
+ * Invariants kept here: a chat's seqs are gapless (head_seq is read and written
+ * only in this transaction); an id already in message_ids gets its first seq
+ * back, also when it repeats inside one batch; message_ids rows are never
+ * deleted, so idempotency outlives trimming; a cursor never moves backward or
+ * past the head; a message is deleted only once every cursor in its chat passed it.
+ */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { encodeMessageBody } from "./message-body.ts";
+import { SqliteReader } from "./sqlite-reader.ts";
+import { blobColumn, integerColumn, textColumn } from "./sqlite-rows.ts";
+import type { AppendOutcome, ChatRecord, ChatState, DeviceRecord, MessageDraft, UserRecord } from "./store.ts";
+
+export type WriteOp =
+  | { kind: "loadOrCreateServerSecret"; candidate: Uint8Array }
+  | { kind: "createUser"; user: UserRecord; device: DeviceRecord }
+  | { kind: "createChat"; chat: ChatRecord; memberDeviceIds: readonly string[] }
+  | { kind: "appendMessages"; chatId: string; drafts: readonly MessageDraft[] }
+  | { kind: "ackDelivered"; chatId: string; deviceId: string; throughSeq: number };
+
+/** What each kind of operation resolves to. */
+export interface WriteResults {
+  loadOrCreateServerSecret: Uint8Array;
+  createUser: undefined;
+  createChat: { chat: ChatState; created: boolean };
+  appendMessages: AppendOutcome[];
+  ackDelivered: number | undefined;
+}
+
+/** An error as it crosses the worker boundary (structured clone drops classes). */
+export interface WireError {
+  code: ErrorCode | undefined;
+  message: string;
+}
+
+export type WireSettlement = { ok: true; value: unknown } | { ok: false; error: WireError };
+
+export class SqliteWriter {
+  private readonly db: DatabaseSync;
+  private readonly reader: SqliteReader;
+  private readonly insertSecret: StatementSync;
+  private readonly selectSecret: StatementSync;
+  private readonly insertUser: StatementSync;
+  private readonly insertDevice: StatementSync;
+  private readonly insertChat: StatementSync;
+  private readonly insertMember: StatementSync;
+  private readonly insertCursor: StatementSync;
+  private readonly selectHead: StatementSync;
+  private readonly updateHead: StatementSync;
+  private readonly insertMessageId: StatementSync;
+  private readonly selectMessageId: StatementSync;
+  private readonly insertMessage: StatementSync;
+  private readonly advanceSenderCursor: StatementSync;
+  private readonly selectCursor: StatementSync;
+  private readonly updateCursor: StatementSync;
+  private readonly selectMinCursor: StatementSync;
+  private readonly deleteMessagesThrough: StatementSync;
+
+  constructor(db: DatabaseSync) {
+    this.db = db;
+    this.reader = new SqliteReader(db);
+    this.insertSecret = db.prepare("INSERT INTO server_secret (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING");
+    this.selectSecret = db.prepare("SELECT secret FROM server_secret WHERE id = 1");
+    this.insertUser = db.prepare("INSERT INTO users (user_id, display_name, created_at_ms) VALUES (?, ?, ?)");
+    this.insertDevice = db.prepare(
+      "INSERT INTO devices (device_id, user_id, identity_key, created_at_ms) VALUES (?, ?, ?, ?)",
+    );
+    this.insertChat = db.prepare(
+      "INSERT INTO chats (chat_id, kind, title, created_by_user_id, created_at_ms, head_seq) VALUES (?, ?, ?, ?, ?, 0)",
+    );
+    this.insertMember = db.prepare("INSERT INTO chat_members (chat_id, position, user_id) VALUES (?, ?, ?)");
+    this.insertCursor = db.prepare(
+      "INSERT INTO cursors (chat_id, device_id, through_seq) VALUES (?, ?, 0) ON CONFLICT DO NOTHING",
+    );
+    this.selectHead = db.prepare("SELECT head_seq FROM chats WHERE chat_id = ?");
+    this.updateHead = db.prepare("UPDATE chats SET head_seq = ? WHERE chat_id = ?");
+    this.insertMessageId = db.prepare(
+      "INSERT INTO message_ids (chat_id, message_id, seq, sender_device_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    );
+    this.selectMessageId = db.prepare(
+      "SELECT seq, sender_device_id FROM message_ids WHERE chat_id = ? AND message_id = ?",
+    );
+    this.insertMessage = db.prepare("INSERT INTO messages (chat_id, seq, body) VALUES (?, ?, ?)");
+    this.advanceSenderCursor = db.prepare(
+      "UPDATE cursors SET through_seq = ? WHERE chat_id = ? AND device_id = ? AND through_seq = ?",
+    );
+    this.selectCursor = db.prepare("SELECT through_seq FROM cursors WHERE chat_id = ? AND device_id = ?");
+    this.updateCursor = db.prepare("UPDATE cursors SET through_seq = ? WHERE chat_id = ? AND device_id = ?");
+    this.selectMinCursor = db.prepare("SELECT MIN(through_seq) AS through_seq FROM cursors WHERE chat_id = ?");
+    this.deleteMessagesThrough = db.prepare("DELETE FROM messages WHERE chat_id = ? AND seq <= ?");
+  }
+
+  /**
+   * Applies `ops` in one transaction and reports each one's outcome. Throws
+   * (and rolls everything back) only when the transaction itself fails.
+   */
+  applyBatch(ops: readonly WriteOp[]): WireSettlement[] {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const settlements = ops.map((op) => this.applyIsolated(op));
+      this.db.exec("COMMIT");
+      return settlements;
+    } catch (error) {
+      if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  private applyIsolated(op: WriteOp): WireSettlement {
+    this.db.exec("SAVEPOINT op");
+    try {
+      const value = this.apply(op);
+      this.db.exec("RELEASE op");
+      return { ok: true, value };
+    } catch (error) {
+      this.db.exec("ROLLBACK TO op");
+      this.db.exec("RELEASE op");
+      return { ok: false, error: toWireError(error) };
+    }
+  }
+
+  private apply(op: WriteOp): WriteResults[WriteOp["kind"]] {
+    switch (op.kind) {
+      case "loadOrCreateServerSecret":
+        return this.loadOrCreateServerSecret(op.candidate);
+      case "createUser":
+        this.createUser(op.user, op.device);
+        return undefined;
+      case "createChat":
+        return this.createChat(op.chat, op.memberDeviceIds);
+      case "appendMessages":
+        return this.appendMessages(op.chatId, op.drafts);
+      case "ackDelivered":
+        return this.ackDelivered(op.chatId, op.deviceId, op.throughSeq);
+    }
+  }
+
+  private loadOrCreateServerSecret(candidate: Uint8Array): Uint8Array {
+    this.insertSecret.run(candidate);
+    const row = this.selectSecret.get();
+    if (row === undefined) throw new Error("server secret vanished inside its own transaction");
+    return blobColumn(row, "secret");
+  }
+
+  private createUser(user: UserRecord, device: DeviceRecord): void {
+    if (this.reader.getUser(user.userId) !== undefined) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, `user ${user.userId} exists`);
+    }
+    if (this.reader.getDevice(device.deviceId) !== undefined) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, `device ${device.deviceId} exists`);
+    }
+    this.insertUser.run(user.userId, user.displayName, user.createdAtMs);
+    this.insertDevice.run(device.deviceId, user.userId, device.identityKey, device.createdAtMs);
+  }
+
+  private createChat(chat: ChatRecord, memberDeviceIds: readonly string[]): { chat: ChatState; created: boolean } {
+    const existing = this.reader.getChat(chat.chatId);
+    if (existing !== undefined) return { chat: existing, created: false };
+    this.insertChat.run(chat.chatId, chat.kind, chat.title, chat.createdByUserId, chat.createdAtMs);
+    chat.memberUserIds.forEach((userId, position) => this.insertMember.run(chat.chatId, position, userId));
+    for (const deviceId of memberDeviceIds) this.insertCursor.run(chat.chatId, deviceId);
+    return { chat: { ...copyChatRecord(chat), headSeq: 0 }, created: true };
+  }
+
+  private appendMessages(chatId: string, drafts: readonly MessageDraft[]): AppendOutcome[] {
+    const headRow = this.selectHead.get(chatId);
+    if (headRow === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${chatId} not found`);
+    const firstHead = integerColumn(headRow, "head_seq");
+    let head = firstHead;
+    const outcomes: AppendOutcome[] = [];
+    for (const draft of drafts) {
+      // Claiming the id first makes the common case (a new id) one statement.
+      const claimed = this.insertMessageId.run(chatId, draft.messageId, head + 1, draft.senderDeviceId);
+      if (claimed.changes === 0) {
+        const first = this.selectMessageId.get(chatId, draft.messageId);
+        if (first === undefined) throw new Error("message id conflicted but is not stored");
+        outcomes.push({
+          kind: "duplicate",
+          seq: integerColumn(first, "seq"),
+          senderDeviceId: textColumn(first, "sender_device_id"),
+        });
+        continue;
+      }
+      head += 1;
+      this.insertMessage.run(chatId, head, encodeMessageBody(draft));
+      this.advanceSenderCursor.run(head, chatId, draft.senderDeviceId, head - 1);
+      outcomes.push({ kind: "appended", seq: head });
+    }
+    if (head !== firstHead) this.updateHead.run(head, chatId);
+    return outcomes;
+  }
+
+  private ackDelivered(chatId: string, deviceId: string, throughSeq: number): number | undefined {
+    const cursorRow = this.selectCursor.get(chatId, deviceId);
+    if (cursorRow === undefined) return undefined;
+    const cursor = integerColumn(cursorRow, "through_seq");
+    const headRow = this.selectHead.get(chatId);
+    const head = headRow === undefined ? 0 : integerColumn(headRow, "head_seq");
+    const next = Math.max(cursor, Math.min(throughSeq, head));
+    if (next !== cursor) this.updateCursor.run(next, chatId, deviceId);
+    // Trim even when this cursor stood still: a sender's cursor moved by its own
+    // append may have been the last one holding a message back.
+    const minRow = this.selectMinCursor.get(chatId);
+    const everyoneThrough = minRow === undefined ? 0 : integerColumn(minRow, "through_seq");
+    if (everyoneThrough > 0) this.deleteMessagesThrough.run(chatId, everyoneThrough);
+    return next;
+  }
+}
+
+function copyChatRecord(chat: ChatRecord): ChatRecord {
+  return {
+    chatId: chat.chatId,
+    kind: chat.kind,
+    title: chat.title,
+    memberUserIds: [...chat.memberUserIds],
+    createdByUserId: chat.createdByUserId,
+    createdAtMs: chat.createdAtMs,
+  };
+}
+
+export function toWireError(error: unknown): WireError {
+  if (error instanceof RemessengerError) return { code: error.code, message: error.message };
+  return { code: undefined, message: error instanceof Error ? error.message : String(error) };
+}
+
+/** Rebuilds the error on the main thread; codeless errors are the server's own faults. */
+export function fromWireError(error: WireError): Error {
+  if (error.code !== undefined) return new RemessengerError(error.code, error.message);
+  return new Error(`sqlite writer: ${error.message}`);
+}
