@@ -7,7 +7,6 @@ export default defineConfig({
     // End-to-end suites start real servers, Redis and CLI processes.
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    globalSetup: ["scripts/test-global-setup.ts"],
     pool: "forks",
   },
 });

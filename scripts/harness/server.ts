@@ -1,0 +1,129 @@
+/**
+ * Test harness: runs the real server (server/src/main.ts) as a child process,
+ * on free loopback ports, and lets a test stop it gently, kill it with SIGKILL
+ * and start it again on the same ports and data, as an operator would.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+const MAIN = resolve(import.meta.dirname, "../../server/src/main.ts");
+const START_TIMEOUT_MS = 20_000;
+
+export interface ServerOptions {
+  /** Use this Redis instead of the embedded store. */
+  redisUrl?: string;
+  /** Reuse a data directory (default: a fresh temp dir, removed on cleanup). */
+  dataDir?: string;
+  logLevel?: string;
+  extraArgs?: string[];
+}
+
+export interface TestServer {
+  /** Base URL of the main listener, e.g. http://127.0.0.1:41234 */
+  readonly url: string;
+  readonly grpcAddress: string;
+  readonly dataDir: string;
+  /** Everything the server printed (JSON log lines), for assertions and post-mortems. */
+  readonly logs: string[];
+  /** SIGTERM and wait for exit (graceful shutdown). */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit: a crash. */
+  kill(): Promise<void>;
+  /** SIGSTOP / SIGCONT: the process freezes without closing its sockets. */
+  pause(): void;
+  resume(): void;
+  /** Starts the server again on the same ports and data. */
+  restart(): Promise<void>;
+  /** stop() if running, then remove the temp data dir. */
+  cleanup(): Promise<void>;
+}
+
+interface Listening {
+  url: string;
+  grpcPort: number | null;
+}
+
+function waitForListening(child: ChildProcess, logs: string[]): Promise<Listening> {
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`server did not start within ${START_TIMEOUT_MS} ms:\n${logs.slice(-20).join("\n")}`));
+    }, START_TIMEOUT_MS);
+    const onExit = (code: number | null): void => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${logs.slice(-20).join("\n")}`));
+    };
+    child.once("exit", onExit);
+    const lines = createInterface({ input: child.stdout ?? process.stdin });
+    lines.on("line", (line) => {
+      logs.push(line);
+      try {
+        const entry = JSON.parse(line) as { msg?: string; url?: string; grpcPort?: number | null };
+        if (entry.msg === "listening" && entry.url !== undefined) {
+          clearTimeout(timer);
+          child.off("exit", onExit);
+          resolvePromise({ url: entry.url, grpcPort: entry.grpcPort ?? null });
+        }
+      } catch {
+        // not JSON: kept in logs as it is
+      }
+    });
+    child.stderr?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
+  });
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolvePromise) => child.once("exit", (code) => resolvePromise(code)));
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+  const ownsDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "remessenger-server-"));
+  const logs: string[] = [];
+  let listenArg = "127.0.0.1:0";
+  let grpcArg = "127.0.0.1:0";
+  let child: ChildProcess;
+
+  const launch = async (): Promise<Listening> => {
+    const args = [MAIN, "--listen", listenArg, "--grpc-listen", grpcArg, "--data", dataDir];
+    if (options.redisUrl !== undefined) args.push("--redis", options.redisUrl);
+    args.push("--log-level", options.logLevel ?? "info", ...(options.extraArgs ?? []));
+    child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
+    return waitForListening(child, logs);
+  };
+
+  const first = await launch();
+  const port = new URL(first.url).port;
+  listenArg = `127.0.0.1:${port}`;
+  grpcArg = `127.0.0.1:${first.grpcPort ?? 0}`;
+
+  const server: TestServer = {
+    url: first.url,
+    grpcAddress: grpcArg,
+    dataDir,
+    logs,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill("SIGTERM");
+      return exited(child);
+    },
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGKILL");
+      await exited(child);
+    },
+    pause: () => child.kill("SIGSTOP"),
+    resume: () => child.kill("SIGCONT"),
+    restart: async () => {
+      await launch();
+    },
+    cleanup: async () => {
+      await server.stop();
+      if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return server;
+}

@@ -1,0 +1,102 @@
+/**
+ * Server configuration: parsed once at start from flags and REMESSENGER_* env
+ * vars (flags win) into one validated object. Nothing else reads process.env.
+ */
+import { parseArgs } from "node:util";
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ServerConfig {
+  listen: HostPort;
+  /** null turns the gRPC listener off. */
+  grpcListen: HostPort | null;
+  dataDir: string;
+  /** When set, Redis replaces the embedded store. */
+  redisUrl: string | null;
+  tls: { certFile: string; keyFile: string } | null;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export const USAGE = `Usage: npm start -- [options]
+
+  --listen HOST:PORT       main listener: WebSocket, HTTPS (default 127.0.0.1:8080)   REMESSENGER_LISTEN
+  --grpc-listen HOST:PORT  gRPC listener, or "off" (default 127.0.0.1:8081)           REMESSENGER_GRPC_LISTEN
+  --data DIR               embedded store directory (default ./data)                REMESSENGER_DATA
+  --redis URL              use Redis (redis://HOST:PORT/DB) instead of the embedded  REMESSENGER_REDIS
+  --tls-cert FILE          serve HTTPS/WSS (HTTP/2 and HTTP/1.1) with this cert      REMESSENGER_TLS_CERT
+  --tls-key FILE           ... and this key                                          REMESSENGER_TLS_KEY
+  --log-level LEVEL        fatal|error|warn|info|debug|trace (default info)          REMESSENGER_LOG_LEVEL
+  --help                   print this
+`;
+
+const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace"]);
+
+export function parseHostPort(value: string, what: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value.trim());
+  const host = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  if (host === undefined || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(`${what} must be HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got ${JSON.stringify(value)}`);
+  }
+  return { host, port };
+}
+
+/** Returns the config, or "help"; throws ConfigError with a message for the user. */
+export function parseConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServerConfig | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        listen: { type: "string" },
+        "grpc-listen": { type: "string" },
+        data: { type: "string" },
+        redis: { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (values.help === true) return "help";
+  const pick = (flag: string | undefined, name: string): string | undefined => {
+    const value = flag ?? env[name];
+    return value === undefined || value === "" ? undefined : value;
+  };
+
+  const listen = parseHostPort(pick(values.listen, "REMESSENGER_LISTEN") ?? "127.0.0.1:8080", "--listen");
+  const grpcRaw = pick(values["grpc-listen"], "REMESSENGER_GRPC_LISTEN") ?? "127.0.0.1:8081";
+  const grpcListen = grpcRaw === "off" ? null : parseHostPort(grpcRaw, "--grpc-listen");
+  const redisUrl = pick(values.redis, "REMESSENGER_REDIS") ?? null;
+  if (redisUrl !== null && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError(`--redis must be a redis:// or rediss:// URL, got ${JSON.stringify(redisUrl)}`);
+  }
+  const certFile = pick(values["tls-cert"], "REMESSENGER_TLS_CERT");
+  const keyFile = pick(values["tls-key"], "REMESSENGER_TLS_KEY");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError("--tls-cert and --tls-key go together: give both or neither");
+  }
+  const logLevel = pick(values["log-level"], "REMESSENGER_LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.has(logLevel)) throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(", ")}`);
+
+  return {
+    listen,
+    grpcListen,
+    dataDir: pick(values.data, "REMESSENGER_DATA") ?? "./data",
+    redisUrl,
+    tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : null,
+    logLevel: logLevel as ServerConfig["logLevel"],
+  };
+}

@@ -1,0 +1,233 @@
+/**
+ * A chat's actor: the one owner of the chat's appends on this node. Sends wait
+ * in its mailbox in arrival order; the actor takes everything waiting as one
+ * batch, has the store append it atomically (which assigns the gapless seqs and
+ * makes repeated message ids harmless), answers each sender, and only then
+ * publishes the new messages. So:
+ * - a seq is given out only once the message is durable;
+ * - messages are published per chat in seq order, each once;
+ * - one round trip to the store serves every send that arrived meanwhile.
+ */
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode, Message } from "../../../client/core/src/wire/proto.ts";
+import type { ChatState, MessageDraft, Store } from "../store/store.ts";
+import type { Clock } from "./clock.ts";
+import type { PushBus } from "./push-bus.ts";
+
+/** Sends waiting in one chat's mailbox; beyond it, senders are told to retry. */
+export const MAX_MAILBOX_DEPTH = 10_000;
+/** Messages handed to the store in one append. */
+export const MAX_APPEND_BATCH = 512;
+
+export interface SendOutcome {
+  seq: number;
+  duplicate: boolean;
+  serverTimeMs: number;
+}
+
+interface PendingSend {
+  draft: MessageDraft;
+  resolve(outcome: SendOutcome): void;
+  reject(error: unknown): void;
+}
+
+export interface ChatActorDeps {
+  store: Store;
+  bus: PushBus;
+  clock: Clock;
+  /** Called when a batch fails in the store, for logs; the senders get UNAVAILABLE. */
+  onStoreError(chatId: string, error: unknown): void;
+}
+
+export class ChatActor {
+  readonly chatId: string;
+  private readonly deps: ChatActorDeps;
+  private mailbox: PendingSend[] = [];
+  /** The running drain, if any: the mailbox is being worked off. */
+  private running: Promise<void> | undefined;
+  private chat: ChatState | undefined;
+  private lastUsedMs: number;
+
+  constructor(chatId: string, deps: ChatActorDeps) {
+    this.chatId = chatId;
+    this.deps = deps;
+    this.lastUsedMs = deps.clock.nowMs();
+  }
+
+  /** The chat as this actor knows it (loaded on first use, head kept current). */
+  async state(): Promise<ChatState> {
+    this.lastUsedMs = this.deps.clock.nowMs();
+    if (this.chat !== undefined) return this.chat;
+    const loaded = await this.deps.store.getChat(this.chatId);
+    if (loaded === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no chat ${this.chatId}`);
+    // Another call may have loaded it while this one waited; keep the newer head.
+    const current = this.chat as ChatState | undefined;
+    if (current !== undefined && current.headSeq >= loaded.headSeq) return current;
+    this.chat = loaded;
+    return loaded;
+  }
+
+  /**
+   * Queues a send. Must be called synchronously in arrival order: two sends from
+   * one connection keep their order because nothing awaits before the mailbox.
+   */
+  send(draft: MessageDraft): Promise<SendOutcome> {
+    this.lastUsedMs = this.deps.clock.nowMs();
+    if (this.mailbox.length >= MAX_MAILBOX_DEPTH) {
+      return Promise.reject(
+        new RemessengerError(ErrorCode.ERROR_CODE_RATE_LIMITED, "chat is busy, retry shortly", { retryAfterMs: 200 }),
+      );
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<SendOutcome>();
+    this.mailbox.push({ draft, resolve, reject });
+    this.running ??= this.drain();
+    return promise;
+  }
+
+  /** True when nothing is queued or running, so the registry may drop the actor. */
+  isIdleSince(nowMs: number, idleMs: number): boolean {
+    return this.running === undefined && nowMs - this.lastUsedMs >= idleMs;
+  }
+
+  /** Resolves when the mailbox is empty and no batch is in the store. */
+  async whenIdle(): Promise<void> {
+    while (this.running !== undefined) await this.running;
+  }
+
+  get mailboxDepth(): number {
+    return this.mailbox.length;
+  }
+
+  private async drain(): Promise<void> {
+    // Yield once so every send that arrives in this turn joins the first batch.
+    await Promise.resolve();
+    try {
+      while (this.mailbox.length > 0) {
+        const batch = this.mailbox.splice(0, MAX_APPEND_BATCH);
+        await this.process(batch);
+      }
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  private async process(batch: PendingSend[]): Promise<void> {
+    let chat: ChatState;
+    try {
+      chat = await this.state();
+    } catch (error) {
+      for (const pending of batch) pending.reject(error);
+      return;
+    }
+    const members = new Set(chat.memberUserIds);
+    const accepted: PendingSend[] = [];
+    for (const pending of batch) {
+      if (members.has(pending.draft.senderUserId)) accepted.push(pending);
+      else pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_PERMISSION_DENIED, `not a member of ${this.chatId}`));
+    }
+    if (accepted.length === 0) return;
+
+    let outcomes;
+    try {
+      outcomes = await this.deps.store.appendMessages(
+        this.chatId,
+        accepted.map((p) => p.draft),
+      );
+    } catch (error) {
+      this.deps.onStoreError(this.chatId, error);
+      // The append may or may not have happened; a retry with the same id is safe either way.
+      const unavailable = new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "message store unavailable, retry", {
+        cause: error,
+        retryAfterMs: 500,
+      });
+      for (const pending of accepted) pending.reject(unavailable);
+      return;
+    }
+
+    const published: Message[] = [];
+    accepted.forEach((pending, index) => {
+      const outcome = outcomes[index];
+      const { draft } = pending;
+      if (outcome === undefined) {
+        pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_INTERNAL, "store returned too few outcomes"));
+        return;
+      }
+      if (outcome.kind === "duplicate") {
+        if (outcome.senderDeviceId !== draft.senderDeviceId) {
+          pending.reject(
+            new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, "message id already used by another sender"),
+          );
+        } else {
+          pending.resolve({ seq: outcome.seq, duplicate: true, serverTimeMs: draft.serverTimeMs });
+        }
+        return;
+      }
+      if (outcome.seq > chat.headSeq) chat.headSeq = outcome.seq;
+      pending.resolve({ seq: outcome.seq, duplicate: false, serverTimeMs: draft.serverTimeMs });
+      published.push(
+        Message.fromPartial({
+          chatId: this.chatId,
+          seq: outcome.seq,
+          messageId: draft.messageId,
+          senderUserId: draft.senderUserId,
+          senderDeviceId: draft.senderDeviceId,
+          serverTimeMs: draft.serverTimeMs,
+          payload: draft.payload,
+          devicePayloads: draft.devicePayloads,
+        }),
+      );
+    });
+    for (const message of published) this.deps.bus.publish(chat.memberUserIds, { kind: "message", message });
+  }
+}
+
+/**
+ * The actors of this node, made on demand and dropped when idle, so memory
+ * follows the chats in use, not all chats.
+ */
+export class ChatActorRegistry {
+  private readonly actors = new Map<string, ChatActor>();
+  private readonly deps: ChatActorDeps;
+
+  constructor(deps: ChatActorDeps) {
+    this.deps = deps;
+  }
+
+  get(chatId: string): ChatActor {
+    let actor = this.actors.get(chatId);
+    if (actor === undefined) {
+      actor = new ChatActor(chatId, this.deps);
+      this.actors.set(chatId, actor);
+    }
+    return actor;
+  }
+
+  /** Drops actors idle for `idleMs`; returns how many. */
+  evictIdle(idleMs: number): number {
+    const now = this.deps.clock.nowMs();
+    let evicted = 0;
+    for (const [chatId, actor] of this.actors) {
+      if (actor.isIdleSince(now, idleMs)) {
+        this.actors.delete(chatId);
+        evicted += 1;
+      }
+    }
+    return evicted;
+  }
+
+  get size(): number {
+    return this.actors.size;
+  }
+
+  /** Sends queued in all mailboxes, for metrics and graceful shutdown. */
+  get queuedSends(): number {
+    let total = 0;
+    for (const actor of this.actors.values()) total += actor.mailboxDepth;
+    return total;
+  }
+
+  /** Resolves once every mailbox is empty and no batch is in the store. */
+  async drained(): Promise<void> {
+    await Promise.all([...this.actors.values()].map((actor) => actor.whenIdle()));
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * Delivers one device's queue over one subscribed connection.
+ *
+ * A device's queue is, per chat, every stored message after the device's
+ * delivery cursor. The pump pushes them in seq order and then follows live
+ * messages, keeping per chat `sentThrough`, the last seq pushed here:
+ * - a chat's messages go out strictly in seq order, each once per connection:
+ *   a message is pushed only when its seq is sentThrough + 1;
+ * - a live message that does not fit (a gap, a read in flight, the window or
+ *   the sink full) marks the chat behind; the pump then reads the store from
+ *   sentThrough, so nothing is buffered without bound and nothing is lost;
+ * - at most `windowSize` messages are pushed but not acked (flow control).
+ */
+import type { Message, Receipt, ServerPush } from "../../../client/core/src/wire/proto.ts";
+import type { Store } from "../store/store.ts";
+import type { Clock } from "./clock.ts";
+
+/** Where pushes go: a WebSocket, a gRPC stream... The pump never buffers beyond it. */
+export interface PushSink {
+  push(push: ServerPush): void;
+  /** False while the sink's own buffer is full; the pump waits for `onWritable`. */
+  isWritable(): boolean;
+}
+
+export interface DeliveryPumpOptions {
+  deviceId: string;
+  store: Store;
+  sink: PushSink;
+  clock: Clock;
+  /** Unacked pushed messages allowed in flight. */
+  windowSize?: number;
+  /** Messages read from the store at a time. */
+  pageSize?: number;
+  onError(error: unknown): void;
+}
+
+interface ChatProgress {
+  sentThrough: number;
+  ackedThrough: number;
+  isBehind: boolean;
+}
+
+export const DEFAULT_WINDOW_SIZE = 1024;
+const DEFAULT_PAGE_SIZE = 256;
+
+export class DeliveryPump {
+  private readonly options: DeliveryPumpOptions;
+  private readonly windowSize: number;
+  private readonly pageSize: number;
+  private readonly chats = new Map<string, ChatProgress>();
+  /** Chats whose progress is being loaded from the store (first seen live). */
+  private readonly loading = new Set<string>();
+  private pumping: Promise<void> | undefined;
+  private inFlight = 0;
+  private isStopped = false;
+  private isStarted = false;
+  private isSynced = false;
+  private pushedBySync = 0;
+  /** Per chat, the head at subscribe time: the sync is complete when all are pushed. */
+  private readonly syncTargets = new Map<string, number>();
+  private onSynced: (() => void) | undefined;
+
+  constructor(options: DeliveryPumpOptions) {
+    this.options = options;
+    this.windowSize = options.windowSize ?? DEFAULT_WINDOW_SIZE;
+    this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+  }
+
+  /**
+   * Pushes the whole queue of `chatIds`, then `receipts` (other devices'
+   * cursors), then sync_complete; live events may interleave from the start.
+   * Resolves when the sync is complete (or the pump stopped).
+   */
+  async start(chatIds: readonly string[]): Promise<void> {
+    await Promise.all(chatIds.map((chatId) => this.loadChat(chatId)));
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.onSynced = resolve;
+    this.isStarted = true;
+    this.schedule();
+    this.checkSynced();
+    await promise;
+  }
+
+  stop(): void {
+    this.isStopped = true;
+    this.onSynced?.();
+  }
+
+  /** A message became durable in one of the device's chats. */
+  onMessage(message: Message): void {
+    if (this.isStopped) return;
+    const progress = this.chats.get(message.chatId);
+    if (progress === undefined) {
+      // A chat new to this connection (created after subscribe): learn its cursor first.
+      void this.loadChat(message.chatId).then(() => this.schedule());
+      return;
+    }
+    if (message.seq <= progress.sentThrough) return;
+    if (
+      !progress.isBehind &&
+      this.pumping === undefined &&
+      message.seq === progress.sentThrough + 1 &&
+      this.hasRoom()
+    ) {
+      this.send(message, progress);
+      return;
+    }
+    progress.isBehind = true;
+    this.schedule();
+  }
+
+  /** Some device's cursor moved. Ours opens the window; others' go to the client. */
+  onReceipt(receipt: Receipt): void {
+    if (this.isStopped) return;
+    if (receipt.deviceId === this.options.deviceId) {
+      this.onAcked(receipt.chatId, receipt.throughSeq);
+      return;
+    }
+    this.options.sink.push({ push: { $case: "receipt", value: receipt } });
+  }
+
+  /** This device acked through `throughSeq` (on this connection or another). */
+  onAcked(chatId: string, throughSeq: number): void {
+    const progress = this.chats.get(chatId);
+    if (progress === undefined || throughSeq <= progress.ackedThrough) return;
+    const newlyAcked = Math.min(throughSeq, progress.sentThrough) - Math.min(progress.ackedThrough, progress.sentThrough);
+    if (newlyAcked > 0) this.inFlight -= newlyAcked;
+    progress.ackedThrough = throughSeq;
+    // A cursor moved past what we sent (another connection of the device): skip ahead.
+    if (throughSeq > progress.sentThrough) progress.sentThrough = throughSeq;
+    this.schedule();
+  }
+
+  /** The sink drained its buffer: continue where the pump stopped. */
+  onWritable(): void {
+    this.schedule();
+  }
+
+  /** Messages pushed and not yet acked, for tests and metrics. */
+  get unacked(): number {
+    return this.inFlight;
+  }
+
+  get synced(): boolean {
+    return this.isSynced;
+  }
+
+  private hasRoom(): boolean {
+    return this.inFlight < this.windowSize && this.options.sink.isWritable();
+  }
+
+  private send(message: Message, progress: ChatProgress): void {
+    const { deviceId, sink } = this.options;
+    // Each device sees only its own entry of the per-device ciphertexts.
+    const devicePayloads = message.devicePayloads.filter((p) => p.deviceId === deviceId);
+    sink.push({ push: { $case: "message", value: { ...message, devicePayloads } } });
+    progress.sentThrough = message.seq;
+    if (message.seq > progress.ackedThrough) this.inFlight += 1;
+    if (!this.isSynced) this.pushedBySync += 1;
+  }
+
+  private async loadChat(chatId: string): Promise<void> {
+    if (this.chats.has(chatId) || this.loading.has(chatId)) return;
+    this.loading.add(chatId);
+    try {
+      const [cursors, chat] = await Promise.all([
+        this.options.store.getCursors(chatId),
+        this.options.store.getChat(chatId),
+      ]);
+      const cursor = cursors.find((c) => c.deviceId === this.options.deviceId);
+      if (cursor === undefined || chat === undefined) return; // not a recipient here
+      // Always start behind: a message may have landed between the two reads.
+      this.chats.set(chatId, { sentThrough: cursor.throughSeq, ackedThrough: cursor.throughSeq, isBehind: true });
+      if (!this.isStarted) this.syncTargets.set(chatId, chat.headSeq);
+    } catch (error) {
+      this.options.onError(error);
+    } finally {
+      this.loading.delete(chatId);
+    }
+  }
+
+  private schedule(): void {
+    if (this.isStopped || this.pumping !== undefined) return;
+    this.pumping = this.pump();
+  }
+
+  /** Reads behind chats from the store until all caught up or no room is left. */
+  private async pump(): Promise<void> {
+    await Promise.resolve(); // let `schedule` record this run before it reads anything
+    try {
+      for (;;) {
+        if (this.isStopped || !this.hasRoom()) return;
+        const behind = [...this.chats.entries()].filter(([, p]) => p.isBehind);
+        if (behind.length === 0) return;
+        for (const [chatId, progress] of behind) {
+          if (this.isStopped || !this.hasRoom()) return;
+          const limit = Math.min(this.pageSize, this.windowSize - this.inFlight);
+          progress.isBehind = false;
+          const messages = await this.options.store.readMessages(chatId, progress.sentThrough, limit);
+          for (const message of messages) {
+            if (this.isStopped) return;
+            if (message.seq === progress.sentThrough + 1) this.send(message, progress);
+          }
+          // A full page means there may be more; so does a live message that came meanwhile.
+          if (messages.length === limit) progress.isBehind = true;
+        }
+      }
+    } catch (error) {
+      this.options.onError(error);
+    } finally {
+      this.pumping = undefined;
+      this.checkSynced();
+    }
+  }
+
+  /** Once every chat's queue as of subscribe time is out: receipts, then sync_complete. */
+  private checkSynced(): void {
+    if (!this.isStarted || this.isSynced || this.isStopped) return;
+    for (const [chatId, head] of this.syncTargets) {
+      const progress = this.chats.get(chatId);
+      if (progress !== undefined && progress.sentThrough < head) return;
+    }
+    this.isSynced = true;
+    void this.finishSync();
+  }
+
+  private async finishSync(): Promise<void> {
+    const { store, deviceId, sink, clock } = this.options;
+    try {
+      const owners = new Map<string, string | undefined>();
+      for (const chatId of this.syncTargets.keys()) {
+        for (const cursor of await store.getCursors(chatId)) {
+          if (cursor.deviceId === deviceId || cursor.throughSeq === 0) continue;
+          if (!owners.has(cursor.deviceId)) owners.set(cursor.deviceId, (await store.getDevice(cursor.deviceId))?.userId);
+          const userId = owners.get(cursor.deviceId);
+          if (userId === undefined || this.isStopped) continue;
+          sink.push({
+            push: { $case: "receipt", value: { chatId, userId, deviceId: cursor.deviceId, throughSeq: cursor.throughSeq } },
+          });
+        }
+      }
+      if (this.isStopped) return;
+      sink.push({ push: { $case: "syncComplete", value: { pushed: this.pushedBySync, serverTimeMs: clock.nowMs() } } });
+    } catch (error) {
+      this.options.onError(error);
+    } finally {
+      this.onSynced?.();
+    }
+  }
+}

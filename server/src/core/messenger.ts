@@ -1,0 +1,344 @@
+/**
+ * The server's operations, as every edge (WebSocket, gRPC, later HTTPS and the
+ * DNS tunnel) offers them. It validates requests, authenticates devices and
+ * routes work to chat actors and delivery pumps; it knows nothing of sockets.
+ *
+ * `sendMessage` does no await before the chat's mailbox, so sends from one
+ * connection reach their chat in the order they arrived.
+ */
+import type { Logger } from "pino";
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { directChatId, isId, newId } from "../../../client/core/src/wire/ids.ts";
+import {
+  MAX_ACKS_PER_REQUEST,
+  MAX_CHAT_MEMBERS_AT_CREATE,
+  MAX_CHAT_TITLE_CHARS,
+  MAX_DEVICE_PAYLOADS,
+  MAX_DISPLAY_NAME_CHARS,
+  MAX_MESSAGE_BYTES,
+  MESSAGE_ID_BYTES,
+} from "../../../client/core/src/wire/limits.ts";
+import { loginProof, registerProof } from "../../../client/core/src/wire/auth-proof.ts";
+import {
+  type AckRequest,
+  type Chat,
+  ChatKind,
+  type CreateChatRequest,
+  type CreateChatResponse,
+  ErrorCode,
+  type GetChallengeResponse,
+  type GetChatRequest,
+  type GetChatResponse,
+  type GetUserRequest,
+  type GetUserResponse,
+  type ListChatsResponse,
+  type LoginRequest,
+  type LoginResponse,
+  type PingRequest,
+  type PingResponse,
+  type RegisterRequest,
+  type RegisterResponse,
+  type SendMessageRequest,
+  type SendMessageResponse,
+} from "../../../client/core/src/wire/proto.ts";
+import type { ChatState, Store } from "../store/store.ts";
+import { ChatActorRegistry } from "./chat-actor.ts";
+import type { Clock } from "./clock.ts";
+import { DeliveryPump, type PushSink } from "./delivery-pump.ts";
+import { ChallengeBook, SessionTokens, verifyDeviceSignature } from "./device-auth.ts";
+import type { PushBus } from "./push-bus.ts";
+
+/** A device that proved its identity on this connection or with a token. */
+export interface AuthedDevice {
+  userId: string;
+  deviceId: string;
+}
+
+export interface MessengerDeps {
+  store: Store;
+  bus: PushBus;
+  clock: Clock;
+  random: (n: number) => Uint8Array;
+  /** The server secret from the store (signs session tokens). */
+  secret: Uint8Array;
+  log: Logger;
+}
+
+/** A subscribed connection: its pump, and how to end it. */
+export interface Subscription {
+  readonly pump: DeliveryPump;
+  /** Resolves when everything queued before the subscribe was pushed. */
+  readonly synced: Promise<void>;
+  close(): void;
+}
+
+function invalid(message: string): RemessengerError {
+  return new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message);
+}
+
+function chatNotFound(chatId: string): RemessengerError {
+  // One answer for "no such chat" and "not yours", so chat ids leak nothing.
+  return new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${chatId} not found, or you are not a member`);
+}
+
+function requireId(kind: "user" | "device" | "chat", value: string, field: string): void {
+  if (!isId(kind, value)) throw invalid(`${field} is not a ${kind} id: ${JSON.stringify(value.slice(0, 40))}`);
+}
+
+function toChat(state: ChatState): Chat {
+  return {
+    chatId: state.chatId,
+    kind: state.kind,
+    title: state.title,
+    memberUserIds: state.memberUserIds,
+    headSeq: state.headSeq,
+    createdAtMs: state.createdAtMs,
+    createdByUserId: state.createdByUserId,
+  };
+}
+
+export class Messenger {
+  readonly actors: ChatActorRegistry;
+  readonly challenges: ChallengeBook;
+  private readonly tokens: SessionTokens;
+  private readonly deps: MessengerDeps;
+
+  constructor(deps: MessengerDeps) {
+    this.deps = deps;
+    this.challenges = new ChallengeBook(deps.clock, deps.random);
+    this.tokens = new SessionTokens(deps.secret, deps.clock);
+    this.actors = new ChatActorRegistry({
+      store: deps.store,
+      bus: deps.bus,
+      clock: deps.clock,
+      onStoreError: (chatId, error) => {
+        deps.log.error({ chatId, err: error }, "append failed in the store");
+      },
+    });
+  }
+
+  newChallenge(): GetChallengeResponse {
+    return this.challenges.issue();
+  }
+
+  async register(request: RegisterRequest): Promise<{ device: AuthedDevice; response: RegisterResponse }> {
+    const displayName = request.displayName.trim();
+    if (displayName.length === 0 || [...displayName].length > MAX_DISPLAY_NAME_CHARS) {
+      throw invalid(`display name must be 1 to ${MAX_DISPLAY_NAME_CHARS} characters`);
+    }
+    this.challenges.consume(request.nonce);
+    verifyDeviceSignature(
+      request.identityKey,
+      registerProof(request.nonce, request.identityKey, request.displayName),
+      request.signature,
+    );
+    const now = this.deps.clock.nowMs();
+    const device: AuthedDevice = { userId: newId("user", this.deps.random), deviceId: newId("device", this.deps.random) };
+    await this.deps.store.createUser(
+      { userId: device.userId, displayName, createdAtMs: now },
+      { deviceId: device.deviceId, userId: device.userId, identityKey: request.identityKey, createdAtMs: now },
+    );
+    this.deps.log.info({ userId: device.userId, deviceId: device.deviceId }, "device registered");
+    return {
+      device,
+      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: now },
+    };
+  }
+
+  async login(request: LoginRequest): Promise<{ device: AuthedDevice; response: LoginResponse }> {
+    requireId("device", request.deviceId, "device_id");
+    this.challenges.consume(request.nonce);
+    const record = await this.deps.store.getDevice(request.deviceId);
+    if (record === undefined) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, `unknown device ${request.deviceId}`);
+    }
+    verifyDeviceSignature(record.identityKey, loginProof(request.nonce, request.deviceId), request.signature);
+    const device: AuthedDevice = { userId: record.userId, deviceId: record.deviceId };
+    return {
+      device,
+      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: this.deps.clock.nowMs() },
+    };
+  }
+
+  /** The device a session token stands for; throws UNAUTHENTICATED. */
+  async authenticate(token: string): Promise<AuthedDevice> {
+    const deviceId = this.tokens.verify(token);
+    const record = await this.deps.store.getDevice(deviceId);
+    if (record === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "device no longer exists");
+    return { userId: record.userId, deviceId: record.deviceId };
+  }
+
+  async getUser(_device: AuthedDevice, request: GetUserRequest): Promise<GetUserResponse> {
+    requireId("user", request.userId, "user_id");
+    const user = await this.deps.store.getUser(request.userId);
+    if (user === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no user ${request.userId}`);
+    const devices = await this.deps.store.listUserDevices(user.userId);
+    return {
+      user: {
+        userId: user.userId,
+        displayName: user.displayName,
+        devices: devices.map((d) => ({ deviceId: d.deviceId, identityKey: d.identityKey, createdAtMs: d.createdAtMs })),
+      },
+    };
+  }
+
+  async createChat(device: AuthedDevice, request: CreateChatRequest): Promise<CreateChatResponse> {
+    const others = [...new Set(request.memberUserIds)].filter((id) => id !== device.userId);
+    for (const id of others) requireId("user", id, "member_user_ids");
+    const title = request.title.trim();
+    if ([...title].length > MAX_CHAT_TITLE_CHARS) throw invalid(`title is over ${MAX_CHAT_TITLE_CHARS} characters`);
+
+    let chatId: string;
+    if (request.kind === ChatKind.CHAT_KIND_DIRECT) {
+      const [other] = others;
+      if (others.length !== 1 || other === undefined) throw invalid("a direct chat has exactly one other member");
+      chatId = directChatId(device.userId, other);
+    } else if (request.kind === ChatKind.CHAT_KIND_GROUP) {
+      if (others.length + 1 > MAX_CHAT_MEMBERS_AT_CREATE) {
+        throw invalid(`a group starts with at most ${MAX_CHAT_MEMBERS_AT_CREATE} members`);
+      }
+      chatId = newId("chat", this.deps.random);
+    } else {
+      throw invalid("chat kind must be DIRECT or GROUP");
+    }
+
+    const members = [device.userId, ...others];
+    const memberDeviceIds: string[] = [];
+    for (const userId of members) {
+      const devices = await this.deps.store.listUserDevices(userId);
+      if (devices.length === 0) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no user ${userId}`);
+      memberDeviceIds.push(...devices.map((d) => d.deviceId));
+    }
+    const { chat, created } = await this.deps.store.createChat(
+      {
+        chatId,
+        kind: request.kind,
+        title,
+        memberUserIds: members,
+        createdByUserId: device.userId,
+        createdAtMs: this.deps.clock.nowMs(),
+      },
+      memberDeviceIds,
+    );
+    if (created) this.deps.log.info({ chatId, userId: device.userId, members: members.length }, "chat created");
+    return { chat: toChat(chat), created };
+  }
+
+  async getChat(device: AuthedDevice, request: GetChatRequest): Promise<GetChatResponse> {
+    requireId("chat", request.chatId, "chat_id");
+    return { chat: toChat(await this.memberChat(device, request.chatId)) };
+  }
+
+  async listChats(device: AuthedDevice): Promise<ListChatsResponse> {
+    const ids = await this.deps.store.listUserChatIds(device.userId);
+    const chats = await Promise.all(ids.map((id) => this.deps.store.getChat(id)));
+    return { chats: chats.filter((c) => c !== undefined).map(toChat) };
+  }
+
+  /** Validates, then queues the send in the chat's mailbox before any await. */
+  sendMessage(device: AuthedDevice, request: SendMessageRequest): Promise<SendMessageResponse> {
+    try {
+      requireId("chat", request.chatId, "chat_id");
+      if (request.messageId.length !== MESSAGE_ID_BYTES) throw invalid(`message_id must be ${MESSAGE_ID_BYTES} bytes`);
+      if (request.devicePayloads.length > MAX_DEVICE_PAYLOADS) {
+        throw invalid(`at most ${MAX_DEVICE_PAYLOADS} device payloads`);
+      }
+      let size = request.payload.length;
+      for (const entry of request.devicePayloads) {
+        requireId("device", entry.deviceId, "device_payloads.device_id");
+        size += entry.ciphertext.length;
+      }
+      if (size === 0) throw invalid("message is empty");
+      if (size > MAX_MESSAGE_BYTES) {
+        throw new RemessengerError(ErrorCode.ERROR_CODE_TOO_LARGE, `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`);
+      }
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    return this.actors
+      .get(request.chatId)
+      .send({
+        messageId: request.messageId,
+        senderUserId: device.userId,
+        senderDeviceId: device.deviceId,
+        serverTimeMs: this.deps.clock.nowMs(),
+        payload: request.payload,
+        devicePayloads: request.devicePayloads,
+      })
+      .then(
+        (outcome) => ({ seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs }),
+        (error: unknown) => {
+          const isHidden =
+            error instanceof RemessengerError &&
+            (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
+          throw isHidden ? chatNotFound(request.chatId) : error;
+        },
+      );
+  }
+
+  /**
+   * Moves the device's cursors and tells the chats' members (receipts).
+   * Returns the cursor per chat, for the acking connection's own pump.
+   */
+  async ack(device: AuthedDevice, request: AckRequest): Promise<Array<{ chatId: string; throughSeq: number }>> {
+    if (request.acks.length > MAX_ACKS_PER_REQUEST) throw invalid(`at most ${MAX_ACKS_PER_REQUEST} acks per request`);
+    for (const ack of request.acks) requireId("chat", ack.chatId, "acks.chat_id");
+    const results = [];
+    for (const ack of request.acks) {
+      const cursor = await this.deps.store.ackDelivered(ack.chatId, device.deviceId, ack.throughSeq);
+      if (cursor === undefined) throw chatNotFound(ack.chatId);
+      results.push({ chatId: ack.chatId, throughSeq: cursor });
+      const chat = await this.actors.get(ack.chatId).state();
+      this.deps.bus.publish(chat.memberUserIds, {
+        kind: "receipt",
+        receipt: { chatId: ack.chatId, userId: device.userId, deviceId: device.deviceId, throughSeq: cursor },
+      });
+    }
+    return results;
+  }
+
+  /**
+   * Starts delivering the device's queue to `sink`: everything not acked, then
+   * live messages. The bus subscription comes first, so nothing slips between.
+   */
+  subscribe(device: AuthedDevice, sink: PushSink): Subscription {
+    const { log, store, bus, clock } = this.deps;
+    const pump = new DeliveryPump({
+      deviceId: device.deviceId,
+      store,
+      sink,
+      clock,
+      onError: (error) => {
+        log.error({ deviceId: device.deviceId, err: error }, "delivery failed");
+      },
+    });
+    const unsubscribe = bus.subscribe(device.userId, (event) => {
+      if (event.kind === "message") pump.onMessage(event.message);
+      else pump.onReceipt(event.receipt);
+    });
+    const synced = store.listUserChatIds(device.userId).then((chatIds) => pump.start(chatIds));
+    return {
+      pump,
+      synced,
+      close: () => {
+        pump.stop();
+        unsubscribe();
+      },
+    };
+  }
+
+  ping(request: PingRequest): PingResponse {
+    return { clientTimeMs: request.clientTimeMs, serverTimeMs: this.deps.clock.nowMs() };
+  }
+
+  /** Waits until every queued send is durable and answered (graceful shutdown). */
+  async drain(): Promise<void> {
+    await this.actors.drained();
+  }
+
+  private async memberChat(device: AuthedDevice, chatId: string): Promise<ChatState> {
+    const chat = await this.deps.store.getChat(chatId);
+    if (chat === undefined || !chat.memberUserIds.includes(device.userId)) throw chatNotFound(chatId);
+    return chat;
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * One client's frame connection, whatever pipe carries it (WebSocket now,
+ * HTTPS and the DNS tunnel later): hello, login, requests, pushes.
+ *
+ * - Every request with an id gets exactly one answer: its response or an error.
+ * - Requests run concurrently, but each is handed to the Messenger in arrival
+ *   order without an await in between, so sends keep their order per chat.
+ * - Input that is not a frame gets an error frame; a peer that keeps sending
+ *   garbage is closed. Nothing a peer sends can throw out of this class.
+ */
+import type { Logger } from "pino";
+import { RemessengerError, assertNever } from "../../../client/core/src/wire/errors.ts";
+import {
+  type ClientRequest,
+  FrameError,
+  type ServerBody,
+  decodeClientFrame,
+  encodeServerFrame,
+} from "../../../client/core/src/wire/frame-codec.ts";
+import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
+import { ErrorCode, type ServerFrame, type ServerPush } from "../../../client/core/src/wire/proto.ts";
+import type { AuthedDevice, Messenger, Subscription } from "../core/messenger.ts";
+import { isInternal, toErrorDetail } from "./to-status.ts";
+
+/** Bad frames tolerated on one connection before it is closed. */
+export const MAX_BAD_FRAMES = 16;
+export const SERVER_VERSION = "0.1.0";
+
+/** What a frame edge gives the session: a way to send, to close, and its backpressure. */
+export interface FramePipe {
+  send(frame: Uint8Array): void;
+  isWritable(): boolean;
+  /** Closes the pipe; `code` follows WebSocket close codes (1008 policy, 1009 too big). */
+  close(code: number, reason: string): void;
+}
+
+const PRE_LOGIN_REQUESTS: ReadonlySet<ClientRequest["$case"]> = new Set(["getChallenge", "register", "login", "ping"]);
+
+export class FrameSession {
+  private readonly messenger: Messenger;
+  private readonly pipe: FramePipe;
+  private readonly log: Logger;
+  private device: AuthedDevice | undefined;
+  private isAuthenticating = false;
+  private subscription: Subscription | undefined;
+  private badFrames = 0;
+  private isClosed = false;
+
+  constructor(messenger: Messenger, pipe: FramePipe, log: Logger) {
+    this.messenger = messenger;
+    this.pipe = pipe;
+    this.log = log;
+  }
+
+  /** Sends the hello with a login challenge bound to this connection. */
+  open(now: number): void {
+    this.write({
+      requestId: 0,
+      body: {
+        $case: "hello",
+        value: {
+          challenge: this.messenger.newChallenge(),
+          serverTimeMs: now,
+          serverVersion: SERVER_VERSION,
+          maxFrameBytes: MAX_FRAME_BYTES,
+        },
+      },
+    });
+  }
+
+  onFrame(bytes: Uint8Array): void {
+    if (this.isClosed) return;
+    let frame;
+    try {
+      frame = decodeClientFrame(bytes);
+    } catch (error) {
+      this.onBadFrame(error);
+      return;
+    }
+    const { requestId, request } = frame;
+    if (this.device === undefined && !PRE_LOGIN_REQUESTS.has(request.$case)) {
+      this.fail(requestId, new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "log in first"));
+      return;
+    }
+    let answer: Promise<ServerBody | undefined>;
+    try {
+      answer = this.dispatch(request);
+    } catch (error) {
+      answer = Promise.reject(error as Error);
+    }
+    answer.then(
+      (body) => {
+        if (body !== undefined && requestId !== 0) this.write({ requestId, body });
+      },
+      (error: unknown) => {
+        this.fail(requestId, error);
+      },
+    );
+  }
+
+  /** The pipe got input that cannot be a frame (a WebSocket text message...). */
+  onUnframedInput(reason: string): void {
+    if (this.isClosed) return;
+    this.onBadFrame(new RemessengerError(ErrorCode.ERROR_CODE_BAD_FRAME, reason));
+  }
+
+  /** The pipe's buffer drained: pushes may continue. */
+  onWritable(): void {
+    this.subscription?.pump.onWritable();
+  }
+
+  onClose(): void {
+    this.isClosed = true;
+    this.subscription?.close();
+    this.subscription = undefined;
+  }
+
+  get authedDevice(): AuthedDevice | undefined {
+    return this.device;
+  }
+
+  /** Starts the request; everything before the first await runs in arrival order. */
+  private dispatch(request: ClientRequest): Promise<ServerBody | undefined> {
+    const device = this.device;
+    switch (request.$case) {
+      case "getChallenge":
+        return Promise.resolve({ $case: "getChallenge", value: this.messenger.newChallenge() });
+      case "ping":
+        return Promise.resolve({ $case: "ping", value: this.messenger.ping(request.value) });
+      case "register":
+        return this.authenticateWith(() => this.messenger.register(request.value)).then((value) => ({
+          $case: "register",
+          value,
+        }));
+      case "login":
+        return this.authenticateWith(() => this.messenger.login(request.value)).then((value) => ({
+          $case: "login",
+          value,
+        }));
+      default:
+        break;
+    }
+    if (device === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "log in first");
+    switch (request.$case) {
+      case "createChat":
+        return this.messenger.createChat(device, request.value).then((value) => ({ $case: "createChat", value }));
+      case "getChat":
+        return this.messenger.getChat(device, request.value).then((value) => ({ $case: "getChat", value }));
+      case "listChats":
+        return this.messenger.listChats(device).then((value) => ({ $case: "listChats", value }));
+      case "getUser":
+        return this.messenger.getUser(device, request.value).then((value) => ({ $case: "getUser", value }));
+      case "sendMessage":
+        return this.messenger.sendMessage(device, request.value).then((value) => ({ $case: "sendMessage", value }));
+      case "ack":
+        return this.messenger.ack(device, request.value).then((cursors) => {
+          for (const { chatId, throughSeq } of cursors) this.subscription?.pump.onAcked(chatId, throughSeq);
+          return { $case: "ack", value: {} };
+        });
+      case "subscribe":
+        return Promise.resolve(this.subscribe(device));
+      default:
+        return assertNever(request);
+    }
+  }
+
+  private async authenticateWith<R>(attempt: () => Promise<{ device: AuthedDevice; response: R }>): Promise<R> {
+    if (this.device !== undefined || this.isAuthenticating) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "this connection is logged in already");
+    }
+    this.isAuthenticating = true;
+    let device: AuthedDevice;
+    let response: R;
+    try {
+      ({ device, response } = await attempt());
+    } finally {
+      this.isAuthenticating = false;
+    }
+    this.device = device;
+    this.log.info({ userId: device.userId, deviceId: device.deviceId }, "device logged in");
+    return response;
+  }
+
+  private subscribe(device: AuthedDevice): ServerBody {
+    if (this.subscription !== undefined) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "this connection is subscribed already");
+    }
+    this.subscription = this.messenger.subscribe(device, {
+      push: (push: ServerPush) => {
+        this.write({ requestId: 0, body: { $case: "push", value: push } });
+      },
+      isWritable: () => !this.isClosed && this.pipe.isWritable(),
+    });
+    this.subscription.synced.catch((error: unknown) => {
+      this.log.error({ deviceId: device.deviceId, err: error }, "sync failed");
+      this.pipe.close(1011, "sync failed");
+    });
+    return { $case: "subscribe", value: { push: undefined } };
+  }
+
+  private onBadFrame(error: unknown): void {
+    this.badFrames += 1;
+    const requestId = error instanceof FrameError ? error.requestId : 0;
+    this.fail(requestId, error);
+    if (this.badFrames >= MAX_BAD_FRAMES) {
+      this.log.warn({ deviceId: this.device?.deviceId, badFrames: this.badFrames }, "closing: too many bad frames");
+      this.close(1008, "too many bad frames");
+    }
+  }
+
+  private fail(requestId: number, error: unknown): void {
+    if (isInternal(error)) {
+      this.log.error({ deviceId: this.device?.deviceId, err: error }, "request failed");
+    }
+    this.write({ requestId, body: { $case: "error", value: toErrorDetail(error) } });
+  }
+
+  private write(frame: ServerFrame): void {
+    if (this.isClosed) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeServerFrame(frame);
+    } catch (error) {
+      // A response too large to frame: answer with the error instead.
+      this.log.error({ deviceId: this.device?.deviceId, err: error }, "response not encodable");
+      bytes = encodeServerFrame({ requestId: frame.requestId, body: { $case: "error", value: toErrorDetail(error) } });
+    }
+    this.pipe.send(bytes);
+  }
+
+  private close(code: number, reason: string): void {
+    this.onClose();
+    this.pipe.close(code, reason);
+  }
+}

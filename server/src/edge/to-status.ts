@@ -1,0 +1,49 @@
+/**
+ * Errors leave the server only through here: a RemessengerError keeps its code
+ * and text; anything else is a bug whose details stay in the log, and the peer
+ * sees INTERNAL.
+ */
+import { Status } from "nice-grpc";
+import { RemessengerError, assertNever } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode, type ErrorDetail } from "../../../client/core/src/wire/proto.ts";
+
+export function toErrorDetail(error: unknown): ErrorDetail {
+  if (error instanceof RemessengerError) {
+    return { code: error.code, message: error.message, retryAfterMs: error.retryAfterMs };
+  }
+  return { code: ErrorCode.ERROR_CODE_INTERNAL, message: "internal error", retryAfterMs: 0 };
+}
+
+export function isInternal(error: unknown): boolean {
+  return !(error instanceof RemessengerError) || error.code === ErrorCode.ERROR_CODE_INTERNAL;
+}
+
+export function toGrpcStatus(code: ErrorCode): Status {
+  switch (code) {
+    case ErrorCode.ERROR_CODE_BAD_FRAME:
+    case ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
+      return Status.INVALID_ARGUMENT;
+    case ErrorCode.ERROR_CODE_UNAUTHENTICATED:
+      return Status.UNAUTHENTICATED;
+    case ErrorCode.ERROR_CODE_PERMISSION_DENIED:
+      return Status.PERMISSION_DENIED;
+    case ErrorCode.ERROR_CODE_NOT_FOUND:
+      return Status.NOT_FOUND;
+    case ErrorCode.ERROR_CODE_ALREADY_EXISTS:
+      return Status.ALREADY_EXISTS;
+    case ErrorCode.ERROR_CODE_TOO_LARGE:
+    case ErrorCode.ERROR_CODE_RATE_LIMITED:
+      return Status.RESOURCE_EXHAUSTED;
+    case ErrorCode.ERROR_CODE_UNAVAILABLE:
+      return Status.UNAVAILABLE;
+    case ErrorCode.ERROR_CODE_UNIMPLEMENTED:
+      return Status.UNIMPLEMENTED;
+    case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
+      return Status.DEADLINE_EXCEEDED;
+    case ErrorCode.ERROR_CODE_INTERNAL:
+    case ErrorCode.ERROR_CODE_UNSPECIFIED:
+      return Status.INTERNAL;
+    default:
+      return assertNever(code);
+  }
+}

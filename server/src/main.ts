@@ -1,0 +1,120 @@
+/**
+ * Composition root: parse the config, open the store, build the core, start
+ * the listeners, and shut all of it down gracefully on SIGTERM/SIGINT
+ * (stop accepting, answer what is in flight, close the store).
+ */
+import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { systemClock } from "./core/clock.ts";
+import { Messenger } from "./core/messenger.ts";
+import { LocalPushBus } from "./core/push-bus.ts";
+import { GrpcEdge } from "./edge/grpc-edge.ts";
+import { HttpListener } from "./edge/http-listener.ts";
+import { WebSocketEdge } from "./edge/websocket-edge.ts";
+import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
+import { createLogger } from "./log.ts";
+import { RedisStore } from "./store/redis-store.ts";
+import { SqliteStore } from "./store/sqlite-store.ts";
+import type { Store } from "./store/store.ts";
+
+const ACTOR_IDLE_MS = 60_000;
+
+export interface RunningServer {
+  url: string;
+  grpcPort: number | null;
+  stop(): Promise<void>;
+}
+
+function random(n: number): Uint8Array {
+  return new Uint8Array(randomBytes(n));
+}
+
+async function openStore(config: ServerConfig, log: Logger): Promise<Store> {
+  if (config.redisUrl !== null) {
+    log.info({ store: "redis", url: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "opening store");
+    return RedisStore.open({ url: config.redisUrl });
+  }
+  mkdirSync(config.dataDir, { recursive: true });
+  log.info({ store: "sqlite", dataDir: config.dataDir }, "opening store");
+  return SqliteStore.open({ dataDir: config.dataDir });
+}
+
+export async function startServer(config: ServerConfig, log: Logger): Promise<RunningServer> {
+  const store = await openStore(config, log);
+  const secret = await store.loadOrCreateServerSecret(random(32));
+  const messenger = new Messenger({ store, bus: new LocalPushBus(), clock: systemClock, random, secret, log });
+
+  const http = new HttpListener({ ...config.listen, ...(config.tls ? { tls: config.tls } : {}), log });
+  const ws = new WebSocketEdge({ messenger, clock: systemClock, log });
+  http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
+  const { url } = await http.listen();
+
+  let grpc: GrpcEdge | null = null;
+  let grpcPort: number | null = null;
+  if (config.grpcListen !== null) {
+    grpc = new GrpcEdge({ messenger, log, ...(config.tls ? { tls: config.tls } : {}) });
+    const { host, port } = config.grpcListen;
+    grpcPort = await grpc.listen(`${host.includes(":") ? `[${host}]` : host}:${port}`);
+  }
+  const evictor = setInterval(() => messenger.actors.evictIdle(ACTOR_IDLE_MS), ACTOR_IDLE_MS);
+  evictor.unref();
+  log.info({ url, websocket: `${url.replace(/^http/, "ws")}/v1/ws`, grpcPort }, "listening");
+
+  return {
+    url,
+    grpcPort,
+    stop: async () => {
+      clearInterval(evictor);
+      ws.close();
+      await Promise.all([http.close(), grpc?.close()]);
+      await messenger.drain();
+      await store.close();
+      log.info("stopped");
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`remessenger server: ${error.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (config === "help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const log = createLogger(config.logLevel);
+  let server: RunningServer;
+  try {
+    server = await startServer(config, log);
+  } catch (error) {
+    log.fatal({ err: error }, "could not start");
+    process.exit(1);
+  }
+  let isStopping = false;
+  const shutdown = (signal: string): void => {
+    if (isStopping) return;
+    isStopping = true;
+    log.info({ signal }, "shutting down");
+    server.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, "unclean shutdown");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => {
+    shutdown("SIGTERM");
+  });
+  process.on("SIGINT", () => {
+    shutdown("SIGINT");
+  });
+}
+
+if (import.meta.main) await main();
