@@ -14,8 +14,6 @@ import { HttpListener } from "./edge/http-listener.ts";
 import { WebSocketEdge } from "./edge/websocket-edge.ts";
 import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
-import { RedisStore } from "./store/redis-store.ts";
-import { SqliteStore } from "./store/sqlite-store.ts";
 import type { Store } from "./store/store.ts";
 
 const ACTOR_IDLE_MS = 60_000;
@@ -33,10 +31,13 @@ function random(n: number): Uint8Array {
 async function openStore(config: ServerConfig, log: Logger): Promise<Store> {
   if (config.redisUrl !== null) {
     log.info({ store: "redis", url: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "opening store");
+    // Loaded only when chosen, so the embedded default starts without ioredis.
+    const { RedisStore } = await import("./store/redis-store.ts");
     return RedisStore.open({ url: config.redisUrl });
   }
   mkdirSync(config.dataDir, { recursive: true });
   log.info({ store: "sqlite", dataDir: config.dataDir }, "opening store");
+  const { SqliteStore } = await import("./store/sqlite-store.ts");
   return SqliteStore.open({ dataDir: config.dataDir });
 }
 

@@ -118,7 +118,7 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     back.close();
     await back.closed;
 
-    // Acked and dropped: a new connection of bob's gets nothing again.
+    // Acked: a new connection of bob's gets nothing again...
     const later = await FrameDriver.connect(url);
     await later.login(bobId);
     await later.subscribe();
@@ -126,6 +126,17 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     expect(later.messages()).toEqual([]);
     alice.close();
     later.close();
+
+    // ...and dropped: the store holds none of the 200 any more.
+    await target.server.stop();
+    const store = await target.openStore();
+    try {
+      expect(await store.readMessages(chatId, 0, 1000)).toEqual([]);
+      expect((await store.getChat(chatId))?.headSeq).toBe(200);
+    } finally {
+      await store.close();
+      await target.server.restart();
+    }
   });
 
   it("resumes a receiver from its last ack after a dropped connection", async () => {

@@ -2,26 +2,41 @@
  * The stores an end-to-end suite runs against: the embedded store, and Redis
  * (a private redis-server started for the suite).
  */
-import { startRedis } from "../../scripts/harness/redis.ts";
 import { startServer, type ServerOptions, type TestServer } from "../../scripts/harness/server.ts";
+import type { Store } from "../src/store/store.ts";
 
 export const STORE_KINDS = ["embedded", "redis"] as const;
 export type StoreKind = (typeof STORE_KINDS)[number];
 
 export interface ServerUnderTest {
   server: TestServer;
+  /** Opens the server's store directly (stop the server first for the embedded one). */
+  openStore(): Promise<Store>;
   stop(): Promise<void>;
 }
 
 export async function startServerOn(kind: StoreKind, options: ServerOptions = {}): Promise<ServerUnderTest> {
   if (kind === "embedded") {
     const server = await startServer(options);
-    return { server, stop: () => server.cleanup() };
+    return {
+      server,
+      openStore: async () => {
+        const { SqliteStore } = await import("../src/store/sqlite-store.ts");
+        return SqliteStore.open({ dataDir: server.dataDir });
+      },
+      stop: () => server.cleanup(),
+    };
   }
+  // Loaded lazily so the embedded runs need nothing Redis.
+  const { startRedis } = await import("../../scripts/harness/redis.ts");
   const redis = await startRedis();
   const server = await startServer({ ...options, redisUrl: redis.url });
   return {
     server,
+    openStore: async () => {
+      const { RedisStore } = await import("../src/store/redis-store.ts");
+      return RedisStore.open({ url: redis.url });
+    },
     stop: async () => {
       await server.cleanup();
       await redis.stop();
