@@ -51,6 +51,8 @@ export class DeliveryPump {
   /** Chats whose progress is being loaded from the store (first seen live). */
   private readonly loading = new Set<string>();
   private pumping: Promise<void> | undefined;
+  /** The initial loading of the subscribed chats' cursors. */
+  private loaded: Promise<void> = Promise.resolve();
   private inFlight = 0;
   private isStopped = false;
   private isStarted = false;
@@ -72,7 +74,8 @@ export class DeliveryPump {
    * Resolves when the sync is complete (or the pump stopped).
    */
   async start(chatIds: readonly string[]): Promise<void> {
-    await Promise.all(chatIds.map((chatId) => this.loadChat(chatId)));
+    this.loaded = Promise.all(chatIds.map((chatId) => this.loadChat(chatId))).then(() => undefined);
+    await this.loaded;
     const { promise, resolve } = Promise.withResolvers<void>();
     this.onSynced = resolve;
     this.isStarted = true;
@@ -143,6 +146,12 @@ export class DeliveryPump {
 
   get synced(): boolean {
     return this.isSynced;
+  }
+
+  /** Resolves when no load or store read is running: whatever could be pushed, was. */
+  async whenIdle(): Promise<void> {
+    await this.loaded;
+    while (this.pumping !== undefined) await this.pumping;
   }
 
   private hasRoom(): boolean {
