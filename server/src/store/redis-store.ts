@@ -1,0 +1,398 @@
+/**
+ * RedisStore: the Store on one Redis (a Cluster adapter follows; this one is
+ * already laid out for it).
+ *
+ * Key layout (every key starts with `keyPrefix`):
+ *   {chat:ID}:meta      hash   record (JSON), head, trimmed (highest seq deleted)
+ *   {chat:ID}:ids       hash   message id -> "seq:firstSenderDeviceId", never trimmed
+ *   {chat:ID}:messages  hash   seq -> protobuf Message without chatId/seq
+ *   {chat:ID}:cursors   zset   device id, score = throughSeq
+ *   {user:ID}:record    string JSON
+ *   {user:ID}:devices   hash   device id -> JSON
+ *   {user:ID}:chats     set    chat ids
+ *   {device:ID}:owner   string user id
+ *   server:secret       string
+ *
+ * All of a chat's keys share the hash tag {chat:ID}, so each atomic step on a
+ * chat (append, ack + trim, create, read) is one Lua script on one slot (see
+ * lua/, one file per script named for its key count). No command or script
+ * touches two tags. The two steps that span tags are ordered so that a crash
+ * between them is harmless, and repeating them is idempotent:
+ *   - createChat: create the chat, then list it under each member (done on
+ *     every call, so a retry repairs a listing a crash left out);
+ *   - createUser: claim the device id, then write the user and its device (a
+ *     claimed id whose user does not list the device reads as no device).
+ *
+ * Group commit: appends submitted in the same event-loop turn, or while the
+ * previous batch is in flight, are issued together in one tick, so ioredis
+ * auto-pipelining carries them to Redis in one round trip (per node, in a
+ * Cluster). Durable on resolve means Redis executed the script; how durable that
+ * is across a Redis crash is Redis' own setting (appendonly, appendfsync always).
+ */
+import { readFile } from "node:fs/promises";
+import { Redis } from "ioredis";
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
+import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
+import type {
+  AppendOutcome,
+  ChatRecord,
+  ChatState,
+  DeviceCursor,
+  DeviceRecord,
+  MessageDraft,
+  Store,
+  UserRecord,
+} from "./store.ts";
+
+export interface RedisStoreOptions {
+  /** redis://[user:password@]host:port[/db] */
+  url: string;
+  /** Prepended to every key, so stores (and tests) sharing a Redis never collide. Must not contain braces. Default "remessenger:". */
+  keyPrefix?: string;
+  /** Messages one pipelined batch of appends carries at most. Default 5,000. */
+  maxBatchMessages?: number;
+  /** Messages queued for Redis beyond which appends are refused with UNAVAILABLE. Default 200,000. */
+  maxPendingMessages?: number;
+}
+
+const DEFAULT_KEY_PREFIX = "remessenger:";
+const DEFAULT_MAX_BATCH_MESSAGES = 5_000;
+const DEFAULT_MAX_PENDING_MESSAGES = 200_000;
+
+/** Each script is lua/<name>-<number of keys>.lua; the client method is the camel-cased name. */
+const SCRIPTS = {
+  appendMessages: "append-messages-4",
+  ackDelivered: "ack-delivered-3",
+  createChat: "create-chat-2",
+  createUser: "create-user-2",
+  readMessages: "read-messages-2",
+} as const;
+
+type ScriptArg = string | Buffer | number;
+type ScriptCommand = (...args: ScriptArg[]) => Promise<unknown>;
+type StoreClient = Redis & { [Name in keyof typeof SCRIPTS]: ScriptCommand } & {
+  [Name in keyof typeof SCRIPTS as `${Name}Buffer`]: ScriptCommand;
+};
+
+interface AppendOp {
+  chatId: string;
+  drafts: readonly MessageDraft[];
+}
+
+const keys = {
+  chatMeta: (chatId: string) => `{chat:${chatId}}:meta`,
+  chatIds: (chatId: string) => `{chat:${chatId}}:ids`,
+  chatMessages: (chatId: string) => `{chat:${chatId}}:messages`,
+  chatCursors: (chatId: string) => `{chat:${chatId}}:cursors`,
+  userRecord: (userId: string) => `{user:${userId}}:record`,
+  userDevices: (userId: string) => `{user:${userId}}:devices`,
+  userChats: (userId: string) => `{user:${userId}}:chats`,
+  deviceOwner: (deviceId: string) => `{device:${deviceId}}:owner`,
+  serverSecret: () => "server:secret",
+};
+
+export class RedisStore implements Store {
+  private readonly client: StoreClient;
+  private readonly appends: GroupCommit<AppendOp>;
+  private closing: Promise<void> | undefined;
+
+  /** Connects, loads the Lua scripts, and fails fast when Redis is unreachable. */
+  static async open(options: RedisStoreOptions): Promise<RedisStore> {
+    const keyPrefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX;
+    if (/[{}]/.test(keyPrefix))
+      throw new Error(`keyPrefix must not contain braces (they would move the hash tag): ${keyPrefix}`);
+    const client = new Redis(options.url, { keyPrefix, enableAutoPipelining: true, lazyConnect: true });
+    try {
+      await defineScripts(client);
+      await client.connect();
+      return new RedisStore(client as StoreClient, options);
+    } catch (error) {
+      client.disconnect();
+      throw error;
+    }
+  }
+
+  private constructor(client: StoreClient, options: RedisStoreOptions) {
+    this.client = client;
+    this.appends = new GroupCommit<AppendOp>({
+      commit: (ops) => this.commitAppends(ops),
+      weigh: (op) => op.drafts.length,
+      maxBatchWeight: options.maxBatchMessages ?? DEFAULT_MAX_BATCH_MESSAGES,
+      maxPendingWeight: options.maxPendingMessages ?? DEFAULT_MAX_PENDING_MESSAGES,
+    });
+  }
+
+  /** Group-commit counters: `commits` pipelined batches carried `ops` appendMessages calls. */
+  get stats(): GroupCommitStats {
+    return { ...this.appends.stats };
+  }
+
+  async loadOrCreateServerSecret(candidate: Uint8Array): Promise<Uint8Array> {
+    const existing = await this.client.setBuffer(keys.serverSecret(), Buffer.from(candidate), "NX", "GET");
+    return existing === null ? candidate : toUint8Array(existing);
+  }
+
+  async createUser(user: UserRecord, device: DeviceRecord): Promise<void> {
+    const owner = await this.client.set(keys.deviceOwner(device.deviceId), user.userId, "NX", "GET");
+    if (owner !== null && owner !== user.userId) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, `device ${device.deviceId} exists`);
+    }
+    const stored = await this.client.createUser(
+      keys.userRecord(user.userId),
+      keys.userDevices(user.userId),
+      JSON.stringify(userToJson(user)),
+      device.deviceId,
+      JSON.stringify(deviceToJson({ ...device, userId: user.userId })),
+    );
+    if (stored !== 1) throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, `user ${user.userId} exists`);
+  }
+
+  async getUser(userId: string): Promise<UserRecord | undefined> {
+    const json = await this.client.get(keys.userRecord(userId));
+    return json === null ? undefined : parseUser(json);
+  }
+
+  async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
+    const userId = await this.client.get(keys.deviceOwner(deviceId));
+    if (userId === null) return undefined;
+    const json = await this.client.hget(keys.userDevices(userId), deviceId);
+    return json === null ? undefined : parseDevice(json);
+  }
+
+  async listUserDevices(userId: string): Promise<DeviceRecord[]> {
+    const devices = (await this.client.hvals(keys.userDevices(userId))).map(parseDevice);
+    return devices.sort((a, b) => a.createdAtMs - b.createdAtMs || compareText(a.deviceId, b.deviceId));
+  }
+
+  async createChat(
+    chat: ChatRecord,
+    memberDeviceIds: readonly string[],
+  ): Promise<{ chat: ChatState; created: boolean }> {
+    const reply = await this.client.createChat(
+      keys.chatMeta(chat.chatId),
+      keys.chatCursors(chat.chatId),
+      JSON.stringify(chatToJson(chat)),
+      ...memberDeviceIds,
+    );
+    if (!Array.isArray(reply) || reply.length !== 3) throw unexpectedReply("createChat", reply);
+    const [created, json, head] = reply as unknown[];
+    if (typeof json !== "string" || typeof head !== "number") throw unexpectedReply("createChat", reply);
+    const stored = parseChat(json);
+    // After the chat exists, and on every call: see the module header.
+    await Promise.all(stored.memberUserIds.map((userId) => this.client.sadd(keys.userChats(userId), stored.chatId)));
+    return { chat: { ...stored, headSeq: head }, created: created === 1 };
+  }
+
+  async getChat(chatId: string): Promise<ChatState | undefined> {
+    const [json, head] = await this.client.hmget(keys.chatMeta(chatId), "record", "head");
+    if (json === null || json === undefined) return undefined;
+    return { ...parseChat(json), headSeq: Number(head) };
+  }
+
+  listUserChatIds(userId: string): Promise<string[]> {
+    return this.client.smembers(keys.userChats(userId));
+  }
+
+  async appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]> {
+    if (drafts.length === 0) return [];
+    // Encoding here, not in commitAppends, keeps the batch's issuing loop tight.
+    return (await this.appends.submit({ chatId, drafts })) as AppendOutcome[];
+  }
+
+  async readMessages(chatId: string, afterSeq: number, limit: number): Promise<Message[]> {
+    if (limit <= 0) return [];
+    const reply = await this.client.readMessagesBuffer(
+      keys.chatMeta(chatId),
+      keys.chatMessages(chatId),
+      afterSeq,
+      limit,
+    );
+    if (!Array.isArray(reply)) throw unexpectedReply("readMessages", reply);
+    if (reply.length === 0) return [];
+    const [first, ...bodies] = reply as unknown[];
+    if (typeof first !== "number") throw unexpectedReply("readMessages", reply);
+    return bodies.map((body, i) => {
+      if (!(body instanceof Buffer)) throw new Error(`chat ${chatId}: message ${first + i} missing below the head`);
+      return decodeMessageBody(chatId, first + i, toUint8Array(body));
+    });
+  }
+
+  async ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined> {
+    const reply = await this.client.ackDelivered(
+      keys.chatMeta(chatId),
+      keys.chatCursors(chatId),
+      keys.chatMessages(chatId),
+      deviceId,
+      throughSeq,
+    );
+    if (reply === null) return undefined;
+    if (typeof reply !== "number") throw unexpectedReply("ackDelivered", reply);
+    return reply;
+  }
+
+  async getCursors(chatId: string): Promise<DeviceCursor[]> {
+    const flat = await this.client.zrange(keys.chatCursors(chatId), 0, "-1", "WITHSCORES");
+    const cursors: DeviceCursor[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      cursors.push({ deviceId: String(flat[i]), throughSeq: Number(flat[i + 1]) });
+    }
+    return cursors;
+  }
+
+  /** Sends every queued append, then disconnects. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    await this.appends.close();
+    await this.client.quit();
+  }
+
+  private async commitAppends(ops: readonly AppendOp[]): Promise<Settlement<unknown>[]> {
+    // Every script call is issued before the first await, in one tick, so
+    // auto-pipelining writes them to the socket together.
+    const replies = ops.map((op) => this.issueAppend(op));
+    const results = await Promise.allSettled(replies);
+    return results.map((result) =>
+      result.status === "fulfilled"
+        ? { ok: true, value: result.value }
+        : { ok: false, error: result.reason as unknown },
+    );
+  }
+
+  private async issueAppend(op: AppendOp): Promise<AppendOutcome[]> {
+    const args: ScriptArg[] = [];
+    for (const draft of op.drafts) {
+      args.push(Buffer.from(draft.messageId), draft.senderDeviceId, Buffer.from(encodeMessageBody(draft)));
+    }
+    const reply = await this.client.appendMessages(
+      keys.chatMeta(op.chatId),
+      keys.chatIds(op.chatId),
+      keys.chatMessages(op.chatId),
+      keys.chatCursors(op.chatId),
+      ...args,
+    );
+    if (reply === null) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${op.chatId} not found`);
+    return parseAppendReply(reply, op.drafts.length);
+  }
+}
+
+async function defineScripts(client: Redis): Promise<void> {
+  for (const [name, file] of Object.entries(SCRIPTS)) {
+    const lua = await readFile(new URL(`./lua/${file}.lua`, import.meta.url), "utf8");
+    const numberOfKeys = Number(file.slice(file.lastIndexOf("-") + 1));
+    client.defineCommand(name, { lua, numberOfKeys });
+  }
+}
+
+function parseAppendReply(reply: unknown, count: number): AppendOutcome[] {
+  if (!Array.isArray(reply) || reply.length !== count * 3) throw unexpectedReply("appendMessages", reply);
+  const flat = reply as unknown[];
+  const outcomes: AppendOutcome[] = [];
+  for (let i = 0; i < flat.length; i += 3) {
+    const [seq, isDuplicate, senderDeviceId] = [flat[i], flat[i + 1], flat[i + 2]];
+    if (typeof seq !== "number" || typeof senderDeviceId !== "string") throw unexpectedReply("appendMessages", reply);
+    outcomes.push(isDuplicate === 1 ? { kind: "duplicate", seq, senderDeviceId } : { kind: "appended", seq });
+  }
+  return outcomes;
+}
+
+function unexpectedReply(script: string, reply: unknown): Error {
+  return new Error(`unexpected reply from ${script}: ${JSON.stringify(reply)}`);
+}
+
+/** A view, not a copy: Buffer is a Uint8Array subclass, but the port speaks plain Uint8Array. */
+function toUint8Array(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+function compareText(a: string, b: string): number {
+  if (a === b) return 0;
+  return a < b ? -1 : 1;
+}
+
+// Records at rest are JSON; parsing checks every field, since a key written by
+// anything else must fail here rather than deep inside the core.
+
+function userToJson(user: UserRecord): UserRecord {
+  return { userId: user.userId, displayName: user.displayName, createdAtMs: user.createdAtMs };
+}
+
+function parseUser(json: string): UserRecord {
+  const value = parseObject(json, "user");
+  return {
+    userId: stringField(value, "userId"),
+    displayName: stringField(value, "displayName"),
+    createdAtMs: numberField(value, "createdAtMs"),
+  };
+}
+
+function deviceToJson(device: DeviceRecord): Record<string, unknown> {
+  return {
+    deviceId: device.deviceId,
+    userId: device.userId,
+    identityKey: Buffer.from(device.identityKey).toString("base64"),
+    createdAtMs: device.createdAtMs,
+  };
+}
+
+function parseDevice(json: string): DeviceRecord {
+  const value = parseObject(json, "device");
+  return {
+    deviceId: stringField(value, "deviceId"),
+    userId: stringField(value, "userId"),
+    identityKey: new Uint8Array(Buffer.from(stringField(value, "identityKey"), "base64")),
+    createdAtMs: numberField(value, "createdAtMs"),
+  };
+}
+
+function chatToJson(chat: ChatRecord): ChatRecord {
+  return {
+    chatId: chat.chatId,
+    kind: chat.kind,
+    title: chat.title,
+    memberUserIds: [...chat.memberUserIds],
+    createdByUserId: chat.createdByUserId,
+    createdAtMs: chat.createdAtMs,
+  };
+}
+
+function parseChat(json: string): ChatRecord {
+  const value = parseObject(json, "chat");
+  const members = value["memberUserIds"];
+  if (!Array.isArray(members) || !members.every((member) => typeof member === "string")) {
+    throw new Error("stored chat: memberUserIds is not a list of strings");
+  }
+  return {
+    chatId: stringField(value, "chatId"),
+    // Written from a ChatKind by chatToJson and never rewritten.
+    kind: numberField(value, "kind") as ChatRecord["kind"],
+    title: stringField(value, "title"),
+    memberUserIds: members,
+    createdByUserId: stringField(value, "createdByUserId"),
+    createdAtMs: numberField(value, "createdAtMs"),
+  };
+}
+
+function parseObject(json: string, what: string): Record<string, unknown> {
+  const value: unknown = JSON.parse(json);
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new Error(`stored ${what} is not an object`);
+  return value as Record<string, unknown>;
+}
+
+function stringField(value: Record<string, unknown>, name: string): string {
+  const field = value[name];
+  if (typeof field !== "string") throw new Error(`stored record: ${name} is not a string`);
+  return field;
+}
+
+function numberField(value: Record<string, unknown>, name: string): number {
+  const field = value[name];
+  if (typeof field !== "number") throw new Error(`stored record: ${name} is not a number`);
+  return field;
+}
