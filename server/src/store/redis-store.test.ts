@@ -1,0 +1,130 @@
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from "vitest";
+import { startRedis, type RunningRedis } from "../../../scripts/harness/redis.ts";
+import { newId } from "../../../client/core/src/wire/ids.ts";
+import { ChatKind } from "../../../client/core/src/wire/proto.ts";
+import { RedisStore } from "./redis-store.ts";
+import { describeStoreContract, type StoreFixture } from "./store-contract.ts";
+import type { Store } from "./store.ts";
+
+let redis: RunningRedis;
+let admin: Redis;
+let fixtureCount = 0;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  await admin.quit();
+  await redis.stop();
+});
+
+/** A prefix of its own for each test, so tests share the server but never data. */
+function nextKeyPrefix(): string {
+  fixtureCount += 1;
+  return `${redis.keyPrefix}${fixtureCount}:`;
+}
+
+async function deleteKeys(keyPrefix: string): Promise<void> {
+  for await (const batch of admin.scanStream({ match: `${keyPrefix}*`, count: 1_000 })) {
+    const keys = batch as string[];
+    if (keys.length > 0) await admin.unlink(...keys);
+  }
+}
+
+async function openRedisFixture(): Promise<StoreFixture> {
+  const keyPrefix = nextKeyPrefix();
+  const opened: Store[] = [await RedisStore.open({ url: redis.url, keyPrefix })];
+  return {
+    store: opened[0]!,
+    reopen: async () => {
+      const store = await RedisStore.open({ url: redis.url, keyPrefix });
+      opened.push(store);
+      return store;
+    },
+    cleanup: async () => {
+      await Promise.all(opened.map((store) => store.close()));
+      await deleteKeys(keyPrefix);
+    },
+  };
+}
+
+describeStoreContract("RedisStore", openRedisFixture);
+
+describe("RedisStore", () => {
+  let keyPrefix: string;
+  let store: RedisStore;
+
+  beforeEach(async () => {
+    keyPrefix = nextKeyPrefix();
+    store = await RedisStore.open({ url: redis.url, keyPrefix });
+  });
+
+  afterEach(async () => {
+    await store.close();
+    await deleteKeys(keyPrefix);
+  });
+
+  it("sends appends from many chats arriving together in far fewer round trips", async () => {
+    const chatIds = await Promise.all(Array.from({ length: 200 }, () => createChat(store, ["u-a", "u-b"])));
+    const before = store.stats.commits;
+    const outcomes = await Promise.all(chatIds.map((chatId, i) => store.appendMessages(chatId, [draftNumber(i)])));
+    expect(outcomes.every((outcome) => outcome[0]?.seq === 1)).toBe(true);
+    expect(store.stats.commits - before).toBeLessThanOrEqual(10);
+  });
+
+  it("keeps every key of a chat under that chat's hash tag", async () => {
+    const chatId = await createChat(store, ["u-a"], ["d-a"]);
+    await store.appendMessages(chatId, [draftNumber(1), draftNumber(2)]);
+    const chatKeys = (await admin.keys(`${keyPrefix}*chat:*`)).map((key) => key.slice(keyPrefix.length));
+    expect(chatKeys.sort()).toEqual(["cursors", "ids", "messages", "meta"].map((name) => `{chat:${chatId}}:${name}`));
+  });
+
+  it("lists a chat again for members a crash between its two steps left out", async () => {
+    const chatId = await createChat(store, ["u-a", "u-b"]);
+    await admin.del(`${keyPrefix}{user:u-b}:chats`);
+    expect(await store.listUserChatIds("u-b")).toEqual([]);
+    const again = await store.createChat(chatRecord(chatId, ["u-a", "u-b"]), []);
+    expect(again.created).toBe(false);
+    expect(await store.listUserChatIds("u-b")).toEqual([chatId]);
+  });
+
+  it("reads a device id claimed by a crashed createUser as no device and lets the retry finish", async () => {
+    const userId = newId("user");
+    const deviceId = newId("device");
+    await admin.set(`${keyPrefix}{device:${deviceId}}:owner`, userId);
+    expect(await store.getDevice(deviceId)).toBeUndefined();
+    const device = { deviceId, userId, identityKey: new Uint8Array(32).fill(7), createdAtMs: 2 };
+    await store.createUser({ userId, displayName: "Ada", createdAtMs: 1 }, device);
+    expect(await store.getDevice(deviceId)).toEqual(device);
+  });
+
+  it("refuses a key prefix that would move the hash tag", async () => {
+    await expect(RedisStore.open({ url: redis.url, keyPrefix: "a{b}:" })).rejects.toThrow(/braces/);
+  });
+});
+
+function chatRecord(chatId: string, memberUserIds: string[]) {
+  return { chatId, kind: ChatKind.CHAT_KIND_GROUP, title: "", memberUserIds, createdByUserId: "u-a", createdAtMs: 1 };
+}
+
+async function createChat(store: Store, memberUserIds: string[], deviceIds: string[] = []): Promise<string> {
+  const chatId = newId("chat");
+  await store.createChat(chatRecord(chatId, memberUserIds), deviceIds);
+  return chatId;
+}
+
+function draftNumber(n: number) {
+  const messageId = new Uint8Array(16);
+  new DataView(messageId.buffer).setUint32(0, n);
+  return {
+    messageId,
+    senderUserId: "u-a",
+    senderDeviceId: "d-a",
+    serverTimeMs: 1,
+    payload: new Uint8Array(8),
+    devicePayloads: [],
+  };
+}
