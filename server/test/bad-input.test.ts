@@ -5,7 +5,7 @@ import { newMessageId } from "../../client/core/src/wire/ids.ts";
 import { MAX_FRAME_BYTES } from "../../client/core/src/wire/limits.ts";
 import { ChatKind, ErrorCode } from "../../client/core/src/wire/proto.ts";
 import { startServer, type TestServer } from "../../scripts/harness/server.ts";
-import { FrameDriver, newDeviceKey } from "./frame-driver.ts";
+import { FrameDriver, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 import { MAX_BAD_FRAMES } from "../src/edge/frame-session.ts";
 
 function errorCodes(driver: FrameDriver): ErrorCode[] {

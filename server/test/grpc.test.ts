@@ -11,7 +11,7 @@ import {
   UserServiceDefinition,
 } from "../../client/core/src/wire/proto.ts";
 import { startServer, type TestServer } from "../../scripts/harness/server.ts";
-import { newDeviceKey } from "./frame-driver.ts";
+import { newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 
 describe("gRPC edge", () => {
   let server: TestServer;

@@ -1,7 +1,8 @@
 /**
- * A deliberately low-level frame client for the server's end-to-end tests:
- * it speaks raw frames over a real WebSocket so a test can do what the real
- * client never would (send one id twice at once, withhold acks, send garbage).
+ * A deliberately low-level frame client for the server's end-to-end tests and
+ * the benchmarks: it speaks raw frames over a real WebSocket, so a test can do
+ * what the real client never would (send one id twice at once, withhold acks,
+ * send garbage) and a benchmark measures the server, not client bookkeeping.
  * Product code uses client/core's session instead.
  */
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
