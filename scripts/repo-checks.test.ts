@@ -1,0 +1,63 @@
+/**
+ * The repository's own checks, run by `npm test` so CI enforces them: the
+ * protocol lints and stays compatible, gen/ is fresh, the code type-checks
+ * strictly (the portable core without Node types), lints and is formatted.
+ */
+import { execFile } from "node:child_process";
+import { resolve } from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { checkBreaking } from "./check-breaking.ts";
+import { staleGeneratedFiles } from "./check-generated.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const run = promisify(execFile);
+
+/** Runs a tool from node_modules/.bin; resolves with its output, whether it passed or not. */
+async function tool(name: string, args: string[]): Promise<{ ok: boolean; output: string }> {
+  try {
+    const { stdout, stderr } = await run(resolve(root, "node_modules/.bin", name), args, {
+      cwd: root,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { ok: true, output: stdout + stderr };
+  } catch (error) {
+    const { stdout = "", stderr = "" } = error as { stdout?: string; stderr?: string };
+    return { ok: false, output: stdout + stderr };
+  }
+}
+
+describe("repository checks", { timeout: 300_000 }, () => {
+  it("proto/ passes buf lint", async () => {
+    const result = await tool("buf", ["lint"]);
+    expect(result.output).toBe("");
+    expect(result.ok).toBe(true);
+  });
+
+  it("proto/ makes no breaking change against main", () => {
+    expect(checkBreaking().findings).toBe("");
+  });
+
+  it("gen/ is exactly what proto/ generates now", () => {
+    expect(staleGeneratedFiles()).toEqual([]);
+  });
+
+  it("TypeScript compiles strictly, and client/core without Node types", async () => {
+    const repo = await tool("tsc", ["-p", "tsconfig.json"]);
+    expect(repo.output).toBe("");
+    const core = await tool("tsc", ["-p", "client/core/tsconfig.json"]);
+    expect(core.output).toBe("");
+  });
+
+  it("ESLint reports nothing", async () => {
+    const result = await tool("eslint", ["--max-warnings", "0", "."]);
+    expect(result.output).toBe("");
+    expect(result.ok).toBe(true);
+  });
+
+  it("Prettier finds every file formatted", async () => {
+    const result = await tool("prettier", ["--check", "--log-level", "warn", "."]);
+    expect(result.output).toBe("");
+    expect(result.ok).toBe(true);
+  });
+});
