@@ -1,0 +1,11 @@
+import { clientStoreContract } from "../../../test/client-store-contract.ts";
+import { MemoryClientStore } from "./memory-client-store.ts";
+
+clientStoreContract("MemoryClientStore", () =>
+  Promise.resolve({
+    store: new MemoryClientStore(),
+    reopen: undefined,
+    openSibling: undefined,
+    dispose: () => Promise.resolve(),
+  }),
+);
