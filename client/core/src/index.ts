@@ -1,0 +1,62 @@
+/**
+ * The public API of the client core, for the CLI, the app and load
+ * generators. Everything here runs in browsers, WebViews and Node alike.
+ */
+export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./crypto/device-signer.ts";
+export { nobleEd25519 } from "./crypto/noble-ed25519.ts";
+export { selectEd25519Provider } from "./crypto/select-ed25519-provider.ts";
+export { webCryptoEd25519 } from "./crypto/webcrypto-ed25519.ts";
+
+export {
+  type ConnectionFailure,
+  type ConnectionState,
+  type ConnectionStatus,
+  isFinal,
+  isLoggedIn,
+} from "./manager/connection-state.ts";
+export { TypedEmitter } from "./manager/typed-emitter.ts";
+
+export type {
+  ChatKindName,
+  ChatSummary,
+  ClientStore,
+  ContactRecord,
+  DeviceProfile,
+  NewOutboxMessage,
+  OutboxEntry,
+  OutboxProblem,
+  OutboxQuery,
+  OutboxState,
+  ReceivedMessage,
+} from "./outbox/client-store.ts";
+export { MemoryClientStore } from "./outbox/memory-client-store.ts";
+
+export { type BackoffPolicy, DEFAULT_BACKOFF } from "./session/backoff.ts";
+export {
+  ClientSession,
+  type ClientSessionOptions,
+  DEFAULT_TIMING,
+  type ReceivedMessageEvent,
+  type SessionEvents,
+  type SessionTiming,
+  type WaitOptions,
+} from "./session/client-session.ts";
+export { type Clock, systemClock } from "./session/clock.ts";
+export type { RequestKind, RequestValue, ResponseValue } from "./session/connection.ts";
+export { registerNewDevice, type RegisterNewDeviceOptions } from "./session/device-auth.ts";
+export { drop } from "./session/drop.ts";
+export { type Logger, silentLogger } from "./session/logger.ts";
+export { contentText, type PayloadCodec, plaintextPayloadCodec, textContent } from "./session/payload-codec.ts";
+
+export type {
+  Transport,
+  TransportCloseReason,
+  TransportFactory,
+  TransportHandlers,
+  TransportKind,
+} from "./transport/transport.ts";
+export { webSocketTransportFactory, webSocketUrl } from "./transport/websocket-transport.ts";
+
+export { RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
+export { directChatId, isId, messageIdFromHex, messageIdToHex } from "./wire/ids.ts";
+export { type Chat, ChatKind, ErrorCode } from "./wire/proto.ts";

@@ -1,0 +1,679 @@
+/**
+ * The client session: the imperative shell that keeps one device connected
+ * and its messages flowing. The decisions live in pure pieces — Inbox
+ * (what to store, what to ack), backoff, reduceConnection, OutboxSender's
+ * ordering — and this class wires them to a Transport, a ClientStore and a
+ * Clock.
+ *
+ * Invariants:
+ * - A message the user writes is in the store before anything is sent
+ *   (`send` resolves only then), and is retried on every connection until
+ *   the server answers with its seq.
+ * - A received message is stored before it is acked; one at or below the
+ *   chat's highest stored seq is not stored again but is acked. Acks are
+ *   cumulative per chat, batched, with request id 0.
+ * - After any drop the session reconnects by itself with backoff and jitter,
+ *   logs in, subscribes and flushes the outbox; the server resumes from its
+ *   cursor, so nothing is lost or shown twice.
+ * - Every wait has a deadline; a ping with a deadline catches silent stalls.
+ * - Every failure shows in `status` (ConnectionStatus) with its reason.
+ */
+import { type DeviceSigner } from "../crypto/device-signer.ts";
+import {
+  ConnectionMonitor,
+  type ConnectionFailure,
+  type ConnectionStatus,
+  isFinal,
+  isLoggedIn,
+} from "../manager/connection-state.ts";
+import { TypedEmitter } from "../manager/typed-emitter.ts";
+import type { ClientStore, DeviceProfile, OutboxEntry, ReceivedMessage } from "../outbox/client-store.ts";
+import { OutboxSender } from "../outbox/outbox-sender.ts";
+import {
+  CLOSE_GOING_AWAY,
+  CLOSE_NORMAL,
+  type TransportCloseReason,
+  type TransportFactory,
+} from "../transport/transport.ts";
+import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
+import { RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
+import { isId, messageIdFromHex, messageIdToHex, newMessageId } from "../wire/ids.ts";
+import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
+import { type ChatAck, Content, ErrorCode, type Message, type Receipt, type ServerPush } from "../wire/proto.ts";
+import { type BackoffPolicy, DEFAULT_BACKOFF, backoffDelay } from "./backoff.ts";
+import { type Clock, deadline, pause, raceAbort, systemClock } from "./clock.ts";
+import { Connection, type RequestKind, type RequestValue, type ResponseValue } from "./connection.ts";
+import { loginDevice } from "./device-auth.ts";
+import { drop } from "./drop.ts";
+import { Inbox } from "./inbox.ts";
+import { type Logger, silentLogger } from "./logger.ts";
+import { type PayloadCodec, plaintextPayloadCodec, textContent } from "./payload-codec.ts";
+
+export interface SessionTiming {
+  /** Opening the pipe and getting the hello. */
+  connectTimeoutMs: number;
+  /** Default deadline of each request. */
+  requestTimeoutMs: number;
+  /** A ping goes out this long after the previous one was answered. */
+  pingIntervalMs: number;
+  /** A ping unanswered this long drops the connection (silent stall). */
+  pingTimeoutMs: number;
+  /** A ping unanswered this long marks the connection degraded. */
+  degradedAfterMs: number;
+  /** A connection up this long resets the backoff when it drops. */
+  stableAfterMs: number;
+  /** Messages processed before an ack goes out even while more are arriving. */
+  ackBatchMax: number;
+  /** Look for messages other processes put in the outbox this often (undefined: never). */
+  outboxPollMs: number | undefined;
+  backoff: BackoffPolicy;
+}
+
+export const DEFAULT_TIMING: SessionTiming = {
+  connectTimeoutMs: 10_000,
+  requestTimeoutMs: 15_000,
+  pingIntervalMs: 20_000,
+  pingTimeoutMs: 10_000,
+  degradedAfterMs: 3_000,
+  stableAfterMs: 10_000,
+  ackBatchMax: 256,
+  outboxPollMs: undefined,
+  backoff: DEFAULT_BACKOFF,
+};
+
+/** Pushes waiting to be stored; beyond this the connection is dropped (the server resends). */
+export const MAX_INBOUND_QUEUE = 20_000;
+
+export interface ClientSessionOptions {
+  /** Who this device is and where its server is. */
+  profile: DeviceProfile;
+  signer: DeviceSigner;
+  store: ClientStore;
+  /** The pipe; a WebSocket to `profile.serverUrl` when omitted. */
+  transports?: TransportFactory;
+  codec?: PayloadCodec;
+  clock?: Clock;
+  /** Uniform in [0, 1); for backoff jitter. */
+  random?: () => number;
+  logger?: Logger;
+  /** Receive pushes (default true). One-shot senders and status checks turn it off. */
+  subscribe?: boolean;
+  /** Send the outbox whenever connected (default true). */
+  sendOutbox?: boolean;
+  timing?: Partial<SessionTiming>;
+}
+
+export interface ReceivedMessageEvent {
+  message: ReceivedMessage;
+  /** True for this device's own messages, which the server delivers to it as well. */
+  isOwnDevice: boolean;
+}
+
+export interface SessionEvents {
+  /** The connection status changed. */
+  connection: ConnectionStatus;
+  /** A message was received and stored (before its ack goes out). */
+  message: ReceivedMessageEvent;
+  /** An outbox message changed: added, sent, delivered, failed, or a new problem. */
+  outbox: OutboxEntry;
+  /** The server pushed everything that queued up while this device was away. */
+  synced: { pushed: number };
+  /** Acks went out. */
+  acked: ChatAck[];
+  /** Something failed that the session handled (store errors, bad payloads); for logs and UIs. */
+  problem: { context: string; error: unknown };
+}
+
+export interface WaitOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+type ServeOutcome =
+  { kind: "lost"; failure: ConnectionFailure; wasStable: boolean } | { kind: "refused"; failure: ConnectionFailure };
+
+export class ClientSession {
+  readonly events: TypedEmitter<SessionEvents>;
+  private readonly profile: DeviceProfile;
+  private readonly signer: DeviceSigner;
+  private readonly store: ClientStore;
+  private readonly transports: TransportFactory;
+  private readonly codec: PayloadCodec;
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly logger: Logger;
+  private readonly isSubscribing: boolean;
+  private readonly isSendingOutbox: boolean;
+  private readonly timing: SessionTiming;
+  private readonly monitor: ConnectionMonitor;
+  private readonly outbox: OutboxSender;
+  private readonly lifetime = new AbortController();
+  private inbox = new Inbox();
+  /** The logged-in connection, if any. */
+  private live: Connection | undefined;
+  private readonly inbound: Array<{ connection: Connection; push: ServerPush }> = [];
+  private inboundDrain: Promise<void> | undefined;
+  private isReceivingStopped = false;
+  private loop: Promise<void> | undefined;
+  private wake: AbortController | undefined;
+  private cancelPoll: (() => void) | undefined;
+  private queuedCountRequest = 0;
+
+  constructor(options: ClientSessionOptions) {
+    this.profile = options.profile;
+    this.signer = options.signer;
+    this.store = options.store;
+    this.transports = options.transports ?? webSocketTransportFactory({ serverUrl: options.profile.serverUrl });
+    this.codec = options.codec ?? plaintextPayloadCodec;
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.logger = options.logger ?? silentLogger;
+    this.isSubscribing = options.subscribe ?? true;
+    this.isSendingOutbox = options.sendOutbox ?? true;
+    this.timing = { ...DEFAULT_TIMING, ...options.timing };
+    const onListenerError = (error: unknown): void => {
+      this.logger.error({ err: error }, "a session event listener threw");
+    };
+    this.events = new TypedEmitter(onListenerError);
+    this.monitor = new ConnectionMonitor(this.clock.nowMs(), onListenerError);
+    this.monitor.events.on("change", (status) => {
+      this.events.emit("connection", status);
+    });
+    this.outbox = new OutboxSender({
+      store: this.store,
+      send: (entry) => this.sendEntry(entry),
+      canSend: () => this.isSendingOutbox && this.live?.isOpen === true,
+      onUpdate: (entry) => {
+        this.events.emit("outbox", entry);
+        this.refreshQueuedCount();
+      },
+      onError: (error) => {
+        this.report("sending the outbox", error);
+      },
+      clock: this.clock,
+      random: this.random,
+      logger: this.logger,
+    });
+  }
+
+  /** The current connection status. */
+  get status(): ConnectionStatus {
+    return this.monitor.status;
+  }
+
+  get userId(): string {
+    return this.profile.userId;
+  }
+
+  get deviceId(): string {
+    return this.profile.deviceId;
+  }
+
+  /** Loads what the store knows and starts connecting; resolves once the loop runs. */
+  async start(): Promise<void> {
+    if (this.loop !== undefined) throw new Error("the session was started already");
+    this.inbox = new Inbox(await this.store.highestReceivedSeqs());
+    this.refreshQueuedCount();
+    const signal = this.lifetime.signal;
+    this.loop = this.run(signal).catch((error: unknown) => {
+      // run() handles every expected failure itself; this is a bug, shown and stopped.
+      this.report("the connection loop", error);
+      this.monitor.dispatch({ type: "stopped", atMs: this.clock.nowMs() });
+    });
+    if (this.timing.outboxPollMs !== undefined && this.isSendingOutbox)
+      this.startOutboxPoll(this.timing.outboxPollMs, signal);
+  }
+
+  /**
+   * Stops: no new messages are taken in, the one being stored finishes and is
+   * acked, in-flight sends settle, and the connection closes.
+   */
+  async stop(): Promise<void> {
+    if (this.lifetime.signal.aborted) return;
+    this.isReceivingStopped = true;
+    this.cancelPoll?.();
+    await this.inboundDrain;
+    this.flushAcks();
+    this.lifetime.abort(new Error("session stopped"));
+    await this.loop;
+    await this.outbox.stop();
+    this.monitor.dispatch({ type: "stopped", atMs: this.clock.nowMs() });
+  }
+
+  /** Skips the rest of the current backoff wait (the network came back, the user asked). */
+  retryNow(): void {
+    this.wake?.abort();
+  }
+
+  /**
+   * Puts a text message in the outbox and starts sending it. Resolves once the
+   * message is durable (state "queued"); follow the "outbox" event for its fate.
+   * Throws INVALID_ARGUMENT / TOO_LARGE for input the server would refuse anyway.
+   */
+  async send(chatId: string, text: string): Promise<OutboxEntry> {
+    if (!isId("chat", chatId))
+      throw new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, `not a chat id: ${chatId}`);
+    if (text.length === 0)
+      throw new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "a message needs some text");
+    const content = textContent(text, this.clock.nowMs());
+    const size = Content.encode(content).finish().length;
+    if (size > MAX_MESSAGE_BYTES) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_TOO_LARGE,
+        `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
+      );
+    }
+    const entry = await this.store.addToOutbox({
+      messageId: messageIdToHex(newMessageId()),
+      chatId,
+      content,
+      createdAtMs: this.clock.nowMs(),
+    });
+    this.events.emit("outbox", entry);
+    this.refreshQueuedCount();
+    this.outbox.kick(chatId);
+    return entry;
+  }
+
+  /** Sends whatever is queued now (e.g. messages another process added), if connected. */
+  async flushOutbox(): Promise<void> {
+    await this.outbox.flushAll();
+  }
+
+  /**
+   * One request to the server, waiting first for a logged-in connection; the
+   * deadline covers both. Rejects with the server's RemessengerError, or
+   * UNAVAILABLE / DEADLINE_EXCEEDED when no connection came in time.
+   */
+  request<K extends RequestKind>(kind: K, value: RequestValue<K>, options: WaitOptions): Promise<ResponseValue<K>> {
+    const limit = deadline(this.clock, options.timeoutMs, kind, options.signal);
+    return this.whenLoggedIn({ timeoutMs: options.timeoutMs, signal: limit.signal })
+      .then((connection) => connection.request(kind, value, { timeoutMs: options.timeoutMs, signal: limit.signal }))
+      .finally(() => {
+        limit.dispose();
+      });
+  }
+
+  /** Resolves with the connection once logged in; rejects on deadline, abort or refusal. */
+  whenLoggedIn(options: WaitOptions): Promise<Connection> {
+    const ready = this.readyConnection();
+    if (ready !== undefined) return Promise.resolve(ready);
+    const { state } = this.monitor.status;
+    if (isFinal(state)) return Promise.reject(this.notConnectedError(`the session is ${state}`));
+    const limit = deadline(this.clock, options.timeoutMs, "waiting for a connection", options.signal);
+    const { promise, resolve, reject } = Promise.withResolvers<Connection>();
+    const off = this.monitor.events.on("change", (status) => {
+      const connection = this.readyConnection();
+      if (connection !== undefined) resolve(connection);
+      else if (isFinal(status.state)) reject(this.notConnectedError(`the session is ${status.state}`));
+    });
+    return raceAbort(promise, limit.signal)
+      .catch((error: unknown) => {
+        throw isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
+          ? this.notConnectedError(`not connected within ${options.timeoutMs} ms`)
+          : error;
+      })
+      .finally(() => {
+        off();
+        limit.dispose();
+      });
+  }
+
+  /**
+   * Waits until every received message is stored, then confirms the acks with
+   * the server (an ack request with an id, answered once applied). Use before
+   * exiting after a fixed number of messages.
+   */
+  async confirmAcks(options: WaitOptions): Promise<void> {
+    await this.inboundDrain;
+    const connection = this.readyConnection();
+    if (connection === undefined) throw this.notConnectedError("cannot confirm acks");
+    this.flushAcks();
+    const acks = this.inbox.currentAcks();
+    for (let i = 0; i < acks.length; i += MAX_ACKS_PER_REQUEST) {
+      await connection.request("ack", { acks: acks.slice(i, i + MAX_ACKS_PER_REQUEST) }, options);
+    }
+  }
+
+  /**
+   * Takes no more messages: later pushes are neither stored nor acked, so the
+   * server keeps them for the next session. Call it from a "message" listener
+   * to stop after exactly that message.
+   */
+  stopReceiving(): void {
+    this.isReceivingStopped = true;
+  }
+
+  // ── connection loop ────────────────────────────────────────────────────
+
+  private async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const outcome = await this.serveOnce(signal);
+      if (signal.aborted) return;
+      if (outcome.kind === "refused") {
+        this.logger.error(
+          { deviceId: this.profile.deviceId, reason: outcome.failure.reason },
+          "the server refused this device",
+        );
+        this.monitor.dispatch({ type: "refused", failure: outcome.failure });
+        return;
+      }
+      const attempt = outcome.wasStable ? 1 : this.monitor.status.failedAttempts + 1;
+      const delay = backoffDelay(attempt, this.random, this.timing.backoff);
+      this.logger.info(
+        { transport: this.transports.kind, reason: outcome.failure.reason, retryInMs: delay },
+        "connection lost",
+      );
+      this.monitor.dispatch({
+        type: "lost",
+        failure: outcome.failure,
+        wasStable: outcome.wasStable,
+        nextRetryAtMs: this.clock.nowMs() + delay,
+      });
+      const wake = new AbortController();
+      this.wake = wake;
+      await pause(this.clock, delay, AbortSignal.any([signal, wake.signal]));
+      this.wake = undefined;
+    }
+  }
+
+  /** One connection, from opening the pipe until it drops. Never throws. */
+  private async serveOnce(signal: AbortSignal): Promise<ServeOutcome> {
+    this.monitor.dispatch({ type: "connecting", transport: this.transports.kind, atMs: this.clock.nowMs() });
+    const closed = Promise.withResolvers<TransportCloseReason>();
+    const holder: { connection?: Connection } = {};
+    let opened;
+    try {
+      opened = await Connection.open(
+        {
+          transports: this.transports,
+          clock: this.clock,
+          logger: this.logger,
+          onPush: (push) => {
+            if (holder.connection !== undefined) this.onPush(holder.connection, push);
+          },
+          onClose: (reason) => {
+            closed.resolve(reason);
+          },
+        },
+        { signal, timeoutMs: this.timing.connectTimeoutMs },
+      );
+    } catch (error) {
+      return { kind: "lost", failure: this.toFailure(error), wasStable: false };
+    }
+    const { connection, hello } = opened;
+    holder.connection = connection;
+    const onAbort = (): void => {
+      connection.close(CLOSE_NORMAL, "session stopped");
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    let loggedInAt: number | undefined;
+    let stopPinger: (() => void) | undefined;
+    const wasStable = (): boolean =>
+      loggedInAt !== undefined && this.clock.nowMs() - loggedInAt >= this.timing.stableAfterMs;
+    try {
+      const requestOptions = { timeoutMs: this.timing.requestTimeoutMs, signal };
+      let login;
+      try {
+        login = await loginDevice(connection, hello, this.signer, this.profile.deviceId, requestOptions);
+      } catch (error) {
+        if (isError(error, ErrorCode.ERROR_CODE_UNAUTHENTICATED))
+          return { kind: "refused", failure: this.toFailure(error) };
+        throw error;
+      }
+      if (login.userId !== this.profile.userId) {
+        const reason = `the server says device ${login.deviceId} belongs to ${login.userId}, not ${this.profile.userId}`;
+        return { kind: "refused", failure: { reason, code: undefined, atMs: this.clock.nowMs() } };
+      }
+      loggedInAt = this.clock.nowMs();
+      this.live = connection;
+      this.inbox.startConnection();
+      this.monitor.dispatch({ type: "loggedIn", isSubscribing: this.isSubscribing, atMs: loggedInAt });
+      this.logger.info({ transport: connection.kind, deviceId: this.profile.deviceId }, "logged in");
+      if (this.isSubscribing) await connection.request("subscribe", {}, requestOptions);
+      drop(this.outbox.flushAll(), (error) => {
+        this.report("sending the outbox", error);
+      });
+      stopPinger = this.startPinger(connection);
+      const reason = await closed.promise;
+      return { kind: "lost", failure: this.closeFailure(reason), wasStable: wasStable() };
+    } catch (error) {
+      return { kind: "lost", failure: this.toFailure(error), wasStable: wasStable() };
+    } finally {
+      stopPinger?.();
+      signal.removeEventListener("abort", onAbort);
+      if (this.live === connection) this.live = undefined;
+      connection.close(CLOSE_NORMAL, "connection abandoned");
+    }
+  }
+
+  private readyConnection(): Connection | undefined {
+    const connection = this.live;
+    return connection?.isOpen === true && isLoggedIn(this.monitor.status.state) ? connection : undefined;
+  }
+
+  private startPinger(connection: Connection): () => void {
+    let isStopped = false;
+    let cancel = (): void => undefined;
+    const schedule = (): void => {
+      cancel = this.clock.setTimer(() => {
+        drop(
+          this.pingOnce(connection).then(() => {
+            if (!isStopped && connection.isOpen) schedule();
+          }),
+          (error) => {
+            this.report("pinging", error);
+          },
+        );
+      }, this.timing.pingIntervalMs);
+    };
+    schedule();
+    return () => {
+      isStopped = true;
+      cancel();
+    };
+  }
+
+  private async pingOnce(connection: Connection): Promise<void> {
+    const cancelDegrade = this.clock.setTimer(() => {
+      this.monitor.dispatch({ type: "stalled", atMs: this.clock.nowMs() });
+    }, this.timing.degradedAfterMs);
+    try {
+      await connection.request("ping", { clientTimeMs: this.clock.nowMs() }, { timeoutMs: this.timing.pingTimeoutMs });
+      this.monitor.dispatch({ type: "recovered", atMs: this.clock.nowMs() });
+    } catch (error) {
+      if (connection.isOpen) {
+        // No answer in time on an open pipe: a silent stall. Drop it and reconnect.
+        const reason = isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
+          ? `no answer to a ping within ${this.timing.pingTimeoutMs} ms`
+          : `ping failed: ${error instanceof Error ? error.message : String(error)}`;
+        connection.close(CLOSE_GOING_AWAY, reason);
+      }
+    } finally {
+      cancelDegrade();
+    }
+  }
+
+  // ── receiving ──────────────────────────────────────────────────────────
+
+  private onPush(connection: Connection, push: ServerPush): void {
+    if (this.inbound.length >= MAX_INBOUND_QUEUE) {
+      connection.close(CLOSE_GOING_AWAY, `more than ${MAX_INBOUND_QUEUE} pushes waiting to be stored`);
+      return;
+    }
+    this.inbound.push({ connection, push });
+    if (this.inboundDrain === undefined) {
+      this.inboundDrain = this.drainInbound().finally(() => {
+        this.inboundDrain = undefined;
+      });
+    }
+  }
+
+  /** Processes pushes one at a time, in arrival order; acks when idle or every `ackBatchMax`. */
+  private async drainInbound(): Promise<void> {
+    for (let item = this.inbound.shift(); item !== undefined; item = this.inbound.shift()) {
+      const { connection, push } = item;
+      // Pushes of a dropped connection were not acked; the server sends them again.
+      if (connection !== this.live || !connection.isOpen) continue;
+      try {
+        await this.handlePush(push);
+      } catch (error) {
+        this.report("storing a received message", error);
+        // Nothing after this message may be acked before it is stored: start over.
+        connection.close(CLOSE_GOING_AWAY, "could not store a received message");
+        continue;
+      }
+      if (this.inbox.unacked >= this.timing.ackBatchMax) this.flushAcks();
+    }
+    this.flushAcks();
+  }
+
+  private async handlePush(push: ServerPush): Promise<void> {
+    const body = push.push;
+    switch (body?.$case) {
+      case "message":
+        await this.receiveMessage(body.value);
+        return;
+      case "receipt":
+        await this.receiveReceipt(body.value);
+        return;
+      case "syncComplete":
+        this.monitor.dispatch({ type: "synced", atMs: this.clock.nowMs() });
+        this.events.emit("synced", { pushed: body.value.pushed });
+        return;
+      case undefined:
+        this.logger.warn({}, "empty push ignored");
+        return;
+      default:
+        assertNever(body);
+    }
+  }
+
+  private async receiveMessage(message: Message): Promise<void> {
+    if (this.isReceivingStopped) return;
+    const { chatId, seq } = message;
+    if (this.inbox.classify(chatId, seq) === "duplicate") {
+      this.inbox.skipped(chatId, seq);
+      return;
+    }
+    let content: Content | undefined;
+    try {
+      content = await this.codec.open(message);
+    } catch (error) {
+      // Stored without content, so the message shows as unreadable instead of vanishing.
+      this.report(`reading message ${chatId} #${seq}`, error);
+    }
+    const record: ReceivedMessage = {
+      chatId,
+      seq,
+      messageId: messageIdToHex(message.messageId),
+      senderUserId: message.senderUserId,
+      senderDeviceId: message.senderDeviceId,
+      serverTimeMs: message.serverTimeMs,
+      content,
+    };
+    const isNew = await this.store.saveReceived(record);
+    this.inbox.stored(chatId, seq);
+    // Not new: another process on this profile stored (and showed) it first.
+    if (isNew)
+      this.events.emit("message", { message: record, isOwnDevice: message.senderDeviceId === this.profile.deviceId });
+  }
+
+  private async receiveReceipt(receipt: Receipt): Promise<void> {
+    // Our own other devices' cursors say nothing about delivery to the other side.
+    if (receipt.userId === this.profile.userId) return;
+    for (const entry of await this.store.applyReceipt(receipt.chatId, receipt.throughSeq))
+      this.events.emit("outbox", entry);
+  }
+
+  private flushAcks(): void {
+    const connection = this.live;
+    if (connection?.isOpen !== true) return;
+    for (
+      let acks = this.inbox.takeAcks(MAX_ACKS_PER_REQUEST);
+      acks.length > 0;
+      acks = this.inbox.takeAcks(MAX_ACKS_PER_REQUEST)
+    ) {
+      try {
+        connection.notify("ack", { acks });
+      } catch (error) {
+        // The pipe just closed: the next connection acks again what the server resends.
+        this.logger.debug({ reason: error instanceof Error ? error.message : String(error) }, "ack not sent");
+        return;
+      }
+      this.events.emit("acked", acks);
+    }
+  }
+
+  // ── sending ────────────────────────────────────────────────────────────
+
+  private async sendEntry(entry: OutboxEntry): Promise<{ seq: number; duplicate: boolean; serverTimeMs: number }> {
+    const connection = this.live;
+    if (connection?.isOpen !== true) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "not connected");
+    const sealed = await this.codec.seal(entry.chatId, entry.content);
+    return connection.request(
+      "sendMessage",
+      {
+        chatId: entry.chatId,
+        messageId: messageIdFromHex(entry.messageId),
+        payload: sealed.payload,
+        devicePayloads: sealed.devicePayloads,
+      },
+      { timeoutMs: this.timing.requestTimeoutMs, signal: this.lifetime.signal },
+    );
+  }
+
+  private startOutboxPoll(intervalMs: number, signal: AbortSignal): void {
+    const tick = (): void => {
+      drop(
+        this.outbox.flushAll().finally(() => {
+          this.refreshQueuedCount();
+          if (!signal.aborted) this.cancelPoll = this.clock.setTimer(tick, intervalMs);
+        }),
+        (error) => {
+          this.report("polling the outbox", error);
+        },
+      );
+    };
+    this.cancelPoll = this.clock.setTimer(tick, intervalMs);
+  }
+
+  /** Updates the queued count in the status; only the latest of overlapping reads counts. */
+  private refreshQueuedCount(): void {
+    const request = ++this.queuedCountRequest;
+    drop(
+      this.store.countOutbox("queued").then((count) => {
+        if (request === this.queuedCountRequest) this.monitor.dispatch({ type: "queued", count });
+      }),
+      (error) => {
+        this.report("counting the outbox", error);
+      },
+    );
+  }
+
+  // ── failures ───────────────────────────────────────────────────────────
+
+  private report(context: string, error: unknown): void {
+    this.logger.error({ err: error, context }, `failed while ${context}`);
+    this.events.emit("problem", { context, error });
+  }
+
+  private toFailure(error: unknown): ConnectionFailure {
+    const atMs = this.clock.nowMs();
+    if (error instanceof RemessengerError) return { reason: error.message, code: errorCodeName(error.code), atMs };
+    return { reason: error instanceof Error ? error.message : String(error), code: undefined, atMs };
+  }
+
+  private closeFailure(reason: TransportCloseReason): ConnectionFailure {
+    const who = reason.isLocal ? "closed here" : "closed by the server";
+    return { reason: `${who}: ${reason.reason} (${reason.code})`, code: undefined, atMs: this.clock.nowMs() };
+  }
+
+  private notConnectedError(prefix: string): RemessengerError {
+    const failure = this.monitor.status.lastFailure;
+    return new RemessengerError(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      failure === undefined ? prefix : `${prefix}: ${failure.reason}`,
+    );
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Proving the device's identity on a connection: register a new device, or
+ * log in a known one, by signing the server's challenge (wire/auth-proof.ts
+ * builds the signed bytes). The hello's challenge is used first, saving a
+ * round trip; if the server refuses it (expired, used) a fresh one is asked
+ * for once. A second refusal is final: the device or its key is not known.
+ */
+import { loginProof, registerProof } from "../wire/auth-proof.ts";
+import { isError } from "../wire/errors.ts";
+import { ErrorCode, type Hello, type LoginResponse, type RegisterResponse } from "../wire/proto.ts";
+import type { DeviceSigner } from "../crypto/device-signer.ts";
+import { CLOSE_NORMAL, type TransportFactory } from "../transport/transport.ts";
+import { type Clock, deadline, systemClock } from "./clock.ts";
+import { Connection, type RequestOptions } from "./connection.ts";
+import { type Logger, silentLogger } from "./logger.ts";
+
+export async function loginDevice(
+  connection: Connection,
+  hello: Hello,
+  signer: DeviceSigner,
+  deviceId: string,
+  options: RequestOptions,
+): Promise<LoginResponse> {
+  return withFreshChallengeOnce(connection, hello, options, async (nonce) =>
+    connection.request(
+      "login",
+      { deviceId, nonce, signature: await signer.sign(loginProof(nonce, deviceId)) },
+      options,
+    ),
+  );
+}
+
+export async function registerDevice(
+  connection: Connection,
+  hello: Hello,
+  signer: DeviceSigner,
+  displayName: string,
+  options: RequestOptions,
+): Promise<RegisterResponse> {
+  const identityKey = signer.publicKey;
+  return withFreshChallengeOnce(connection, hello, options, async (nonce) =>
+    connection.request(
+      "register",
+      { displayName, identityKey, nonce, signature: await signer.sign(registerProof(nonce, identityKey, displayName)) },
+      options,
+    ),
+  );
+}
+
+async function withFreshChallengeOnce<T>(
+  connection: Connection,
+  hello: Hello,
+  options: RequestOptions,
+  attempt: (nonce: Uint8Array) => Promise<T>,
+): Promise<T> {
+  const helloNonce = hello.challenge?.nonce;
+  if (helloNonce !== undefined && helloNonce.length > 0) {
+    try {
+      return await attempt(helloNonce);
+    } catch (error) {
+      if (!isError(error, ErrorCode.ERROR_CODE_UNAUTHENTICATED)) throw error;
+      // Maybe only the challenge was stale: one more try with a fresh one below.
+    }
+  }
+  const { nonce } = await connection.request("getChallenge", {}, options);
+  return attempt(nonce);
+}
+
+export interface RegisterNewDeviceOptions {
+  transports: TransportFactory;
+  signer: DeviceSigner;
+  displayName: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+/**
+ * Registers a new user with this device on a short-lived connection of its own
+ * (before a profile exists there is no session to ride on). One deadline
+ * covers connecting and registering.
+ */
+export async function registerNewDevice(options: RegisterNewDeviceOptions): Promise<RegisterResponse> {
+  const clock = options.clock ?? systemClock;
+  const limit = deadline(clock, options.timeoutMs, "registering", options.signal);
+  try {
+    const { connection, hello } = await Connection.open(
+      {
+        transports: options.transports,
+        clock,
+        logger: options.logger ?? silentLogger,
+        onPush: () => undefined,
+        onClose: () => undefined,
+      },
+      { signal: limit.signal, timeoutMs: options.timeoutMs },
+    );
+    try {
+      return await registerDevice(connection, hello, options.signer, options.displayName, {
+        timeoutMs: options.timeoutMs,
+        signal: limit.signal,
+      });
+    } finally {
+      connection.close(CLOSE_NORMAL, "registered");
+    }
+  } finally {
+    limit.dispose();
+  }
+}

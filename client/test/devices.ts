@@ -1,0 +1,59 @@
+/**
+ * Test devices on the real server: a registered identity with an in-memory
+ * store, ready to build a ClientSession on.
+ */
+import { selectEd25519Provider } from "../core/src/crypto/select-ed25519-provider.ts";
+import type { DeviceSigner } from "../core/src/crypto/device-signer.ts";
+import type { DeviceProfile } from "../core/src/outbox/client-store.ts";
+import { MemoryClientStore } from "../core/src/outbox/memory-client-store.ts";
+import { ClientSession, type ClientSessionOptions } from "../core/src/session/client-session.ts";
+import { registerNewDevice } from "../core/src/session/device-auth.ts";
+import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
+
+export interface TestDevice {
+  profile: DeviceProfile;
+  signer: DeviceSigner;
+  store: MemoryClientStore;
+}
+
+export async function registerTestDevice(serverUrl: string, displayName: string): Promise<TestDevice> {
+  const provider = await selectEd25519Provider();
+  const signer = await provider.signerFromSeed(provider.generateSeed());
+  const registered = await registerNewDevice({
+    transports: webSocketTransportFactory({ serverUrl }),
+    signer,
+    displayName,
+    timeoutMs: 10_000,
+  });
+  const profile: DeviceProfile = {
+    serverUrl,
+    userId: registered.userId,
+    deviceId: registered.deviceId,
+    displayName,
+    registeredAtMs: registered.serverTimeMs,
+  };
+  const store = new MemoryClientStore();
+  await store.saveProfile(profile);
+  return { profile, signer, store };
+}
+
+/** Fast timings so tests see reconnects and stalls in well under a second. */
+export const FAST_TIMING = {
+  connectTimeoutMs: 2_000,
+  requestTimeoutMs: 3_000,
+  pingIntervalMs: 200,
+  pingTimeoutMs: 600,
+  degradedAfterMs: 150,
+  stableAfterMs: 1_000,
+  backoff: { initialMs: 50, maxMs: 400 },
+} as const;
+
+export function sessionFor(device: TestDevice, options: Partial<ClientSessionOptions> = {}): ClientSession {
+  return new ClientSession({
+    profile: device.profile,
+    signer: device.signer,
+    store: device.store,
+    timing: FAST_TIMING,
+    ...options,
+  });
+}

@@ -1,0 +1,40 @@
+/**
+ * Waiting for events in tests: every wait has a timeout and says what it was
+ * waiting for when it fails. No sleeps.
+ */
+import type { TypedEmitter } from "../core/src/manager/typed-emitter.ts";
+
+export function waitForEvent<Events extends object, K extends keyof Events>(
+  emitter: TypedEmitter<Events>,
+  event: K,
+  predicate: (value: Events[K]) => boolean,
+  timeoutMs = 15_000,
+  what = String(event),
+): Promise<Events[K]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+    }, timeoutMs);
+    const off = emitter.on(event, (value) => {
+      if (!predicate(value)) return;
+      clearTimeout(timer);
+      off();
+      resolve(value);
+    });
+  });
+}
+
+/** Polls an async condition until it holds; for state that has no event (another process's store). */
+export async function waitUntil(
+  condition: () => Promise<boolean> | boolean,
+  timeoutMs = 15_000,
+  what = "a condition",
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
