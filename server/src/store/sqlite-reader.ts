@@ -29,14 +29,20 @@ export class SqliteReader {
       "SELECT device_id, user_id, identity_key, created_at_ms FROM devices WHERE user_id = ? ORDER BY created_at_ms, device_id",
     );
     this.selectChat = db.prepare(
-      "SELECT chat_id, kind, title, created_by_user_id, created_at_ms, head_seq FROM chats WHERE chat_id = ?",
+      "SELECT chat_key, chat_id, kind, title, created_by_user_id, created_at_ms, head_seq FROM chats WHERE chat_id = ?",
     );
-    this.selectChatMembers = db.prepare("SELECT user_id FROM chat_members WHERE chat_id = ? ORDER BY position");
-    this.selectUserChatIds = db.prepare("SELECT DISTINCT chat_id FROM chat_members WHERE user_id = ?");
+    this.selectChatMembers = db.prepare("SELECT user_id FROM chat_members WHERE chat_key = ? ORDER BY position");
+    this.selectUserChatIds = db.prepare(
+      "SELECT DISTINCT chats.chat_id FROM chat_members JOIN chats USING (chat_key) WHERE chat_members.user_id = ?",
+    );
     this.selectMessages = db.prepare(
-      "SELECT seq, body FROM messages WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+      `SELECT seq, body FROM messages
+       WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND seq > ? ORDER BY seq LIMIT ?`,
     );
-    this.selectCursors = db.prepare("SELECT device_id, through_seq FROM cursors WHERE chat_id = ?");
+    this.selectCursors = db.prepare(
+      `SELECT device_id, through_seq FROM cursors
+       WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?)`,
+    );
   }
 
   getUser(userId: string): UserRecord | undefined {
@@ -66,7 +72,9 @@ export class SqliteReader {
       // The kind was written from a ChatKind and is never rewritten.
       kind: integerColumn(row, "kind") as ChatKind,
       title: textColumn(row, "title"),
-      memberUserIds: this.selectChatMembers.all(chatId).map((member) => textColumn(member, "user_id")),
+      memberUserIds: this.selectChatMembers
+        .all(integerColumn(row, "chat_key"))
+        .map((member) => textColumn(member, "user_id")),
       createdByUserId: textColumn(row, "created_by_user_id"),
       createdAtMs: integerColumn(row, "created_at_ms"),
       headSeq: integerColumn(row, "head_seq"),
