@@ -18,6 +18,9 @@ export default tseslint.config(
       "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true, allowBoolean: true }],
       "@typescript-eslint/no-unnecessary-condition": "off",
       "@typescript-eslint/switch-exhaustiveness-check": "error",
+      "@typescript-eslint/no-confusing-void-expression": ["error", { ignoreArrowShorthand: true }],
+      // Promise.withResolvers<void>() is the clearest way to say "a signal with no value".
+      "@typescript-eslint/no-invalid-void-type": "off",
       "import-x/no-cycle": "error",
       "no-console": "error",
     },
@@ -27,22 +30,48 @@ export default tseslint.config(
     files: ["client/core/**/*.ts"],
     ignores: ["client/core/**/*.test.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [{ group: ["node:*"], message: "client/core is isomorphic; put Node code behind an interface in client/cli" }] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["node:*"],
+              message: "client/core is isomorphic; put Node code behind an interface in client/cli",
+            },
+          ],
+        },
+      ],
     },
   },
   {
     // Dependencies point one way: nothing imports the server, the server core knows no edges.
     files: ["client/**/*.ts"],
-    rules: { "no-restricted-imports": ["error", { patterns: [{ group: ["**/server/**"], message: "nothing in client/ imports the server" }] }] },
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        { patterns: [{ group: ["**/server/**"], message: "nothing in client/ imports the server" }] },
+      ],
+    },
   },
   {
     files: ["server/src/core/**/*.ts"],
     ignores: ["server/src/core/**/*.test.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [
-        { group: ["**/edge/**", "ws", "@grpc/*", "nice-grpc*", "node:http*", "node:net", "node:dgram"], message: "server/core knows nothing of transports" },
-        { group: ["ioredis", "node:sqlite", "**/store/*-store.ts"], message: "server/core reaches storage only through the Store port" },
-      ] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/edge/**", "ws", "@grpc/*", "nice-grpc*", "node:http*", "node:net", "node:dgram"],
+              message: "server/core knows nothing of transports",
+            },
+            {
+              group: ["ioredis", "node:sqlite", "**/store/*-store.ts"],
+              message: "server/core reaches storage only through the Store port",
+            },
+          ],
+        },
+      ],
     },
   },
   {

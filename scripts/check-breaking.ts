@@ -10,7 +10,9 @@ const root = resolve(import.meta.dirname, "..");
 
 function git(args: string[]): string | undefined {
   try {
-    return execFileSync("git", args, { cwd: root, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    return execFileSync("git", args, { cwd: root, stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
   } catch {
     return undefined;
   }

@@ -27,7 +27,8 @@ import {
 
 const REQUEST_TIMEOUT_MS = 15_000;
 
-type ResponseOf<C extends string> = Extract<ServerBodyFrame["body"], { $case: C }> extends { value: infer V } ? V : never;
+type ResponseOf<C extends string> =
+  Extract<ServerBodyFrame["body"], { $case: C }> extends { value: infer V } ? V : never;
 
 export interface DeviceKey {
   privateKey: KeyObject;
@@ -125,9 +126,7 @@ export class FrameDriver {
   }
 
   /** Like request(), but returns the response value of the expected case or throws the error. */
-  async call<C extends ClientRequest["$case"]>(
-    request: Extract<ClientRequest, { $case: C }>,
-  ): Promise<ResponseOf<C>> {
+  async call<C extends ClientRequest["$case"]>(request: Extract<ClientRequest, { $case: C }>): Promise<ResponseOf<C>> {
     const frame = await this.request(request);
     const body: ServerBodyFrame["body"] = frame.body;
     if (body.$case === "error") throw new RemessengerError(body.value.code, body.value.message);

@@ -43,13 +43,18 @@ export function parseHostPort(value: string, what: string): HostPort {
   const host = match?.[1] ?? match?.[2];
   const port = Number(match?.[3]);
   if (host === undefined || !Number.isInteger(port) || port > 65535) {
-    throw new ConfigError(`${what} must be HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got ${JSON.stringify(value)}`);
+    throw new ConfigError(
+      `${what} must be HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got ${JSON.stringify(value)}`,
+    );
   }
   return { host, port };
 }
 
 /** Returns the config, or "help"; throws ConfigError with a message for the user. */
-export function parseConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServerConfig | "help" {
+export function parseConfig(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): ServerConfig | "help" {
   let values;
   try {
     ({ values } = parseArgs({

@@ -159,7 +159,9 @@ describe("bad input on the WebSocket edge", () => {
       });
     expect(await send({})).toBe(ErrorCode.ERROR_CODE_NOT_FOUND);
     expect(await code({ $case: "getChat", value: { chatId } })).toBe(ErrorCode.ERROR_CODE_NOT_FOUND);
-    expect(await code({ $case: "ack", value: { acks: [{ chatId, throughSeq: 1 }] } })).toBe(ErrorCode.ERROR_CODE_NOT_FOUND);
+    expect(await code({ $case: "ack", value: { acks: [{ chatId, throughSeq: 1 }] } })).toBe(
+      ErrorCode.ERROR_CODE_NOT_FOUND,
+    );
     expect(await send({ chatId: "c" + "b".repeat(26) })).toBe(ErrorCode.ERROR_CODE_NOT_FOUND);
     expect(await send({ chatId: "not-a-chat" })).toBe(ErrorCode.ERROR_CODE_INVALID_ARGUMENT);
     expect(await send({ messageId: new Uint8Array(5) })).toBe(ErrorCode.ERROR_CODE_INVALID_ARGUMENT);

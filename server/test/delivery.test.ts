@@ -30,7 +30,13 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     await target.stop();
   });
 
-  async function pair(): Promise<{ alice: FrameDriver; bob: FrameDriver; bobId: Identity; aliceId: Identity; chatId: string }> {
+  async function pair(): Promise<{
+    alice: FrameDriver;
+    bob: FrameDriver;
+    bobId: Identity;
+    aliceId: Identity;
+    chatId: string;
+  }> {
     const alice = await FrameDriver.connect(url);
     const bob = await FrameDriver.connect(url);
     const aliceId = await alice.register("alice");
@@ -62,7 +68,10 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     await bob.subscribe();
     await bob.waitFor(() => bob.isSynced(), "sync");
     expect(seqs(bob.messages())).toEqual([1, 2]);
-    expect(bob.messages().map((m) => messageIdToHex(m.messageId))).toEqual([messageIdToHex(first), messageIdToHex(racing)]);
+    expect(bob.messages().map((m) => messageIdToHex(m.messageId))).toEqual([
+      messageIdToHex(first),
+      messageIdToHex(racing),
+    ]);
     again.close();
     bob.close();
   });
@@ -71,7 +80,9 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     const { alice, bob, chatId } = await pair();
     const id = newMessageId();
     await alice.send(chatId, "mine", id);
-    await expect(bob.send(chatId, "stolen id", id)).rejects.toSatisfy((e) => isError(e, ErrorCode.ERROR_CODE_ALREADY_EXISTS));
+    await expect(bob.send(chatId, "stolen id", id)).rejects.toSatisfy((e) =>
+      isError(e, ErrorCode.ERROR_CODE_ALREADY_EXISTS),
+    );
     alice.close();
     bob.close();
   });
@@ -114,7 +125,10 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
     back.ack(chatId, 200);
     // Alice learns it was delivered.
     await alice.subscribe();
-    await alice.waitFor(() => alice.receipts().some((r) => r.deviceId === bobId.deviceId && r.throughSeq === 200), "receipt");
+    await alice.waitFor(
+      () => alice.receipts().some((r) => r.deviceId === bobId.deviceId && r.throughSeq === 200),
+      "receipt",
+    );
     back.close();
     await back.closed;
 

@@ -97,23 +97,32 @@ describe("gRPC edge", () => {
     const carol = await registered("carol");
     expect(
       await statusOf(
-        messages.sendMessage({ chatId: "c" + "q".repeat(26), messageId: newMessageId(), payload: new Uint8Array([1]) }, {
-          metadata: carol.metadata,
-        }),
+        messages.sendMessage(
+          { chatId: "c" + "q".repeat(26), messageId: newMessageId(), payload: new Uint8Array([1]) },
+          {
+            metadata: carol.metadata,
+          },
+        ),
       ),
     ).toBe(Status.NOT_FOUND);
     expect(
       await statusOf(
-        messages.sendMessage({ chatId: "bad", messageId: newMessageId(), payload: new Uint8Array([1]) }, {
-          metadata: carol.metadata,
-        }),
+        messages.sendMessage(
+          { chatId: "bad", messageId: newMessageId(), payload: new Uint8Array([1]) },
+          {
+            metadata: carol.metadata,
+          },
+        ),
       ),
     ).toBe(Status.INVALID_ARGUMENT);
     expect(
       await statusOf(
-        messages.sendMessage({ chatId: "c" + "q".repeat(26), messageId: newMessageId(), payload: new Uint8Array(300_000) }, {
-          metadata: carol.metadata,
-        }),
+        messages.sendMessage(
+          { chatId: "c" + "q".repeat(26), messageId: newMessageId(), payload: new Uint8Array(300_000) },
+          {
+            metadata: carol.metadata,
+          },
+        ),
       ),
     ).toBe(Status.RESOURCE_EXHAUSTED);
     // Still serving.

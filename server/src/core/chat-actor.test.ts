@@ -27,17 +27,34 @@ afterAll(async () => {
 async function chatWithMember(): Promise<{ chatId: string; userId: string; deviceId: string }> {
   const userId = newId("user");
   const deviceId = newId("device");
-  await store.createUser({ userId, displayName: "m", createdAtMs: 1 }, { deviceId, userId, identityKey: new Uint8Array(32), createdAtMs: 1 });
+  await store.createUser(
+    { userId, displayName: "m", createdAtMs: 1 },
+    { deviceId, userId, identityKey: new Uint8Array(32), createdAtMs: 1 },
+  );
   const chatId = newId("chat");
   await store.createChat(
-    { chatId, kind: ChatKind.CHAT_KIND_GROUP, title: "", memberUserIds: [userId], createdByUserId: userId, createdAtMs: 1 },
+    {
+      chatId,
+      kind: ChatKind.CHAT_KIND_GROUP,
+      title: "",
+      memberUserIds: [userId],
+      createdByUserId: userId,
+      createdAtMs: 1,
+    },
     [deviceId],
   );
   return { chatId, userId, deviceId };
 }
 
 function draft(userId: string, deviceId: string, messageId = newMessageId()): MessageDraft {
-  return { messageId, senderUserId: userId, senderDeviceId: deviceId, serverTimeMs: 1, payload: new Uint8Array([1]), devicePayloads: [] };
+  return {
+    messageId,
+    senderUserId: userId,
+    senderDeviceId: deviceId,
+    serverTimeMs: 1,
+    payload: new Uint8Array([1]),
+    devicePayloads: [],
+  };
 }
 
 /** The real store, counting appends and optionally failing the next one. */
@@ -93,9 +110,13 @@ describe("ChatActor", () => {
     const { chatId, deviceId } = await chatWithMember();
     const counting = countingStore();
     const actor = new ChatActor(chatId, deps(counting.store));
-    await expect(actor.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) => isError(e, ErrorCode.ERROR_CODE_PERMISSION_DENIED));
+    await expect(actor.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) =>
+      isError(e, ErrorCode.ERROR_CODE_PERMISSION_DENIED),
+    );
     const ghost = new ChatActor(newId("chat"), deps(counting.store));
-    await expect(ghost.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) => isError(e, ErrorCode.ERROR_CODE_NOT_FOUND));
+    await expect(ghost.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) =>
+      isError(e, ErrorCode.ERROR_CODE_NOT_FOUND),
+    );
     expect(counting.appends).toEqual([]);
   });
 
@@ -106,7 +127,9 @@ describe("ChatActor", () => {
     const actor = new ChatActor(chatId, deps(counting.store, new LocalPushBus(), errors));
     const id = newMessageId();
     counting.failNext();
-    await expect(actor.send(draft(userId, deviceId, id))).rejects.toSatisfy((e) => isError(e, ErrorCode.ERROR_CODE_UNAVAILABLE));
+    await expect(actor.send(draft(userId, deviceId, id))).rejects.toSatisfy((e) =>
+      isError(e, ErrorCode.ERROR_CODE_UNAVAILABLE),
+    );
     expect(errors).toHaveLength(1);
     expect(await actor.send(draft(userId, deviceId, id))).toMatchObject({ seq: 1, duplicate: false });
     expect(await actor.send(draft(userId, deviceId, id))).toMatchObject({ seq: 1, duplicate: true });

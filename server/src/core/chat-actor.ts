@@ -123,7 +123,8 @@ export class ChatActor {
     const accepted: PendingSend[] = [];
     for (const pending of batch) {
       if (members.has(pending.draft.senderUserId)) accepted.push(pending);
-      else pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_PERMISSION_DENIED, `not a member of ${this.chatId}`));
+      else
+        pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_PERMISSION_DENIED, `not a member of ${this.chatId}`));
     }
     if (accepted.length === 0) return;
 

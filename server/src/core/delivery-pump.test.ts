@@ -56,13 +56,26 @@ async function world(chats: number): Promise<World> {
   const receiverUser = newId("user");
   const receiver = newId("device");
   const key = new Uint8Array(32);
-  await store.createUser({ userId: senderUser, displayName: "s", createdAtMs: 1 }, { deviceId: senderDevice, userId: senderUser, identityKey: key, createdAtMs: 1 });
-  await store.createUser({ userId: receiverUser, displayName: "r", createdAtMs: 1 }, { deviceId: receiver, userId: receiverUser, identityKey: key, createdAtMs: 1 });
+  await store.createUser(
+    { userId: senderUser, displayName: "s", createdAtMs: 1 },
+    { deviceId: senderDevice, userId: senderUser, identityKey: key, createdAtMs: 1 },
+  );
+  await store.createUser(
+    { userId: receiverUser, displayName: "r", createdAtMs: 1 },
+    { deviceId: receiver, userId: receiverUser, identityKey: key, createdAtMs: 1 },
+  );
   const chatIds: string[] = [];
   for (let i = 0; i < chats; i++) {
     const chatId = newId("chat");
     await store.createChat(
-      { chatId, kind: ChatKind.CHAT_KIND_GROUP, title: "", memberUserIds: [senderUser, receiverUser], createdByUserId: senderUser, createdAtMs: 1 },
+      {
+        chatId,
+        kind: ChatKind.CHAT_KIND_GROUP,
+        title: "",
+        memberUserIds: [senderUser, receiverUser],
+        createdByUserId: senderUser,
+        createdAtMs: 1,
+      },
       [senderDevice, receiver],
     );
     chatIds.push(chatId);
@@ -129,7 +142,12 @@ describe("DeliveryPump", () => {
     expect(last?.$case === "syncComplete" && last.value.pushed).toBe(305);
     // The sender's device acked its own messages on append: the receiver learns its cursor.
     const receipts = sink.pushes.flatMap((p) => (p.push?.$case === "receipt" ? [p.push.value] : []));
-    expect(receipts.map((r) => [r.chatId, r.throughSeq])).toEqual(expect.arrayContaining([[a, 5], [b, 300]]));
+    expect(receipts.map((r) => [r.chatId, r.throughSeq])).toEqual(
+      expect.arrayContaining([
+        [a, 5],
+        [b, 300],
+      ]),
+    );
   });
 
   it("follows live messages after the sync without gaps or repeats, even when events arrive during a read", async () => {
@@ -216,47 +234,51 @@ describe("DeliveryPump", () => {
       fc.record({ kind: fc.constant("settle" as const) }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(step, { maxLength: 25 }), fc.integer({ min: 1, max: 16 }), async (steps, windowSize) => {
-        const w = await world(3);
-        const sink = new RecordingSink();
-        const pump = pumpFor(w, sink, windowSize, 5);
-        const starting = pump.start(w.chatIds);
-        const ackAll = (): void => {
-          for (const chatId of w.chatIds) {
-            const last = sink.messages(chatId).at(-1);
-            if (last !== undefined) pump.onAcked(chatId, last.seq);
+      fc.asyncProperty(
+        fc.array(step, { maxLength: 25 }),
+        fc.integer({ min: 1, max: 16 }),
+        async (steps, windowSize) => {
+          const w = await world(3);
+          const sink = new RecordingSink();
+          const pump = pumpFor(w, sink, windowSize, 5);
+          const starting = pump.start(w.chatIds);
+          const ackAll = (): void => {
+            for (const chatId of w.chatIds) {
+              const last = sink.messages(chatId).at(-1);
+              if (last !== undefined) pump.onAcked(chatId, last.seq);
+            }
+          };
+          const appended = new Map<string, number>();
+          for (const s of steps) {
+            if (s.kind === "append") {
+              const chatId = w.chatIds[s.chat] ?? "";
+              const messages = await append(w, chatId, s.count);
+              appended.set(chatId, (appended.get(chatId) ?? 0) + s.count);
+              for (const m of messages) pump.onMessage(m);
+            } else if (s.kind === "ack") ackAll();
+            else if (s.kind === "block") sink.isOpen = false;
+            else if (s.kind === "unblock") {
+              sink.isOpen = true;
+              pump.onWritable();
+            } else await settle(pump);
+            expect(pump.unacked).toBeLessThanOrEqual(windowSize);
           }
-        };
-        const appended = new Map<string, number>();
-        for (const s of steps) {
-          if (s.kind === "append") {
-            const chatId = w.chatIds[s.chat] ?? "";
-            const messages = await append(w, chatId, s.count);
-            appended.set(chatId, (appended.get(chatId) ?? 0) + s.count);
-            for (const m of messages) pump.onMessage(m);
-          } else if (s.kind === "ack") ackAll();
-          else if (s.kind === "block") sink.isOpen = false;
-          else if (s.kind === "unblock") {
-            sink.isOpen = true;
-            pump.onWritable();
-          } else await settle(pump);
-          expect(pump.unacked).toBeLessThanOrEqual(windowSize);
-        }
-        sink.isOpen = true;
-        pump.onWritable();
-        // The client keeps acking what it gets until everything is through.
-        for (let round = 0; round < 200; round++) {
-          await settle(pump);
-          ackAll();
-          const done = w.chatIds.every((id) => sink.messages(id).length === (appended.get(id) ?? 0));
-          if (done) break;
-        }
-        await starting;
-        for (const chatId of w.chatIds) {
-          expect(seqs(sink.messages(chatId))).toEqual(range(1, appended.get(chatId) ?? 0));
-        }
-        pump.stop();
-      }),
+          sink.isOpen = true;
+          pump.onWritable();
+          // The client keeps acking what it gets until everything is through.
+          for (let round = 0; round < 200; round++) {
+            await settle(pump);
+            ackAll();
+            const done = w.chatIds.every((id) => sink.messages(id).length === (appended.get(id) ?? 0));
+            if (done) break;
+          }
+          await starting;
+          for (const chatId of w.chatIds) {
+            expect(seqs(sink.messages(chatId))).toEqual(range(1, appended.get(chatId) ?? 0));
+          }
+          pump.stop();
+        },
+      ),
       { numRuns: 40 },
     );
   });

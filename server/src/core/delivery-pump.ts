@@ -126,7 +126,8 @@ export class DeliveryPump {
   onAcked(chatId: string, throughSeq: number): void {
     const progress = this.chats.get(chatId);
     if (progress === undefined || throughSeq <= progress.ackedThrough) return;
-    const newlyAcked = Math.min(throughSeq, progress.sentThrough) - Math.min(progress.ackedThrough, progress.sentThrough);
+    const newlyAcked =
+      Math.min(throughSeq, progress.sentThrough) - Math.min(progress.ackedThrough, progress.sentThrough);
     if (newlyAcked > 0) this.inFlight -= newlyAcked;
     progress.ackedThrough = throughSeq;
     // A cursor moved past what we sent (another connection of the device): skip ahead.
@@ -240,11 +241,15 @@ export class DeliveryPump {
       for (const chatId of this.syncTargets.keys()) {
         for (const cursor of await store.getCursors(chatId)) {
           if (cursor.deviceId === deviceId || cursor.throughSeq === 0) continue;
-          if (!owners.has(cursor.deviceId)) owners.set(cursor.deviceId, (await store.getDevice(cursor.deviceId))?.userId);
+          if (!owners.has(cursor.deviceId))
+            owners.set(cursor.deviceId, (await store.getDevice(cursor.deviceId))?.userId);
           const userId = owners.get(cursor.deviceId);
           if (userId === undefined || this.isStopped) continue;
           sink.push({
-            push: { $case: "receipt", value: { chatId, userId, deviceId: cursor.deviceId, throughSeq: cursor.throughSeq } },
+            push: {
+              $case: "receipt",
+              value: { chatId, userId, deviceId: cursor.deviceId, throughSeq: cursor.throughSeq },
+            },
           });
         }
       }

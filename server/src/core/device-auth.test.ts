@@ -3,7 +3,13 @@ import { describe, expect, it } from "vitest";
 import { isError } from "../../../client/core/src/wire/errors.ts";
 import { CHALLENGE_TTL_MS } from "../../../client/core/src/wire/limits.ts";
 import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
-import { ChallengeBook, MAX_OUTSTANDING_CHALLENGES, SESSION_TOKEN_TTL_MS, SessionTokens, verifyDeviceSignature } from "./device-auth.ts";
+import {
+  ChallengeBook,
+  MAX_OUTSTANDING_CHALLENGES,
+  SESSION_TOKEN_TTL_MS,
+  SessionTokens,
+  verifyDeviceSignature,
+} from "./device-auth.ts";
 
 function manualClock(start = 1_000_000): { nowMs(): number; advance(ms: number): void } {
   let now = start;

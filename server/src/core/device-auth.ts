@@ -65,12 +65,17 @@ export function verifyDeviceSignature(publicKey: Uint8Array, data: Uint8Array, s
   if (publicKey.length !== ED25519_PUBLIC_KEY_BYTES || signature.length !== ED25519_SIGNATURE_BYTES) {
     throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "malformed identity key or signature");
   }
-  let isValid = false;
+  let isValid: boolean;
   try {
-    const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: base64urlnopad.encode(publicKey) }, format: "jwk" });
+    const key = createPublicKey({
+      key: { kty: "OKP", crv: "Ed25519", x: base64urlnopad.encode(publicKey) },
+      format: "jwk",
+    });
     isValid = verify(null, data, key, signature);
   } catch (cause) {
-    throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "identity key is not a valid Ed25519 key", { cause });
+    throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "identity key is not a valid Ed25519 key", {
+      cause,
+    });
   }
   if (!isValid) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "signature does not verify");
 }
@@ -109,7 +114,9 @@ export class SessionTokens {
   }
 
   private mac(deviceId: string, expiresAtMs: number): string {
-    const hmac = createHmac("sha256", this.secret).update(`remessenger/v1/session\u0000${deviceId}\u0000${expiresAtMs}`);
+    const hmac = createHmac("sha256", this.secret).update(
+      `remessenger/v1/session\u0000${deviceId}\u0000${expiresAtMs}`,
+    );
     return base64urlnopad.encode(hmac.digest());
   }
 }

@@ -123,7 +123,7 @@ export class Messenger {
 
   async register(request: RegisterRequest): Promise<{ device: AuthedDevice; response: RegisterResponse }> {
     const displayName = request.displayName.trim();
-    if (displayName.length === 0 || [...displayName].length > MAX_DISPLAY_NAME_CHARS) {
+    if (displayName.length === 0 || displayName.length > MAX_DISPLAY_NAME_CHARS) {
       throw invalid(`display name must be 1 to ${MAX_DISPLAY_NAME_CHARS} characters`);
     }
     this.challenges.consume(request.nonce);
@@ -133,7 +133,10 @@ export class Messenger {
       request.signature,
     );
     const now = this.deps.clock.nowMs();
-    const device: AuthedDevice = { userId: newId("user", this.deps.random), deviceId: newId("device", this.deps.random) };
+    const device: AuthedDevice = {
+      userId: newId("user", this.deps.random),
+      deviceId: newId("device", this.deps.random),
+    };
     await this.deps.store.createUser(
       { userId: device.userId, displayName, createdAtMs: now },
       { deviceId: device.deviceId, userId: device.userId, identityKey: request.identityKey, createdAtMs: now },
@@ -164,7 +167,8 @@ export class Messenger {
   async authenticate(token: string): Promise<AuthedDevice> {
     const deviceId = this.tokens.verify(token);
     const record = await this.deps.store.getDevice(deviceId);
-    if (record === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "device no longer exists");
+    if (record === undefined)
+      throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "device no longer exists");
     return { userId: record.userId, deviceId: record.deviceId };
   }
 
@@ -186,7 +190,7 @@ export class Messenger {
     const others = [...new Set(request.memberUserIds)].filter((id) => id !== device.userId);
     for (const id of others) requireId("user", id, "member_user_ids");
     const title = request.title.trim();
-    if ([...title].length > MAX_CHAT_TITLE_CHARS) throw invalid(`title is over ${MAX_CHAT_TITLE_CHARS} characters`);
+    if (title.length > MAX_CHAT_TITLE_CHARS) throw invalid(`title is over ${MAX_CHAT_TITLE_CHARS} characters`);
 
     let chatId: string;
     if (request.kind === ChatKind.CHAT_KIND_DIRECT) {
@@ -235,45 +239,45 @@ export class Messenger {
     return { chats: chats.filter((c) => c !== undefined).map(toChat) };
   }
 
-  /** Validates, then queues the send in the chat's mailbox before any await. */
-  sendMessage(device: AuthedDevice, request: SendMessageRequest): Promise<SendMessageResponse> {
-    try {
-      requireId("chat", request.chatId, "chat_id");
-      if (request.messageId.length !== MESSAGE_ID_BYTES) throw invalid(`message_id must be ${MESSAGE_ID_BYTES} bytes`);
-      if (request.devicePayloads.length > MAX_DEVICE_PAYLOADS) {
-        throw invalid(`at most ${MAX_DEVICE_PAYLOADS} device payloads`);
-      }
-      let size = request.payload.length;
-      for (const entry of request.devicePayloads) {
-        requireId("device", entry.deviceId, "device_payloads.device_id");
-        size += entry.ciphertext.length;
-      }
-      if (size === 0) throw invalid("message is empty");
-      if (size > MAX_MESSAGE_BYTES) {
-        throw new RemessengerError(ErrorCode.ERROR_CODE_TOO_LARGE, `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`);
-      }
-    } catch (error) {
-      return Promise.reject(error as Error);
+  /**
+   * Validates, then queues the send in the chat's mailbox. It is async but
+   * awaits nothing before the mailbox, so sends keep their arrival order.
+   */
+  async sendMessage(device: AuthedDevice, request: SendMessageRequest): Promise<SendMessageResponse> {
+    requireId("chat", request.chatId, "chat_id");
+    if (request.messageId.length !== MESSAGE_ID_BYTES) throw invalid(`message_id must be ${MESSAGE_ID_BYTES} bytes`);
+    if (request.devicePayloads.length > MAX_DEVICE_PAYLOADS) {
+      throw invalid(`at most ${MAX_DEVICE_PAYLOADS} device payloads`);
     }
-    return this.actors
-      .get(request.chatId)
-      .send({
-        messageId: request.messageId,
-        senderUserId: device.userId,
-        senderDeviceId: device.deviceId,
-        serverTimeMs: this.deps.clock.nowMs(),
-        payload: request.payload,
-        devicePayloads: request.devicePayloads,
-      })
-      .then(
-        (outcome) => ({ seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs }),
-        (error: unknown) => {
-          const isHidden =
-            error instanceof RemessengerError &&
-            (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
-          throw isHidden ? chatNotFound(request.chatId) : error;
-        },
+    let size = request.payload.length;
+    for (const entry of request.devicePayloads) {
+      requireId("device", entry.deviceId, "device_payloads.device_id");
+      size += entry.ciphertext.length;
+    }
+    if (size === 0) throw invalid("message is empty");
+    if (size > MAX_MESSAGE_BYTES) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_TOO_LARGE,
+        `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
       );
+    }
+    const sending = this.actors.get(request.chatId).send({
+      messageId: request.messageId,
+      senderUserId: device.userId,
+      senderDeviceId: device.deviceId,
+      serverTimeMs: this.deps.clock.nowMs(),
+      payload: request.payload,
+      devicePayloads: request.devicePayloads,
+    });
+    try {
+      const outcome = await sending;
+      return { seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs };
+    } catch (error) {
+      const isHidden =
+        error instanceof RemessengerError &&
+        (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
+      throw isHidden ? chatNotFound(request.chatId) : error;
+    }
   }
 
   /**

@@ -82,13 +82,7 @@ export class FrameSession {
       this.fail(requestId, new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "log in first"));
       return;
     }
-    let answer: Promise<ServerBody | undefined>;
-    try {
-      answer = this.dispatch(request);
-    } catch (error) {
-      answer = Promise.reject(error as Error);
-    }
-    answer.then(
+    this.dispatch(request).then(
       (body) => {
         if (body !== undefined && requestId !== 0) this.write({ requestId, body });
       },
@@ -119,49 +113,49 @@ export class FrameSession {
     return this.device;
   }
 
-  /** Starts the request; everything before the first await runs in arrival order. */
-  private dispatch(request: ClientRequest): Promise<ServerBody | undefined> {
-    const device = this.device;
+  /**
+   * Starts the request. Async, but each case reaches the Messenger before its
+   * first await, so requests start in arrival order.
+   */
+  private async dispatch(request: ClientRequest): Promise<ServerBody | undefined> {
+    const { messenger } = this;
     switch (request.$case) {
       case "getChallenge":
-        return Promise.resolve({ $case: "getChallenge", value: this.messenger.newChallenge() });
+        return Promise.resolve({ $case: "getChallenge", value: messenger.newChallenge() });
       case "ping":
-        return Promise.resolve({ $case: "ping", value: this.messenger.ping(request.value) });
+        return Promise.resolve({ $case: "ping", value: messenger.ping(request.value) });
       case "register":
-        return this.authenticateWith(() => this.messenger.register(request.value)).then((value) => ({
+        return this.authenticateWith(() => messenger.register(request.value)).then((value) => ({
           $case: "register",
           value,
         }));
       case "login":
-        return this.authenticateWith(() => this.messenger.login(request.value)).then((value) => ({
-          $case: "login",
-          value,
-        }));
-      default:
-        break;
-    }
-    if (device === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "log in first");
-    switch (request.$case) {
+        return this.authenticateWith(() => messenger.login(request.value)).then((value) => ({ $case: "login", value }));
       case "createChat":
-        return this.messenger.createChat(device, request.value).then((value) => ({ $case: "createChat", value }));
+        return messenger.createChat(this.loggedIn(), request.value).then((value) => ({ $case: "createChat", value }));
       case "getChat":
-        return this.messenger.getChat(device, request.value).then((value) => ({ $case: "getChat", value }));
+        return messenger.getChat(this.loggedIn(), request.value).then((value) => ({ $case: "getChat", value }));
       case "listChats":
-        return this.messenger.listChats(device).then((value) => ({ $case: "listChats", value }));
+        return messenger.listChats(this.loggedIn()).then((value) => ({ $case: "listChats", value }));
       case "getUser":
-        return this.messenger.getUser(device, request.value).then((value) => ({ $case: "getUser", value }));
+        return messenger.getUser(this.loggedIn(), request.value).then((value) => ({ $case: "getUser", value }));
       case "sendMessage":
-        return this.messenger.sendMessage(device, request.value).then((value) => ({ $case: "sendMessage", value }));
+        return messenger.sendMessage(this.loggedIn(), request.value).then((value) => ({ $case: "sendMessage", value }));
       case "ack":
-        return this.messenger.ack(device, request.value).then((cursors) => {
+        return messenger.ack(this.loggedIn(), request.value).then((cursors) => {
           for (const { chatId, throughSeq } of cursors) this.subscription?.pump.onAcked(chatId, throughSeq);
           return { $case: "ack", value: {} };
         });
       case "subscribe":
-        return Promise.resolve(this.subscribe(device));
+        return Promise.resolve(this.subscribe(this.loggedIn()));
       default:
         return assertNever(request);
     }
+  }
+
+  private loggedIn(): AuthedDevice {
+    if (this.device === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "log in first");
+    return this.device;
   }
 
   private async authenticateWith<R>(attempt: () => Promise<{ device: AuthedDevice; response: R }>): Promise<R> {

@@ -6,13 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
-import {
-  type CallContext,
-  type Server,
-  ServerError,
-  type ServerMiddlewareCall,
-  createServer,
-} from "nice-grpc";
+import { type CallContext, type Server, ServerError, type ServerMiddlewareCall, createServer } from "nice-grpc";
 import type { Logger } from "pino";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
@@ -128,7 +122,7 @@ async function* subscribeStream(
 ): AsyncGenerator<SubscribeResponse> {
   const buffer: ServerPush[] = [];
   let wake: (() => void) | undefined;
-  let failure: unknown;
+  let failure: Error | undefined;
   const subscription = messenger.subscribe(device, {
     push: (push) => {
       buffer.push(push);
@@ -137,7 +131,7 @@ async function* subscribeStream(
     isWritable: () => buffer.length < STREAM_HIGH_WATER,
   });
   subscription.synced.catch((error: unknown) => {
-    failure = error;
+    failure = error instanceof Error ? error : new Error("sync failed");
     wake?.();
   });
   const onAbort = (): void => wake?.();

@@ -87,7 +87,10 @@ export class HttpListener {
     });
   }
 
-  private route(request: IncomingMessage | Http2ServerRequest, anyResponse: ServerResponse | Http2ServerResponse): void {
+  private route(
+    request: IncomingMessage | Http2ServerRequest,
+    anyResponse: ServerResponse | Http2ServerResponse,
+  ): void {
     // The HTTP/2 compatibility response has the same writeHead/end as HTTP/1.1's.
     const response = anyResponse as ServerResponse;
     try {

@@ -31,7 +31,11 @@ export function encodeServerFrame(frame: ServerFrame): Uint8Array {
 export function decodeClientFrame(bytes: Uint8Array): ClientRequestFrame {
   const frame = decodeWith(ClientFrame, bytes, "client frame");
   if (frame.request === undefined) {
-    throw new FrameError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, "frame carries no request this server knows", frame.requestId);
+    throw new FrameError(
+      ErrorCode.ERROR_CODE_UNIMPLEMENTED,
+      "frame carries no request this server knows",
+      frame.requestId,
+    );
   }
   return frame as ClientRequestFrame;
 }
@@ -39,7 +43,11 @@ export function decodeClientFrame(bytes: Uint8Array): ClientRequestFrame {
 export function decodeServerFrame(bytes: Uint8Array): ServerBodyFrame {
   const frame = decodeWith(ServerFrame, bytes, "server frame");
   if (frame.body === undefined) {
-    throw new FrameError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, "frame carries no body this client knows", frame.requestId);
+    throw new FrameError(
+      ErrorCode.ERROR_CODE_UNIMPLEMENTED,
+      "frame carries no body this client knows",
+      frame.requestId,
+    );
   }
   return frame as ServerBodyFrame;
 }
@@ -55,14 +63,21 @@ export class FrameError extends RemessengerError {
 
 function checkedSize(bytes: Uint8Array): Uint8Array {
   if (bytes.length > MAX_FRAME_BYTES) {
-    throw new RemessengerError(ErrorCode.ERROR_CODE_TOO_LARGE, `frame of ${bytes.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+    throw new RemessengerError(
+      ErrorCode.ERROR_CODE_TOO_LARGE,
+      `frame of ${bytes.length} bytes exceeds ${MAX_FRAME_BYTES}`,
+    );
   }
   return bytes;
 }
 
 function decodeWith<T>(codec: { decode(input: Uint8Array): T }, bytes: Uint8Array, what: string): T {
   if (bytes.length > MAX_FRAME_BYTES) {
-    throw new FrameError(ErrorCode.ERROR_CODE_TOO_LARGE, `${what} of ${bytes.length} bytes exceeds ${MAX_FRAME_BYTES}`, 0);
+    throw new FrameError(
+      ErrorCode.ERROR_CODE_TOO_LARGE,
+      `${what} of ${bytes.length} bytes exceeds ${MAX_FRAME_BYTES}`,
+      0,
+    );
   }
   if (bytes.length === 0) throw new FrameError(ErrorCode.ERROR_CODE_BAD_FRAME, `empty ${what}`, 0);
   try {

@@ -2,12 +2,47 @@
  * The one door to the generated protobuf code (gen/). Everything in client/ and
  * server/ imports wire types from here, so a change of generator touches one file.
  */
-export { Chat, ChatKind, CreateChatRequest, CreateChatResponse, GetChatRequest, GetChatResponse, ListChatsRequest, ListChatsResponse } from "../../../../gen/remessenger/v1/chat.ts";
+export {
+  Chat,
+  ChatKind,
+  CreateChatRequest,
+  CreateChatResponse,
+  GetChatRequest,
+  GetChatResponse,
+  ListChatsRequest,
+  ListChatsResponse,
+} from "../../../../gen/remessenger/v1/chat.ts";
 export { Content } from "../../../../gen/remessenger/v1/content.ts";
 export { ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
 export { ClientFrame, Hello, ServerFrame } from "../../../../gen/remessenger/v1/frame.ts";
-export { Device, GetChallengeRequest, GetChallengeResponse, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, User } from "../../../../gen/remessenger/v1/identity.ts";
-export { AckRequest, AckResponse, ChatAck, DevicePayload, Message, PingRequest, PingResponse, Receipt, SendMessageRequest, SendMessageResponse, ServerPush, SubscribeRequest, SubscribeResponse, SyncComplete } from "../../../../gen/remessenger/v1/message.ts";
+export {
+  Device,
+  GetChallengeRequest,
+  GetChallengeResponse,
+  GetUserRequest,
+  GetUserResponse,
+  LoginRequest,
+  LoginResponse,
+  RegisterRequest,
+  RegisterResponse,
+  User,
+} from "../../../../gen/remessenger/v1/identity.ts";
+export {
+  AckRequest,
+  AckResponse,
+  ChatAck,
+  DevicePayload,
+  Message,
+  PingRequest,
+  PingResponse,
+  Receipt,
+  SendMessageRequest,
+  SendMessageResponse,
+  ServerPush,
+  SubscribeRequest,
+  SubscribeResponse,
+  SyncComplete,
+} from "../../../../gen/remessenger/v1/message.ts";
 export {
   AuthServiceDefinition,
   ChatServiceDefinition,
