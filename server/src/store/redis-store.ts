@@ -130,7 +130,7 @@ export class RedisStore implements Store {
   }
 
   async loadOrCreateServerSecret(candidate: Uint8Array): Promise<Uint8Array> {
-    const existing = await this.client.setBuffer(keys.serverSecret(), Buffer.from(candidate), "NX", "GET");
+    const existing = await this.client.setBuffer(keys.serverSecret(), bufferView(candidate), "NX", "GET");
     return existing === null ? candidate : toUint8Array(existing);
   }
 
@@ -267,7 +267,7 @@ export class RedisStore implements Store {
   private async issueAppend(op: AppendOp): Promise<AppendOutcome[]> {
     const args: ScriptArg[] = [];
     for (const draft of op.drafts) {
-      args.push(Buffer.from(draft.messageId), draft.senderDeviceId, Buffer.from(encodeMessageBody(draft)));
+      args.push(bufferView(draft.messageId), draft.senderDeviceId, bufferView(encodeMessageBody(draft)));
     }
     const reply = await this.client.appendMessages(
       keys.chatMeta(op.chatId),
@@ -290,19 +290,25 @@ async function defineScripts(client: Redis): Promise<void> {
 }
 
 function parseAppendReply(reply: unknown, count: number): AppendOutcome[] {
-  if (!Array.isArray(reply) || reply.length !== count * 3) throw unexpectedReply("appendMessages", reply);
-  const flat = reply as unknown[];
-  const outcomes: AppendOutcome[] = [];
-  for (let i = 0; i < flat.length; i += 3) {
-    const [seq, isDuplicate, senderDeviceId] = [flat[i], flat[i + 1], flat[i + 2]];
-    if (typeof seq !== "number" || typeof senderDeviceId !== "string") throw unexpectedReply("appendMessages", reply);
-    outcomes.push(isDuplicate === 1 ? { kind: "duplicate", seq, senderDeviceId } : { kind: "appended", seq });
-  }
-  return outcomes;
+  if (!Array.isArray(reply) || reply.length !== count) throw unexpectedReply("appendMessages", reply);
+  return (reply as unknown[]).map((entry): AppendOutcome => {
+    if (typeof entry === "number") return { kind: "appended", seq: entry };
+    if (Array.isArray(entry)) {
+      const [seq, senderDeviceId] = entry as unknown[];
+      if (typeof seq === "number" && typeof senderDeviceId === "string")
+        return { kind: "duplicate", seq, senderDeviceId };
+    }
+    throw unexpectedReply("appendMessages", reply);
+  });
 }
 
 function unexpectedReply(script: string, reply: unknown): Error {
   return new Error(`unexpected reply from ${script}: ${JSON.stringify(reply)}`);
+}
+
+/** ioredis sends only Buffers as bytes; a view shares the memory instead of copying it. */
+function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** A view, not a copy: Buffer is a Uint8Array subclass, but the port speaks plain Uint8Array. */
