@@ -71,7 +71,10 @@ export interface Store {
    */
   loadOrCreateServerSecret(candidate: Uint8Array): Promise<Uint8Array>;
 
-  /** Stores a new user with its first device. Ids are fresh; no overwrite. */
+  /**
+   * Stores a new user with its first device. Ids are fresh; no overwrite: a
+   * taken user id or device id rejects with ALREADY_EXISTS and changes nothing.
+   */
   createUser(user: UserRecord, device: DeviceRecord): Promise<void>;
   getUser(userId: string): Promise<UserRecord | undefined>;
   getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
@@ -80,7 +83,8 @@ export interface Store {
   /**
    * Creates the chat and a cursor at 0 for each of `memberDeviceIds`, and lists
    * it under each member. Idempotent by chatId: when it exists, nothing changes
-   * and the stored chat is returned with created=false.
+   * and the stored chat is returned with created=false (a retry after a crash
+   * also completes the listing under the stored chat's members).
    */
   createChat(chat: ChatRecord, memberDeviceIds: readonly string[]): Promise<{ chat: ChatState; created: boolean }>;
   getChat(chatId: string): Promise<ChatState | undefined>;
@@ -90,18 +94,28 @@ export interface Store {
   /**
    * Appends in order, atomically per call, durable on resolve. Outcomes match
    * `drafts` one to one. When the sender device's cursor is exactly one below
-   * the new seq it moves onto it (the sender has its own message).
+   * the new seq it moves onto it (the sender has its own message); duplicates
+   * move no cursor. Rejects with NOT_FOUND when the chat does not exist, and
+   * with UNAVAILABLE when the store is closed or its write queue is full.
+   * An empty `drafts` resolves to [] without touching the chat.
    */
   appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]>;
-  /** Stored messages with seq > afterSeq, ascending, at most `limit`. */
+  /**
+   * Stored messages with seq > afterSeq, ascending, at most `limit` (none for
+   * limit <= 0), with chatId and seq filled in. Trimmed messages are skipped.
+   */
   readMessages(chatId: string, afterSeq: number, limit: number): Promise<Message[]>;
   /**
    * Moves the device's cursor to max(cursor, min(throughSeq, head)) and drops
-   * messages that every device with a cursor has now acked. Returns the cursor.
-   * A device without a cursor in the chat gets undefined and changes nothing.
+   * messages that every device with a cursor has now acked (also when this
+   * cursor stood still: the sender-cursor rule may have moved the last one).
+   * Returns the cursor. A device without a cursor in the chat, or an unknown
+   * chat, gets undefined and changes nothing.
    */
   ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined>;
+  /** Every device cursor of the chat, in no particular order. */
   getCursors(chatId: string): Promise<DeviceCursor[]>;
 
+  /** Finishes every write already submitted, then releases the store. Idempotent. */
   close(): Promise<void>;
 }
