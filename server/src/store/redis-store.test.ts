@@ -1,8 +1,9 @@
+import { createServer } from "node:net";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from "vitest";
 import { startRedis, type RunningRedis } from "../../../scripts/harness/redis.ts";
 import { newId } from "../../../client/core/src/wire/ids.ts";
-import { ChatKind } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind, ErrorCode } from "../../../client/core/src/wire/proto.ts";
 import { RedisStore } from "./redis-store.ts";
 import { describeStoreContract, type StoreFixture } from "./store-contract.ts";
 import type { Store } from "./store.ts";
@@ -101,6 +102,14 @@ describe("RedisStore", () => {
     expect(await store.getDevice(deviceId)).toEqual(device);
   });
 
+  it("fails fast with UNAVAILABLE when Redis is unreachable", async () => {
+    const port = await closedPort();
+    await expect(RedisStore.open({ url: `redis://127.0.0.1:${port}` })).rejects.toMatchObject({
+      code: ErrorCode.ERROR_CODE_UNAVAILABLE,
+      message: expect.stringMatching(/ECONNREFUSED/) as unknown,
+    });
+  });
+
   it("refuses a key prefix that would move the hash tag", async () => {
     await expect(RedisStore.open({ url: redis.url, keyPrefix: "a{b}:" })).rejects.toThrow(/braces/);
   });
@@ -127,4 +136,18 @@ function draftNumber(n: number) {
     payload: new Uint8Array(8),
     devicePayloads: [],
   };
+}
+
+/** A loopback port nothing listens on: bound once by us, then released. */
+function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => {
+        resolve(typeof address === "object" && address !== null ? address.port : 1);
+      });
+    });
+  });
 }

@@ -55,6 +55,11 @@ export interface RedisStoreOptions {
   maxBatchMessages?: number;
   /** Messages queued for Redis beyond which appends are refused with UNAVAILABLE. Default 200,000. */
   maxPendingMessages?: number;
+  /**
+   * Told about each connection error while ioredis reconnects (for the log).
+   * Commands caught by an outage fail on their own once retries run out.
+   */
+  onConnectionError?: (error: Error) => void;
 }
 
 const DEFAULT_KEY_PREFIX = "remessenger:";
@@ -104,14 +109,21 @@ export class RedisStore implements Store {
     if (/[{}]/.test(keyPrefix))
       throw new Error(`keyPrefix must not contain braces (they would move the hash tag): ${keyPrefix}`);
     const client = new Redis(options.url, { keyPrefix, enableAutoPipelining: true, lazyConnect: true });
+    let lastConnectionError: Error | undefined;
+    client.on("error", (error: Error) => {
+      lastConnectionError = error;
+      options.onConnectionError?.(error);
+    });
+    await defineScripts(client);
     try {
-      await defineScripts(client);
       await client.connect();
-      return new RedisStore(client as StoreClient, options);
     } catch (error) {
       client.disconnect();
-      throw error;
+      const cause = lastConnectionError ?? error;
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `cannot reach Redis: ${reason}`, { cause });
     }
+    return new RedisStore(client as StoreClient, options);
   }
 
   private constructor(client: StoreClient, options: RedisStoreOptions) {

@@ -105,6 +105,9 @@ describe("SqliteStore", () => {
     } finally {
       await store.close();
     }
+    const db = new DatabaseSync(join(dataDir, DATABASE_FILE_NAME), { readOnly: true });
+    expect(db.prepare("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
+    db.close();
   });
 });
 
