@@ -83,7 +83,9 @@ type StoreClient = Redis & { [Name in keyof typeof SCRIPTS]: ScriptCommand } & {
 
 interface AppendOp {
   chatId: string;
-  drafts: readonly MessageDraft[];
+  /** The script's ARGV: messageId, senderDeviceId, body per draft. */
+  args: ScriptArg[];
+  draftCount: number;
 }
 
 const keys = {
@@ -130,7 +132,7 @@ export class RedisStore implements Store {
     this.client = client;
     this.appends = new GroupCommit<AppendOp>({
       commit: (ops) => this.commitAppends(ops),
-      weigh: (op) => op.drafts.length,
+      weigh: (op) => op.draftCount,
       maxBatchWeight: options.maxBatchMessages ?? DEFAULT_MAX_BATCH_MESSAGES,
       maxPendingWeight: options.maxPendingMessages ?? DEFAULT_MAX_PENDING_MESSAGES,
     });
@@ -210,7 +212,11 @@ export class RedisStore implements Store {
   async appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]> {
     if (drafts.length === 0) return [];
     // Encoding here, not in commitAppends, keeps the batch's issuing loop tight.
-    return (await this.appends.submit({ chatId, drafts })) as AppendOutcome[];
+    const args: ScriptArg[] = [];
+    for (const draft of drafts) {
+      args.push(bufferView(draft.messageId), draft.senderDeviceId, bufferView(encodeMessageBody(draft)));
+    }
+    return (await this.appends.submit({ chatId, args, draftCount: drafts.length })) as AppendOutcome[];
   }
 
   async readMessages(chatId: string, afterSeq: number, limit: number): Promise<Message[]> {
@@ -277,19 +283,15 @@ export class RedisStore implements Store {
   }
 
   private async issueAppend(op: AppendOp): Promise<AppendOutcome[]> {
-    const args: ScriptArg[] = [];
-    for (const draft of op.drafts) {
-      args.push(bufferView(draft.messageId), draft.senderDeviceId, bufferView(encodeMessageBody(draft)));
-    }
     const reply = await this.client.appendMessages(
       keys.chatMeta(op.chatId),
       keys.chatIds(op.chatId),
       keys.chatMessages(op.chatId),
       keys.chatCursors(op.chatId),
-      ...args,
+      ...op.args,
     );
     if (reply === null) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${op.chatId} not found`);
-    return parseAppendReply(reply, op.drafts.length);
+    return parseAppendReply(reply, op.draftCount);
   }
 }
 
