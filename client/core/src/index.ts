@@ -29,6 +29,7 @@ export type {
   OutboxState,
   ReceivedMessage,
 } from "./outbox/client-store.ts";
+export { toChatSummary } from "./outbox/client-store.ts";
 export { MemoryClientStore } from "./outbox/memory-client-store.ts";
 
 export { type BackoffPolicy, DEFAULT_BACKOFF } from "./session/backoff.ts";

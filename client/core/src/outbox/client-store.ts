@@ -16,7 +16,7 @@
  * - A receipt covering a seq delivers a sent message with that seq, also when
  *   the receipt was recorded before the message learned its seq.
  */
-import type { Content } from "../wire/proto.ts";
+import { type Chat, ChatKind, type Content } from "../wire/proto.ts";
 
 export type OutboxState = "queued" | "sent" | "delivered" | "failed";
 
@@ -69,6 +69,16 @@ export interface ChatSummary {
   kind: ChatKindName;
   title: string;
   memberUserIds: string[];
+}
+
+/** The stored summary of a chat as the server describes it. */
+export function toChatSummary(chat: Chat): ChatSummary {
+  return {
+    chatId: chat.chatId,
+    kind: chat.kind === ChatKind.CHAT_KIND_GROUP ? "group" : "direct",
+    title: chat.title,
+    memberUserIds: [...chat.memberUserIds],
+  };
 }
 
 export interface ContactRecord {
