@@ -1,0 +1,72 @@
+/**
+ * `remessenger chat create --with USER_ID...` and `remessenger chat list`.
+ * One other user makes a direct chat (created once: asking again finds it),
+ * several make a group. The list comes from the server and is cached in the
+ * profile; offline, the cache is shown with a note.
+ */
+import { type ChatSummary, ChatKind, isId, toChatSummary } from "../../../core/src/index.ts";
+import { CliError, usageError } from "../cli-error.ts";
+import {
+  type CommandContext,
+  REQUEST_TIMEOUT_MS,
+  connectOrFail,
+  firstAttempt,
+  FIRST_ATTEMPT_TIMEOUT_MS,
+  withSession,
+} from "../cli-session.ts";
+
+export async function chatCreateCommand(
+  context: CommandContext,
+  options: { with: string[]; title?: string },
+): Promise<void> {
+  const members = [...new Set(options.with)];
+  for (const id of members) if (!isId("user", id)) throw usageError(`not a user id: ${id}`);
+  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
+    if (members.includes(opened.profile.userId))
+      throw usageError("you are in every chat you create; name the other members");
+    await connectOrFail(context, session, opened);
+    const { chat, created } = await session.request(
+      "createChat",
+      {
+        kind: members.length === 1 ? ChatKind.CHAT_KIND_DIRECT : ChatKind.CHAT_KIND_GROUP,
+        memberUserIds: members,
+        title: options.title ?? "",
+      },
+      { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal },
+    );
+    if (chat === undefined) throw new CliError("the server answered without the chat");
+    await opened.store.saveChats([toChatSummary(chat)]);
+    context.output.print({ chatId: chat.chatId, created }, chat.chatId);
+  });
+}
+
+export async function chatListCommand(context: CommandContext): Promise<void> {
+  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
+    const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+    let chats: ChatSummary[];
+    let isCached = false;
+    if (attempt.kind === "connected") {
+      const answer = await session.request("listChats", {}, { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal });
+      chats = answer.chats.map(toChatSummary);
+      await opened.store.saveChats(chats);
+    } else {
+      context.output.note(`offline (${attempt.reason}); showing the chats known here`);
+      chats = await opened.store.listChats();
+      isCached = true;
+    }
+    const me = opened.profile.userId;
+    const contacts = new Map((await opened.store.listContacts()).map((c) => [c.userId, c.displayName]));
+    const lines = chats.map((chat) => {
+      const others = chat.memberUserIds.filter((id) => id !== me);
+      const names = others.map((id) => (contacts.has(id) ? `${id} (${contacts.get(id) ?? ""})` : id)).join(", ");
+      return `${chat.chatId}  ${chat.kind}  ${chat.title ? `"${chat.title}" ` : ""}with ${names || "nobody else"}`;
+    });
+    context.output.print(
+      {
+        chats: chats.map((c) => ({ chatId: c.chatId, kind: c.kind, title: c.title, members: c.memberUserIds })),
+        isCached,
+      },
+      lines.length > 0 ? lines.join("\n") : "no chats yet",
+    );
+  });
+}

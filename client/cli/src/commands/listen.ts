@@ -1,0 +1,128 @@
+/**
+ * `remessenger listen [--exit-after N]`: stays connected (reconnecting by
+ * itself), prints each message received from other devices, sends the outbox
+ * — also messages a concurrent `send` on the same profile queued — and shows
+ * connection changes (stderr, or JSON lines on stdout with --json).
+ *
+ * JSON lines have a `type`: "message" (chatId, seq, messageId, sender,
+ * senderDevice, text, state "received", serverTimeMs), "outbox" (chatId,
+ * messageId, state, seq, reason) or "connection" (state, transport, reason,
+ * nextRetryAtMs, queued).
+ *
+ * With --exit-after N it stops taking messages after the Nth (later ones stay
+ * on the server for next time), confirms the acks, and exits 0.
+ */
+import {
+  type ClientSession,
+  type ConnectionStatus,
+  type OutboxEntry,
+  type ReceivedMessageEvent,
+  contentText,
+  drop,
+} from "../../../core/src/index.ts";
+import { CliError } from "../cli-error.ts";
+import { type CommandContext, REQUEST_TIMEOUT_MS, retryText, withSession } from "../cli-session.ts";
+
+/** How often `listen` looks for messages other processes put in the outbox. */
+export const LISTEN_OUTBOX_POLL_MS = 300;
+
+export interface ListenOptions {
+  exitAfter: number | undefined;
+}
+
+export async function listenCommand(context: CommandContext, options: ListenOptions): Promise<void> {
+  const done = Promise.withResolvers<void>();
+  // It may settle (refused) before anyone awaits it; the await below still sees the rejection.
+  done.promise.catch(() => undefined);
+  const setup = (session: ClientSession): void => {
+    let received = 0;
+    session.events.on("message", (event) => {
+      if (event.isOwnDevice) return;
+      received += 1;
+      printMessage(context, event);
+      if (options.exitAfter !== undefined && received >= options.exitAfter) {
+        // Synchronously, so no later message is stored and acked without being shown.
+        session.stopReceiving();
+        drop(confirmAndFinish(context, session, done.resolve), done.reject);
+      }
+    });
+    session.events.on("outbox", (entry) => {
+      printOutbox(context, entry);
+    });
+    let shown = "";
+    session.events.on("connection", (status) => {
+      // One line per state (or new failure), not per change of the queued count.
+      const key = `${status.state}/${status.lastFailure?.atMs ?? 0}`;
+      if (key !== shown) printConnection(context, status);
+      shown = key;
+      if (status.state === "refused") {
+        done.reject(new CliError(`the server refused this device: ${status.lastFailure?.reason ?? "unknown reason"}`));
+      }
+    });
+  };
+  const timing = { outboxPollMs: LISTEN_OUTBOX_POLL_MS };
+  await withSession(context, { subscribe: true, sendOutbox: true, timing, setup }, async () => {
+    const onSignal = (): void => {
+      done.resolve();
+    };
+    context.signal.addEventListener("abort", onSignal, { once: true });
+    if (options.exitAfter === 0) done.resolve();
+    try {
+      await done.promise;
+    } finally {
+      context.signal.removeEventListener("abort", onSignal);
+    }
+  });
+}
+
+async function confirmAndFinish(context: CommandContext, session: ClientSession, finish: () => void): Promise<void> {
+  try {
+    await session.confirmAcks({ timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal });
+  } catch (error) {
+    // Stored already; an unconfirmed ack only means the server may send it again (and we skip it).
+    context.output.note(`acks not confirmed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  finish();
+}
+
+function printMessage(context: CommandContext, { message }: ReceivedMessageEvent): void {
+  const text = contentText(message.content);
+  context.output.print(
+    {
+      type: "message",
+      chatId: message.chatId,
+      seq: message.seq,
+      messageId: message.messageId,
+      sender: message.senderUserId,
+      senderDevice: message.senderDeviceId,
+      text: text ?? null,
+      state: "received",
+      serverTimeMs: message.serverTimeMs,
+    },
+    `${message.chatId} #${message.seq} ${message.senderUserId}: ${text ?? "(unreadable message)"}`,
+  );
+}
+
+function printOutbox(context: CommandContext, entry: OutboxEntry): void {
+  const reason = entry.problem === undefined ? undefined : `${entry.problem.code}: ${entry.problem.message}`;
+  const where = entry.seq === undefined ? entry.chatId : `${entry.chatId} #${entry.seq}`;
+  context.output.print(
+    { type: "outbox", chatId: entry.chatId, messageId: entry.messageId, state: entry.state, seq: entry.seq, reason },
+    `  [${entry.state}] ${where} (message ${entry.messageId})${reason === undefined ? "" : ` — ${reason}`}`,
+  );
+}
+
+function printConnection(context: CommandContext, status: ConnectionStatus): void {
+  const reason = status.state === "offline" || status.state === "refused" ? status.lastFailure?.reason : undefined;
+  context.output.status(
+    {
+      type: "connection",
+      state: status.state,
+      transport: status.transport,
+      reason,
+      nextRetryAtMs: status.nextRetryAtMs,
+      queued: status.queuedCount,
+    },
+    `[${status.state}]${status.transport === undefined ? "" : ` ${status.transport}`}${reason === undefined ? "" : `: ${reason}`}${retryText(status, Date.now())}${status.queuedCount > 0 ? ` (${status.queuedCount} queued)` : ""}`,
+  );
+}

@@ -1,0 +1,60 @@
+/**
+ * `remessenger status`: who this profile is, whether the server can be
+ * reached right now (one brief attempt), and every unfinished outbox message
+ * (queued, sent but not yet delivered, failed) with its state and reason.
+ * Read-only: it does not send the outbox. Exit 0 whether online or not.
+ */
+import { type OutboxEntry, contentText } from "../../../core/src/index.ts";
+import { type CommandContext, firstAttempt, withSession } from "../cli-session.ts";
+
+const STATUS_ATTEMPT_MS = 3_000;
+const MAX_LISTED = 1_000;
+
+export async function statusCommand(context: CommandContext): Promise<void> {
+  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
+    const { profile, store } = opened;
+    const attempt = await firstAttempt(session, STATUS_ATTEMPT_MS, context.signal);
+    const unfinished = await store.listOutbox({ states: ["queued", "sent", "failed"], limit: MAX_LISTED });
+    const queued = await store.countOutbox("queued");
+    const connection =
+      attempt.kind === "connected"
+        ? { state: "connected", transport: session.status.transport }
+        : { state: "offline", transport: session.status.transport, reason: attempt.reason };
+    const messages = unfinished.map((entry) => ({
+      chatId: entry.chatId,
+      messageId: entry.messageId,
+      state: entry.state,
+      seq: entry.seq,
+      reason: entry.problem === undefined ? undefined : `${entry.problem.code}: ${entry.problem.message}`,
+    }));
+    const lines = [
+      `user ${profile.userId} (${profile.displayName}), device ${profile.deviceId}`,
+      `server ${profile.serverUrl}: ${connection.state}${connection.transport === undefined ? "" : ` (${connection.transport})`}${attempt.kind === "offline" ? ` — ${attempt.reason}` : ""}`,
+      `outbox: ${queued} queued, ${count(unfinished, "sent")} sent and awaiting delivery, ${count(unfinished, "failed")} failed`,
+      ...unfinished.map(describeEntry),
+    ];
+    context.output.print(
+      {
+        userId: profile.userId,
+        deviceId: profile.deviceId,
+        server: profile.serverUrl,
+        connection,
+        queued,
+        messages,
+      },
+      lines.join("\n"),
+    );
+  });
+}
+
+function count(entries: readonly OutboxEntry[], state: OutboxEntry["state"]): number {
+  return entries.filter((e) => e.state === state).length;
+}
+
+function describeEntry(entry: OutboxEntry): string {
+  const text = contentText(entry.content) ?? "";
+  const preview = text.length > 40 ? `${text.slice(0, 39)}…` : text;
+  const seq = entry.seq === undefined ? "" : ` #${entry.seq}`;
+  const reason = entry.problem === undefined ? "" : ` — ${entry.problem.code}: ${entry.problem.message}`;
+  return `  ${entry.state.padEnd(6)} ${entry.chatId}${seq} ${entry.messageId} ${JSON.stringify(preview)}${reason}`;
+}

@@ -1,0 +1,158 @@
+/**
+ * The `remessenger` command line: a thin shell over the client core. It
+ * parses arguments (commander), builds the config once, runs one command, and
+ * turns every outcome into output and an exit code (see cli-error.ts).
+ *
+ *   remessenger [--profile DIR] [--server URL] [--json] init --name NAME
+ *   remessenger chat create --with USER_ID [--with USER_ID ...] [--title T]
+ *   remessenger chat list | contacts | status
+ *   remessenger send CHAT_ID TEXT [--wait] [--timeout MS]
+ *   remessenger listen [--exit-after N]
+ */
+import { homedir } from "node:os";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import packageJson from "../package.json" with { type: "json" };
+import { type CliConfig, type GlobalFlags, parseCliConfig } from "./cli-config.ts";
+import { EXIT_OK, EXIT_USAGE, describeFailure } from "./cli-error.ts";
+import { type CommandContext, createLogger } from "./cli-session.ts";
+import { chatCreateCommand, chatListCommand } from "./commands/chat.ts";
+import { contactsCommand } from "./commands/contacts.ts";
+import { initCommand } from "./commands/init.ts";
+import { listenCommand } from "./commands/listen.ts";
+import { DEFAULT_WAIT_TIMEOUT_MS, sendCommand } from "./commands/send.ts";
+import { statusCommand } from "./commands/status.ts";
+import { Output } from "./output.ts";
+
+function positiveInteger(name: string, allowZero: boolean): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || (!allowZero && parsed === 0)) {
+      throw new InvalidArgumentError(`${name} must be a ${allowZero ? "non-negative" : "positive"} whole number`);
+    }
+    return parsed;
+  };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Runs the CLI; resolves with the exit code. */
+export async function run(argv: readonly string[], signal: AbortSignal): Promise<number> {
+  let output = new Output(argv.includes("--json"));
+  let config: CliConfig | undefined;
+
+  const contextOf = (command: Command): CommandContext => {
+    config = parseCliConfig(command.optsWithGlobals<GlobalFlags>(), process.env, homedir());
+    output = new Output(config.isJson);
+    return { config, output, logger: createLogger(config), signal };
+  };
+
+  const program = new Command("remessenger")
+    .description("Re:Messenger command-line client")
+    .version(packageJson.version)
+    .option("--profile <dir>", "profile directory (default: $REMESSENGER_PROFILE or ~/.remessenger)")
+    .option("--server <url>", "server base URL (default: the profile's, else http://127.0.0.1:8080)")
+    .option("--json", "machine-readable output: one JSON object per line")
+    .option("--log-level <level>", "diagnostics on stderr: silent, error, warn, info, debug")
+    .exitOverride()
+    .configureOutput({
+      outputError: (text, write) => {
+        write(text);
+      },
+    });
+
+  program
+    .command("init")
+    .description("create this profile's identity and register it as a new user; prints the user id")
+    .requiredOption("--name <name>", "your display name")
+    .action(async (options: { name: string }, command: Command) => {
+      await initCommand(contextOf(command), options);
+    });
+
+  const chat = program.command("chat").description("create and list chats");
+  chat
+    .command("create")
+    .description("create a chat (one --with: direct chat; several: group); prints the chat id")
+    .requiredOption("--with <userId>", "a member to add (repeatable)", collect, [])
+    .option("--title <title>", "group title")
+    .action(async (options: { with: string[]; title?: string }, command: Command) => {
+      await chatCreateCommand(contextOf(command), options);
+    });
+  chat
+    .command("list")
+    .description("list your chats")
+    .action(async (_options: unknown, command: Command) => {
+      await chatListCommand(contextOf(command));
+    });
+
+  program
+    .command("contacts")
+    .description("list the users you share chats with")
+    .action(async (_options: unknown, command: Command) => {
+      await contactsCommand(contextOf(command));
+    });
+
+  program
+    .command("send")
+    .description("queue a message (stored before anything is sent) and try to deliver it")
+    .argument("<chatId>", "the chat")
+    .argument("<text>", "the message")
+    .option("--wait", "wait until the server has the message (its seq), retrying")
+    .option("--timeout <ms>", "how long --wait waits", positiveInteger("--timeout", false), DEFAULT_WAIT_TIMEOUT_MS)
+    .action(async (chatId: string, text: string, options: { wait?: boolean; timeout: number }, command: Command) => {
+      await sendCommand(contextOf(command), chatId, text, { wait: options.wait === true, timeoutMs: options.timeout });
+    });
+
+  program
+    .command("listen")
+    .description("stay connected: show received messages, send the outbox, reconnect by itself")
+    .option("--exit-after <n>", "exit after receiving (and acking) n messages", positiveInteger("--exit-after", true))
+    .action(async (options: { exitAfter?: number }, command: Command) => {
+      await listenCommand(contextOf(command), { exitAfter: options.exitAfter });
+    });
+
+  program
+    .command("status")
+    .description("connection state, queued messages and the state of every unfinished message")
+    .action(async (_options: unknown, command: Command) => {
+      await statusCommand(contextOf(command));
+    });
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return EXIT_OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // commander printed the message (or the help / version) already.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    const failure = describeFailure(error);
+    output.error(failure.code, failure.message);
+    if (!failure.isExpected && error instanceof Error && error.stack !== undefined) {
+      const level = config?.logLevel ?? "silent";
+      if (level === "debug" || level === "trace") output.note(error.stack);
+      else output.note("(run with --log-level debug for details)");
+    }
+    return failure.exitCode;
+  } finally {
+    await output.flush();
+  }
+}
+
+/** The process entry point (bin/remessenger.js): exit code, signals, no stray stack traces. */
+export async function main(): Promise<void> {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (name: NodeJS.Signals): void => {
+    signals += 1;
+    // First signal: finish gracefully (acks, outbox state). Second: leave now.
+    if (signals > 1) process.exit(name === "SIGINT" ? 130 : 143);
+    controller.abort(new Error(`interrupted by ${name}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const code = await run(process.argv.slice(2), controller.signal);
+  // Sockets still closing must not hold the process: the work is done and flushed.
+  process.exit(code);
+}
