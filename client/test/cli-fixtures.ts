@@ -1,0 +1,50 @@
+/**
+ * Shared set-up for the CLI end-to-end suites: temporary profiles and users
+ * registered through the real `remessenger init`.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runCliJson } from "../../scripts/harness/cli.ts";
+
+export interface CliUser {
+  profile: string;
+  userId: string;
+  deviceId: string;
+}
+
+/** A temporary directory holding test profiles; `dispose` removes it. */
+export function profileRoot(): { dir: string; profile(name: string): string; dispose(): void } {
+  const dir = mkdtempSync(join(tmpdir(), "remessenger-cli-"));
+  return {
+    dir,
+    profile: (name) => join(dir, name),
+    dispose: () => {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function initUser(profile: string, serverUrl: string, name: string): Promise<CliUser> {
+  const ids = await runCliJson<{ userId: string; deviceId: string }>(profile, [
+    "--server",
+    serverUrl,
+    "init",
+    "--name",
+    name,
+  ]);
+  return { profile, ...ids };
+}
+
+export async function createDirectChat(from: CliUser, to: CliUser): Promise<string> {
+  const { chatId } = await runCliJson<{ chatId: string }>(from.profile, ["chat", "create", "--with", to.userId]);
+  return chatId;
+}
+
+export interface SendResult {
+  chatId: string;
+  messageId: string;
+  state: string;
+  seq?: number;
+  reason?: string;
+}
