@@ -1,0 +1,324 @@
+/**
+ * Spine throughput: how many one-to-one messages a second the server takes
+ * from senders, makes durable and delivers to connected receivers, with what
+ * latency and memory, and how that compares with a real XMPP server.
+ *
+ * For each N in CLIENT_COUNTS, N clients on loopback in pairs (direct chats)
+ * send 200-byte messages to their partners (pair-load.ts: a window of 32 in
+ * flight per sender, cumulative acks as they go), against:
+ * - our server with the embedded store (SQLite, group commit),
+ * - our server with Redis (a private redis-server),
+ * - Prosody (Debian's), driven the same way by an XMPP client. Prosody relays
+ *   and stores nothing; every message of ours is durable before it is answered
+ *   and pushed. Our rows show their throughput and p99 as ratios to Prosody's.
+ * Each row gets a fresh server, so its peak RSS (VmHWM) is that row's.
+ * N = 1 cannot make a pair: the smallest run is one pair.
+ */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { startRedis } from "../scripts/harness/redis.ts";
+import { startServer } from "../scripts/harness/server.ts";
+import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
+import { connectFramePairs } from "./frame-pairs.ts";
+import { LoadRun, type LoadOutcome, type LoadPlan } from "./pair-load.ts";
+import { cpuSeconds, findProcess, machineBusySeconds, ownCpuSeconds, peakRssBytes } from "./process-stats.ts";
+import {
+  createProsodyHome,
+  ensureProsodyInstalled,
+  registerProsodyUsers,
+  startProsody,
+  type ProsodyHome,
+} from "./prosody-server.ts";
+import { killPid, track } from "./teardown.ts";
+import { connectXmppPairs } from "./xmpp-pairs.ts";
+
+const CLIENT_COUNTS = [2, 10, 100] as const;
+const WINDOW_PER_SENDER = 32;
+const FULL_PLAN: LoadPlan = {
+  window: WINDOW_PER_SENDER,
+  warmupMs: 1_000,
+  measureMs: 8_000,
+  maxMessages: 1_000_000,
+  drainTimeoutMs: 15_000,
+};
+const QUICK_PLAN: LoadPlan = {
+  window: WINDOW_PER_SENDER,
+  warmupMs: 500,
+  measureMs: 2_000,
+  maxMessages: 250_000,
+  drainTimeoutMs: 10_000,
+};
+const PROSODY_PASSWORD = "bench-password";
+const SERVER_STOP_TIMEOUT_MS = 15_000;
+const MIB = 1024 * 1024;
+
+type System = "sqlite" | "redis" | "prosody";
+
+const SYSTEM_LABEL: Record<System, string> = {
+  sqlite: "ours ws + embedded (sqlite)",
+  redis: "ours ws + redis",
+  prosody: "prosody c2s (no storage)",
+};
+
+interface Measurement {
+  system: System;
+  clients: number;
+  outcome: LoadOutcome;
+  peakRssMiB: number;
+  /** The redis-server's own peak, for the Redis rows. */
+  redisRssMiB: number | null;
+  cpu: CpuUse;
+  unexpected: number;
+}
+
+export const spineThroughput: Benchmark = {
+  name: "spine",
+  summary: "one-to-one messages/s, latency and memory: ours (sqlite, redis) vs Prosody",
+  run: runSpine,
+};
+
+async function runSpine(options: BenchOptions): Promise<BenchReport> {
+  const plan = options.isQuick ? QUICK_PLAN : FULL_PLAN;
+  const measurements: Measurement[] = [];
+  const notes: string[] = [];
+
+  for (const system of ["sqlite", "redis"] as const) {
+    for (const clients of CLIENT_COUNTS) {
+      options.log(`spine: ${SYSTEM_LABEL[system]}, ${clients} clients...`);
+      measurements.push(await measureOurs(system, clients, plan, options));
+    }
+  }
+
+  try {
+    measurements.push(...(await measureProsody(plan, options)));
+  } catch (error) {
+    if (options.signal.aborted) throw error;
+    notes.push(`Prosody baseline skipped: ${String(error).split("\n")[0] ?? ""}`);
+  }
+
+  notes.push(
+    "Prosody relays messages and stores nothing (no offline storage, no stream management); " +
+      "every message of ours is durable in the store before its sender gets the seq and before it is pushed.",
+    `N clients = N/2 pairs in direct chats, 200-byte messages, ${plan.window} in flight per sender ` +
+      "(send call → partner received it, and for ours the durable answer); receivers ack cumulatively as they go.",
+    `msgs/s = messages received by partners in the ${plan.measureMs / 1000} s measured window ` +
+      `(after ${plan.warmupMs / 1000} s warm-up); latency = send call start → message received; ` +
+      "peak RSS = the server process's VmHWM (ours: one Node process with its SQLite writer thread).",
+    "CPU columns: cores used by the server (all threads; with redis-server for the Redis rows), by the load " +
+      "generator (this process) and by everything else on the machine. Out of 2 cores: other CPU well above 0 " +
+      "means the machine was shared and the row is skewed; load CPU near 1.0 means the load generator was the limit.",
+    `Prosody version: ${await prosodyVersion()}; the bench asserts nothing about time.`,
+  );
+  return { name: "spine", title: title(plan), columns: COLUMNS, rows: toRows(measurements), notes };
+}
+
+async function measureOurs(
+  system: "sqlite" | "redis",
+  clients: number,
+  plan: LoadPlan,
+  options: BenchOptions,
+): Promise<Measurement> {
+  const redis = system === "redis" ? await startRedis() : undefined;
+  const untrackRedis =
+    redis === undefined
+      ? () => undefined
+      : track(
+          "redis-server",
+          () => redis.stop(),
+          () => undefined,
+        );
+  try {
+    const server = await startServer(redis === undefined ? {} : { redisUrl: redis.url });
+    const serverPid = findProcess((argv) => argv[argv.indexOf("--data") + 1] === server.dataDir);
+    const stopServer = async (): Promise<void> => {
+      const timer = setTimeout(() => killPid(serverPid), SERVER_STOP_TIMEOUT_MS);
+      await server.cleanup();
+      clearTimeout(timer);
+    };
+    const untrackServer = track("server", stopServer, () => killPid(serverPid));
+    try {
+      if (serverPid === undefined) throw new Error(`cannot find the server process of ${server.dataDir}`);
+      const redisPid = redis === undefined ? undefined : findRedisPid(new URL(redis.url).port);
+      const pairs = await connectFramePairs(server.url, clients, options.signal);
+      try {
+        const run = new LoadRun(plan);
+        pairs.attach(run);
+        const pids = redisPid === undefined ? [serverPid] : [serverPid, redisPid];
+        const { outcome, ...cpu } = await executeWithCpu(run, pids, options.signal);
+        const errors = server.logs.filter((line) => /"level":(50|60)/.test(line));
+        if (errors.length > 0) options.log(`spine: server logged ${errors.length} errors, e.g. ${errors[0] ?? ""}`);
+        return {
+          system,
+          clients,
+          outcome,
+          peakRssMiB: peakRssBytes(serverPid) / MIB,
+          redisRssMiB: redisPid === undefined ? null : peakRssBytes(redisPid) / MIB,
+          cpu,
+          unexpected: pairs.unexpected + errors.length,
+        };
+      } finally {
+        await pairs.close();
+      }
+    } finally {
+      untrackServer();
+      await stopServer();
+    }
+  } finally {
+    untrackRedis();
+    await redis?.stop();
+  }
+}
+
+async function measureProsody(plan: LoadPlan, options: BenchOptions): Promise<Measurement[]> {
+  await ensureProsodyInstalled(options.log);
+  const home: ProsodyHome = await createProsodyHome();
+  try {
+    const maxClients = Math.max(...CLIENT_COUNTS);
+    const usernames = Array.from({ length: maxClients }, (_, i) => `bench${i}`);
+    options.log(`spine: registering ${maxClients} Prosody users...`);
+    await registerProsodyUsers(home, usernames, PROSODY_PASSWORD);
+    const measurements: Measurement[] = [];
+    for (const clients of CLIENT_COUNTS) {
+      options.log(`spine: ${SYSTEM_LABEL.prosody}, ${clients} clients...`);
+      const prosody = await startProsody(home);
+      try {
+        const pairs = await connectXmppPairs(prosody, usernames.slice(0, clients), PROSODY_PASSWORD, options.signal);
+        try {
+          const run = new LoadRun(plan);
+          pairs.attach(run);
+          const { outcome, ...cpu } = await executeWithCpu(run, [prosody.pid], options.signal);
+          measurements.push({
+            system: "prosody",
+            clients,
+            outcome,
+            peakRssMiB: peakRssBytes(prosody.pid) / MIB,
+            redisRssMiB: null,
+            cpu,
+            unexpected: pairs.unexpected,
+          });
+        } finally {
+          await pairs.close();
+        }
+      } finally {
+        await prosody.stop();
+      }
+    }
+    return measurements;
+  } finally {
+    home.remove();
+  }
+}
+
+interface CpuUse {
+  /** Cores the system under test used: the server process (and redis-server). */
+  serverCpuCores: number;
+  /** Cores this process (the load generator) used. */
+  loadCpuCores: number;
+  /** Cores everything else on the machine used meanwhile. */
+  otherCpuCores: number;
+}
+
+/** Runs the load and samples CPU time at the edges of the measured window. */
+async function executeWithCpu(
+  run: LoadRun,
+  serverPids: readonly number[],
+  signal: AbortSignal,
+): Promise<{ outcome: LoadOutcome } & CpuUse> {
+  const sample = (): { server: number; load: number; machine: number; at: number } => ({
+    server: serverPids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+    load: ownCpuSeconds(),
+    machine: machineBusySeconds(),
+    at: performance.now(),
+  });
+  let start = sample();
+  let end = start;
+  const outcome = await run.execute(signal, {
+    onMeasureStart: () => (start = sample()),
+    onMeasureEnd: () => (end = sample()),
+  });
+  const seconds = Math.max(1e-3, (end.at - start.at) / 1_000);
+  const serverCpuCores = (end.server - start.server) / seconds;
+  const loadCpuCores = (end.load - start.load) / seconds;
+  const machineCores = (end.machine - start.machine) / seconds;
+  return {
+    outcome,
+    serverCpuCores,
+    loadCpuCores,
+    otherCpuCores: Math.max(0, machineCores - serverCpuCores - loadCpuCores),
+  };
+}
+
+/** redis-server renames itself to "redis-server 127.0.0.1:PORT". */
+function findRedisPid(port: string): number | undefined {
+  return findProcess((argv) => {
+    const title = argv.join(" ");
+    return title.startsWith("redis-server") && title.includes(`:${port}`);
+  });
+}
+
+async function prosodyVersion(): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)("dpkg-query", ["-W", "-f=${Version}", "prosody"]);
+    return stdout.trim();
+  } catch {
+    return "unknown (not a Debian package here)";
+  }
+}
+
+function title(plan: LoadPlan): string {
+  return (
+    `spine throughput: one-to-one 200-byte messages, ${plan.measureMs / 1000} s per row, ` +
+    `window ${plan.window} per sender`
+  );
+}
+
+const COLUMNS = [
+  { key: "system", label: "transport/store" },
+  { key: "clients", label: "N" },
+  { key: "messagesPerSecond", label: "msgs/s" },
+  { key: "p50Ms", label: "p50 ms", digits: 1 },
+  { key: "p99Ms", label: "p99 ms", digits: 1 },
+  { key: "peakRssMiB", label: "peak RSS MiB" },
+  { key: "redisRssMiB", label: "+redis MiB" },
+  { key: "serverCpuCores", label: "srv CPU", digits: 2 },
+  { key: "loadCpuCores", label: "load CPU", digits: 2 },
+  { key: "otherCpuCores", label: "other CPU", digits: 2 },
+  { key: "problems", label: "errors" },
+  { key: "throughputVsProsody", label: "msgs/s vs Prosody", digits: 2 },
+  { key: "p99VsProsody", label: "p99 vs Prosody", digits: 2 },
+];
+
+function toRows(measurements: Measurement[]): Array<Record<string, Cell>> {
+  const prosodyAt = new Map(
+    measurements.filter((m) => m.system === "prosody").map((m) => [m.clients, m.outcome] as const),
+  );
+  return measurements.map((m) => {
+    const baseline = m.system === "prosody" ? undefined : prosodyAt.get(m.clients);
+    const { outcome } = m;
+    return {
+      system: SYSTEM_LABEL[m.system],
+      clients: m.clients,
+      messagesPerSecond: outcome.messagesPerSecond,
+      delivered: outcome.delivered,
+      seconds: outcome.seconds,
+      p50Ms: outcome.p50Ms,
+      p99Ms: outcome.p99Ms,
+      peakRssMiB: m.peakRssMiB,
+      redisRssMiB: m.redisRssMiB,
+      serverCpuCores: m.cpu.serverCpuCores,
+      loadCpuCores: m.cpu.loadCpuCores,
+      otherCpuCores: m.cpu.otherCpuCores,
+      failed: outcome.failed,
+      duplicates: outcome.duplicates,
+      undelivered: outcome.undelivered,
+      unexpected: m.unexpected,
+      problems: outcome.failed + outcome.duplicates + outcome.undelivered + m.unexpected,
+      throughputVsProsody: baseline === undefined ? null : outcome.messagesPerSecond / baseline.messagesPerSecond,
+      p99VsProsody: ratio(outcome.p99Ms, baseline?.p99Ms ?? null),
+    };
+  });
+}
+
+function ratio(ours: number | null, theirs: number | null): number | null {
+  return ours === null || theirs === null || theirs === 0 ? null : ours / theirs;
+}
