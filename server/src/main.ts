@@ -33,7 +33,12 @@ async function openStore(config: ServerConfig, log: Logger): Promise<Store> {
     log.info({ store: "redis", url: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "opening store");
     // Loaded only when chosen, so the embedded default starts without ioredis.
     const { RedisStore } = await import("./store/redis-store.ts");
-    return RedisStore.open({ url: config.redisUrl });
+    return RedisStore.open({
+      url: config.redisUrl,
+      onConnectionError: (error) => {
+        log.warn({ err: error, store: "redis" }, "redis connection error; retrying");
+      },
+    });
   }
   mkdirSync(config.dataDir, { recursive: true });
   log.info({ store: "sqlite", dataDir: config.dataDir }, "opening store");
