@@ -1,0 +1,278 @@
+/**
+ * The session shell's rules that the real server cannot show from outside:
+ * the order of "stored" and "acked", ack batching, backoff timing, stall
+ * detection. The server side is played frame by frame over an in-memory
+ * transport with a manual clock; client/test/session.test.ts runs the same
+ * session against the real server.
+ */
+import { describe, expect, it } from "vitest";
+import { ManualClock, settle } from "../../../test/manual-clock.ts";
+import { type MemoryPipe, memoryTransports } from "../../../test/memory-transport.ts";
+import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
+import type { ClientRequestFrame } from "../wire/frame-codec.ts";
+import type { ChatAck, Message } from "../wire/proto.ts";
+import type { ReceivedMessage } from "../outbox/client-store.ts";
+import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import { ClientSession } from "./client-session.ts";
+import { textContent } from "./payload-codec.ts";
+import { plaintextPayloadCodec } from "./payload-codec.ts";
+
+const USER = "u" + "a".repeat(26);
+const OTHER = "u" + "b".repeat(26);
+const DEVICE = "d" + "a".repeat(26);
+const CHAT = "c" + "a".repeat(26);
+
+/** A store whose saveReceived waits until the test releases it. */
+class GatedStore extends MemoryClientStore {
+  gate: Promise<void> | undefined;
+  override async saveReceived(message: ReceivedMessage): Promise<boolean> {
+    await this.gate;
+    return super.saveReceived(message);
+  }
+}
+
+interface Peer {
+  isStalled: boolean;
+  seq: number;
+}
+
+async function setup(store = new MemoryClientStore()) {
+  const clock = new ManualClock();
+  const peer: Peer = { isStalled: false, seq: 0 };
+  const answer = (frame: ClientRequestFrame, pipe: MemoryPipe): void => {
+    const { requestId, request } = frame;
+    switch (request.$case) {
+      case "login":
+        pipe.push({
+          requestId,
+          body: { $case: "login", value: { userId: USER, deviceId: DEVICE, sessionToken: "t", serverTimeMs: 0 } },
+        });
+        return;
+      case "subscribe":
+        pipe.push({ requestId, body: { $case: "subscribe", value: { push: undefined } } });
+        return;
+      case "ping":
+        if (!peer.isStalled)
+          pipe.push({ requestId, body: { $case: "ping", value: { clientTimeMs: 0, serverTimeMs: 0 } } });
+        return;
+      case "ack":
+        if (requestId !== 0) pipe.push({ requestId, body: { $case: "ack", value: {} } });
+        return;
+      case "sendMessage":
+        pipe.push({
+          requestId,
+          body: { $case: "sendMessage", value: { seq: ++peer.seq, duplicate: false, serverTimeMs: 0 } },
+        });
+        return;
+      case "getChallenge":
+      case "register":
+      case "createChat":
+      case "getChat":
+      case "listChats":
+      case "getUser":
+        return; // not part of these scenarios: left unanswered
+    }
+  };
+  const transports = memoryTransports(answer, (pipe) => {
+    pipe.push({
+      requestId: 0,
+      body: {
+        $case: "hello",
+        value: {
+          challenge: { nonce: new Uint8Array(32), expiresAtMs: 0 },
+          serverTimeMs: 0,
+          serverVersion: "t",
+          maxFrameBytes: 0,
+        },
+      },
+    });
+  });
+  const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32));
+  const session = new ClientSession({
+    profile: { serverUrl: "http://test", userId: USER, deviceId: DEVICE, displayName: "A", registeredAtMs: 0 },
+    signer,
+    store,
+    transports,
+    clock,
+    random: () => 0.5,
+    timing: {
+      pingIntervalMs: 1_000,
+      pingTimeoutMs: 3_000,
+      degradedAfterMs: 500,
+      stableAfterMs: 10_000,
+      backoff: { initialMs: 100, maxMs: 1_000 },
+    },
+  });
+  await session.start();
+  await settle();
+  const pipe = (): MemoryPipe => {
+    const last = transports.pipes.at(-1);
+    if (last === undefined) throw new Error("no connection yet");
+    return last;
+  };
+  const acks = (): ChatAck[][] =>
+    pipe()
+      .received.filter((f) => f.request.$case === "ack" && f.requestId === 0)
+      .map((f) => (f.request.$case === "ack" ? f.request.value.acks : []));
+  return { clock, peer, transports, session, pipe, acks, store };
+}
+
+async function message(seq: number, sender = OTHER): Promise<Message> {
+  return {
+    chatId: CHAT,
+    seq,
+    messageId: new Uint8Array(16).fill(seq),
+    senderUserId: sender,
+    senderDeviceId: "d" + "b".repeat(26),
+    serverTimeMs: seq,
+    payload: (await plaintextPayloadCodec.seal(CHAT, textContent(`m${seq}`, 0))).payload,
+    devicePayloads: [],
+  };
+}
+
+async function push(pipe: MemoryPipe, ...messages: Message[]): Promise<void> {
+  for (const value of messages)
+    pipe.push({ requestId: 0, body: { $case: "push", value: { push: { $case: "message", value } } } });
+  await settle();
+}
+
+describe("ClientSession (scripted server)", () => {
+  it("logs in, subscribes and reports connected after the sync", async () => {
+    const { session, pipe } = await setup();
+    expect(session.status.state).toBe("syncing");
+    expect(pipe().received.map((f) => f.request.$case)).toEqual(["login", "subscribe"]);
+    pipe().push({
+      requestId: 0,
+      body: { $case: "push", value: { push: { $case: "syncComplete", value: { pushed: 0, serverTimeMs: 0 } } } },
+    });
+    await settle();
+    expect(session.status.state).toBe("connected");
+  });
+
+  it("acks a message only after it is stored", async () => {
+    const store = new GatedStore();
+    const release = Promise.withResolvers<void>();
+    store.gate = release.promise;
+    const { pipe, acks } = await setup(store);
+    await push(pipe(), await message(1));
+    expect(acks()).toEqual([]);
+    release.resolve();
+    await settle();
+    expect(acks()).toEqual([[{ chatId: CHAT, throughSeq: 1 }]]);
+    expect((await store.listReceived(CHAT, 0, 10)).map((m) => m.seq)).toEqual([1]);
+  });
+
+  it("acks a burst cumulatively in one ack, and shows each message once", async () => {
+    const { session, pipe, acks } = await setup();
+    const shown: number[] = [];
+    session.events.on("message", (e) => shown.push(e.message.seq));
+    await push(pipe(), ...(await Promise.all([1, 2, 3, 4, 5].map((seq) => message(seq)))));
+    expect(acks()).toEqual([[{ chatId: CHAT, throughSeq: 5 }]]);
+    expect(shown).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("skips (but acks) a message at or below the highest stored one", async () => {
+    const store = new MemoryClientStore();
+    await store.saveReceived({
+      chatId: CHAT,
+      seq: 3,
+      messageId: "00".repeat(16),
+      senderUserId: OTHER,
+      senderDeviceId: DEVICE,
+      serverTimeMs: 0,
+      content: undefined,
+    });
+    const { session, pipe, acks } = await setup(store);
+    const shown: number[] = [];
+    session.events.on("message", (e) => shown.push(e.message.seq));
+    await push(pipe(), await message(2), await message(3), await message(4));
+    expect(shown).toEqual([4]);
+    expect(acks().flat().at(-1)).toEqual({ chatId: CHAT, throughSeq: 4 });
+  });
+
+  it("takes no more messages after stopReceiving: they stay unacked on the server", async () => {
+    const { session, pipe, acks, store } = await setup();
+    session.events.on("message", () => {
+      session.stopReceiving();
+    });
+    await push(pipe(), await message(1), await message(2));
+    expect(acks().flat()).toEqual([{ chatId: CHAT, throughSeq: 1 }]);
+    expect((await store.listReceived(CHAT, 0, 10)).map((m) => m.seq)).toEqual([1]);
+  });
+
+  it("marks sent messages delivered on another user's receipt, not on its own devices'", async () => {
+    const { session, pipe, store } = await setup();
+    const entry = await session.send(CHAT, "hi");
+    await settle();
+    expect((await store.getOutboxEntry(entry.messageId))?.seq).toBe(1);
+    const receipt = (userId: string) => ({
+      requestId: 0,
+      body: {
+        $case: "push" as const,
+        value: {
+          push: { $case: "receipt" as const, value: { chatId: CHAT, userId, deviceId: DEVICE, throughSeq: 1 } },
+        },
+      },
+    });
+    pipe().push(receipt(USER));
+    await settle();
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
+    pipe().push(receipt(OTHER));
+    await settle();
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("delivered");
+  });
+
+  it("reconnects after a drop with backoff, logs in again and resends the outbox", async () => {
+    const { session, pipe, transports, clock, store } = await setup();
+    transports.refuseWith = "connection refused";
+    pipe().drop("network gone");
+    await settle();
+    expect(session.status).toMatchObject({
+      state: "offline",
+      failedAttempts: 1,
+      lastFailure: { reason: expect.stringMatching(/network gone/) as unknown },
+    });
+    const entry = await session.send(CHAT, "while offline");
+    // First retry after 50–100 ms (jitter 0.5 → 75 ms); it fails too, the next waits longer.
+    await clock.advance(74);
+    expect(transports.pipes).toHaveLength(1);
+    await clock.advance(1);
+    expect(session.status).toMatchObject({
+      state: "offline",
+      failedAttempts: 2,
+      lastFailure: { reason: "connection refused" },
+    });
+    expect((session.status.nextRetryAtMs ?? 0) - clock.nowMs()).toBe(150);
+    transports.refuseWith = undefined;
+    await clock.advance(150);
+    expect(session.status.state).toBe("syncing");
+    expect(pipe().received.map((f) => f.request.$case)).toEqual(["login", "subscribe", "sendMessage"]);
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
+  });
+
+  it("goes degraded when a ping is overdue, and drops the connection at the ping deadline", async () => {
+    const { session, peer, clock, pipe } = await setup();
+    peer.isStalled = true;
+    const first = pipe();
+    await clock.advance(1_000 + 499);
+    expect(session.status.state).toBe("syncing");
+    await clock.advance(1);
+    expect(session.status.state).toBe("degraded");
+    await clock.advance(2_500);
+    expect(first.isClosed).toBe(true);
+    expect(session.status).toMatchObject({
+      state: "offline",
+      lastFailure: { reason: expect.stringMatching(/no answer to a ping within 3000 ms/) as unknown },
+    });
+    peer.isStalled = false;
+    await clock.advance(1_000);
+    expect(session.status.state).toBe("syncing");
+  });
+
+  it("stops cleanly: the connection closes and the state is stopped", async () => {
+    const { session, pipe } = await setup();
+    await session.stop();
+    expect(pipe().isClosed).toBe(true);
+    expect(session.status.state).toBe("stopped");
+  });
+});
