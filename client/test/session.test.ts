@@ -9,7 +9,7 @@ import type { ClientSession, ReceivedMessageEvent } from "../core/src/session/cl
 import { contentText } from "../core/src/session/payload-codec.ts";
 import { ChatKind } from "../core/src/wire/proto.ts";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent } from "./wait.ts";
+import { waitForEvent, waitUntil } from "./wait.ts";
 
 let server: TestServer;
 const sessions: ClientSession[] = [];
@@ -127,10 +127,11 @@ describe("ClientSession against the real server", () => {
     for (let i = 1; i <= 5; i++) await a.send(chatId, `m${i}`);
     await waitForEvent(b.events, "message", (e) => e.message.seq === 2);
     await server.kill();
+    // The resync after the restart: the server resends what was not acked; none of it shows twice.
+    const resynced = waitForEvent(b.events, "synced", () => true, 15_000, "the resync");
     await server.restart();
     await waitForEvent(b.events, "message", (e) => e.message.seq === 5, 15_000, "message 5");
-    // Resync after the restart: the server resends what was not acked; none of it shows twice.
-    await waitForEvent(b.events, "synced", () => true, 15_000);
+    await resynced;
 
     expect(received.map((e) => e.message.seq)).toEqual([1, 2, 3, 4, 5]);
     expect((await bob.store.listReceived(chatId, 0, 100)).map((m) => contentText(m.content))).toEqual([
@@ -140,6 +141,8 @@ describe("ClientSession against the real server", () => {
       "m4",
       "m5",
     ]);
+    // Alice may learn a seq only by resending after the restart (the answer died with the server).
+    await waitUntil(async () => (await alice.store.countOutbox("queued")) === 0, 15_000, "Alice's outbox to drain");
     const outbox = await alice.store.listOutbox({ limit: 10 });
     expect(outbox.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
   });
