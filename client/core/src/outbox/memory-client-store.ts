@@ -4,6 +4,10 @@
  * every invariant of the port (see client-store.ts) and passes its contract.
  * Records are copied in and out, so callers cannot change stored state by
  * mutating what they passed or got.
+ *
+ * The hot paths of a sending client are O(1) per message: per-chat indexes of
+ * queued and sent messages (both in order) and a count per state, so a long
+ * load run does not slow down as the outbox grows.
  */
 import type {
   ChatSummary,
@@ -21,6 +25,11 @@ import type {
 export class MemoryClientStore implements ClientStore {
   private profile: DeviceProfile | undefined;
   private readonly outbox = new Map<string, OutboxEntry>();
+  /** Per chat, queued message ids in position order (Sets keep insertion order). */
+  private readonly queuedByChat = new Map<string, Set<string>>();
+  /** Per chat, sent (not yet delivered) message ids in seq order: one send in flight per chat. */
+  private readonly sentByChat = new Map<string, Set<string>>();
+  private readonly counts: Record<OutboxState, number> = { queued: 0, sent: 0, delivered: 0, failed: 0 };
   private nextPosition = 1;
   /** Per chat, the highest seq any receipt from another user covered. */
   private readonly receiptThrough = new Map<string, number>();
@@ -50,6 +59,8 @@ export class MemoryClientStore implements ClientStore {
       problem: undefined,
     };
     this.outbox.set(entry.messageId, entry);
+    indexOf(this.queuedByChat, entry.chatId).add(entry.messageId);
+    this.counts.queued += 1;
     return Promise.resolve(copy(entry));
   }
 
@@ -59,20 +70,20 @@ export class MemoryClientStore implements ClientStore {
   }
 
   nextQueued(chatId: string): Promise<OutboxEntry | undefined> {
-    // Map iteration follows insertion, which is position order.
-    for (const entry of this.outbox.values()) {
-      if (entry.chatId === chatId && entry.state === "queued") return Promise.resolve(copy(entry));
-    }
-    return Promise.resolve(undefined);
+    const [first] = this.queuedByChat.get(chatId) ?? [];
+    const entry = first === undefined ? undefined : this.outbox.get(first);
+    return Promise.resolve(entry && copy(entry));
   }
 
   chatsWithQueued(limit: number): Promise<string[]> {
-    const chats = new Set<string>();
-    for (const entry of this.outbox.values()) {
-      if (chats.size >= limit) break;
-      if (entry.state === "queued") chats.add(entry.chatId);
+    const heads: Array<{ chatId: string; position: number }> = [];
+    for (const [chatId, ids] of this.queuedByChat) {
+      const [first] = ids;
+      const entry = first === undefined ? undefined : this.outbox.get(first);
+      if (entry !== undefined) heads.push({ chatId, position: entry.position });
     }
-    return Promise.resolve([...chats]);
+    heads.sort((a, b) => a.position - b.position);
+    return Promise.resolve(heads.slice(0, limit).map((h) => h.chatId));
   }
 
   listOutbox(query: OutboxQuery): Promise<OutboxEntry[]> {
@@ -85,9 +96,7 @@ export class MemoryClientStore implements ClientStore {
   }
 
   countOutbox(state: OutboxState): Promise<number> {
-    let count = 0;
-    for (const entry of this.outbox.values()) if (entry.state === state) count++;
-    return Promise.resolve(count);
+    return Promise.resolve(this.counts[state]);
   }
 
   markSent(messageId: string, seq: number): Promise<OutboxEntry | undefined> {
@@ -95,7 +104,8 @@ export class MemoryClientStore implements ClientStore {
     if (entry?.state !== "queued") return Promise.resolve(undefined);
     entry.seq = seq;
     entry.problem = undefined;
-    entry.state = seq <= (this.receiptThrough.get(entry.chatId) ?? 0) ? "delivered" : "sent";
+    const isCovered = seq <= (this.receiptThrough.get(entry.chatId) ?? 0);
+    this.move(entry, isCovered ? "delivered" : "sent");
     return Promise.resolve(copy(entry));
   }
 
@@ -109,19 +119,19 @@ export class MemoryClientStore implements ClientStore {
   markFailed(messageId: string, problem: OutboxProblem): Promise<OutboxEntry | undefined> {
     const entry = this.outbox.get(messageId);
     if (entry?.state !== "queued") return Promise.resolve(undefined);
-    entry.state = "failed";
     entry.problem = { ...problem };
+    this.move(entry, "failed");
     return Promise.resolve(copy(entry));
   }
 
   applyReceipt(chatId: string, throughSeq: number): Promise<OutboxEntry[]> {
     if (throughSeq > (this.receiptThrough.get(chatId) ?? 0)) this.receiptThrough.set(chatId, throughSeq);
     const delivered: OutboxEntry[] = [];
-    for (const entry of this.outbox.values()) {
-      if (entry.chatId === chatId && entry.state === "sent" && entry.seq !== undefined && entry.seq <= throughSeq) {
-        entry.state = "delivered";
-        delivered.push(copy(entry));
-      }
+    for (const id of [...(this.sentByChat.get(chatId) ?? [])]) {
+      const entry = this.outbox.get(id);
+      if (entry?.seq === undefined || entry.seq > throughSeq) continue;
+      this.move(entry, "delivered");
+      delivered.push(copy(entry));
     }
     return Promise.resolve(delivered);
   }
@@ -182,6 +192,34 @@ export class MemoryClientStore implements ClientStore {
   close(): Promise<void> {
     return Promise.resolve();
   }
+
+  /** Changes an entry's state and keeps the indexes and counts in step. */
+  private move(entry: OutboxEntry, to: OutboxState): void {
+    const from = entry.state;
+    this.counts[from] -= 1;
+    this.counts[to] += 1;
+    entry.state = to;
+    for (const [state, index] of [
+      ["queued", this.queuedByChat],
+      ["sent", this.sentByChat],
+    ] as const) {
+      if (from === state) {
+        const ids = index.get(entry.chatId);
+        ids?.delete(entry.messageId);
+        if (ids?.size === 0) index.delete(entry.chatId);
+      }
+      if (to === state) indexOf(index, entry.chatId).add(entry.messageId);
+    }
+  }
+}
+
+function indexOf(index: Map<string, Set<string>>, chatId: string): Set<string> {
+  let ids = index.get(chatId);
+  if (ids === undefined) {
+    ids = new Set();
+    index.set(chatId, ids);
+  }
+  return ids;
 }
 
 function copy(entry: OutboxEntry): OutboxEntry {
