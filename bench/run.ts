@@ -62,8 +62,10 @@ async function main(): Promise<number> {
   }
   const selected = BENCHMARKS.filter((b) => names.includes(b.name));
 
+  const startedAt = performance.now();
   const log = (line: string): void => {
-    process.stderr.write(`${line}\n`);
+    const elapsed = ((performance.now() - startedAt) / 1000).toFixed(1).padStart(6);
+    process.stderr.write(`[${elapsed} s] ${line}\n`);
   };
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {

@@ -26,6 +26,11 @@ declare module "@xmpp/client" {
     domain: string;
     username: string;
     password: string;
+    /** Chooses the SASL mechanism: calls `authenticate` with credentials and a mechanism name. */
+    credentials?: (
+      authenticate: (credentials: { username: string; password: string }, mechanism: string) => Promise<void>,
+      mechanisms: readonly string[],
+    ) => Promise<void>;
     resource?: string;
     /** Stream open/close timeout in ms (default 2000). */
     timeout?: number;
