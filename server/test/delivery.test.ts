@@ -129,6 +129,11 @@ describe.each(STORE_KINDS)("store-and-forward delivery (%s store)", (kind) => {
       () => alice.receipts().some((r) => r.deviceId === bobId.deviceId && r.throughSeq === 200),
       "receipt",
     );
+    // ...and so does anyone asking about the chat later, without a subscription.
+    const { chat } = await alice.call({ $case: "getChat", value: { chatId } });
+    expect(chat?.receipts).toContainEqual(
+      expect.objectContaining({ userId: bobId.userId, deviceId: bobId.deviceId, throughSeq: 200 }),
+    );
     back.close();
     await back.closed;
 

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Receipt } from "./message.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -36,6 +37,11 @@ export interface Chat {
   headSeq: number;
   createdAtMs: number;
   createdByUserId: string;
+  /**
+   * Delivery cursors of the members' devices (only those that acked something):
+   * what a client needs to show "delivered" for messages it sent while it was away.
+   */
+  receipts: Receipt[];
 }
 
 export interface CreateChatRequest {
@@ -69,7 +75,16 @@ export interface ListChatsResponse {
 }
 
 function createBaseChat(): Chat {
-  return { chatId: "", kind: 0, title: "", memberUserIds: [], headSeq: 0, createdAtMs: 0, createdByUserId: "" };
+  return {
+    chatId: "",
+    kind: 0,
+    title: "",
+    memberUserIds: [],
+    headSeq: 0,
+    createdAtMs: 0,
+    createdByUserId: "",
+    receipts: [],
+  };
 }
 
 export const Chat: MessageFns<Chat> = {
@@ -94,6 +109,9 @@ export const Chat: MessageFns<Chat> = {
     }
     if (message.createdByUserId !== "") {
       writer.uint32(58).string(message.createdByUserId);
+    }
+    for (const v of message.receipts) {
+      Receipt.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -167,6 +185,14 @@ export const Chat: MessageFns<Chat> = {
             message.createdByUserId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.receipts.push(Receipt.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -191,6 +217,7 @@ export const Chat: MessageFns<Chat> = {
     message.headSeq = object.headSeq ?? 0;
     message.createdAtMs = object.createdAtMs ?? 0;
     message.createdByUserId = object.createdByUserId ?? "";
+    message.receipts = object.receipts?.map((e) => Receipt.fromPartial(e)) || [];
     return message;
   },
 };

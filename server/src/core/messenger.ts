@@ -36,6 +36,7 @@ import {
   type LoginResponse,
   type PingRequest,
   type PingResponse,
+  type Receipt,
   type RegisterRequest,
   type RegisterResponse,
   type SendMessageRequest,
@@ -85,7 +86,7 @@ function requireId(kind: "user" | "device" | "chat", value: string, field: strin
   if (!isId(kind, value)) throw invalid(`${field} is not a ${kind} id: ${JSON.stringify(value.slice(0, 40))}`);
 }
 
-function toChat(state: ChatState): Chat {
+function toChat(state: ChatState, receipts: Receipt[] = []): Chat {
   return {
     chatId: state.chatId,
     kind: state.kind,
@@ -94,6 +95,7 @@ function toChat(state: ChatState): Chat {
     headSeq: state.headSeq,
     createdAtMs: state.createdAtMs,
     createdByUserId: state.createdByUserId,
+    receipts,
   };
 }
 
@@ -230,13 +232,15 @@ export class Messenger {
 
   async getChat(device: AuthedDevice, request: GetChatRequest): Promise<GetChatResponse> {
     requireId("chat", request.chatId, "chat_id");
-    return { chat: toChat(await this.memberChat(device, request.chatId)) };
+    const chat = await this.memberChat(device, request.chatId);
+    return { chat: toChat(chat, await this.receiptsOf(chat, new Map())) };
   }
 
   async listChats(device: AuthedDevice): Promise<ListChatsResponse> {
     const ids = await this.deps.store.listUserChatIds(device.userId);
-    const chats = await Promise.all(ids.map((id) => this.deps.store.getChat(id)));
-    return { chats: chats.filter((c) => c !== undefined).map(toChat) };
+    const chats = (await Promise.all(ids.map((id) => this.deps.store.getChat(id)))).filter((c) => c !== undefined);
+    const owners = new Map<string, string>();
+    return { chats: await Promise.all(chats.map(async (chat) => toChat(chat, await this.receiptsOf(chat, owners)))) };
   }
 
   /**
@@ -338,6 +342,22 @@ export class Messenger {
   /** Waits until every queued send is durable and answered (graceful shutdown). */
   async drain(): Promise<void> {
     await this.actors.drained();
+  }
+
+  /** The chat's non-zero delivery cursors, with the user of each device (`owners` caches device → user). */
+  private async receiptsOf(chat: ChatState, owners: Map<string, string>): Promise<Receipt[]> {
+    const cursors = (await this.deps.store.getCursors(chat.chatId)).filter((c) => c.throughSeq > 0);
+    if (cursors.some((c) => !owners.has(c.deviceId))) {
+      for (const userId of chat.memberUserIds) {
+        for (const d of await this.deps.store.listUserDevices(userId)) owners.set(d.deviceId, userId);
+      }
+    }
+    return cursors.flatMap((c) => {
+      const userId = owners.get(c.deviceId);
+      return userId === undefined
+        ? []
+        : [{ chatId: chat.chatId, userId, deviceId: c.deviceId, throughSeq: c.throughSeq }];
+    });
   }
 
   private async memberChat(device: AuthedDevice, chatId: string): Promise<ChatState> {
