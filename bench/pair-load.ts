@@ -84,20 +84,25 @@ export class LoadRun {
 
   /** Runs the phases; rejects with the abort reason when `signal` aborts. */
   async execute(signal: AbortSignal, hooks: WindowHooks): Promise<LoadOutcome> {
-    this.phase = "warmup";
-    for (const sender of this.senders) sender.fill();
-    await this.waitUntil(() => false, this.plan.warmupMs, signal);
+    let seconds: number;
+    try {
+      this.phase = "warmup";
+      for (const sender of this.senders) sender.fill();
+      await this.waitUntil(() => false, this.plan.warmupMs, signal);
 
-    this.phase = "measuring";
-    hooks.onMeasureStart();
-    const started = performance.now();
-    await this.waitUntil(() => this.delivered >= this.plan.maxMessages, this.plan.measureMs, signal);
-    const seconds = (performance.now() - started) / 1_000;
-    this.phase = "draining";
-    hooks.onMeasureEnd();
+      this.phase = "measuring";
+      hooks.onMeasureStart();
+      const started = performance.now();
+      await this.waitUntil(() => this.delivered >= this.plan.maxMessages, this.plan.measureMs, signal);
+      seconds = (performance.now() - started) / 1_000;
+      this.phase = "draining";
+      hooks.onMeasureEnd();
 
-    await this.waitUntil(() => this.inFlight() === 0, this.plan.drainTimeoutMs, signal);
-    this.phase = "done";
+      await this.waitUntil(() => this.inFlight() === 0, this.plan.drainTimeoutMs, signal);
+    } finally {
+      // Also on abort: no sender may start another message once the run is over.
+      this.phase = "done";
+    }
 
     const sorted = this.samples.slice(0, Math.min(this.delivered, this.samples.length)).sort();
     return {
@@ -230,12 +235,16 @@ export class WindowedSender {
     this.settle(slot, DELIVERED);
   }
 
-  /** The server refused the send: it will never be delivered. */
+  /**
+   * The send failed or the server refused it: it will never be delivered. The
+   * slot is freed without sending another message in its place, so a broken
+   * connection cannot spin the sender (the next delivery refills the window).
+   */
   failed(counter: number): void {
     const slot = this.slotOf(counter);
     if (slot === undefined) return;
     this.run.recordFailure();
-    this.settle(slot, COMPLETE);
+    this.settle(slot, COMPLETE, false);
   }
 
   private slotOf(counter: number): number | undefined {
@@ -243,14 +252,14 @@ export class WindowedSender {
     return this.counters[slot] === counter ? slot : undefined;
   }
 
-  private settle(slot: number, flag: number): void {
+  private settle(slot: number, flag: number, isRefilling = true): void {
     const flags = (this.flags[slot] ?? 0) | flag;
     this.flags[slot] = flags;
     if (flags !== COMPLETE) return;
     this.counters[slot] = -1;
     this.inFlight -= 1;
     if (this.inFlight === 0) this.run.onSenderIdle();
-    this.fill();
+    if (isRefilling) this.fill();
   }
 }
 

@@ -28,14 +28,14 @@ export function findProcess(matches: (argv: readonly string[]) => boolean): numb
 
 /** VmHWM of the process in bytes: its peak resident set since it started. */
 export function peakRssBytes(pid: number): number {
-  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readProc(pid, "status"));
   if (match?.[1] === undefined) throw new Error(`no VmHWM for pid ${pid}`);
   return Number(match[1]) * 1024;
 }
 
 /** User + system CPU seconds the process used so far, all its threads. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const stat = readProc(pid, "stat");
   // The command name (field 2) may hold spaces; the fields after it are plain.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const userTicks = Number(fields[11]);
@@ -56,6 +56,15 @@ export function machineBusySeconds(): number {
 export function ownCpuSeconds(): number {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1e6;
+}
+
+function readProc(pid: number, file: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, "utf8");
+  } catch (error) {
+    if (isGone(error)) throw new Error(`process ${pid} is gone (it exited during the run)`, { cause: error });
+    throw error;
+  }
 }
 
 function isGone(error: unknown): boolean {

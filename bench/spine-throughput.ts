@@ -82,18 +82,27 @@ async function runSpine(options: BenchOptions): Promise<BenchReport> {
   const measurements: Measurement[] = [];
   const notes: string[] = [];
 
+  // A row that fails is reported and skipped; the others still run.
+  const failed = (what: string, error: unknown): void => {
+    if (options.signal.aborted) throw error;
+    const line = `${what} failed: ${firstLine(error)}`;
+    options.log(`spine: ${line}`);
+    notes.push(line);
+  };
   for (const system of ["sqlite", "redis"] as const) {
     for (const clients of CLIENT_COUNTS) {
       options.log(`spine: ${SYSTEM_LABEL[system]}, ${clients} clients...`);
-      measurements.push(await measureOurs(system, clients, plan, options));
+      try {
+        measurements.push(await measureOurs(system, clients, plan, options));
+      } catch (error) {
+        failed(`${SYSTEM_LABEL[system]}, ${clients} clients`, error);
+      }
     }
   }
-
   try {
-    measurements.push(...(await measureProsody(plan, options)));
+    measurements.push(...(await measureProsody(plan, options, failed)));
   } catch (error) {
-    if (options.signal.aborted) throw error;
-    notes.push(`Prosody baseline skipped: ${String(error).split("\n")[0] ?? ""}`);
+    failed("Prosody baseline", error);
   }
 
   notes.push(
@@ -170,7 +179,11 @@ async function measureOurs(
   }
 }
 
-async function measureProsody(plan: LoadPlan, options: BenchOptions): Promise<Measurement[]> {
+async function measureProsody(
+  plan: LoadPlan,
+  options: BenchOptions,
+  failed: (what: string, error: unknown) => void,
+): Promise<Measurement[]> {
   await ensureProsodyInstalled(options.log);
   const home: ProsodyHome = await createProsodyHome();
   try {
@@ -181,27 +194,10 @@ async function measureProsody(plan: LoadPlan, options: BenchOptions): Promise<Me
     const measurements: Measurement[] = [];
     for (const clients of CLIENT_COUNTS) {
       options.log(`spine: ${SYSTEM_LABEL.prosody}, ${clients} clients...`);
-      const prosody = await startProsody(home);
       try {
-        const pairs = await connectXmppPairs(prosody, usernames.slice(0, clients), PROSODY_PASSWORD, options.signal);
-        try {
-          const run = new LoadRun(plan);
-          pairs.attach(run);
-          const { outcome, ...cpu } = await executeWithCpu(run, [prosody.pid], options.signal);
-          measurements.push({
-            system: "prosody",
-            clients,
-            outcome,
-            peakRssMiB: peakRssBytes(prosody.pid) / MIB,
-            redisRssMiB: null,
-            cpu,
-            unexpected: pairs.unexpected,
-          });
-        } finally {
-          await pairs.close();
-        }
-      } finally {
-        await prosody.stop();
+        measurements.push(await measureProsodyRow(home, usernames.slice(0, clients), plan, options));
+      } catch (error) {
+        failed(`${SYSTEM_LABEL.prosody}, ${clients} clients`, error);
       }
     }
     return measurements;
@@ -217,6 +213,36 @@ interface CpuUse {
   loadCpuCores: number;
   /** Cores everything else on the machine used meanwhile. */
   otherCpuCores: number;
+}
+
+async function measureProsodyRow(
+  home: ProsodyHome,
+  usernames: readonly string[],
+  plan: LoadPlan,
+  options: BenchOptions,
+): Promise<Measurement> {
+  const prosody = await startProsody(home);
+  try {
+    const pairs = await connectXmppPairs(prosody, usernames, PROSODY_PASSWORD, options.signal);
+    try {
+      const run = new LoadRun(plan);
+      pairs.attach(run);
+      const { outcome, ...cpu } = await executeWithCpu(run, [prosody.pid], options.signal);
+      return {
+        system: "prosody",
+        clients: usernames.length,
+        outcome,
+        peakRssMiB: peakRssBytes(prosody.pid) / MIB,
+        redisRssMiB: null,
+        cpu,
+        unexpected: pairs.unexpected,
+      };
+    } finally {
+      await pairs.close();
+    }
+  } finally {
+    await prosody.stop();
+  }
 }
 
 /** Runs the load and samples CPU time at the edges of the measured window. */
@@ -321,6 +347,10 @@ function toRows(measurements: Measurement[]): Array<Record<string, Cell>> {
       p99VsProsody: ratio(outcome.p99Ms, baseline?.p99Ms ?? null),
     };
   });
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
 }
 
 function ratio(ours: number | null, theirs: number | null): number | null {
