@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { killPid, track } from "./teardown.ts";
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
 
 export const PROSODY_DOMAIN = "localhost";
 const LOOPBACK = "127.0.0.1";
@@ -52,7 +52,7 @@ export async function ensureProsodyInstalled(log: (line: string) => void): Promi
   if (process.getuid?.() !== 0) throw new Error("prosody is not installed; run: sudo apt-get install -y prosody");
   log("installing prosody with apt-get (once)...");
   const install = (): Promise<unknown> =>
-    run("apt-get", ["install", "-y", "-q", "prosody"], {
+    execFileAsync("apt-get", ["install", "-y", "-q", "prosody"], {
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
       timeout: INSTALL_TIMEOUT_MS,
     });
@@ -60,8 +60,18 @@ export async function ensureProsodyInstalled(log: (line: string) => void): Promi
     await install();
   } catch {
     // Usually stale package lists: refresh them once and try again.
-    await run("apt-get", ["update", "-q"], { timeout: INSTALL_TIMEOUT_MS });
+    await execFileAsync("apt-get", ["update", "-q"], { timeout: INSTALL_TIMEOUT_MS });
     await install();
+  }
+}
+
+/** The installed package's version, for the report. */
+export async function prosodyVersion(): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync("dpkg-query", ["-W", "-f=${Version}", "prosody"]);
+    return stdout.trim();
+  } catch {
+    return "unknown (not a Debian package here)";
   }
 }
 
@@ -97,7 +107,7 @@ export async function registerProsodyUsers(
           PROSODY_DOMAIN,
           password,
         ]);
-        return run(command, args, { timeout: START_TIMEOUT_MS });
+        return execFileAsync(command, args, { timeout: START_TIMEOUT_MS });
       }),
     );
   }
@@ -170,13 +180,13 @@ function asProsodyUser(command: string, args: string[]): [string, string[]] {
 }
 
 async function systemUser(name: string): Promise<{ uid: number; gid: number }> {
-  const [uid, gid] = await Promise.all([run("id", ["-u", name]), run("id", ["-g", name])]);
+  const [uid, gid] = await Promise.all([execFileAsync("id", ["-u", name]), execFileAsync("id", ["-g", name])]);
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
 async function hasCommand(name: string): Promise<boolean> {
   try {
-    await run("sh", ["-c", `command -v ${name}`]);
+    await execFileAsync("sh", ["-c", `command -v ${name}`]);
     return true;
   } catch {
     return false;

@@ -14,8 +14,6 @@
  * Each row gets a fresh server, so its peak RSS (VmHWM) is that row's.
  * N = 1 cannot make a pair: the smallest run is one pair.
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { startRedis } from "../scripts/harness/redis.ts";
 import { startServer } from "../scripts/harness/server.ts";
 import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
@@ -25,6 +23,7 @@ import { cpuSeconds, findProcess, machineBusySeconds, ownCpuSeconds, peakRssByte
 import {
   createProsodyHome,
   ensureProsodyInstalled,
+  prosodyVersion,
   registerProsodyUsers,
   startProsody,
   type ProsodyHome,
@@ -108,8 +107,11 @@ async function runSpine(options: BenchOptions): Promise<BenchReport> {
   notes.push(
     "Prosody relays messages and stores nothing (no offline storage, no stream management); " +
       "every message of ours is durable in the store before its sender gets the seq and before it is pushed.",
-    `N clients = N/2 pairs in direct chats, 200-byte messages, ${plan.window} in flight per sender ` +
-      "(send call → partner received it, and for ours the durable answer); receivers ack cumulatively as they go.",
+    `N clients = N/2 pairs in direct chats (N = 1 cannot pair; one pair is the smallest run), 200-byte messages, ` +
+      `${plan.window} in flight per sender (send call → partner received it, and for ours the durable answer); ` +
+      "receivers ack cumulatively as they go.",
+    "Our server also pushes each message back to the sender's own connection (a device's queue is gapless, " +
+      "own messages included), so it writes two pushes, one answer and ack receipts per message; Prosody writes one stanza.",
     `msgs/s = messages received by partners in the ${plan.measureMs / 1000} s measured window ` +
       `(after ${plan.warmupMs / 1000} s warm-up); latency = send call start → message received; ` +
       "peak RSS = the server process's VmHWM (ours: one Node process with its SQLite writer thread).",
@@ -283,15 +285,6 @@ function findRedisPid(port: string): number | undefined {
   });
 }
 
-async function prosodyVersion(): Promise<string> {
-  try {
-    const { stdout } = await promisify(execFile)("dpkg-query", ["-W", "-f=${Version}", "prosody"]);
-    return stdout.trim();
-  } catch {
-    return "unknown (not a Debian package here)";
-  }
-}
-
 function title(plan: LoadPlan): string {
   return (
     `spine throughput: one-to-one 200-byte messages, ${plan.measureMs / 1000} s per row, ` +
@@ -324,6 +317,7 @@ function toRows(measurements: Measurement[]): Array<Record<string, Cell>> {
     const baseline = m.system === "prosody" ? undefined : prosodyAt.get(m.clients);
     const { outcome } = m;
     return {
+      systemId: m.system,
       system: SYSTEM_LABEL[m.system],
       clients: m.clients,
       messagesPerSecond: outcome.messagesPerSecond,

@@ -47,12 +47,12 @@ export async function stopAll(log: (line: string) => void): Promise<void> {
   );
 }
 
-/** SIGKILLs a pid if it is still there; never throws (it may be gone). */
+/** SIGKILLs a pid if it is still there (one that already exited is fine). */
 export function killPid(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
     process.kill(pid, "SIGKILL");
-  } catch {
-    // already exited
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
   }
 }

@@ -140,11 +140,17 @@ class XmppLoadClient {
     });
   }
 
+  /** Closes the stream; a stream that will not close in time is left to the server's stop. */
   async close(): Promise<void> {
     if (this.xmpp.status === "offline") return;
     const timer = AbortSignal.timeout(STOP_TIMEOUT_MS);
     await Promise.race([
-      this.xmpp.stop().catch(() => undefined),
+      this.xmpp.stop().then(
+        () => undefined,
+        () => {
+          this.unexpected += 1;
+        },
+      ),
       new Promise<void>((resolve) => timer.addEventListener("abort", () => resolve(), { once: true })),
     ]);
   }
