@@ -37,7 +37,6 @@ export interface DeliveryPumpOptions {
 interface ChatProgress {
   sentThrough: number;
   ackedThrough: number;
-  isBehind: boolean;
 }
 
 export const DEFAULT_WINDOW_SIZE = 1024;
@@ -48,6 +47,8 @@ export class DeliveryPump {
   private readonly windowSize: number;
   private readonly pageSize: number;
   private readonly chats = new Map<string, ChatProgress>();
+  /** Chats with messages in the store that this connection has not been pushed yet. */
+  private readonly behind = new Set<string>();
   /** Chats whose progress is being loaded from the store (first seen live). */
   private readonly loading = new Set<string>();
   private pumping: Promise<void> | undefined;
@@ -100,7 +101,7 @@ export class DeliveryPump {
     }
     if (message.seq <= progress.sentThrough) return;
     if (
-      !progress.isBehind &&
+      !this.behind.has(message.chatId) &&
       this.pumping === undefined &&
       message.seq === progress.sentThrough + 1 &&
       this.hasRoom()
@@ -108,7 +109,7 @@ export class DeliveryPump {
       this.send(message, progress);
       return;
     }
-    progress.isBehind = true;
+    this.behind.add(message.chatId);
     this.schedule();
   }
 
@@ -161,9 +162,13 @@ export class DeliveryPump {
 
   private send(message: Message, progress: ChatProgress): void {
     const { deviceId, sink } = this.options;
-    // Each device sees only its own entry of the per-device ciphertexts.
-    const devicePayloads = message.devicePayloads.filter((p) => p.deviceId === deviceId);
-    sink.push({ push: { $case: "message", value: { ...message, devicePayloads } } });
+    // Each device sees only its own entry of the per-device ciphertexts. Without
+    // any, every recipient gets the very same object, so an edge can encode it once.
+    const value =
+      message.devicePayloads.length === 0
+        ? message
+        : { ...message, devicePayloads: message.devicePayloads.filter((p) => p.deviceId === deviceId) };
+    sink.push({ push: { $case: "message", value } });
     progress.sentThrough = message.seq;
     if (message.seq > progress.ackedThrough) this.inFlight += 1;
     if (!this.isSynced) this.pushedBySync += 1;
@@ -180,7 +185,8 @@ export class DeliveryPump {
       const cursor = cursors.find((c) => c.deviceId === this.options.deviceId);
       if (cursor === undefined || chat === undefined) return; // not a recipient here
       // Always start behind: a message may have landed between the two reads.
-      this.chats.set(chatId, { sentThrough: cursor.throughSeq, ackedThrough: cursor.throughSeq, isBehind: true });
+      this.chats.set(chatId, { sentThrough: cursor.throughSeq, ackedThrough: cursor.throughSeq });
+      this.behind.add(chatId);
       if (!this.isStarted) this.syncTargets.set(chatId, chat.headSeq);
     } catch (error) {
       this.options.onError(error);
@@ -189,8 +195,13 @@ export class DeliveryPump {
     }
   }
 
+  /** Starts a pump run when some chat is behind; acks alone never cost a store read. */
   private schedule(): void {
     if (this.isStopped || this.pumping !== undefined) return;
+    if (this.behind.size === 0) {
+      this.checkSynced();
+      return;
+    }
     this.pumping = this.pump();
   }
 
@@ -200,19 +211,27 @@ export class DeliveryPump {
     try {
       for (;;) {
         if (this.isStopped || !this.hasRoom()) return;
-        const behind = [...this.chats.entries()].filter(([, p]) => p.isBehind);
-        if (behind.length === 0) return;
-        for (const [chatId, progress] of behind) {
+        if (this.behind.size === 0) return;
+        for (const chatId of [...this.behind]) {
           if (this.isStopped || !this.hasRoom()) return;
+          const progress = this.chats.get(chatId);
+          // Off the list before the read: a live message landing during it puts the chat back.
+          this.behind.delete(chatId);
+          if (progress === undefined) continue;
           const limit = Math.min(this.pageSize, this.windowSize - this.inFlight);
-          progress.isBehind = false;
-          const messages = await this.options.store.readMessages(chatId, progress.sentThrough, limit);
+          let messages: Message[];
+          try {
+            messages = await this.options.store.readMessages(chatId, progress.sentThrough, limit);
+          } catch (error) {
+            this.behind.add(chatId); // retried on the next event
+            throw error;
+          }
           for (const message of messages) {
             if (this.isStopped) return;
             if (message.seq === progress.sentThrough + 1) this.send(message, progress);
           }
           // A full page means there may be more; so does a live message that came meanwhile.
-          if (messages.length === limit) progress.isBehind = true;
+          if (messages.length === limit) this.behind.add(chatId);
         }
       }
     } catch (error) {

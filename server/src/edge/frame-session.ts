@@ -18,7 +18,7 @@ import {
   encodeServerFrame,
 } from "../../../client/core/src/wire/frame-codec.ts";
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
-import { ErrorCode, type ServerFrame, type ServerPush } from "../../../client/core/src/wire/proto.ts";
+import { ErrorCode, type Message, type ServerFrame, type ServerPush } from "../../../client/core/src/wire/proto.ts";
 import type { AuthedDevice, Messenger, Subscription } from "../core/messenger.ts";
 import { isInternal, toErrorDetail } from "./to-status.ts";
 
@@ -32,6 +32,24 @@ export interface FramePipe {
   isWritable(): boolean;
   /** Closes the pipe; `code` follows WebSocket close codes (1008 policy, 1009 too big). */
   close(code: number, reason: string): void;
+}
+
+/**
+ * A message pushed to many connections is encoded once: the pump hands every
+ * recipient the same Message object, and the frame bytes are kept with it.
+ */
+const encodedPushes = new WeakMap<Message, Uint8Array>();
+
+function encodedMessagePush(message: Message): Uint8Array {
+  let bytes = encodedPushes.get(message);
+  if (bytes === undefined) {
+    bytes = encodeServerFrame({
+      requestId: 0,
+      body: { $case: "push", value: { push: { $case: "message", value: message } } },
+    });
+    encodedPushes.set(message, bytes);
+  }
+  return bytes;
 }
 
 const PRE_LOGIN_REQUESTS: ReadonlySet<ClientRequest["$case"]> = new Set(["getChallenge", "register", "login", "ping"]);
@@ -181,6 +199,10 @@ export class FrameSession {
     }
     this.subscription = this.messenger.subscribe(device, {
       push: (push: ServerPush) => {
+        if (push.push?.$case === "message") {
+          this.writeBytes(encodedMessagePush(push.push.value));
+          return;
+        }
         this.write({ requestId: 0, body: { $case: "push", value: push } });
       },
       isWritable: () => !this.isClosed && this.pipe.isWritable(),
@@ -219,7 +241,11 @@ export class FrameSession {
       this.log.error({ deviceId: this.device?.deviceId, err: error }, "response not encodable");
       bytes = encodeServerFrame({ requestId: frame.requestId, body: { $case: "error", value: toErrorDetail(error) } });
     }
-    this.pipe.send(bytes);
+    this.writeBytes(bytes);
+  }
+
+  private writeBytes(bytes: Uint8Array): void {
+    if (!this.isClosed) this.pipe.send(bytes);
   }
 
   private close(code: number, reason: string): void {

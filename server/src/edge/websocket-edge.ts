@@ -72,11 +72,23 @@ export class WebSocketEdge {
     const remote = request.socket.remoteAddress;
     const connectionLog = log.child({ transport: "ws", remote });
     let isPaused = false;
+    // Frames written in one turn of the event loop (an answer, pushes, receipts)
+    // leave in one write: measured, one writev per frame was a quarter of the CPU.
+    const socket = request.socket;
+    let isCorked = false;
     const session = new FrameSession(
       messenger,
       {
         send: (frame) => {
           if (ws.readyState !== ws.OPEN) return;
+          if (!isCorked) {
+            isCorked = true;
+            socket.cork();
+            process.nextTick(() => {
+              isCorked = false;
+              socket.uncork();
+            });
+          }
           ws.send(frame, { binary: true }, () => {
             if (isPaused && ws.bufferedAmount < LOW_WATER_BYTES) {
               isPaused = false;
