@@ -5,26 +5,10 @@
  * tells whether a figure was bound by the server or by the load generator, and
  * how busy the rest of the machine was meanwhile (a shared machine skews figures).
  */
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 
 /** Linux reports CPU times in clock ticks; USER_HZ is 100 on every mainstream build. */
 const CLOCK_TICKS_PER_SECOND = 100;
-
-/** The first process whose argv satisfies `matches`, or undefined. */
-export function findProcess(matches: (argv: readonly string[]) => boolean): number | undefined {
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
-    } catch (error) {
-      if (isGone(error)) continue;
-      throw error;
-    }
-    if (matches(argv)) return Number(name);
-  }
-  return undefined;
-}
 
 /** VmHWM of the process in bytes: its peak resident set since it started. */
 export function peakRssBytes(pid: number): number {

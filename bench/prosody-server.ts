@@ -13,7 +13,8 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { chownSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
+import { freeLoopbackPort } from "../scripts/harness/free-port.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -191,21 +192,6 @@ async function hasCommand(name: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => {
-        if (port === 0) reject(new Error("could not learn the probed port"));
-        else resolve(port);
-      });
-    });
-  });
 }
 
 /** Tries to connect until it works, the child exits, or the deadline passes. */

@@ -19,7 +19,7 @@ import { startServer } from "../scripts/harness/server.ts";
 import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
 import { connectFramePairs } from "./frame-pairs.ts";
 import { LoadRun, type LoadOutcome, type LoadPlan } from "./pair-load.ts";
-import { cpuSeconds, findProcess, machineBusySeconds, ownCpuSeconds, peakRssBytes } from "./process-stats.ts";
+import { cpuSeconds, machineBusySeconds, ownCpuSeconds, peakRssBytes } from "./process-stats.ts";
 import {
   createProsodyHome,
   ensureProsodyInstalled,
@@ -141,7 +141,7 @@ async function measureOurs(
         );
   try {
     const server = await startServer(redis === undefined ? {} : { redisUrl: redis.url });
-    const serverPid = findProcess((argv) => argv[argv.indexOf("--data") + 1] === server.dataDir);
+    const serverPid = server.pid;
     const stopServer = async (): Promise<void> => {
       const timer = setTimeout(() => killPid(serverPid), SERVER_STOP_TIMEOUT_MS);
       await server.cleanup();
@@ -149,8 +149,7 @@ async function measureOurs(
     };
     const untrackServer = track("server", stopServer, () => killPid(serverPid));
     try {
-      if (serverPid === undefined) throw new Error(`cannot find the server process of ${server.dataDir}`);
-      const redisPid = redis === undefined ? undefined : findRedisPid(new URL(redis.url).port);
+      const redisPid = redis?.pid;
       const pairs = await connectFramePairs(server.url, clients, options.signal);
       try {
         const run = new LoadRun(plan);
@@ -275,14 +274,6 @@ async function executeWithCpu(
     loadCpuCores,
     otherCpuCores: Math.max(0, machineCores - serverCpuCores - loadCpuCores),
   };
-}
-
-/** redis-server renames itself to "redis-server 127.0.0.1:PORT". */
-function findRedisPid(port: string): number | undefined {
-  return findProcess((argv) => {
-    const title = argv.join(" ");
-    return title.startsWith("redis-server") && title.includes(`:${port}`);
-  });
 }
 
 function title(plan: LoadPlan): string {

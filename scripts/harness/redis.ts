@@ -10,15 +10,18 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freeLoopbackPort } from "./free-port.ts";
 
 export interface RunningRedis {
   /** redis://127.0.0.1:PORT (or REDIS_URL). */
   url: string;
   /** Unique to this call; give each test its own by appending to it. */
   keyPrefix: string;
+  /** The redis-server process (undefined when REDIS_URL points elsewhere). */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -39,12 +42,12 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Runni
   const keyPrefix = `test:${process.pid}:${randomBytes(6).toString("hex")}:`;
   const sharedUrl = process.env["REDIS_URL"];
   if (sharedUrl !== undefined && sharedUrl !== "") {
-    return { url: sharedUrl, keyPrefix, stop: () => Promise.resolve() };
+    return { url: sharedUrl, keyPrefix, pid: undefined, stop: () => Promise.resolve() };
   }
   const dir = await mkdtemp(join(tmpdir(), "remessenger-redis-"));
   let lastError: unknown;
   for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt += 1) {
-    const port = await findFreePort();
+    const port = await freeLoopbackPort();
     try {
       const child = await spawnRedis(
         options.binary ?? "redis-server",
@@ -52,28 +55,13 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Runni
         dir,
         options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       );
-      return { url: `redis://${LOOPBACK}:${port}`, keyPrefix, stop: () => stopRedis(child, dir) };
+      return { url: `redis://${LOOPBACK}:${port}`, keyPrefix, pid: child.pid, stop: () => stopRedis(child, dir) };
     } catch (error) {
       lastError = error;
     }
   }
   await rm(dir, { recursive: true, force: true });
   throw new Error(`redis-server did not start after ${PORT_ATTEMPTS} attempts`, { cause: lastError });
-}
-
-function findFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => {
-        if (port === 0) reject(new Error("could not learn the probed port"));
-        else resolve(port);
-      });
-    });
-  });
 }
 
 async function spawnRedis(binary: string, port: number, dir: string, timeoutMs: number): Promise<ChildProcess> {

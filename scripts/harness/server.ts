@@ -26,6 +26,8 @@ export interface TestServer {
   readonly url: string;
   readonly grpcAddress: string;
   readonly dataDir: string;
+  /** The running server process (a new one after restart()). */
+  readonly pid: number;
   /** Everything the server printed (JSON log lines), for assertions and post-mortems. */
   readonly logs: string[];
   /** SIGTERM and wait for exit (graceful shutdown). */
@@ -105,6 +107,10 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     grpcAddress: grpcArg,
     dataDir,
     logs,
+    get pid() {
+      if (child.pid === undefined) throw new Error("server process has no pid");
+      return child.pid;
+    },
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill("SIGTERM");
