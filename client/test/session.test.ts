@@ -116,37 +116,6 @@ describe("ClientSession against the real server", () => {
     expect(contentText(first.message.content)).toBe("while you were away");
   });
 
-  it("shows each message once after the server crashes mid-delivery", async () => {
-    const alice = await registerTestDevice(server.url, "Alice");
-    const bob = await registerTestDevice(server.url, "Bob");
-    const a = await started(alice);
-    const b = await started(bob);
-    const received = collectMessages(b);
-    const chatId = await directChat(a, bob);
-
-    for (let i = 1; i <= 5; i++) await a.send(chatId, `m${i}`);
-    await waitForEvent(b.events, "message", (e) => e.message.seq === 2);
-    await server.kill();
-    // The resync after the restart: the server resends what was not acked; none of it shows twice.
-    const resynced = waitForEvent(b.events, "synced", () => true, 15_000, "the resync");
-    await server.restart();
-    await waitForEvent(b.events, "message", (e) => e.message.seq === 5, 15_000, "message 5");
-    await resynced;
-
-    expect(received.map((e) => e.message.seq)).toEqual([1, 2, 3, 4, 5]);
-    expect((await bob.store.listReceived(chatId, 0, 100)).map((m) => contentText(m.content))).toEqual([
-      "m1",
-      "m2",
-      "m3",
-      "m4",
-      "m5",
-    ]);
-    // Alice may learn a seq only by resending after the restart (the answer died with the server).
-    await waitUntil(async () => (await alice.store.countOutbox("queued")) === 0, 15_000, "Alice's outbox to drain");
-    const outbox = await alice.store.listOutbox({ limit: 10 });
-    expect(outbox.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
-  });
-
   it("notices a silent stall by the ping deadline, goes degraded, then reconnects", async () => {
     const alice = await registerTestDevice(server.url, "Alice");
     const a = await started(alice, { subscribe: false });
@@ -186,5 +155,48 @@ describe("ClientSession against the real server", () => {
     await waitForState(a, "refused");
     expect(a.status.lastFailure?.code).toBe("UNAUTHENTICATED");
     await expect(a.whenLoggedIn({ timeoutMs: 1_000 })).rejects.toThrow(/refused/);
+  });
+});
+
+describe.each(["embedded", "redis"] as const)("ClientSession across a server crash (%s store)", (store) => {
+  let crashing: TestServer;
+
+  beforeAll(async () => {
+    crashing = await startServer({ store });
+  });
+
+  afterAll(async () => {
+    await crashing.cleanup();
+  });
+
+  it("resumes by itself and shows each message once after the server is SIGKILLed mid-delivery", async () => {
+    const alice = await registerTestDevice(crashing.url, "Alice");
+    const bob = await registerTestDevice(crashing.url, "Bob");
+    const a = await started(alice);
+    const b = await started(bob);
+    const received = collectMessages(b);
+    const chatId = await directChat(a, bob);
+
+    for (let i = 1; i <= 5; i++) await a.send(chatId, `m${i}`);
+    await waitForEvent(b.events, "message", (e) => e.message.seq === 2);
+    await crashing.kill();
+    // The resync after the restart: the server resends what was not acked; none of it shows twice.
+    const resynced = waitForEvent(b.events, "synced", () => true, 15_000, "the resync");
+    await crashing.restart();
+    await waitForEvent(b.events, "message", (e) => e.message.seq === 5, 15_000, "message 5");
+    await resynced;
+
+    expect(received.map((e) => e.message.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect((await bob.store.listReceived(chatId, 0, 100)).map((m) => contentText(m.content))).toEqual([
+      "m1",
+      "m2",
+      "m3",
+      "m4",
+      "m5",
+    ]);
+    // Alice may learn a seq only by resending after the restart (the answer died with the server).
+    await waitUntil(async () => (await alice.store.countOutbox("queued")) === 0, 15_000, "Alice's outbox to drain");
+    const outbox = await alice.store.listOutbox({ limit: 10 });
+    expect(outbox.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 });

@@ -13,6 +13,11 @@ const MAIN = resolve(import.meta.dirname, "../../server/src/main.ts");
 const START_TIMEOUT_MS = 20_000;
 
 export interface ServerOptions {
+  /**
+   * "redis" starts a private redis-server for this server (stopped by cleanup);
+   * default "embedded". Ignored when `redisUrl` is given.
+   */
+  store?: "embedded" | "redis";
   /** Use this Redis instead of the embedded store. */
   redisUrl?: string;
   /** Reuse a data directory (default: a fresh temp dir, removed on cleanup). */
@@ -26,6 +31,8 @@ export interface TestServer {
   readonly url: string;
   readonly grpcAddress: string;
   readonly dataDir: string;
+  /** The Redis this server uses, when it is not on the embedded store. */
+  readonly redisUrl: string | undefined;
   /** The running server process (a new one after restart()). */
   readonly pid: number;
   /** Everything the server printed (JSON log lines), for assertions and post-mortems. */
@@ -82,6 +89,12 @@ function exited(child: ChildProcess): Promise<number | null> {
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+  let ownRedis: { url: string; stop(): Promise<void> } | undefined;
+  if (options.redisUrl === undefined && options.store === "redis") {
+    const { startRedis } = await import("./redis.ts");
+    ownRedis = await startRedis();
+    options = { ...options, redisUrl: ownRedis.url };
+  }
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "remessenger-server-"));
   const logs: string[] = [];
@@ -97,7 +110,13 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     return waitForListening(child, logs);
   };
 
-  const first = await launch();
+  let first: Listening;
+  try {
+    first = await launch();
+  } catch (error) {
+    await ownRedis?.stop();
+    throw error;
+  }
   const port = new URL(first.url).port;
   listenArg = `127.0.0.1:${port}`;
   grpcArg = `127.0.0.1:${first.grpcPort ?? 0}`;
@@ -106,6 +125,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     url: first.url,
     grpcAddress: grpcArg,
     dataDir,
+    redisUrl: options.redisUrl,
     logs,
     get pid() {
       if (child.pid === undefined) throw new Error("server process has no pid");
@@ -128,6 +148,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     },
     cleanup: async () => {
       await server.stop();
+      await ownRedis?.stop();
       if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -27,19 +27,15 @@ export async function startServerOn(kind: StoreKind, options: ServerOptions = {}
       stop: () => server.cleanup(),
     };
   }
-  // Loaded lazily so the embedded runs need nothing Redis.
-  const { startRedis } = await import("../../scripts/harness/redis.ts");
-  const redis = await startRedis();
-  const server = await startServer({ ...options, redisUrl: redis.url });
+  const server = await startServer({ ...options, store: "redis" });
+  const redisUrl = server.redisUrl;
+  if (redisUrl === undefined) throw new Error("the redis server has no redis url");
   return {
     server,
     openStore: async () => {
       const { RedisStore } = await import("../src/store/redis-store.ts");
-      return RedisStore.open({ url: redis.url });
+      return RedisStore.open({ url: redisUrl });
     },
-    stop: async () => {
-      await server.cleanup();
-      await redis.stop();
-    },
+    stop: () => server.cleanup(),
   };
 }
