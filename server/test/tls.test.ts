@@ -62,7 +62,7 @@ describe("TLS on the main listener and on gRPC", () => {
 
   it("answers HTTP/2 and HTTP/1.1 on the same port", async () => {
     const viaH2 = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const session = http2.connect(server.url, { ca: cert });
+      const session = http2.connect(server.url, { ca: cert, servername: "localhost" });
       session.on("error", reject);
       const request = session.request({ ":path": "/healthz" });
       let body = "";
@@ -79,7 +79,7 @@ describe("TLS on the main listener and on gRPC", () => {
 
     const viaH1 = await new Promise<{ status: number; version: string }>((resolve, reject) => {
       https
-        .get(`${server.url}/healthz`, { ca: cert }, (response) => {
+        .get(`${server.url}/healthz`, { ca: cert, servername: "localhost" }, (response) => {
           response.resume();
           resolve({ status: response.statusCode ?? 0, version: response.httpVersion });
         })
@@ -89,7 +89,7 @@ describe("TLS on the main listener and on gRPC", () => {
   });
 
   it("upgrades WSS and says hello", async () => {
-    const socket = new WebSocket(`${server.url.replace(/^https/, "wss")}/v1/ws`, { ca: cert });
+    const socket = new WebSocket(`${server.url.replace(/^https/, "wss")}/v1/ws`, { ca: cert, servername: "localhost" });
     const first = await new Promise<Buffer>((resolve, reject) => {
       socket.once("message", (data: Buffer) => resolve(data));
       socket.once("error", reject);
@@ -99,7 +99,9 @@ describe("TLS on the main listener and on gRPC", () => {
   });
 
   it("serves gRPC over TLS", async () => {
-    const channel = createChannel(server.grpcAddress, ChannelCredentials.createSsl(cert));
+    const channel = createChannel(server.grpcAddress, ChannelCredentials.createSsl(cert), {
+      "grpc.ssl_target_name_override": "localhost",
+    });
     try {
       const { nonce } = await createClient(AuthServiceDefinition, channel).getChallenge({});
       expect(nonce).toHaveLength(32);
