@@ -4,13 +4,10 @@
  * stored it but before the answer arrived — is sent again by the next run,
  * and the receiver gets it exactly once.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import { DATABASE_FILE } from "../cli/src/profile.ts";
-import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
-import { type SendResult, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
+import { type SendResult, createDirectChat, initUser, outboxOf, profileRoot } from "./cli-fixtures.ts";
 import { startFrameGate } from "./frame-gate-proxy.ts";
 import { waitUntil } from "./wait.ts";
 
@@ -25,17 +22,6 @@ afterAll(async () => {
   await server.cleanup();
   profiles.dispose();
 });
-
-async function outboxOf(
-  profile: string,
-): Promise<Array<{ messageId: string; state: string; seq: number | undefined }>> {
-  const store = SqliteClientStore.open(join(profile, DATABASE_FILE));
-  try {
-    return await store.listOutbox({ limit: 100 });
-  } finally {
-    await store.close();
-  }
-}
 
 describe("remessenger CLI killed mid-send", () => {
   it("resends a message persisted before the server saw it, and it arrives once", async () => {

@@ -6,6 +6,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCliJson } from "../../scripts/harness/cli.ts";
+import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
+import { DATABASE_FILE } from "../cli/src/profile.ts";
+import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
 
 export interface CliUser {
   profile: string;
@@ -47,4 +50,14 @@ export interface SendResult {
   state: string;
   seq?: number;
   reason?: string;
+}
+
+/** Reads a profile's outbox the way a second process would. */
+export async function outboxOf(profile: string): Promise<OutboxEntry[]> {
+  const store = SqliteClientStore.open(join(profile, DATABASE_FILE));
+  try {
+    return await store.listOutbox({ limit: 100 });
+  } finally {
+    await store.close();
+  }
 }

@@ -3,13 +3,10 @@
  * clear note) and go out once it is back — by `listen`, or by `send --wait`
  * retrying. Commands that need the server say plainly that it is unreachable.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import { DATABASE_FILE } from "../cli/src/profile.ts";
-import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
-import { type SendResult, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
+import { type SendResult, createDirectChat, initUser, outboxOf, profileRoot } from "./cli-fixtures.ts";
 
 let server: TestServer;
 const profiles = profileRoot();
@@ -22,16 +19,6 @@ afterAll(async () => {
   await server.cleanup();
   profiles.dispose();
 });
-
-/** Reads a profile's outbox the way a second process would. */
-async function outboxOf(profile: string): Promise<Array<{ state: string; problem: unknown }>> {
-  const store = SqliteClientStore.open(join(profile, DATABASE_FILE));
-  try {
-    return await store.listOutbox({ limit: 100 });
-  } finally {
-    await store.close();
-  }
-}
 
 describe("remessenger CLI while the server is unreachable", () => {
   it("queues a message (exit 0) and a running listen sends it once the server is back", async () => {

@@ -5,7 +5,7 @@ import { startRedis, type RunningRedis } from "../../../scripts/harness/redis.ts
 import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind, ErrorCode } from "../../../client/core/src/wire/proto.ts";
 import { RedisStore } from "./redis-store.ts";
-import { describeStoreContract, type StoreFixture } from "./store-contract.ts";
+import { describeStoreContract, draft, type StoreFixture } from "./store-contract.ts";
 import type { Store } from "./store.ts";
 
 let redis: RunningRedis;
@@ -71,14 +71,14 @@ describe("RedisStore", () => {
   it("sends appends from many chats arriving together in far fewer round trips", async () => {
     const chatIds = await Promise.all(Array.from({ length: 200 }, () => createChat(store, ["u-a", "u-b"])));
     const before = store.stats.commits;
-    const outcomes = await Promise.all(chatIds.map((chatId, i) => store.appendMessages(chatId, [draftNumber(i)])));
+    const outcomes = await Promise.all(chatIds.map((chatId, i) => store.appendMessages(chatId, [draft(i, "d-a")])));
     expect(outcomes.every((outcome) => outcome[0]?.seq === 1)).toBe(true);
     expect(store.stats.commits - before).toBeLessThanOrEqual(10);
   });
 
   it("keeps every key of a chat under that chat's hash tag", async () => {
     const chatId = await createChat(store, ["u-a"], ["d-a"]);
-    await store.appendMessages(chatId, [draftNumber(1), draftNumber(2)]);
+    await store.appendMessages(chatId, [draft(1, "d-a"), draft(2, "d-a")]);
     const chatKeys = (await admin.keys(`${keyPrefix}*chat:*`)).map((key) => key.slice(keyPrefix.length));
     expect(chatKeys.sort()).toEqual(["cursors", "ids", "messages", "meta"].map((name) => `{chat:${chatId}}:${name}`));
   });
@@ -123,19 +123,6 @@ async function createChat(store: Store, memberUserIds: string[], deviceIds: stri
   const chatId = newId("chat");
   await store.createChat(chatRecord(chatId, memberUserIds), deviceIds);
   return chatId;
-}
-
-function draftNumber(n: number) {
-  const messageId = new Uint8Array(16);
-  new DataView(messageId.buffer).setUint32(0, n);
-  return {
-    messageId,
-    senderUserId: "u-a",
-    senderDeviceId: "d-a",
-    serverTimeMs: 1,
-    payload: new Uint8Array(8),
-    devicePayloads: [],
-  };
 }
 
 /** A loopback port nothing listens on: bound once by us, then released. */

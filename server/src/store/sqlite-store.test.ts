@@ -9,7 +9,7 @@ import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind } from "../../../client/core/src/wire/proto.ts";
 import { DATABASE_FILE_NAME, SCHEMA_VERSION } from "./sqlite-schema.ts";
 import { SqliteStore } from "./sqlite-store.ts";
-import { describeStoreContract, type StoreFixture } from "./store-contract.ts";
+import { describeStoreContract, draft, type StoreFixture } from "./store-contract.ts";
 import type { Store } from "./store.ts";
 
 async function openSqliteFixture(): Promise<StoreFixture> {
@@ -47,7 +47,7 @@ describe("SqliteStore", () => {
     try {
       const chatIds = await Promise.all(Array.from({ length: 200 }, () => createChat(store)));
       const before = store.stats.commits;
-      const outcomes = await Promise.all(chatIds.map((chatId, i) => store.appendMessages(chatId, [draftNumber(i)])));
+      const outcomes = await Promise.all(chatIds.map((chatId, i) => store.appendMessages(chatId, [draft(i, "d-a")])));
       expect(outcomes.every((outcome) => outcome[0]?.seq === 1)).toBe(true);
       expect(store.stats.commits - before).toBeLessThanOrEqual(10);
     } finally {
@@ -125,17 +125,4 @@ async function createChat(store: Store): Promise<string> {
     [],
   );
   return chatId;
-}
-
-function draftNumber(n: number) {
-  const messageId = new Uint8Array(16);
-  new DataView(messageId.buffer).setUint32(0, n);
-  return {
-    messageId,
-    senderUserId: "u-a",
-    senderDeviceId: "d-a",
-    serverTimeMs: 1,
-    payload: new Uint8Array(8),
-    devicePayloads: [],
-  };
 }

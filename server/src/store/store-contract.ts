@@ -569,7 +569,8 @@ function messageId(n: number): Uint8Array {
   return id;
 }
 
-function draft(n: number, senderDeviceId: string): MessageDraft {
+/** Draft number n from `senderDeviceId`: adapter tests make their fixtures with it too. */
+export function draft(n: number, senderDeviceId: string): MessageDraft {
   return {
     messageId: messageId(n),
     senderUserId: "u-a",
