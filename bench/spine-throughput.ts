@@ -110,8 +110,8 @@ async function runSpine(options: BenchOptions): Promise<BenchReport> {
     `N clients = N/2 pairs in direct chats (N = 1 cannot pair; one pair is the smallest run), 200-byte messages, ` +
       `${plan.window} in flight per sender (send call → partner received it, and for ours the durable answer); ` +
       "receivers ack cumulatively as they go.",
-    "Our server also pushes each message back to the sender's own connection (a device's queue is gapless, " +
-      "own messages included), so it writes two pushes, one answer and ack receipts per message; Prosody writes one stanza.",
+    "Per message our server writes one push, one answer (the seq) and ack receipts; a sender that had acked " +
+      "everything before gets no echo of its own message. Prosody writes one stanza.",
     `msgs/s = messages received by partners in the ${plan.measureMs / 1000} s measured window ` +
       `(after ${plan.warmupMs / 1000} s warm-up); latency = send call start → message received; ` +
       "peak RSS = the server process's VmHWM (ours: one Node process with its SQLite writer thread).",

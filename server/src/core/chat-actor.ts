@@ -145,7 +145,7 @@ export class ChatActor {
       return;
     }
 
-    const published: Message[] = [];
+    const published: Array<{ message: Message; senderCaughtUp: boolean }> = [];
     accepted.forEach((pending, index) => {
       const outcome = outcomes[index];
       const { draft } = pending;
@@ -165,8 +165,8 @@ export class ChatActor {
       }
       if (outcome.seq > chat.headSeq) chat.headSeq = outcome.seq;
       pending.resolve({ seq: outcome.seq, duplicate: false, serverTimeMs: draft.serverTimeMs });
-      published.push(
-        Message.fromPartial({
+      published.push({
+        message: Message.fromPartial({
           chatId: this.chatId,
           seq: outcome.seq,
           messageId: draft.messageId,
@@ -176,9 +176,12 @@ export class ChatActor {
           payload: draft.payload,
           devicePayloads: draft.devicePayloads,
         }),
-      );
+        senderCaughtUp: outcome.senderCaughtUp,
+      });
     });
-    for (const message of published) this.deps.bus.publish(chat.memberUserIds, { kind: "message", message });
+    for (const { message, senderCaughtUp } of published) {
+      this.deps.bus.publish(chat.memberUserIds, { kind: "message", message, senderCaughtUp });
+    }
   }
 }
 

@@ -189,6 +189,33 @@ describe("DeliveryPump", () => {
     expect(seqs(sink.messages())).toEqual(range(1, 2));
   });
 
+  it("pushes the sending device nothing of its own caught-up message, and keeps its order", async () => {
+    const w = await world(1);
+    const [chat] = w.chatIds as [string];
+    const sink = new RecordingSink();
+    const senderPump = new DeliveryPump({
+      deviceId: w.senderDevice,
+      store,
+      sink,
+      clock: systemClock,
+      onError: (error) => {
+        throw error;
+      },
+    });
+    await senderPump.start(w.chatIds);
+    const [own] = await append(w, chat, 1); // the store moved the sender's cursor onto it
+    if (own === undefined) throw new Error("no message");
+    senderPump.onMessage(own, true);
+    expect(sink.messages()).toEqual([]);
+    expect(senderPump.unacked).toBe(0);
+    // The next message (someone else's, or an own one not caught up) still comes, in order.
+    const [next] = await append(w, chat, 1);
+    if (next === undefined) throw new Error("no message");
+    senderPump.onMessage(next, false);
+    await senderPump.whenIdle();
+    expect(seqs(sink.messages())).toEqual([2]);
+  });
+
   it("stops at the window of unacked messages and resumes as acks arrive", async () => {
     const w = await world(1);
     const [chat] = w.chatIds as [string];

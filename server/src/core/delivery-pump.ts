@@ -90,13 +90,21 @@ export class DeliveryPump {
     this.onSynced?.();
   }
 
-  /** A message became durable in one of the device's chats. */
-  onMessage(message: Message): void {
+  /**
+   * A message became durable in one of the device's chats. When this device
+   * sent it and its cursor moved onto it (`senderCaughtUp`), the device has
+   * it: nothing is pushed, the pump just moves past it.
+   */
+  onMessage(message: Message, senderCaughtUp = false): void {
     if (this.isStopped) return;
     const progress = this.chats.get(message.chatId);
     if (progress === undefined) {
       // A chat new to this connection (created after subscribe): learn its cursor first.
       void this.loadChat(message.chatId).then(() => this.schedule());
+      return;
+    }
+    if (senderCaughtUp && message.senderDeviceId === this.options.deviceId) {
+      this.onAcked(message.chatId, message.seq);
       return;
     }
     if (message.seq <= progress.sentThrough) return;

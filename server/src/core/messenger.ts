@@ -321,7 +321,7 @@ export class Messenger {
       },
     });
     const unsubscribe = bus.subscribe(device.userId, (event) => {
-      if (event.kind === "message") pump.onMessage(event.message);
+      if (event.kind === "message") pump.onMessage(event.message, event.senderCaughtUp);
       else pump.onReceipt(event.receipt);
     });
     const synced = store.listUserChatIds(device.userId).then((chatIds) => pump.start(chatIds));

@@ -7,8 +7,11 @@
 import type { Message, Receipt } from "../../../client/core/src/wire/proto.ts";
 
 export type BusEvent =
-  /** A message became durable in a chat the user is a member of. */
-  | { kind: "message"; message: Message }
+  /**
+   * A message became durable in a chat the user is a member of.
+   * `senderCaughtUp`: the sending device's cursor moved onto it (no echo needed).
+   */
+  | { kind: "message"; message: Message; senderCaughtUp: boolean }
   /** A device's delivery cursor moved in a chat the user is a member of. */
   | { kind: "receipt"; receipt: Receipt };
 

@@ -306,7 +306,8 @@ async function defineScripts(client: Redis): Promise<void> {
 function parseAppendReply(reply: unknown, count: number): AppendOutcome[] {
   if (!Array.isArray(reply) || reply.length !== count) throw unexpectedReply("appendMessages", reply);
   return (reply as unknown[]).map((entry): AppendOutcome => {
-    if (typeof entry === "number") return { kind: "appended", seq: entry };
+    // A negative seq says the sender's cursor moved onto it (see the script's header).
+    if (typeof entry === "number") return { kind: "appended", seq: Math.abs(entry), senderCaughtUp: entry < 0 };
     if (Array.isArray(entry)) {
       const [seq, senderDeviceId] = entry as unknown[];
       if (typeof seq === "number" && typeof senderDeviceId === "string")

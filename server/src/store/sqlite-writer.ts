@@ -216,11 +216,12 @@ export class SqliteWriter {
         sender = { through: row === undefined ? undefined : integerColumn(row, "through_seq"), isMoved: false };
         senderCursors.set(draft.senderDeviceId, sender);
       }
-      if (sender.through === head - 1) {
+      const senderCaughtUp = sender.through === head - 1;
+      if (senderCaughtUp) {
         sender.through = head;
         sender.isMoved = true;
       }
-      outcomes.push({ kind: "appended", seq: head });
+      outcomes.push({ kind: "appended", seq: head, senderCaughtUp });
     }
     for (const [deviceId, sender] of senderCursors) {
       if (sender.isMoved && sender.through !== undefined) this.updateCursor.run(sender.through, chatKey, deviceId);

@@ -302,15 +302,24 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
     });
 
     describe("sender cursor", () => {
-      it("moves the sender's cursor onto its message when it stood one below", async () => {
+      it("moves the sender's cursor onto its message when it stood one below, and says so", async () => {
         const chatId = await newChat(store, ["d-a", "d-b"]);
-        await store.appendMessages(chatId, [draft(1, "d-a")]);
+        expect(await store.appendMessages(chatId, [draft(1, "d-a")])).toEqual([
+          { kind: "appended", seq: 1, senderCaughtUp: true },
+        ]);
         expect(sortCursors(await store.getCursors(chatId))).toEqual([cursor("d-a", 1), cursor("d-b", 0)]);
+      });
+
+      it("says a sender is not caught up when its cursor is behind or it has none", async () => {
+        const chatId = await newChat(store, ["d-a", "d-b"]);
+        const outcomes = await store.appendMessages(chatId, [draft(1, "d-b"), draft(2, "d-a"), draft(3, "d-z")]);
+        expect(outcomes.map((o) => o.kind === "appended" && o.senderCaughtUp)).toEqual([true, false, false]);
       });
 
       it("moves it through a batch of the sender's own messages", async () => {
         const chatId = await newChat(store, ["d-a"]);
-        await store.appendMessages(chatId, [draft(1, "d-a"), draft(2, "d-a"), draft(3, "d-a")]);
+        const outcomes = await store.appendMessages(chatId, [draft(1, "d-a"), draft(2, "d-a"), draft(3, "d-a")]);
+        expect(outcomes.every((o) => o.kind === "appended" && o.senderCaughtUp)).toBe(true);
         expect(await store.getCursors(chatId)).toEqual([cursor("d-a", 3)]);
       });
 
@@ -590,7 +599,8 @@ function bytes(length: number, fill: number): Uint8Array {
 }
 
 function appended(seq: number): AppendOutcome {
-  return { kind: "appended", seq };
+  // Whether the sender caught up is checked by the sender-cursor tests.
+  return expect.objectContaining({ kind: "appended", seq }) as AppendOutcome;
 }
 
 function duplicate(seq: number, senderDeviceId: string): AppendOutcome {

@@ -54,7 +54,11 @@ export interface MessageDraft {
 }
 
 export type AppendOutcome =
-  | { kind: "appended"; seq: number }
+  /**
+   * Appended at `seq`. `senderCaughtUp`: the sender device's cursor moved onto
+   * it, so that device has everything through `seq` and needs no echo of it.
+   */
+  | { kind: "appended"; seq: number; senderCaughtUp: boolean }
   /** The id was in the chat already; `senderDeviceId` is who sent it first. */
   | { kind: "duplicate"; seq: number; senderDeviceId: string };
 

@@ -12,7 +12,8 @@
   Output:
     nil when the chat does not exist (nothing written), otherwise one entry per
     draft, in draft order:
-      seq (integer)                     the draft was appended at seq
+      seq (integer > 0)                 the draft was appended at seq
+      -seq (integer < 0)                appended at seq, and the sender's cursor moved onto it
       { seq, firstSenderDeviceId }      the id was in the chat already
 
   Invariants: seqs are gapless (head + 1 per new id); a repeated id (also inside
@@ -61,8 +62,10 @@ for i = 1, #ARGV, 3 do
     end
     if cursor == head - 1 then
       senderCursors[sender] = head
+      out[#out + 1] = -head
+    else
+      out[#out + 1] = head
     end
-    out[#out + 1] = head
   end
 end
 
