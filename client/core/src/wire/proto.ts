@@ -57,3 +57,4 @@ export {
   type UserServiceClient,
   type UserServiceImplementation,
 } from "../../../../gen/remessenger/v1/service.ts";
+export { PipeFrames, PipeOpened } from "../../../../gen/remessenger/v1/pipe.ts";
