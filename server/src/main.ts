@@ -11,6 +11,7 @@ import { Messenger } from "./core/messenger.ts";
 import { LocalPushBus } from "./core/push-bus.ts";
 import { GrpcEdge } from "./edge/grpc-edge.ts";
 import { HttpListener } from "./edge/http-listener.ts";
+import { HttpsPipeEdge } from "./edge/https-pipe-edge.ts";
 import { WebSocketEdge } from "./edge/websocket-edge.ts";
 import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
@@ -54,6 +55,8 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   const http = new HttpListener({ ...config.listen, ...(config.tls ? { tls: config.tls } : {}), log });
   const ws = new WebSocketEdge({ messenger, clock: systemClock, log });
   http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
+  const pipes = new HttpsPipeEdge({ messenger, clock: systemClock, log });
+  http.onRequest((request, response) => pipes.handle(request, response));
   const { url } = await http.listen();
 
   let grpc: GrpcEdge | null = null;
@@ -73,6 +76,7 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
     stop: async () => {
       clearInterval(evictor);
       ws.close();
+      pipes.close();
       await Promise.all([http.close(), grpc?.close()]);
       await messenger.drain();
       await store.close();

@@ -57,6 +57,7 @@ export type {
   TransportKind,
 } from "./transport/transport.ts";
 export { webSocketTransportFactory, webSocketUrl } from "./transport/websocket-transport.ts";
+export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
 
 export { RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
 export { directChatId, isId, messageIdFromHex, messageIdToHex } from "./wire/ids.ts";
