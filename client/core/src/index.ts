@@ -6,6 +6,13 @@ export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./c
 export { nobleEd25519 } from "./crypto/noble-ed25519.ts";
 export { selectEd25519Provider } from "./crypto/select-ed25519-provider.ts";
 export { webCryptoEd25519 } from "./crypto/webcrypto-ed25519.ts";
+export { aeadOpen, aeadOpenRandomNonce, aeadSeal, aeadSealRandomNonce } from "./crypto/aead.ts";
+export { hkdfSha256, hmacSha256, sha256, sha512 } from "./crypto/hkdf.ts";
+export { mlKemDecapsulate, mlKemEncapsulate, mlKemGenerateKeyPair } from "./crypto/ml-kem.ts";
+export { selectX25519Provider } from "./crypto/select-x25519-provider.ts";
+export { stablelibX25519 } from "./crypto/stablelib-x25519.ts";
+export { webCryptoX25519 } from "./crypto/webcrypto-x25519.ts";
+export type { X25519KeyPair, X25519Provider } from "./crypto/x25519.ts";
 
 export {
   type ConnectionFailure,
