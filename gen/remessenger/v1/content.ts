@@ -18,9 +18,26 @@ export const protobufFileName = "remessenger/v1/content.proto";
 export interface Content {
   body:
     | { $case: "text"; value: string }
+    | //
+    /**
+     * A control message: the sender could not decrypt messages from `target_device_id`
+     * and started a new session with it. Not shown as a message.
+     */
+    { $case: "sessionReset"; value: SessionReset }
     | undefined;
   /** Sender's clock when the user wrote it. */
   composedAtMs: number;
+}
+
+/**
+ * Sent when a device could not decrypt a message: the session with the
+ * sending device is replaced by a new one from a fresh prekey, so the next
+ * message gets through.
+ */
+export interface SessionReset {
+  targetDeviceId: string;
+  /** Why the old session failed (shown to the user on the other side). */
+  reason: string;
 }
 
 function createBaseContent(): Content {
@@ -32,6 +49,9 @@ export const Content: MessageFns<Content> = {
     switch (message.body?.$case) {
       case "text":
         writer.uint32(10).string(message.body.value);
+        break;
+      case "sessionReset":
+        SessionReset.encode(message.body.value, writer.uint32(18).fork()).join();
         break;
     }
     if (message.composedAtMs !== 0) {
@@ -59,6 +79,14 @@ export const Content: MessageFns<Content> = {
             }
 
             message.body = { $case: "text", value: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.body = { $case: "sessionReset", value: SessionReset.decode(reader, reader.uint32()) };
             continue;
           }
           case 10: {
@@ -93,8 +121,81 @@ export const Content: MessageFns<Content> = {
         }
         break;
       }
+      case "sessionReset": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "sessionReset", value: SessionReset.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
     message.composedAtMs = object.composedAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseSessionReset(): SessionReset {
+  return { targetDeviceId: "", reason: "" };
+}
+
+export const SessionReset: MessageFns<SessionReset> = {
+  encode(message: SessionReset, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetDeviceId !== "") {
+      writer.uint32(10).string(message.targetDeviceId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionReset {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionReset();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetDeviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SessionReset>): SessionReset {
+    return SessionReset.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SessionReset>): SessionReset {
+    const message = createBaseSessionReset();
+    message.targetDeviceId = object.targetDeviceId ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };

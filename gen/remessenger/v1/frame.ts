@@ -20,6 +20,8 @@ import {
   GetChallengeResponse,
   GetUserRequest,
   GetUserResponse,
+  LinkDeviceRequest,
+  LinkDeviceResponse,
   LoginRequest,
   LoginResponse,
   RegisterRequest,
@@ -36,6 +38,12 @@ import {
   SubscribeRequest,
   SubscribeResponse,
 } from "./message.ts";
+import {
+  GetPreKeyBundlesRequest,
+  GetPreKeyBundlesResponse,
+  PublishPreKeysRequest,
+  PublishPreKeysResponse,
+} from "./prekeys.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -60,6 +68,9 @@ export interface ClientFrame {
     | { $case: "ack"; value: AckRequest }
     | { $case: "subscribe"; value: SubscribeRequest }
     | { $case: "ping"; value: PingRequest }
+    | { $case: "publishPreKeys"; value: PublishPreKeysRequest }
+    | { $case: "getPreKeyBundles"; value: GetPreKeyBundlesRequest }
+    | { $case: "linkDevice"; value: LinkDeviceRequest }
     | undefined;
 }
 
@@ -90,6 +101,9 @@ export interface ServerFrame {
     | { $case: "ack"; value: AckResponse }
     | { $case: "subscribe"; value: SubscribeResponse }
     | { $case: "ping"; value: PingResponse }
+    | { $case: "publishPreKeys"; value: PublishPreKeysResponse }
+    | { $case: "getPreKeyBundles"; value: GetPreKeyBundlesResponse }
+    | { $case: "linkDevice"; value: LinkDeviceResponse }
     | undefined;
 }
 
@@ -135,6 +149,15 @@ export const ClientFrame: MessageFns<ClientFrame> = {
         break;
       case "ping":
         PingRequest.encode(message.request.value, writer.uint32(162).fork()).join();
+        break;
+      case "publishPreKeys":
+        PublishPreKeysRequest.encode(message.request.value, writer.uint32(242).fork()).join();
+        break;
+      case "getPreKeyBundles":
+        GetPreKeyBundlesRequest.encode(message.request.value, writer.uint32(250).fork()).join();
+        break;
+      case "linkDevice":
+        LinkDeviceRequest.encode(message.request.value, writer.uint32(258).fork()).join();
         break;
     }
     return writer;
@@ -249,6 +272,33 @@ export const ClientFrame: MessageFns<ClientFrame> = {
             message.request = { $case: "ping", value: PingRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.request = { $case: "publishPreKeys", value: PublishPreKeysRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.request = {
+              $case: "getPreKeyBundles",
+              value: GetPreKeyBundlesRequest.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.request = { $case: "linkDevice", value: LinkDeviceRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -331,6 +381,27 @@ export const ClientFrame: MessageFns<ClientFrame> = {
       case "ping": {
         if (object.request?.value !== undefined && object.request?.value !== null) {
           message.request = { $case: "ping", value: PingRequest.fromPartial(object.request.value) };
+        }
+        break;
+      }
+      case "publishPreKeys": {
+        if (object.request?.value !== undefined && object.request?.value !== null) {
+          message.request = { $case: "publishPreKeys", value: PublishPreKeysRequest.fromPartial(object.request.value) };
+        }
+        break;
+      }
+      case "getPreKeyBundles": {
+        if (object.request?.value !== undefined && object.request?.value !== null) {
+          message.request = {
+            $case: "getPreKeyBundles",
+            value: GetPreKeyBundlesRequest.fromPartial(object.request.value),
+          };
+        }
+        break;
+      }
+      case "linkDevice": {
+        if (object.request?.value !== undefined && object.request?.value !== null) {
+          message.request = { $case: "linkDevice", value: LinkDeviceRequest.fromPartial(object.request.value) };
         }
         break;
       }
@@ -484,6 +555,15 @@ export const ServerFrame: MessageFns<ServerFrame> = {
       case "ping":
         PingResponse.encode(message.body.value, writer.uint32(162).fork()).join();
         break;
+      case "publishPreKeys":
+        PublishPreKeysResponse.encode(message.body.value, writer.uint32(242).fork()).join();
+        break;
+      case "getPreKeyBundles":
+        GetPreKeyBundlesResponse.encode(message.body.value, writer.uint32(250).fork()).join();
+        break;
+      case "linkDevice":
+        LinkDeviceResponse.encode(message.body.value, writer.uint32(258).fork()).join();
+        break;
     }
     return writer;
   },
@@ -621,6 +701,33 @@ export const ServerFrame: MessageFns<ServerFrame> = {
             message.body = { $case: "ping", value: PingResponse.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.body = { $case: "publishPreKeys", value: PublishPreKeysResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.body = {
+              $case: "getPreKeyBundles",
+              value: GetPreKeyBundlesResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.body = { $case: "linkDevice", value: LinkDeviceResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -721,6 +828,24 @@ export const ServerFrame: MessageFns<ServerFrame> = {
       case "ping": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "ping", value: PingResponse.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "publishPreKeys": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "publishPreKeys", value: PublishPreKeysResponse.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "getPreKeyBundles": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "getPreKeyBundles", value: GetPreKeyBundlesResponse.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "linkDevice": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "linkDevice", value: LinkDeviceResponse.fromPartial(object.body.value) };
         }
         break;
       }

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { PreKeyStock } from "./prekeys.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -48,12 +49,45 @@ export interface LoginResponse {
   deviceId: string;
   sessionToken: string;
   serverTimeMs: number;
+  /** The device's prekeys on the server: publish more when below low water. */
+  preKeyStock: PreKeyStock | undefined;
 }
 
 export interface Device {
   deviceId: string;
   identityKey: Uint8Array;
   createdAtMs: number;
+  /**
+   * For a linked device: which device of the user approved it, and its signature
+   * over the link approval (see LinkDeviceRequest), so clients can check the chain.
+   */
+  approvedByDeviceId: string;
+  approvalSignature: Uint8Array;
+  approvalExpiresAtMs: number;
+}
+
+/**
+ * Adds a device to an existing user, approved by one of the user's devices.
+ * Signed bytes (client/core/src/wire/auth-proof.ts):
+ *   approval (by the approving device): "remessenger/v1/link-approval" 0x00 utf8(user_id) 0x00 identity_key u64be(expires_at_ms)
+ *   proof (by the new device):          "remessenger/v1/link" 0x00 nonce identity_key utf8(user_id)
+ */
+export interface LinkDeviceRequest {
+  userId: string;
+  /** Raw 32-byte Ed25519 public key of the new device. */
+  identityKey: Uint8Array;
+  nonce: Uint8Array;
+  signature: Uint8Array;
+  approvedByDeviceId: string;
+  approvalExpiresAtMs: number;
+  approvalSignature: Uint8Array;
+}
+
+export interface LinkDeviceResponse {
+  userId: string;
+  deviceId: string;
+  sessionToken: string;
+  serverTimeMs: number;
 }
 
 export interface User {
@@ -442,7 +476,7 @@ export const LoginRequest: MessageFns<LoginRequest> = {
 };
 
 function createBaseLoginResponse(): LoginResponse {
-  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0 };
+  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0, preKeyStock: undefined };
 }
 
 export const LoginResponse: MessageFns<LoginResponse> = {
@@ -458,6 +492,9 @@ export const LoginResponse: MessageFns<LoginResponse> = {
     }
     if (message.serverTimeMs !== 0) {
       writer.uint32(32).uint64(message.serverTimeMs);
+    }
+    if (message.preKeyStock !== undefined) {
+      PreKeyStock.encode(message.preKeyStock, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -507,6 +544,14 @@ export const LoginResponse: MessageFns<LoginResponse> = {
             message.serverTimeMs = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.preKeyStock = PreKeyStock.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -528,12 +573,22 @@ export const LoginResponse: MessageFns<LoginResponse> = {
     message.deviceId = object.deviceId ?? "";
     message.sessionToken = object.sessionToken ?? "";
     message.serverTimeMs = object.serverTimeMs ?? 0;
+    message.preKeyStock = (object.preKeyStock !== undefined && object.preKeyStock !== null)
+      ? PreKeyStock.fromPartial(object.preKeyStock)
+      : undefined;
     return message;
   },
 };
 
 function createBaseDevice(): Device {
-  return { deviceId: "", identityKey: new Uint8Array(0), createdAtMs: 0 };
+  return {
+    deviceId: "",
+    identityKey: new Uint8Array(0),
+    createdAtMs: 0,
+    approvedByDeviceId: "",
+    approvalSignature: new Uint8Array(0),
+    approvalExpiresAtMs: 0,
+  };
 }
 
 export const Device: MessageFns<Device> = {
@@ -546,6 +601,15 @@ export const Device: MessageFns<Device> = {
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(24).uint64(message.createdAtMs);
+    }
+    if (message.approvedByDeviceId !== "") {
+      writer.uint32(34).string(message.approvedByDeviceId);
+    }
+    if (message.approvalSignature.length !== 0) {
+      writer.uint32(42).bytes(message.approvalSignature);
+    }
+    if (message.approvalExpiresAtMs !== 0) {
+      writer.uint32(48).uint64(message.approvalExpiresAtMs);
     }
     return writer;
   },
@@ -587,6 +651,30 @@ export const Device: MessageFns<Device> = {
             message.createdAtMs = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.approvedByDeviceId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.approvalSignature = reader.bytes();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.approvalExpiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -607,6 +695,235 @@ export const Device: MessageFns<Device> = {
     message.deviceId = object.deviceId ?? "";
     message.identityKey = object.identityKey ?? new Uint8Array(0);
     message.createdAtMs = object.createdAtMs ?? 0;
+    message.approvedByDeviceId = object.approvedByDeviceId ?? "";
+    message.approvalSignature = object.approvalSignature ?? new Uint8Array(0);
+    message.approvalExpiresAtMs = object.approvalExpiresAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseLinkDeviceRequest(): LinkDeviceRequest {
+  return {
+    userId: "",
+    identityKey: new Uint8Array(0),
+    nonce: new Uint8Array(0),
+    signature: new Uint8Array(0),
+    approvedByDeviceId: "",
+    approvalExpiresAtMs: 0,
+    approvalSignature: new Uint8Array(0),
+  };
+}
+
+export const LinkDeviceRequest: MessageFns<LinkDeviceRequest> = {
+  encode(message: LinkDeviceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.identityKey.length !== 0) {
+      writer.uint32(18).bytes(message.identityKey);
+    }
+    if (message.nonce.length !== 0) {
+      writer.uint32(26).bytes(message.nonce);
+    }
+    if (message.signature.length !== 0) {
+      writer.uint32(34).bytes(message.signature);
+    }
+    if (message.approvedByDeviceId !== "") {
+      writer.uint32(42).string(message.approvedByDeviceId);
+    }
+    if (message.approvalExpiresAtMs !== 0) {
+      writer.uint32(48).uint64(message.approvalExpiresAtMs);
+    }
+    if (message.approvalSignature.length !== 0) {
+      writer.uint32(58).bytes(message.approvalSignature);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LinkDeviceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLinkDeviceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.identityKey = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nonce = reader.bytes();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.signature = reader.bytes();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.approvedByDeviceId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.approvalExpiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.approvalSignature = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LinkDeviceRequest>): LinkDeviceRequest {
+    return LinkDeviceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LinkDeviceRequest>): LinkDeviceRequest {
+    const message = createBaseLinkDeviceRequest();
+    message.userId = object.userId ?? "";
+    message.identityKey = object.identityKey ?? new Uint8Array(0);
+    message.nonce = object.nonce ?? new Uint8Array(0);
+    message.signature = object.signature ?? new Uint8Array(0);
+    message.approvedByDeviceId = object.approvedByDeviceId ?? "";
+    message.approvalExpiresAtMs = object.approvalExpiresAtMs ?? 0;
+    message.approvalSignature = object.approvalSignature ?? new Uint8Array(0);
+    return message;
+  },
+};
+
+function createBaseLinkDeviceResponse(): LinkDeviceResponse {
+  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0 };
+}
+
+export const LinkDeviceResponse: MessageFns<LinkDeviceResponse> = {
+  encode(message: LinkDeviceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.deviceId !== "") {
+      writer.uint32(18).string(message.deviceId);
+    }
+    if (message.sessionToken !== "") {
+      writer.uint32(26).string(message.sessionToken);
+    }
+    if (message.serverTimeMs !== 0) {
+      writer.uint32(32).uint64(message.serverTimeMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LinkDeviceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLinkDeviceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deviceId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sessionToken = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.serverTimeMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LinkDeviceResponse>): LinkDeviceResponse {
+    return LinkDeviceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LinkDeviceResponse>): LinkDeviceResponse {
+    const message = createBaseLinkDeviceResponse();
+    message.userId = object.userId ?? "";
+    message.deviceId = object.deviceId ?? "";
+    message.sessionToken = object.sessionToken ?? "";
+    message.serverTimeMs = object.serverTimeMs ?? 0;
     return message;
   },
 };

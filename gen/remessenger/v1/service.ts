@@ -19,6 +19,8 @@ import {
   GetChallengeResponse,
   GetUserRequest,
   GetUserResponse,
+  LinkDeviceRequest,
+  LinkDeviceResponse,
   LoginRequest,
   LoginResponse,
   RegisterRequest,
@@ -34,6 +36,12 @@ import {
   SubscribeRequest,
   SubscribeResponse,
 } from "./message.ts";
+import {
+  GetPreKeyBundlesRequest,
+  GetPreKeyBundlesResponse,
+  PublishPreKeysRequest,
+  PublishPreKeysResponse,
+} from "./prekeys.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -68,6 +76,14 @@ export const AuthServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    linkDevice: {
+      name: "LinkDevice",
+      requestType: LinkDeviceRequest as typeof LinkDeviceRequest,
+      requestStream: false,
+      responseType: LinkDeviceResponse as typeof LinkDeviceResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -78,6 +94,10 @@ export interface AuthServiceImplementation<CallContextExt = {}> {
   ): Promise<DeepPartial<GetChallengeResponse>>;
   register(request: RegisterRequest, context: CallContext & CallContextExt): Promise<DeepPartial<RegisterResponse>>;
   login(request: LoginRequest, context: CallContext & CallContextExt): Promise<DeepPartial<LoginResponse>>;
+  linkDevice(
+    request: LinkDeviceRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<LinkDeviceResponse>>;
 }
 
 export interface AuthServiceClient<CallOptionsExt = {}> {
@@ -87,6 +107,10 @@ export interface AuthServiceClient<CallOptionsExt = {}> {
   ): Promise<GetChallengeResponse>;
   register(request: DeepPartial<RegisterRequest>, options?: CallOptions & CallOptionsExt): Promise<RegisterResponse>;
   login(request: DeepPartial<LoginRequest>, options?: CallOptions & CallOptionsExt): Promise<LoginResponse>;
+  linkDevice(
+    request: DeepPartial<LinkDeviceRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<LinkDeviceResponse>;
 }
 
 export type UserServiceDefinition = typeof UserServiceDefinition;
@@ -111,6 +135,52 @@ export interface UserServiceImplementation<CallContextExt = {}> {
 
 export interface UserServiceClient<CallOptionsExt = {}> {
   getUser(request: DeepPartial<GetUserRequest>, options?: CallOptions & CallOptionsExt): Promise<GetUserResponse>;
+}
+
+export type PreKeyServiceDefinition = typeof PreKeyServiceDefinition;
+export const PreKeyServiceDefinition = {
+  name: "PreKeyService",
+  fullName: "remessenger.v1.PreKeyService",
+  methods: {
+    publishPreKeys: {
+      name: "PublishPreKeys",
+      requestType: PublishPreKeysRequest as typeof PublishPreKeysRequest,
+      requestStream: false,
+      responseType: PublishPreKeysResponse as typeof PublishPreKeysResponse,
+      responseStream: false,
+      options: {},
+    },
+    getPreKeyBundles: {
+      name: "GetPreKeyBundles",
+      requestType: GetPreKeyBundlesRequest as typeof GetPreKeyBundlesRequest,
+      requestStream: false,
+      responseType: GetPreKeyBundlesResponse as typeof GetPreKeyBundlesResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+export interface PreKeyServiceImplementation<CallContextExt = {}> {
+  publishPreKeys(
+    request: PublishPreKeysRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<PublishPreKeysResponse>>;
+  getPreKeyBundles(
+    request: GetPreKeyBundlesRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<GetPreKeyBundlesResponse>>;
+}
+
+export interface PreKeyServiceClient<CallOptionsExt = {}> {
+  publishPreKeys(
+    request: DeepPartial<PublishPreKeysRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<PublishPreKeysResponse>;
+  getPreKeyBundles(
+    request: DeepPartial<GetPreKeyBundlesRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<GetPreKeyBundlesResponse>;
 }
 
 export type ChatServiceDefinition = typeof ChatServiceDefinition;

@@ -161,7 +161,12 @@ export class Messenger {
     const device: AuthedDevice = { userId: record.userId, deviceId: record.deviceId };
     return {
       device,
-      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: this.deps.clock.nowMs() },
+      response: {
+        ...device,
+        sessionToken: this.tokens.issue(device.deviceId),
+        serverTimeMs: this.deps.clock.nowMs(),
+        preKeyStock: undefined,
+      },
     };
   }
 
@@ -183,7 +188,14 @@ export class Messenger {
       user: {
         userId: user.userId,
         displayName: user.displayName,
-        devices: devices.map((d) => ({ deviceId: d.deviceId, identityKey: d.identityKey, createdAtMs: d.createdAtMs })),
+        devices: devices.map((d) => ({
+          deviceId: d.deviceId,
+          identityKey: d.identityKey,
+          createdAtMs: d.createdAtMs,
+          approvedByDeviceId: "",
+          approvalSignature: new Uint8Array(0),
+          approvalExpiresAtMs: 0,
+        })),
       },
     };
   }

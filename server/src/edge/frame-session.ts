@@ -166,6 +166,10 @@ export class FrameSession {
         });
       case "subscribe":
         return Promise.resolve(this.subscribe(this.loggedIn()));
+      case "publishPreKeys":
+      case "getPreKeyBundles":
+      case "linkDevice":
+        throw new RemessengerError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, `${request.$case} is not served yet`);
       default:
         return assertNever(request);
     }

@@ -57,6 +57,7 @@ export class GrpcEdge {
       getChallenge: () => Promise.resolve(messenger.newChallenge()),
       register: async (request) => (await messenger.register(request)).response,
       login: async (request) => (await messenger.login(request)).response,
+      linkDevice: () => Promise.reject(new RemessengerError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, "not served yet")),
     });
 
     server.with(authedMiddleware(messenger)).add(UserServiceDefinition, {

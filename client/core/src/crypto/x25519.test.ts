@@ -37,9 +37,9 @@ describe.each(PROVIDERS)("X25519 provider $name", (provider) => {
   });
 
   it("iterates the RFC 7748 §5.2 ladder to the 1 and 1,000 iteration values", async () => {
-    let k = new Uint8Array(32);
+    let k: Uint8Array = new Uint8Array(32);
     k[0] = 9;
-    let u = k.slice();
+    let u: Uint8Array = k.slice();
     for (let i = 1; i <= 1000; i += 1) {
       const next = await provider.sharedSecret(k, u);
       u = k;

@@ -45,7 +45,10 @@ async function setup(store = new MemoryClientStore()) {
       case "login":
         pipe.push({
           requestId,
-          body: { $case: "login", value: { userId: USER, deviceId: DEVICE, sessionToken: "t", serverTimeMs: 0 } },
+          body: {
+            $case: "login",
+            value: { userId: USER, deviceId: DEVICE, sessionToken: "t", serverTimeMs: 0, preKeyStock: undefined },
+          },
         });
         return;
       case "subscribe":

@@ -12,7 +12,8 @@ export {
   ListChatsRequest,
   ListChatsResponse,
 } from "../../../../gen/remessenger/v1/chat.ts";
-export { Content } from "../../../../gen/remessenger/v1/content.ts";
+export { Content, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
+export { E2eEnvelope, PreKeyMessage } from "../../../../gen/remessenger/v1/e2e.ts";
 export { ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
 export { ClientFrame, Hello, ServerFrame } from "../../../../gen/remessenger/v1/frame.ts";
 export {
@@ -21,6 +22,8 @@ export {
   GetChallengeResponse,
   GetUserRequest,
   GetUserResponse,
+  LinkDeviceRequest,
+  LinkDeviceResponse,
   LoginRequest,
   LoginResponse,
   RegisterRequest,
@@ -44,9 +47,21 @@ export {
   SyncComplete,
 } from "../../../../gen/remessenger/v1/message.ts";
 export {
+  GetPreKeyBundlesRequest,
+  GetPreKeyBundlesResponse,
+  OneTimePreKey,
+  PqPreKey,
+  PreKeyBundle,
+  PreKeyStock,
+  PublishPreKeysRequest,
+  PublishPreKeysResponse,
+  SignedPreKey,
+} from "../../../../gen/remessenger/v1/prekeys.ts";
+export {
   AuthServiceDefinition,
   ChatServiceDefinition,
   MessageServiceDefinition,
+  PreKeyServiceDefinition,
   UserServiceDefinition,
   type AuthServiceClient,
   type AuthServiceImplementation,
@@ -54,6 +69,8 @@ export {
   type ChatServiceImplementation,
   type MessageServiceClient,
   type MessageServiceImplementation,
+  type PreKeyServiceClient,
+  type PreKeyServiceImplementation,
   type UserServiceClient,
   type UserServiceImplementation,
 } from "../../../../gen/remessenger/v1/service.ts";
