@@ -23,32 +23,61 @@
  *   - createUser: claim the device id, then write the user and its device (a
  *     claimed id whose user does not list the device reads as no device).
  *
+ * The same code runs on one Redis and on a Redis Cluster (ioredis Cluster):
+ * every script touches one hash tag, so it runs on one slot.
+ *
  * Group commit: appends submitted in the same event-loop turn, or while the
  * previous batch is in flight, are issued together in one tick, so ioredis
  * auto-pipelining carries them to Redis in one round trip (per node, in a
- * Cluster). Durable on resolve means Redis executed the script; how durable that
- * is across a Redis crash is Redis' own setting (appendonly, appendfsync always).
+ * Cluster). Durable on resolve means Redis executed the script and, when
+ * `waitReplicas` > 0, that many replicas acknowledged it: after a batch's
+ * appends, each master that served them gets one `WAIT waitReplicas timeout`
+ * on the same connection, so a master that dies after the ack has a replica
+ * with the message to promote.
+ * Across a crash of every copy, durability is Redis' own setting (appendonly,
+ * appendfsync). docs/cluster.md has the rule and its measured cost.
+ *
+ * Fencing: appends carry the writer's shard lease token (AppendOptions); the
+ * append script refuses a token below the chat's stored one (FencedError).
  */
 import { readFile } from "node:fs/promises";
-import { Redis } from "ioredis";
+import calculateSlot from "cluster-key-slot";
+import type { Redis } from "ioredis";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
-import type {
-  AppendOutcome,
-  ChatRecord,
-  ChatState,
-  DeviceCursor,
-  DeviceRecord,
-  MessageDraft,
-  Store,
-  UserRecord,
+import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";
+import {
+  type AppendOptions,
+  type AppendOutcome,
+  type ChatRecord,
+  type ChatState,
+  type DeviceCursor,
+  type DeviceRecord,
+  FencedError,
+  type MessageDraft,
+  type Store,
+  type UserRecord,
 } from "./store.ts";
 
-export interface RedisStoreOptions {
-  /** redis://[user:password@]host:port[/db] */
-  url: string;
+export type RedisStoreOptions = RedisTarget & RedisStoreSettings;
+
+export interface RedisStoreSettings {
+  /**
+   * Replicas that must acknowledge an append before it resolves (WAIT). Default
+   * 0: one Redis, whose own persistence settings then decide durability.
+   */
+  waitReplicas?: number;
+  /** How long WAIT may take before the append fails with UNAVAILABLE. Default 1,000 ms. */
+  waitTimeoutMs?: number;
+  /**
+   * When a master has fewer replicas attached than `waitReplicas` (after a
+   * failover, until the old master rejoins as a replica): false (default)
+   * acks on the replicas it has, down to the master alone, and counts it in
+   * `degradedAcks`; true refuses such appends with UNAVAILABLE.
+   */
+  isReplicaRequired?: boolean;
   /** Prepended to every key, so stores (and tests) sharing a Redis never collide. Must not contain braces. Default "remessenger:". */
   keyPrefix?: string;
   /** Messages one pipelined batch of appends carries at most. Default 5,000. */
@@ -65,6 +94,8 @@ export interface RedisStoreOptions {
 const DEFAULT_KEY_PREFIX = "remessenger:";
 const DEFAULT_MAX_BATCH_MESSAGES = 5_000;
 const DEFAULT_MAX_PENDING_MESSAGES = 200_000;
+const DEFAULT_WAIT_TIMEOUT_MS = 1_000;
+const REPLICA_COUNT_TTL_MS = 1_000;
 
 /** Each script is lua/<name>-<number of keys>.lua; the client method is the camel-cased name. */
 const SCRIPTS = {
@@ -77,13 +108,13 @@ const SCRIPTS = {
 
 type ScriptArg = string | Buffer | number;
 type ScriptCommand = (...args: ScriptArg[]) => Promise<unknown>;
-type StoreClient = Redis & { [Name in keyof typeof SCRIPTS]: ScriptCommand } & {
+type StoreClient = RedisClient & { [Name in keyof typeof SCRIPTS]: ScriptCommand } & {
   [Name in keyof typeof SCRIPTS as `${Name}Buffer`]: ScriptCommand;
 };
 
 interface AppendOp {
   chatId: string;
-  /** The script's ARGV: messageId, senderDeviceId, body per draft. */
+  /** The script's ARGV: the fencing token, then messageId, senderDeviceId, body per draft. */
   args: ScriptArg[];
   draftCount: number;
 }
@@ -103,33 +134,28 @@ const keys = {
 export class RedisStore implements Store {
   private readonly client: StoreClient;
   private readonly appends: GroupCommit<AppendOp>;
+  private readonly waitReplicas: number;
+  private readonly waitTimeoutMs: number;
+  private readonly isReplicaRequired: boolean;
+  private degradedAckCount = 0;
+  private readonly replicaCounts = new Map<string, { count: number; atMs: number }>();
   private closing: Promise<void> | undefined;
 
   /** Connects, loads the Lua scripts, and fails fast when Redis is unreachable. */
   static async open(options: RedisStoreOptions): Promise<RedisStore> {
-    const keyPrefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX;
-    if (/[{}]/.test(keyPrefix))
-      throw new Error(`keyPrefix must not contain braces (they would move the hash tag): ${keyPrefix}`);
-    const client = new Redis(options.url, { keyPrefix, enableAutoPipelining: true, lazyConnect: true });
-    let lastConnectionError: Error | undefined;
-    client.on("error", (error: Error) => {
-      lastConnectionError = error;
-      options.onConnectionError?.(error);
+    const client = await connectRedis(options, {
+      keyPrefix: options.keyPrefix ?? DEFAULT_KEY_PREFIX,
+      ...(options.onConnectionError ? { onConnectionError: options.onConnectionError } : {}),
+      prepare: defineScripts,
     });
-    await defineScripts(client);
-    try {
-      await client.connect();
-    } catch (error) {
-      client.disconnect();
-      const cause = lastConnectionError ?? error;
-      const reason = cause instanceof Error ? cause.message : String(cause);
-      throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `cannot reach Redis: ${reason}`, { cause });
-    }
     return new RedisStore(client as StoreClient, options);
   }
 
-  private constructor(client: StoreClient, options: RedisStoreOptions) {
+  private constructor(client: StoreClient, options: RedisStoreSettings) {
     this.client = client;
+    this.waitReplicas = options.waitReplicas ?? 0;
+    this.waitTimeoutMs = options.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS;
+    this.isReplicaRequired = options.isReplicaRequired ?? false;
     this.appends = new GroupCommit<AppendOp>({
       commit: (ops) => this.commitAppends(ops),
       weigh: (op) => op.draftCount,
@@ -138,9 +164,19 @@ export class RedisStore implements Store {
     });
   }
 
+  /** The connection, for the other Redis adapters of the same node (leases, push bus). */
+  get redis(): RedisClient {
+    return this.client;
+  }
+
   /** Group-commit counters: `commits` pipelined batches carried `ops` appendMessages calls. */
   get stats(): GroupCommitStats {
     return { ...this.appends.stats };
+  }
+
+  /** Appends acked with fewer replicas than `waitReplicas` because their master had no more. */
+  get degradedAcks(): number {
+    return this.degradedAckCount;
   }
 
   async loadOrCreateServerSecret(candidate: Uint8Array): Promise<Uint8Array> {
@@ -209,10 +245,14 @@ export class RedisStore implements Store {
     return this.client.smembers(keys.userChats(userId));
   }
 
-  async appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]> {
+  async appendMessages(
+    chatId: string,
+    drafts: readonly MessageDraft[],
+    options: AppendOptions = {},
+  ): Promise<AppendOutcome[]> {
     if (drafts.length === 0) return [];
     // Encoding here, not in commitAppends, keeps the batch's issuing loop tight.
-    const args: ScriptArg[] = [];
+    const args: ScriptArg[] = [options.fenceToken ?? 0];
     for (const draft of drafts) {
       args.push(bufferView(draft.messageId), draft.senderDeviceId, bufferView(encodeMessageBody(draft)));
     }
@@ -270,9 +310,63 @@ export class RedisStore implements Store {
     await this.client.quit();
   }
 
-  private async commitAppends(ops: readonly AppendOp[]): Promise<Settlement<unknown>[]> {
+  private commitAppends(ops: readonly AppendOp[]): Promise<Settlement<unknown>[]> {
     // Every script call is issued before the first await, in one tick, so
     // auto-pipelining writes them to the socket together.
+    return this.waitReplicas > 0 ? this.commitAppendsReplicated(ops) : this.commitAppendsDirect(ops);
+  }
+
+  /**
+   * The appends go out as usual (ioredis follows MOVED and failovers), then
+   * one WAIT per master that served them, on the very connection that carried
+   * them: WAIT covers every write that connection made before it. An op
+   * resolves only when its script succeeded and its master's WAIT counted
+   * enough replicas.
+   */
+  private async commitAppendsReplicated(ops: readonly AppendOp[]): Promise<Settlement<unknown>[]> {
+    const settlements = await this.commitAppendsDirect(ops);
+    const masters = new Map<string, number[]>();
+    settlements.forEach((settlement, index) => {
+      const op = ops[index];
+      if (!settlement.ok || op === undefined) return;
+      const master = this.masterOf(keys.chatMeta(op.chatId));
+      const group = masters.get(master);
+      if (group === undefined) masters.set(master, [index]);
+      else group.push(index);
+    });
+    await Promise.all(
+      [...masters].map(async ([master, indexes]) => {
+        let error: RemessengerError | undefined;
+        try {
+          const connection = this.connectionTo(master);
+          // A master known to have fewer replicas attached is not waited on for
+          // the missing ones (that would cost the whole timeout per batch).
+          const attached = this.knownReplicas(master, connection);
+          const wanted = this.isReplicaRequired ? this.waitReplicas : Math.min(this.waitReplicas, attached);
+          const acked = wanted === 0 ? 0 : await connection.wait(wanted, this.waitTimeoutMs);
+          if (acked < wanted) {
+            this.replicaCounts.delete(master);
+            error = unavailable(
+              `append not replicated: ${acked} of ${wanted} replicas within ${this.waitTimeoutMs} ms`,
+            );
+            if (!this.isReplicaRequired) {
+              // Maybe the replica is gone: learn that now, so the retry is not refused again.
+              const now = await attachedReplicas(connection);
+              this.replicaCounts.set(master, { count: now, atMs: Date.now() });
+              if (acked >= now) error = undefined;
+            }
+          }
+          if (error === undefined && acked < this.waitReplicas) this.degradedAckCount += indexes.length;
+        } catch (cause) {
+          error = unavailable("could not confirm replication (WAIT failed)", cause);
+        }
+        if (error !== undefined) for (const index of indexes) settlements[index] = { ok: false, error };
+      }),
+    );
+    return settlements;
+  }
+
+  private async commitAppendsDirect(ops: readonly AppendOp[]): Promise<Settlement<unknown>[]> {
     const replies = ops.map((op) => this.issueAppend(op));
     const results = await Promise.allSettled(replies);
     return results.map((result) =>
@@ -282,20 +376,81 @@ export class RedisStore implements Store {
     );
   }
 
+  /**
+   * Replicas attached to `master` as last seen (ROLE), refreshed in the
+   * background once a second; optimistic (waitReplicas) until first seen.
+   */
+  private knownReplicas(master: string, connection: Redis): number {
+    const known = this.replicaCounts.get(master);
+    if (known === undefined) return this.waitReplicas;
+    if (Date.now() - known.atMs > REPLICA_COUNT_TTL_MS) {
+      known.atMs = Date.now(); // one refresh at a time
+      attachedReplicas(connection).then(
+        (count) => this.replicaCounts.set(master, { count, atMs: Date.now() }),
+        () => this.replicaCounts.delete(master),
+      );
+    }
+    return known.count;
+  }
+
+  /** The connection commands for `master` go over ("" is the one Redis). */
+  private connectionTo(master: string): Redis {
+    if (!isCluster(this.client)) return this.client;
+    const node = this.client.nodes("master").find((redis) => `${redis.options.host}:${redis.options.port}` === master);
+    if (node === undefined) throw new Error(`no connection to master ${master}`);
+    return node;
+  }
+
+  /** The master serving `key` ("" on one Redis, where there is one). */
+  private masterOf(key: string): string {
+    if (!isCluster(this.client)) return "";
+    const slot = calculateSlot(`${this.keyPrefix}${key}`);
+    return this.client.slots[slot]?.[0] ?? `slot:${slot}`;
+  }
+
+  private get keyPrefix(): string {
+    return this.client.options.keyPrefix ?? "";
+  }
+
   private async issueAppend(op: AppendOp): Promise<AppendOutcome[]> {
-    const reply = await this.client.appendMessages(
-      keys.chatMeta(op.chatId),
-      keys.chatIds(op.chatId),
-      keys.chatMessages(op.chatId),
-      keys.chatCursors(op.chatId),
-      ...op.args,
-    );
-    if (reply === null) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${op.chatId} not found`);
-    return parseAppendReply(reply, op.draftCount);
+    let reply: unknown;
+    try {
+      reply = await this.client.appendMessages(...appendKeys(op.chatId), ...op.args);
+    } catch (error) {
+      throw this.appendError(op, error);
+    }
+    return parseAppendOutcome(op, reply);
+  }
+
+  private appendError(op: AppendOp, error: unknown): unknown {
+    // The script's error reply (see append-messages-4.lua).
+    if (error instanceof Error && error.message.startsWith("FENCED ")) {
+      return new FencedError(op.chatId, Number(error.message.slice("FENCED ".length)));
+    }
+    return error;
   }
 }
 
-async function defineScripts(client: Redis): Promise<void> {
+/** How many replicas are attached to the master on this connection (ROLE). */
+async function attachedReplicas(connection: Redis): Promise<number> {
+  const role = (await connection.call("ROLE")) as unknown[];
+  return role[0] === "master" && Array.isArray(role[2]) ? role[2].length : 0;
+}
+
+function appendKeys(chatId: string): [string, string, string, string] {
+  return [keys.chatMeta(chatId), keys.chatIds(chatId), keys.chatMessages(chatId), keys.chatCursors(chatId)];
+}
+
+function parseAppendOutcome(op: AppendOp, reply: unknown): AppendOutcome[] {
+  if (reply === null) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${op.chatId} not found`);
+  return parseAppendReply(reply, op.draftCount);
+}
+
+function unavailable(message: string, cause?: unknown): RemessengerError {
+  return new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, message, { cause, retryAfterMs: 500 });
+}
+
+async function defineScripts(client: RedisClient): Promise<void> {
   for (const [name, file] of Object.entries(SCRIPTS)) {
     const lua = await readFile(new URL(`./lua/${file}.lua`, import.meta.url), "utf8");
     const numberOfKeys = Number(file.slice(file.lastIndexOf("-") + 1));

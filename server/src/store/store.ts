@@ -14,6 +14,7 @@
  * - A message is dropped once every device with a cursor in the chat acked it.
  */
 import type { ChatKind, DevicePayload, Message } from "../../../client/core/src/wire/proto.ts";
+import type { DeviceKeyStore } from "./device-key-store.ts";
 
 export interface UserRecord {
   userId: string;
@@ -62,13 +63,37 @@ export type AppendOutcome =
   /** The id was in the chat already; `senderDeviceId` is who sent it first. */
   | { kind: "duplicate"; seq: number; senderDeviceId: string };
 
+/** How a writer that holds a shard lease (many nodes) appends. */
+export interface AppendOptions {
+  /**
+   * The fencing token of the writer's lease on the chat's shard. The store
+   * refuses (FencedError) an append whose token is below the highest one that
+   * wrote the chat, and raises it when higher. 0 or absent: no lease (one node).
+   * A single-node adapter may ignore it.
+   */
+  fenceToken?: number;
+}
+
+/** The append was refused: a writer with a newer lease has written the chat. Nothing was written. */
+export class FencedError extends Error {
+  override readonly name = "FencedError";
+  readonly chatId: string;
+  readonly storedToken: number;
+
+  constructor(chatId: string, storedToken: number) {
+    super(`chat ${chatId} is fenced at token ${storedToken}: this node lost the shard`);
+    this.chatId = chatId;
+    this.storedToken = storedToken;
+  }
+}
+
 export interface DeviceCursor {
   deviceId: string;
   /** Everything through this seq reached the device. */
   throughSeq: number;
 }
 
-export interface Store {
+export interface Store extends DeviceKeyStore {
   /**
    * The server's long-lived secret (signs session tokens). The first call
    * stores `candidate`; every later call, also after restarts, returns that.
@@ -101,9 +126,10 @@ export interface Store {
    * the new seq it moves onto it (the sender has its own message); duplicates
    * move no cursor. Rejects with NOT_FOUND when the chat does not exist, and
    * with UNAVAILABLE when the store is closed or its write queue is full.
-   * An empty `drafts` resolves to [] without touching the chat.
+   * An empty `drafts` resolves to [] without touching the chat. With a
+   * `fenceToken` below the chat's stored one, rejects with FencedError.
    */
-  appendMessages(chatId: string, drafts: readonly MessageDraft[]): Promise<AppendOutcome[]>;
+  appendMessages(chatId: string, drafts: readonly MessageDraft[], options?: AppendOptions): Promise<AppendOutcome[]>;
   /**
    * Stored messages with seq > afterSeq, ascending, at most `limit` (none for
    * limit <= 0), with chatId and seq filled in. Trimmed messages are skipped.

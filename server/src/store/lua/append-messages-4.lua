@@ -7,14 +7,22 @@
     KEYS[3] message body hash   {chat:ID}:messages  seq -> protobuf Message without chatId/seq
     KEYS[4] cursor sorted set   {chat:ID}:cursors   device id, score = throughSeq
 
-    ARGV    triples, one per draft in order: messageId (16 raw bytes), senderDeviceId, body
+    ARGV[1] fencing token of the writer's shard lease (0: the writer holds no lease)
+    ARGV[2..] triples, one per draft in order: messageId (16 raw bytes), senderDeviceId, body
 
   Output:
+    an error reply "FENCED <stored token>" when ARGV[1] is lower than the chat's
+    stored token (nothing written: a newer owner has written this chat);
     nil when the chat does not exist (nothing written), otherwise one entry per
     draft, in draft order:
       seq (integer > 0)                 the draft was appended at seq
       -seq (integer < 0)                appended at seq, and the sender's cursor moved onto it
       { seq, firstSenderDeviceId }      the id was in the chat already
+
+  Fencing: the meta field `fence` holds the highest lease token that wrote the
+  chat. A higher token raises it, so the first write of a shard's new owner
+  locks every older owner out of this chat; token 0 (single node, no leases)
+  is never refused and changes nothing.
 
   Invariants: seqs are gapless (head + 1 per new id); a repeated id (also inside
   this batch, also after its message was trimmed, since ids are never deleted)
@@ -24,9 +32,18 @@
   Writes are collected and issued in bulk at the end: one HGET per draft is the
   only per-message call, which made a 1,000-message append ~3x cheaper.
 ]]
-local head = redis.call('HGET', KEYS[1], 'head')
+local meta = redis.call('HMGET', KEYS[1], 'head', 'fence')
+local head = meta[1]
 if not head then
   return false
+end
+local token = tonumber(ARGV[1])
+local fence = tonumber(meta[2] or '0')
+if token < fence then
+  return redis.error_reply('FENCED ' .. fence)
+end
+if token > fence then
+  redis.call('HSET', KEYS[1], 'fence', token)
 end
 head = tonumber(head)
 local firstHead = head
@@ -38,7 +55,7 @@ local senderCursors = {}
 local senderCursorsBefore = {}
 local out = {}
 
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   local messageId = ARGV[i]
   local sender = ARGV[i + 1]
   local first = claimed[messageId] or redis.call('HGET', KEYS[2], messageId)

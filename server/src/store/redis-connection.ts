@@ -1,0 +1,75 @@
+/**
+ * One way to reach Redis for every Redis adapter (the Store, the leases, the
+ * push bus): a single server by URL, or a Redis Cluster by its seed nodes.
+ * Both are ioredis clients with the same commands; what differs (where a
+ * keyless command like WAIT goes, how a subscriber connects) is asked through
+ * `isCluster`.
+ */
+import { Cluster, Redis } from "ioredis";
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+
+export interface RedisHostPort {
+  host: string;
+  port: number;
+}
+
+/** A single Redis by URL, or a Redis Cluster by seed nodes (any few of its nodes). */
+export type RedisTarget = { url: string } | { clusterNodes: readonly RedisHostPort[] };
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisClientOptions {
+  /** Prepended to every key (not to pub/sub channels). Must not contain braces. */
+  keyPrefix?: string;
+  /** Told about each connection error while ioredis reconnects (for the log). */
+  onConnectionError?: (error: Error) => void;
+  /** Runs before connecting (defineCommand must precede the first command). */
+  prepare?: (client: RedisClient) => Promise<void>;
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return client instanceof Cluster;
+}
+
+/** Connects and fails fast with UNAVAILABLE when Redis cannot be reached. */
+export async function connectRedis(target: RedisTarget, options: RedisClientOptions = {}): Promise<RedisClient> {
+  const keyPrefix = options.keyPrefix ?? "";
+  if (/[{}]/.test(keyPrefix))
+    throw new Error(`keyPrefix must not contain braces (they would move the hash tag): ${keyPrefix}`);
+  const client: RedisClient =
+    "url" in target
+      ? new Redis(target.url, { keyPrefix, enableAutoPipelining: true, lazyConnect: true })
+      : new Cluster(
+          target.clusterNodes.map((node) => ({ host: node.host, port: node.port })),
+          {
+            keyPrefix,
+            enableAutoPipelining: true,
+            lazyConnect: true,
+            scaleReads: "master",
+            // During a failover the dead master's slots answer nothing, then MOVED:
+            // retry often enough to follow the promoted replica within a second.
+            retryDelayOnFailover: 100,
+            retryDelayOnClusterDown: 100,
+            retryDelayOnTryAgain: 100,
+            maxRedirections: 32,
+            slotsRefreshTimeout: 2_000,
+            redisOptions: { connectTimeout: 2_000 },
+          },
+        );
+  let lastConnectionError: Error | undefined;
+  client.on("error", (error: Error) => {
+    lastConnectionError = error;
+    options.onConnectionError?.(error);
+  });
+  await options.prepare?.(client);
+  try {
+    await client.connect();
+  } catch (error) {
+    client.disconnect();
+    const cause = lastConnectionError ?? error;
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `cannot reach Redis: ${reason}`, { cause });
+  }
+  return client;
+}
