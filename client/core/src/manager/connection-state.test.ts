@@ -19,7 +19,7 @@ describe("reduceConnection", () => {
   it("goes connecting → syncing → connected for a subscribing session", () => {
     const status = run([
       { type: "connecting", transport: "websocket", atMs: 1 },
-      { type: "loggedIn", isSubscribing: true, atMs: 2 },
+      { type: "loggedIn", transport: "websocket", isSubscribing: true, atMs: 2 },
     ]);
     expect(status.state).toBe("syncing");
     const synced = reduceConnection(status, { type: "synced", atMs: 3 });
@@ -30,7 +30,7 @@ describe("reduceConnection", () => {
     expect(
       run([
         { type: "connecting", transport: "websocket", atMs: 1 },
-        { type: "loggedIn", isSubscribing: false, atMs: 2 },
+        { type: "loggedIn", transport: "websocket", isSubscribing: false, atMs: 2 },
       ]).state,
     ).toBe("connected");
   });
@@ -55,7 +55,7 @@ describe("reduceConnection", () => {
       { type: "lost", failure: failure("a"), wasStable: false, nextRetryAtMs: 1 },
       { type: "lost", failure: failure("b"), wasStable: false, nextRetryAtMs: 2 },
       { type: "connecting", transport: "websocket", atMs: 3 },
-      { type: "loggedIn", isSubscribing: false, atMs: 4 },
+      { type: "loggedIn", transport: "websocket", isSubscribing: false, atMs: 4 },
       { type: "lost", failure: failure("c"), wasStable: true, nextRetryAtMs: 5 },
     ]);
     expect(status.failedAttempts).toBe(1);
@@ -64,7 +64,7 @@ describe("reduceConnection", () => {
   it("degrades on a stall and recovers to where it was", () => {
     const syncing = run([
       { type: "connecting", transport: "websocket", atMs: 1 },
-      { type: "loggedIn", isSubscribing: true, atMs: 2 },
+      { type: "loggedIn", transport: "websocket", isSubscribing: true, atMs: 2 },
       { type: "stalled", atMs: 3 },
     ]);
     expect(syncing.state).toBe("degraded");
@@ -83,7 +83,7 @@ describe("reduceConnection", () => {
     const events = fc.array(
       fc.oneof(
         fc.constant<ConnectionEvent>({ type: "connecting", transport: "websocket", atMs: 1 }),
-        fc.constant<ConnectionEvent>({ type: "loggedIn", isSubscribing: true, atMs: 1 }),
+        fc.constant<ConnectionEvent>({ type: "loggedIn", transport: "websocket", isSubscribing: true, atMs: 1 }),
         fc.constant<ConnectionEvent>({ type: "synced", atMs: 1 }),
         fc.constant<ConnectionEvent>({ type: "stalled", atMs: 1 }),
         fc.constant<ConnectionEvent>({ type: "recovered", atMs: 1 }),

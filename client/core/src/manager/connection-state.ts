@@ -5,9 +5,9 @@
  * silent: each one lands here with a reason.
  *
  * `reduceConnection` is the pure transition function; `ConnectionMonitor`
- * holds the current value and emits it on change. The transport ladder
- * (several pipes raced and ranked) will feed the same events with other
- * `transport` values, so the state already names the active pipe.
+ * holds the current value and emits it on change. With the transport ladder
+ * (several pipes raced and ranked) the state names the active pipe and
+ * carries every pipe's health.
  */
 import type { TransportKind } from "../transport/transport.ts";
 import { TypedEmitter } from "./typed-emitter.ts";
@@ -38,6 +38,21 @@ export interface ConnectionFailure {
   atMs: number;
 }
 
+/** One pipe's health as the transport ladder sees it. */
+export interface TransportHealth {
+  readonly kind: TransportKind;
+  /** Consecutive failures (connects, early drops, failed probes). */
+  readonly failures: number;
+  readonly lastFailure: ConnectionFailure | undefined;
+  readonly lastSuccessAtMs: number | undefined;
+  /** Not tried or probed again before this time. */
+  readonly retryAtMs: number;
+  /** Consecutive successful probes while another pipe is in use. */
+  readonly probeSuccesses: number;
+  /** Times it dropped soon after being used; each one doubles the probes needed to climb back. */
+  readonly flaps: number;
+}
+
 export interface ConnectionStatus {
   readonly state: ConnectionState;
   /** The pipe in use, or being tried; undefined before the first attempt. */
@@ -54,12 +69,14 @@ export interface ConnectionStatus {
   readonly queuedCount: number;
   /** Whether this connection finished the initial sync. */
   readonly isSynced: boolean;
+  /** Every pipe the client may use, best first (one entry when there is no ladder). */
+  readonly transports: readonly TransportHealth[];
 }
 
 export type ConnectionEvent =
   | { type: "connecting"; transport: TransportKind; atMs: number }
-  /** Login succeeded; `isSubscribing` when pushes (and a sync) will follow. */
-  | { type: "loggedIn"; isSubscribing: boolean; atMs: number }
+  /** Login succeeded on `transport`; `isSubscribing` when pushes (and a sync) will follow. */
+  | { type: "loggedIn"; transport: TransportKind; isSubscribing: boolean; atMs: number }
   | { type: "synced"; atMs: number }
   | { type: "stalled"; atMs: number }
   | { type: "recovered"; atMs: number }
@@ -67,7 +84,9 @@ export type ConnectionEvent =
   | { type: "lost"; failure: ConnectionFailure; wasStable: boolean; nextRetryAtMs: number }
   | { type: "refused"; failure: ConnectionFailure }
   | { type: "stopped"; atMs: number }
-  | { type: "queued"; count: number };
+  | { type: "queued"; count: number }
+  /** The transport ladder's view of its pipes changed. */
+  | { type: "health"; transports: readonly TransportHealth[] };
 
 export function initialConnectionStatus(nowMs: number): ConnectionStatus {
   return {
@@ -79,6 +98,7 @@ export function initialConnectionStatus(nowMs: number): ConnectionStatus {
     nextRetryAtMs: undefined,
     queuedCount: 0,
     isSynced: false,
+    transports: [],
   };
 }
 
@@ -94,7 +114,7 @@ export function isFinal(state: ConnectionState): boolean {
 
 /** The next status; the same object when the event changes nothing. */
 export function reduceConnection(status: ConnectionStatus, event: ConnectionEvent): ConnectionStatus {
-  if (isFinal(status.state) && event.type !== "queued") return status;
+  if (isFinal(status.state) && event.type !== "queued" && event.type !== "health") return status;
   switch (event.type) {
     case "connecting":
       return {
@@ -109,6 +129,7 @@ export function reduceConnection(status: ConnectionStatus, event: ConnectionEven
       return {
         ...status,
         state: event.isSubscribing ? "syncing" : "connected",
+        transport: event.transport,
         sinceMs: event.atMs,
         isSynced: !event.isSubscribing,
       };
@@ -146,6 +167,8 @@ export function reduceConnection(status: ConnectionStatus, event: ConnectionEven
       return { ...status, state: "stopped", sinceMs: event.atMs, nextRetryAtMs: undefined, isSynced: false };
     case "queued":
       return event.count === status.queuedCount ? status : { ...status, queuedCount: event.count };
+    case "health":
+      return { ...status, transports: event.transports };
   }
 }
 

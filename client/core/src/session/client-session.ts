@@ -26,6 +26,7 @@ import {
   isFinal,
   isLoggedIn,
 } from "../manager/connection-state.ts";
+import { isSwitchingTransports } from "../manager/ladder-transports.ts";
 import { TypedEmitter } from "../manager/typed-emitter.ts";
 import type { ClientStore, DeviceProfile, OutboxEntry, ReceivedMessage } from "../outbox/client-store.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
@@ -34,6 +35,7 @@ import {
   CLOSE_NORMAL,
   type TransportCloseReason,
   type TransportFactory,
+  type TransportKind,
 } from "../transport/transport.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
 import { RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
@@ -158,6 +160,8 @@ export class ClientSession {
   private wake: AbortController | undefined;
   private cancelPoll: (() => void) | undefined;
   private queuedCountRequest = 0;
+  /** Set when the transport ladder asked to move to a better pipe: reconnect at once. */
+  private switchingTo: TransportKind | undefined;
 
   constructor(options: ClientSessionOptions) {
     this.profile = options.profile;
@@ -179,6 +183,16 @@ export class ClientSession {
     this.monitor.events.on("change", (status) => {
       this.events.emit("connection", status);
     });
+    if (isSwitchingTransports(this.transports)) {
+      const ladder = this.transports;
+      ladder.onHealth = (transports) => {
+        this.monitor.dispatch({ type: "health", transports });
+      };
+      ladder.onSwitch = (to) => {
+        this.switchTo(to);
+      };
+      this.monitor.dispatch({ type: "health", transports: ladder.health });
+    }
     this.outbox = new OutboxSender({
       store: this.store,
       send: (entry) => this.sendEntry(entry),
@@ -235,9 +249,19 @@ export class ClientSession {
     await this.inboundDrain;
     this.flushAcks();
     this.lifetime.abort(new Error("session stopped"));
+    if (isSwitchingTransports(this.transports)) this.transports.dispose();
     await this.loop;
     await this.outbox.stop();
     this.monitor.dispatch({ type: "stopped", atMs: this.clock.nowMs() });
+  }
+
+  /** Closes the connection to reconnect on `to`, which the transport ladder found better. */
+  private switchTo(to: TransportKind): void {
+    const connection = this.live;
+    if (connection === undefined || this.lifetime.signal.aborted) return;
+    this.switchingTo = to;
+    this.logger.info({ from: connection.kind, to }, "a better transport works again: switching");
+    connection.close(CLOSE_GOING_AWAY, `switching to ${to}`);
   }
 
   /** Skips the rest of the current backoff wait (the network came back, the user asked). */
@@ -358,16 +382,20 @@ export class ClientSession {
         this.monitor.dispatch({ type: "refused", failure: outcome.failure });
         return;
       }
-      const attempt = outcome.wasStable ? 1 : this.monitor.status.failedAttempts + 1;
-      const delay = backoffDelay(attempt, this.random, this.timing.backoff);
+      // A switch the ladder asked for is no failure: reconnect at once, on the better pipe.
+      const isSwitch = this.switchingTo !== undefined;
+      this.switchingTo = undefined;
+      const wasStable = outcome.wasStable || isSwitch;
+      const attempt = wasStable ? 1 : this.monitor.status.failedAttempts + 1;
+      const delay = isSwitch ? 0 : backoffDelay(attempt, this.random, this.timing.backoff);
       this.logger.info(
         { transport: this.transports.kind, reason: outcome.failure.reason, retryInMs: delay },
-        "connection lost",
+        isSwitch ? "switching transport" : "connection lost",
       );
       this.monitor.dispatch({
         type: "lost",
         failure: outcome.failure,
-        wasStable: outcome.wasStable,
+        wasStable,
         nextRetryAtMs: this.clock.nowMs() + delay,
       });
       const wake = new AbortController();
@@ -428,7 +456,12 @@ export class ClientSession {
       loggedInAt = this.clock.nowMs();
       this.live = connection;
       this.inbox.startConnection();
-      this.monitor.dispatch({ type: "loggedIn", isSubscribing: this.isSubscribing, atMs: loggedInAt });
+      this.monitor.dispatch({
+        type: "loggedIn",
+        transport: connection.kind,
+        isSubscribing: this.isSubscribing,
+        atMs: loggedInAt,
+      });
       this.logger.info({ transport: connection.kind, deviceId: this.profile.deviceId }, "logged in");
       if (this.isSubscribing) await connection.request("subscribe", {}, requestOptions);
       drop(this.outbox.flushAll(), (error) => {
