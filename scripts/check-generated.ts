@@ -20,7 +20,14 @@ function listFiles(dir: string): string[] {
 export function staleGeneratedFiles(): string[] {
   const fresh = mkdtempSync(join(tmpdir(), "remessenger-gen-"));
   try {
-    execFileSync(join(root, "node_modules/.bin/buf"), ["generate", "--output", fresh], { cwd: root, stdio: "pipe" });
+    const buf = join(root, "node_modules/.bin/buf");
+    execFileSync(buf, ["generate", "--output", fresh], { cwd: root, stdio: "pipe" });
+    // The public services' descriptors, for gRPC reflection and gRPC-web (see package.json "gen").
+    const descriptors = ["--path", "proto/remessenger/v1", "--as-file-descriptor-set"];
+    execFileSync(buf, ["build", ...descriptors, "-o", join(fresh, "gen/remessenger-v1.binpb")], {
+      cwd: root,
+      stdio: "pipe",
+    });
     const committed = join(root, "gen");
     const expected = new Map(listFiles(join(fresh, "gen")).map((f) => [relative(join(fresh, "gen"), f), f]));
     const actual = new Map(listFiles(committed).map((f) => [relative(committed, f), f]));

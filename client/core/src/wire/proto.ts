@@ -75,3 +75,13 @@ export {
   type UserServiceImplementation,
 } from "../../../../gen/remessenger/v1/service.ts";
 export { PipeFrames, PipeOpened } from "../../../../gen/remessenger/v1/pipe.ts";
+// Between server nodes only (forwarded sends, the push bus); clients never see these.
+export {
+  ForwardSendsRequest,
+  ForwardSendsResponse,
+  MessageEvent,
+  NodeServiceDefinition,
+  PushEvent,
+  type NodeServiceClient,
+  type NodeServiceImplementation,
+} from "../../../../gen/remessenger/internal/v1/node.ts";
