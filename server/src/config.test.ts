@@ -9,8 +9,30 @@ describe("parseConfig", () => {
       dataDir: "./data",
       redisUrl: null,
       tls: null,
+      tunnel: null,
       logLevel: "info",
     });
+  });
+
+  it("configures the DNS tunnel from flags or env: zone canonical, listener optional, limits bounded", () => {
+    expect(parseConfig(["--dns-zone", "T.Example.", "--dns-listen", "127.0.0.1:5300"], {})).toMatchObject({
+      tunnel: {
+        zone: "t.example",
+        dnsListen: { host: "127.0.0.1", port: 5300 },
+        holdMs: 300,
+        rateLimitPerSecond: 5000,
+      },
+    });
+    expect(
+      parseConfig([], {
+        REMESSENGER_DNS_ZONE: "t.example.net",
+        REMESSENGER_DNS_HOLD_MS: "0",
+        REMESSENGER_DNS_RATE_LIMIT: "0",
+      }),
+    ).toMatchObject({ tunnel: { zone: "t.example.net", dnsListen: null, holdMs: 0, rateLimitPerSecond: 0 } });
+    expect(() => parseConfig(["--dns-listen", "127.0.0.1:53"], {})).toThrow(/needs --dns-zone/);
+    expect(() => parseConfig(["--dns-zone", "bad_label.example"], {})).toThrow(/--dns-zone/);
+    expect(() => parseConfig(["--dns-zone", "t.example", "--dns-hold-ms", "-1"], {})).toThrow(/--dns-hold-ms/);
   });
 
   it("takes env vars and lets flags win over them", () => {

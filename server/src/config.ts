@@ -3,6 +3,7 @@
  * vars (flags win) into one validated object. Nothing else reads process.env.
  */
 import { parseArgs } from "node:util";
+import { normalizeZone } from "../../client/core/src/wire/tunnel-name.ts";
 
 export interface HostPort {
   host: string;
@@ -17,7 +18,20 @@ export interface ServerConfig {
   /** When set, Redis replaces the embedded store. */
   redisUrl: string | null;
   tls: { certFile: string; keyFile: string } | null;
+  /** The DNS tunnel gateway; null when no zone is configured. */
+  tunnel: TunnelConfig | null;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+}
+
+export interface TunnelConfig {
+  /** The zone delegated to this server, canonical (lower case, no trailing dot). */
+  zone: string;
+  /** UDP and TCP DNS listener; null serves the zone over DoH (/dns-query) only. */
+  dnsListen: HostPort | null;
+  /** Longest a tunnel poll with nothing to send is held before its empty answer. */
+  holdMs: number;
+  /** Queries per second per source address (0: no limit). */
+  rateLimitPerSecond: number;
 }
 
 export class ConfigError extends Error {
@@ -32,6 +46,10 @@ export const USAGE = `Usage: npm start -- [options]
   --redis URL              use Redis (redis://HOST:PORT/DB) instead of the embedded  REMESSENGER_REDIS
   --tls-cert FILE          serve HTTPS/WSS (HTTP/2 and HTTP/1.1) with this cert      REMESSENGER_TLS_CERT
   --tls-key FILE           ... and this key                                          REMESSENGER_TLS_KEY
+  --dns-zone ZONE          serve the DNS tunnel for this zone (DoH at /dns-query)   REMESSENGER_DNS_ZONE
+  --dns-listen HOST:PORT   ... also on UDP and TCP here (53 in production)          REMESSENGER_DNS_LISTEN
+  --dns-hold-ms MS         hold idle tunnel polls this long (default 300)           REMESSENGER_DNS_HOLD_MS
+  --dns-rate-limit N       tunnel queries/s per source address, 0 = off (5000)      REMESSENGER_DNS_RATE_LIMIT
   --log-level LEVEL        fatal|error|warn|info|debug|trace (default info)          REMESSENGER_LOG_LEVEL
   --help                   print this
 `;
@@ -66,6 +84,10 @@ export function parseConfig(
         redis: { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "dns-zone": { type: "string" },
+        "dns-listen": { type: "string" },
+        "dns-hold-ms": { type: "string" },
+        "dns-rate-limit": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean" },
       },
@@ -96,12 +118,51 @@ export function parseConfig(
   const logLevel = pick(values["log-level"], "REMESSENGER_LOG_LEVEL") ?? "info";
   if (!LOG_LEVELS.has(logLevel)) throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(", ")}`);
 
+  const tunnel = parseTunnel(
+    pick(values["dns-zone"], "REMESSENGER_DNS_ZONE"),
+    pick(values["dns-listen"], "REMESSENGER_DNS_LISTEN"),
+    pick(values["dns-hold-ms"], "REMESSENGER_DNS_HOLD_MS"),
+    pick(values["dns-rate-limit"], "REMESSENGER_DNS_RATE_LIMIT"),
+  );
+
   return {
     listen,
     grpcListen,
     dataDir: pick(values.data, "REMESSENGER_DATA") ?? "./data",
     redisUrl,
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : null,
+    tunnel,
     logLevel: logLevel as ServerConfig["logLevel"],
   };
+}
+
+function parseTunnel(
+  zone: string | undefined,
+  dnsListen: string | undefined,
+  holdMs: string | undefined,
+  rateLimit: string | undefined,
+): TunnelConfig | null {
+  if (zone === undefined) {
+    if (dnsListen !== undefined) throw new ConfigError("--dns-listen needs --dns-zone: the zone the gateway answers");
+    return null;
+  }
+  let canonical: string;
+  try {
+    canonical = normalizeZone(zone);
+  } catch (error) {
+    throw new ConfigError(`--dns-zone: ${(error as Error).message}`);
+  }
+  return {
+    zone: canonical,
+    dnsListen: dnsListen === undefined ? null : parseHostPort(dnsListen, "--dns-listen"),
+    holdMs: wholeNumber(holdMs, "--dns-hold-ms", 300, 10_000),
+    rateLimitPerSecond: wholeNumber(rateLimit, "--dns-rate-limit", 5_000, 1_000_000),
+  };
+}
+
+function wholeNumber(value: string | undefined, what: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value) || parsed > max) throw new ConfigError(`${what} must be a whole number from 0 to ${max}`);
+  return parsed;
 }

@@ -13,6 +13,7 @@ import { GrpcEdge } from "./edge/grpc-edge.ts";
 import { HttpListener } from "./edge/http-listener.ts";
 import { HttpsPipeEdge } from "./edge/https-pipe-edge.ts";
 import { WebSocketEdge } from "./edge/websocket-edge.ts";
+import { startTunnel, type RunningTunnel } from "./edge/tunnel-start.ts";
 import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
 import type { Store } from "./store/store.ts";
@@ -55,6 +56,8 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   const http = new HttpListener({ ...config.listen, ...(config.tls ? { tls: config.tls } : {}), log });
   const ws = new WebSocketEdge({ messenger, clock: systemClock, log });
   http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
+  const tunnel: RunningTunnel | null =
+    config.tunnel === null ? null : await startTunnel({ config: config.tunnel, secret, messenger, http, log });
   const pipes = new HttpsPipeEdge({ messenger, clock: systemClock, log });
   http.onRequest((request, response) => pipes.handle(request, response));
   const { url } = await http.listen();
@@ -68,7 +71,7 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   }
   const evictor = setInterval(() => messenger.actors.evictIdle(ACTOR_IDLE_MS), ACTOR_IDLE_MS);
   evictor.unref();
-  log.info({ url, websocket: `${url.replace(/^http/, "ws")}/v1/ws`, grpcPort }, "listening");
+  log.info({ url, websocket: `${url.replace(/^http/, "ws")}/v1/ws`, grpcPort, tunnel: tunnel?.info }, "listening");
 
   return {
     url,
@@ -76,6 +79,7 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
     stop: async () => {
       clearInterval(evictor);
       ws.close();
+      await tunnel?.close();
       pipes.close();
       await Promise.all([http.close(), grpc?.close()]);
       await messenger.drain();

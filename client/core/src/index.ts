@@ -64,6 +64,22 @@ export type {
   TransportKind,
 } from "./transport/transport.ts";
 export { webSocketTransportFactory, webSocketUrl } from "./transport/websocket-transport.ts";
+export {
+  DNS_MESSAGE_TYPE,
+  type DnsExchange,
+  DnsExchangeError,
+  type DnsExchangeOptions,
+  FetchDohExchange,
+  MAX_GET_QUERY_BYTES,
+  dohGetUrl,
+  retryAfterMs,
+} from "./transport/dns-exchange.ts";
+export {
+  type DnsTunnelOptions,
+  type DnsTunnelTransportFactory,
+  type TunnelEndpoint,
+  dnsTunnelTransportFactory,
+} from "./transport/dns-tunnel-transport.ts";
 export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
 
 export { RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";

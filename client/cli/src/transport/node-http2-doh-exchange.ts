@@ -1,0 +1,163 @@
+/**
+ * RFC 8484 DoH over node:http2 for the Node client: Unbound and Knot
+ * Resolver serve DoH over HTTP/2 only, and Node's fetch() speaks HTTP/1.1.
+ * One HTTP/2 connection per resolver URL, reopened after it fails; GET with
+ * `?dns=` (Knot Resolver refuses interleaved POST streams), POST above 512
+ * bytes; a stream refused with REFUSED_STREAM is retried once; 429 honours
+ * Retry-After.
+ */
+import http2 from "node:http2";
+import {
+  DNS_MESSAGE_TYPE,
+  type DnsExchange,
+  DnsExchangeError,
+  type DnsExchangeOptions,
+  MAX_GET_QUERY_BYTES,
+  dohGetUrl,
+  retryAfterMs,
+} from "../../../core/src/index.ts";
+
+export interface NodeHttp2DohExchangeOptions {
+  url: string;
+  maxInFlight?: number;
+  /** Accept a self-signed certificate (tests, private resolvers). */
+  isInsecure?: boolean;
+  /** Extra CA certificates (PEM) to trust. */
+  ca?: string;
+}
+
+export class NodeHttp2DohExchange implements DnsExchange {
+  readonly name: string;
+  readonly maxInFlight: number;
+  private readonly url: URL;
+  private readonly options: NodeHttp2DohExchangeOptions;
+  private session: http2.ClientHttp2Session | undefined;
+
+  constructor(options: NodeHttp2DohExchangeOptions) {
+    this.url = new URL(options.url);
+    if (this.url.protocol !== "https:" && this.url.protocol !== "http:") {
+      throw new Error(`a DoH URL is https:// (or http:// for tests), got ${options.url}`);
+    }
+    this.options = options;
+    this.name = `DoH ${this.url.toString()}`;
+    this.maxInFlight = options.maxInFlight ?? 32;
+  }
+
+  async exchange(query: Uint8Array, options: DnsExchangeOptions): Promise<Uint8Array> {
+    try {
+      return await this.once(query, options);
+    } catch (error) {
+      if (error instanceof RefusedStream && !options.signal.aborted) return this.once(query, options);
+      throw error;
+    }
+  }
+
+  close(): void {
+    this.session?.close();
+    this.session = undefined;
+  }
+
+  private connection(): http2.ClientHttp2Session {
+    if (this.session !== undefined && !this.session.closed && !this.session.destroyed) return this.session;
+    const session = http2.connect(this.url.origin, {
+      ...(this.options.isInsecure === true ? { rejectUnauthorized: false } : {}),
+      ...(this.options.ca === undefined ? {} : { ca: this.options.ca }),
+    });
+    session.on("error", () => {
+      // Streams on it fail with their own errors; the next exchange reconnects.
+      if (this.session === session) this.session = undefined;
+    });
+    session.on("close", () => {
+      if (this.session === session) this.session = undefined;
+    });
+    session.unref();
+    this.session = session;
+    return session;
+  }
+
+  private once(query: Uint8Array, { signal, timeoutMs }: DnsExchangeOptions): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      const isGet = query.length <= MAX_GET_QUERY_BYTES;
+      const target = isGet ? new URL(dohGetUrl(this.url.toString(), query)) : this.url;
+      let stream: http2.ClientHttp2Stream;
+      try {
+        stream = this.connection().request({
+          ":method": isGet ? "GET" : "POST",
+          ":path": `${target.pathname}${target.search}`,
+          accept: DNS_MESSAGE_TYPE,
+          ...(isGet ? {} : { "content-type": DNS_MESSAGE_TYPE }),
+        });
+      } catch (cause) {
+        this.close();
+        reject(new DnsExchangeError("network", `${this.name}: ${(cause as Error).message}`, { cause }));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let status = 0;
+      let retryAfter: string | undefined;
+      let isDone = false;
+      const finish = (error: Error | undefined, body?: Uint8Array): void => {
+        if (isDone) return;
+        isDone = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        if (body !== undefined) resolve(body);
+        else reject(error ?? new Error("no answer"));
+      };
+      const onAbort = (): void => {
+        finish(abortError(signal));
+      };
+      const timer = setTimeout(() => {
+        finish(new DnsExchangeError("timeout", `${this.name}: no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      signal.addEventListener("abort", onAbort, { once: true });
+      stream.on("response", (headers) => {
+        status = headers[":status"] ?? 0;
+        const header = headers["retry-after"] as string | string[] | undefined;
+        retryAfter = Array.isArray(header) ? header[0] : header;
+      });
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("end", () => {
+        if (status === 429) {
+          finish(
+            new DnsExchangeError("rate-limited", `${this.name}: rate limited (429)`, {
+              retryAfterMs: retryAfterMs(retryAfter, Date.now()),
+            }),
+          );
+        } else if (status !== 200) {
+          finish(new DnsExchangeError("network", `${this.name}: HTTP ${status}`));
+        } else {
+          finish(undefined, new Uint8Array(Buffer.concat(chunks)));
+        }
+      });
+      stream.on("close", () => {
+        finish(
+          new DnsExchangeError("network", `${this.name}: stream closed (${stream.rstCode ?? 0}) before the answer`),
+        );
+      });
+      stream.on("error", (error: Error) => {
+        const code = (error as { code?: string }).code;
+        if (code === "ERR_HTTP2_STREAM_ERROR" && /REFUSED_STREAM/.test(error.message)) {
+          finish(new RefusedStream(error.message));
+          return;
+        }
+        finish(new DnsExchangeError("network", `${this.name}: ${error.message}`, { cause: error }));
+      });
+      if (isGet) stream.end();
+      else stream.end(query);
+    });
+  }
+}
+
+class RefusedStream extends Error {
+  override readonly name = "RefusedStream";
+}
+
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error("aborted");
+}

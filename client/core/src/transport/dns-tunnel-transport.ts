@@ -1,0 +1,492 @@
+/**
+ * The DNS tunnel pipes (kind "doh" and "dns"): frames → sealed records → a
+ * reliable stream (tunnel-session.ts) → tunnel packets in query names and
+ * TXT answers → DNS messages on a DnsExchange (DoH or plain DNS). This file
+ * is the imperative shell: handshake, timers, crypto, encoding; every
+ * decision is in TunnelSession.
+ *
+ * connect(): a Noise NK handshake against the pinned gateway key, its first
+ * message cut into fragments that fit even a 72-character name. The session
+ * then proves the name budget with its first full-length query; when long
+ * names keep failing the session ends and the factory steps the budget down
+ * (253 → 101 → 72) for the next connection.
+ */
+import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
+import {
+  type ClientHandshake,
+  RecordOpener,
+  RecordSealer,
+  type TunnelKeys,
+  obfuscationMasker,
+  startClientHandshake,
+} from "../crypto/tunnel-cipher.ts";
+import type { X25519Provider } from "../crypto/x25519.ts";
+import { type Clock, abortReason, systemClock } from "../session/clock.ts";
+import { type Logger, silentLogger } from "../session/logger.ts";
+import {
+  DNS_TYPE_TXT,
+  EDNS_BUFFER_BYTES,
+  RCODE_NOERROR,
+  RCODE_NXDOMAIN,
+  RCODE_REFUSED,
+  decodeDnsMessage,
+  encodeDnsQuery,
+  fromTxtStrings,
+} from "../wire/dns-message.ts";
+import { RemessengerError } from "../wire/errors.ts";
+import { randomBytes } from "../wire/ids.ts";
+import { MAX_FRAME_BYTES } from "../wire/limits.ts";
+import { ErrorCode } from "../wire/proto.ts";
+import { NAME_BUDGET_STEPS, encodeTunnelName, normalizeZone, upstreamCapacityBytes } from "../wire/tunnel-name.ts";
+import {
+  HANDSHAKE_QUERY_HEADER_BYTES,
+  MAX_HANDSHAKE_FRAGMENTS,
+  type Masker,
+  QUERY_HEADER_BYTES,
+  type TunnelAnswer,
+  type TunnelQuery,
+  decodeAnswer,
+  encodeQuery,
+} from "../wire/tunnel-packet.ts";
+import { type DnsExchange, DnsExchangeError } from "./dns-exchange.ts";
+import {
+  DEFAULT_TUNNEL_SESSION_CONFIG,
+  type OutgoingQuery,
+  type QueryFailure,
+  type SessionEnd,
+  type TunnelEffect,
+  TunnelSession,
+  type TunnelSessionConfig,
+} from "./tunnel-session.ts";
+import {
+  CLOSE_ABNORMAL,
+  CLOSE_NORMAL,
+  type Transport,
+  type TransportCloseReason,
+  type TransportConnectOptions,
+  type TransportFactory,
+  type TransportHandlers,
+} from "./transport.ts";
+
+/** What a client pins to reach a gateway: its zone and its static X25519 public key. */
+export interface TunnelEndpoint {
+  zone: string;
+  publicKey: Uint8Array;
+}
+
+/** The name budget the handshake fragments fit in, whatever the path allows. */
+const HANDSHAKE_NAME_BUDGET = 72;
+const HANDSHAKE_ATTEMPT_TIMEOUT_MS = 2_000;
+
+export interface DnsTunnelOptions {
+  kind: "doh" | "dns";
+  exchanges: readonly DnsExchange[];
+  tunnel: TunnelEndpoint;
+  /** The longest query name to use (default 253); the factory lowers it when long names fail. */
+  nameBudget?: number;
+  session?: Partial<Omit<TunnelSessionConfig, "maxChunkBytes" | "maxInFlight">>;
+  x25519?: X25519Provider;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+export interface DnsTunnelTransportFactory extends TransportFactory {
+  /** The name budget the next connection starts with. */
+  readonly nameBudget: number;
+}
+
+/** Makes tunnel transports that share what was learned about the path (the name budget). */
+export function dnsTunnelTransportFactory(options: DnsTunnelOptions): DnsTunnelTransportFactory {
+  if (options.exchanges.length === 0) throw new Error("the DNS tunnel needs at least one resolver");
+  const zone = normalizeZone(options.tunnel.zone);
+  let budget = options.nameBudget ?? NAME_BUDGET_STEPS[0];
+  return {
+    kind: options.kind,
+    get nameBudget() {
+      return budget;
+    },
+    create: (handlers) =>
+      new DnsTunnelTransport({ ...options, tunnel: { ...options.tunnel, zone }, nameBudget: budget }, handlers, () => {
+        const lower = NAME_BUDGET_STEPS.find((step) => step < budget);
+        if (lower !== undefined) {
+          (options.logger ?? silentLogger).warn({ from: budget, to: lower }, "long query names fail; shortening them");
+          budget = lower;
+        }
+      }),
+  };
+}
+
+type Phase = "new" | "connecting" | "open" | "closed";
+
+interface PendingQuery {
+  r: Uint8Array;
+  exchange: DnsExchange;
+}
+
+export class DnsTunnelTransport implements Transport {
+  readonly kind: "doh" | "dns";
+  private readonly options: DnsTunnelOptions & { nameBudget: number };
+  private readonly handlers: TransportHandlers;
+  private readonly onNameBudgetTooLong: () => void;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly obfuscation: Masker;
+  private readonly lifetime = new AbortController();
+  private readonly inFlightPerExchange = new Map<DnsExchange, number>();
+  private readonly pausedUntil = new Map<DnsExchange, number>();
+  private readonly pending = new Map<number, PendingQuery>();
+  private phase: Phase = "new";
+  private reason: TransportCloseReason | undefined;
+  private sid = 0;
+  private keys: TunnelKeys | undefined;
+  private session: TunnelSession | undefined;
+  private sealer: RecordSealer | undefined;
+  private opener: RecordOpener | undefined;
+  private cancelWake: (() => void) | undefined;
+  private wakeAtMs = Infinity;
+  private nextExchange = 0;
+
+  constructor(
+    options: DnsTunnelOptions & { nameBudget: number },
+    handlers: TransportHandlers,
+    onNameBudgetTooLong: () => void,
+  ) {
+    this.kind = options.kind;
+    this.options = options;
+    this.handlers = handlers;
+    this.onNameBudgetTooLong = onNameBudgetTooLong;
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? silentLogger;
+    this.obfuscation = obfuscationMasker(options.tunnel.publicKey, options.tunnel.zone);
+    for (const exchange of options.exchanges) this.inFlightPerExchange.set(exchange, 0);
+  }
+
+  get bufferedAmount(): number {
+    return this.session?.bufferedBytes ?? 0;
+  }
+
+  get closeReason(): TransportCloseReason | undefined {
+    return this.reason;
+  }
+
+  /** The name budget this connection runs with. */
+  get nameBudget(): number {
+    return this.options.nameBudget;
+  }
+
+  async connect({ signal, timeoutMs }: TransportConnectOptions): Promise<void> {
+    if (this.phase !== "new") throw new Error("a DnsTunnelTransport connects once");
+    if (signal.aborted) throw abortReason(signal);
+    this.phase = "connecting";
+    const deadlineAt = this.clock.nowMs() + timeoutMs;
+    const connectAbort = AbortSignal.any([signal, this.lifetime.signal]);
+    try {
+      const x25519 = this.options.x25519 ?? (await selectX25519Provider());
+      this.sid = randomSid();
+      const handshake = await startClientHandshake(
+        x25519,
+        this.options.tunnel.publicKey,
+        this.options.tunnel.zone,
+        this.sid,
+      );
+      this.keys = await this.runHandshake(handshake, deadlineAt, connectAbort);
+    } catch (error) {
+      this.phase = "closed";
+      this.reason = {
+        code: CLOSE_NORMAL,
+        reason: error instanceof Error ? error.message : String(error),
+        isLocal: true,
+      };
+      this.lifetime.abort();
+      throw error;
+    }
+    const maxChunkBytes = upstreamCapacityBytes(this.options.nameBudget, this.options.tunnel.zone) - QUERY_HEADER_BYTES;
+    const maxInFlight = this.options.exchanges.reduce((sum, exchange) => sum + exchange.maxInFlight, 0);
+    this.session = new TunnelSession({
+      ...DEFAULT_TUNNEL_SESSION_CONFIG,
+      ...this.options.session,
+      maxChunkBytes,
+      maxInFlight,
+    });
+    this.sealer = new RecordSealer(this.keys.upstream);
+    this.opener = new RecordOpener(this.keys.downstream, MAX_FRAME_BYTES);
+    this.phase = "open";
+    this.logger.debug(
+      { transport: this.kind, sid: this.sid, nameBudget: this.options.nameBudget },
+      "tunnel session open",
+    );
+    this.step({ type: "tick" });
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.phase !== "open" || this.sealer === undefined) {
+      throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the DNS tunnel is not open");
+    }
+    this.step({ type: "write", bytes: this.sealer.seal(frame) });
+  }
+
+  close(code: number, reason: string): void {
+    if (this.phase === "closed") return;
+    const effects = this.phase === "open" ? (this.session?.step({ type: "close" }, this.clock.nowMs()) ?? []) : [];
+    this.finish({ code, reason, isLocal: true });
+    // Tell the gateway, best effort: the session there ends now instead of idling out.
+    for (const effect of effects)
+      if (effect.type === "query") this.dispatch(effect.queryId, effect.query, effect.timeoutMs);
+  }
+
+  private async runHandshake(handshake: ClientHandshake, deadlineAt: number, signal: AbortSignal): Promise<TunnelKeys> {
+    const { zone } = this.options.tunnel;
+    const room =
+      upstreamCapacityBytes(Math.min(HANDSHAKE_NAME_BUDGET, this.options.nameBudget), zone) -
+      HANDSHAKE_QUERY_HEADER_BYTES;
+    const message = handshake.message1;
+    const fragCount = Math.ceil(message.length / room);
+    if (room <= 0 || fragCount > MAX_HANDSHAKE_FRAGMENTS)
+      throw new Error(`the zone ${zone} leaves no room for a handshake`);
+    let lastProblem = "no answer";
+    for (let attempt = 0; ; attempt += 1) {
+      const remainingMs = deadlineAt - this.clock.nowMs();
+      if (remainingMs <= 0) {
+        throw new RemessengerError(
+          ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED,
+          `no tunnel handshake with ${zone} via ${this.exchangeNames()}: ${lastProblem}`,
+        );
+      }
+      const attemptTimeoutMs = Math.min(remainingMs, HANDSHAKE_ATTEMPT_TIMEOUT_MS * (1 + Math.min(attempt, 3)));
+      const results = await Promise.allSettled(
+        Array.from({ length: fragCount }, (_, fragIndex) => {
+          const query: TunnelQuery = {
+            kind: "handshake",
+            sid: this.sid,
+            r: randomBytes(4),
+            fragIndex,
+            fragCount,
+            fragment: message.subarray(fragIndex * room, (fragIndex + 1) * room),
+          };
+          return this.exchangeQuery(query, this.obfuscation, attemptTimeoutMs, signal);
+        }),
+      );
+      if (signal.aborted) throw abortReason(signal);
+      for (const result of results) {
+        if (result.status === "fulfilled" && result.value.kind === "handshake")
+          return handshake.finish(result.value.message);
+        if (result.status === "rejected") {
+          const failure = describeFailure(result.reason);
+          if (failure === "lost-session") {
+            throw new RemessengerError(
+              ErrorCode.ERROR_CODE_UNAVAILABLE,
+              `the tunnel gateway for ${zone} refused the handshake (wrong key or zone?)`,
+            );
+          }
+          lastProblem = result.reason instanceof Error ? result.reason.message : String(result.reason);
+        }
+      }
+    }
+  }
+
+  /** Sends one tunnel query and decodes its answer; rejects with a QueryError. */
+  private async exchangeQuery(
+    query: TunnelQuery,
+    answerMasker: Masker,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<TunnelAnswer> {
+    const exchange = this.pickExchange();
+    const bytes = encodeQuery(query, this.obfuscation, this.keys?.queryMasker);
+    const name = encodeTunnelName(bytes, this.options.tunnel.zone, this.options.nameBudget);
+    const id = (randomBytes(2)[0] ?? 0) * 256 + (randomBytes(1)[0] ?? 0);
+    const message = encodeDnsQuery({ id, name, type: DNS_TYPE_TXT, ednsUdpBytes: EDNS_BUFFER_BYTES });
+    this.inFlightPerExchange.set(exchange, (this.inFlightPerExchange.get(exchange) ?? 0) + 1);
+    let responseBytes: Uint8Array;
+    try {
+      responseBytes = await exchange.exchange(message, { signal, timeoutMs });
+    } catch (error) {
+      if (error instanceof DnsExchangeError && error.failure === "rate-limited") {
+        this.pausedUntil.set(exchange, this.clock.nowMs() + error.retryAfterMs);
+      }
+      throw toQueryError(error);
+    } finally {
+      this.inFlightPerExchange.set(exchange, Math.max(0, (this.inFlightPerExchange.get(exchange) ?? 1) - 1));
+    }
+    let response;
+    try {
+      response = decodeDnsMessage(responseBytes);
+    } catch (cause) {
+      throw new QueryError("servfail", `undecodable DNS response from ${exchange.name}`, { cause });
+    }
+    if (!response.isResponse || response.id !== id)
+      throw new QueryError("servfail", `mismatched DNS response from ${exchange.name}`);
+    if (response.rcode === RCODE_NXDOMAIN) throw new QueryError("lost-session", "NXDOMAIN");
+    if (response.rcode === RCODE_REFUSED) throw new QueryError("refused", `REFUSED by ${exchange.name}`);
+    if (response.rcode !== RCODE_NOERROR)
+      throw new QueryError("servfail", `rcode ${response.rcode} from ${exchange.name}`);
+    const txt = response.answers.find((record) => record.type === DNS_TYPE_TXT && record.txt !== undefined);
+    if (txt?.txt === undefined) throw new QueryError("servfail", `no TXT answer from ${exchange.name}`);
+    try {
+      return decodeAnswer(fromTxtStrings(txt.txt), query.r, this.sid, answerMasker);
+    } catch (cause) {
+      throw new QueryError("servfail", `undecodable tunnel answer via ${exchange.name}`, { cause });
+    }
+  }
+
+  private pickExchange(): DnsExchange {
+    const exchanges = this.options.exchanges;
+    const now = this.clock.nowMs();
+    for (let i = 0; i < exchanges.length; i += 1) {
+      const exchange = exchanges[(this.nextExchange + i) % exchanges.length];
+      if (exchange === undefined) continue;
+      if ((this.pausedUntil.get(exchange) ?? 0) > now) continue;
+      if ((this.inFlightPerExchange.get(exchange) ?? 0) >= exchange.maxInFlight) continue;
+      this.nextExchange = (this.nextExchange + i + 1) % exchanges.length;
+      return exchange;
+    }
+    const fallback = exchanges[this.nextExchange % exchanges.length] ?? exchanges[0];
+    this.nextExchange += 1;
+    if (fallback === undefined) throw new Error("no resolver");
+    return fallback;
+  }
+
+  private step(event: Parameters<TunnelSession["step"]>[0]): void {
+    const session = this.session;
+    if (session === undefined) return;
+    const effects = session.step(event, this.clock.nowMs());
+    this.apply(effects);
+    this.scheduleWake();
+  }
+
+  private apply(effects: readonly TunnelEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "query":
+          this.dispatch(effect.queryId, effect.query, effect.timeoutMs);
+          break;
+        case "deliver":
+          this.deliver(effect.bytes);
+          break;
+        case "end":
+          this.onEnd(effect.end);
+          break;
+      }
+    }
+  }
+
+  private dispatch(queryId: number, outgoing: OutgoingQuery, timeoutMs: number): void {
+    const r = randomBytes(4);
+    const base = { sid: this.sid, r };
+    const query: TunnelQuery =
+      outgoing.kind === "data"
+        ? { ...base, kind: "data", seq: outgoing.seq, ack: outgoing.ack, chunk: outgoing.chunk }
+        : outgoing.kind === "poll"
+          ? { ...base, kind: "poll", ack: outgoing.ack, padding: outgoing.padding }
+          : { ...base, kind: "close", ack: outgoing.ack };
+    const answerMasker = this.keys?.answerMasker;
+    if (answerMasker === undefined) return;
+    const isClose = outgoing.kind === "close";
+    // The close goes out after the pipe is finished: it must not die with the lifetime signal.
+    const signal = isClose ? AbortSignal.timeout(timeoutMs) : this.lifetime.signal;
+    this.exchangeQuery(query, answerMasker, timeoutMs, signal).then(
+      (answer) => {
+        if (!isClose) this.step({ type: "answer", queryId, answer });
+      },
+      (error: unknown) => {
+        if (isClose || this.phase !== "open") return;
+        const failure = describeFailure(error);
+        this.logger.debug({ transport: this.kind, failure, err: error }, "tunnel query failed");
+        this.step({
+          type: "failed",
+          queryId,
+          failure,
+          ...(error instanceof QueryError && error.retryAfterMs > 0 ? { retryAfterMs: error.retryAfterMs } : {}),
+        });
+      },
+    );
+  }
+
+  private deliver(bytes: Uint8Array): void {
+    if (this.phase !== "open" || this.opener === undefined) return;
+    let frames: Uint8Array[];
+    try {
+      frames = this.opener.push(bytes);
+    } catch (error) {
+      this.finishRemote(`the tunnel stream is corrupt: ${error instanceof Error ? error.message : String(error)}`);
+      return;
+    }
+    for (const frame of frames) {
+      if (this.phase !== "open") return;
+      this.handlers.onFrame(frame);
+    }
+  }
+
+  private onEnd(end: SessionEnd): void {
+    if (end.isNameBudgetTooLong) this.onNameBudgetTooLong();
+    if (this.phase === "open") this.finishRemote(end.reason);
+  }
+
+  private scheduleWake(): void {
+    const session = this.session;
+    if (session === undefined || this.phase !== "open") return;
+    const now = this.clock.nowMs();
+    const at = session.nextWakeMs(now);
+    if (at === undefined) return;
+    if (this.cancelWake !== undefined && this.wakeAtMs <= at) return;
+    this.cancelWake?.();
+    this.wakeAtMs = at;
+    this.cancelWake = this.clock.setTimer(
+      () => {
+        this.cancelWake = undefined;
+        this.wakeAtMs = Infinity;
+        this.step({ type: "tick" });
+      },
+      Math.max(0, at - now),
+    );
+  }
+
+  private finishRemote(reason: string): void {
+    this.finish({ code: CLOSE_ABNORMAL, reason, isLocal: false });
+  }
+
+  private finish(reason: TransportCloseReason): void {
+    if (this.phase === "closed") return;
+    const wasOpen = this.phase === "open";
+    this.phase = "closed";
+    this.reason = reason;
+    this.cancelWake?.();
+    this.cancelWake = undefined;
+    this.lifetime.abort();
+    if (wasOpen) this.handlers.onClose(reason);
+  }
+
+  private exchangeNames(): string {
+    return this.options.exchanges.map((exchange) => exchange.name).join(", ");
+  }
+}
+
+class QueryError extends Error {
+  override readonly name = "QueryError";
+  readonly failure: QueryFailure;
+  readonly retryAfterMs: number;
+
+  constructor(failure: QueryFailure, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.failure = failure;
+    this.retryAfterMs = options?.retryAfterMs ?? 0;
+  }
+}
+
+function toQueryError(error: unknown): QueryError {
+  if (error instanceof DnsExchangeError) {
+    const failure: QueryFailure =
+      error.failure === "timeout" ? "timeout" : error.failure === "rate-limited" ? "rate-limited" : "network";
+    return new QueryError(failure, error.message, { cause: error, retryAfterMs: error.retryAfterMs });
+  }
+  return new QueryError("network", error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+function describeFailure(error: unknown): QueryFailure {
+  return error instanceof QueryError ? error.failure : "network";
+}
+
+function randomSid(): number {
+  const bytes = randomBytes(4);
+  return (((bytes[0] ?? 0) << 24) | ((bytes[1] ?? 0) << 16) | ((bytes[2] ?? 0) << 8) | (bytes[3] ?? 1)) >>> 0 || 1;
+}
