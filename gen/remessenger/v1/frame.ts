@@ -81,6 +81,19 @@ export interface Hello {
   serverTimeMs: number;
   serverVersion: string;
   maxFrameBytes: number;
+  /**
+   * Set when the server has a DNS tunnel: clients keep it to reach the server
+   * when only DNS gets through.
+   */
+  tunnel: TunnelInfo | undefined;
+}
+
+/** How to reach the server through its DNS tunnel (DoH or plain DNS). */
+export interface TunnelInfo {
+  /** The zone delegated to the server's DNS gateway, e.g. "t.example.net". */
+  zone: string;
+  /** The gateway's static X25519 public key (32 bytes); clients pin it. */
+  publicKey: Uint8Array;
 }
 
 /** The one envelope the server sends. Pushes have request_id 0. */
@@ -411,7 +424,7 @@ export const ClientFrame: MessageFns<ClientFrame> = {
 };
 
 function createBaseHello(): Hello {
-  return { challenge: undefined, serverTimeMs: 0, serverVersion: "", maxFrameBytes: 0 };
+  return { challenge: undefined, serverTimeMs: 0, serverVersion: "", maxFrameBytes: 0, tunnel: undefined };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -427,6 +440,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.maxFrameBytes !== 0) {
       writer.uint32(32).uint32(message.maxFrameBytes);
+    }
+    if (message.tunnel !== undefined) {
+      TunnelInfo.encode(message.tunnel, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -476,6 +492,14 @@ export const Hello: MessageFns<Hello> = {
             message.maxFrameBytes = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tunnel = TunnelInfo.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -499,6 +523,76 @@ export const Hello: MessageFns<Hello> = {
     message.serverTimeMs = object.serverTimeMs ?? 0;
     message.serverVersion = object.serverVersion ?? "";
     message.maxFrameBytes = object.maxFrameBytes ?? 0;
+    message.tunnel = (object.tunnel !== undefined && object.tunnel !== null)
+      ? TunnelInfo.fromPartial(object.tunnel)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTunnelInfo(): TunnelInfo {
+  return { zone: "", publicKey: new Uint8Array(0) };
+}
+
+export const TunnelInfo: MessageFns<TunnelInfo> = {
+  encode(message: TunnelInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.zone !== "") {
+      writer.uint32(10).string(message.zone);
+    }
+    if (message.publicKey.length !== 0) {
+      writer.uint32(18).bytes(message.publicKey);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TunnelInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTunnelInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.zone = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.publicKey = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TunnelInfo>): TunnelInfo {
+    return TunnelInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TunnelInfo>): TunnelInfo {
+    const message = createBaseTunnelInfo();
+    message.zone = object.zone ?? "";
+    message.publicKey = object.publicKey ?? new Uint8Array(0);
     return message;
   },
 };
