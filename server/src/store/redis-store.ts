@@ -48,6 +48,8 @@ import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts"
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
 import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";
+import { RedisDeviceKeys } from "./redis-device-keys.ts";
+import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
 import {
   type AppendOptions,
   type AppendOutcome,
@@ -297,6 +299,39 @@ export class RedisStore implements Store {
       cursors.push({ deviceId: String(flat[i]), throughSeq: Number(flat[i + 1]) });
     }
     return cursors;
+  }
+
+  // ── device keys (DeviceKeyStore), kept in redis-device-keys.ts ──────────
+
+  private deviceKeysPart: RedisDeviceKeys | undefined;
+
+  private get deviceKeys(): RedisDeviceKeys {
+    this.deviceKeysPart ??= new RedisDeviceKeys(this.client);
+    return this.deviceKeysPart;
+  }
+
+  publishPreKeys(deviceId: string, upload: PreKeyUpload): Promise<PreKeyCounts> {
+    return this.deviceKeys.publishPreKeys(deviceId, upload);
+  }
+
+  takePreKeyBundle(deviceId: string): Promise<TakenBundle | undefined> {
+    return this.deviceKeys.takePreKeyBundle(deviceId);
+  }
+
+  countPreKeys(deviceId: string): Promise<PreKeyCounts> {
+    return this.deviceKeys.countPreKeys(deviceId);
+  }
+
+  addDevice(device: LinkedDevice): Promise<void> {
+    return this.deviceKeys.addDevice(device);
+  }
+
+  getDeviceApproval(deviceId: string): Promise<DeviceApproval | undefined> {
+    return this.deviceKeys.getDeviceApproval(deviceId);
+  }
+
+  addChatCursor(chatId: string, deviceId: string): Promise<boolean> {
+    return this.deviceKeys.addChatCursor(chatId, deviceId);
   }
 
   /** Sends every queued append, then disconnects. Idempotent. */

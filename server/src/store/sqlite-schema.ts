@@ -14,6 +14,7 @@
  * over message_ids, and the shorter key made a 1,000-message commit ~30% faster.
  */
 import { DatabaseSync } from "node:sqlite";
+import { DEVICE_KEYS_MIGRATION } from "./sqlite-device-keys.ts";
 
 /** Each entry moves the schema from its index to index + 1. */
 const MIGRATIONS: readonly string[] = [
@@ -70,6 +71,7 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (chat_key, message_id)
   ) WITHOUT ROWID;
   `,
+  DEVICE_KEYS_MIGRATION,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

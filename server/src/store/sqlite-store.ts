@@ -31,8 +31,10 @@ import type { DatabaseSync } from "node:sqlite";
 import { Worker } from "node:worker_threads";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { encodeMessageBody } from "./message-body.ts";
+import { SqliteDeviceKeyReader } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";
 import { DATABASE_FILE_NAME, openReaderDatabase } from "./sqlite-schema.ts";
 import type { FromWriter, ToWriter, WriterWorkerData } from "./sqlite-writer-worker.ts";
@@ -70,6 +72,7 @@ export class SqliteStore implements Store {
   private readonly worker: Worker;
   private readonly readDb: DatabaseSync;
   private readonly reader: SqliteReader;
+  private readonly deviceKeyReader: SqliteDeviceKeyReader;
   private readonly commits: GroupCommit<WriteOp>;
   private readonly inFlight = new Map<number, InFlight>();
   private nextBatchId = 1;
@@ -95,6 +98,7 @@ export class SqliteStore implements Store {
     this.worker = worker;
     this.readDb = readDb;
     this.reader = new SqliteReader(readDb);
+    this.deviceKeyReader = new SqliteDeviceKeyReader(readDb);
     this.commits = new GroupCommit<WriteOp>({
       commit: (ops) => this.commitOnWorker(ops),
       weigh: (op) => (op.kind === "appendMessages" ? op.drafts.length : 1),
@@ -171,6 +175,30 @@ export class SqliteStore implements Store {
 
   getCursors(chatId: string): Promise<DeviceCursor[]> {
     return this.read(() => this.reader.getCursors(chatId));
+  }
+
+  publishPreKeys(deviceId: string, upload: PreKeyUpload): Promise<PreKeyCounts> {
+    return this.write({ kind: "publishPreKeys", deviceId, upload });
+  }
+
+  takePreKeyBundle(deviceId: string): Promise<TakenBundle | undefined> {
+    return this.write({ kind: "takePreKeyBundle", deviceId });
+  }
+
+  countPreKeys(deviceId: string): Promise<PreKeyCounts> {
+    return this.read(() => this.deviceKeyReader.countPreKeys(deviceId));
+  }
+
+  async addDevice(device: LinkedDevice): Promise<void> {
+    await this.write({ kind: "addDevice", device });
+  }
+
+  getDeviceApproval(deviceId: string): Promise<DeviceApproval | undefined> {
+    return this.read(() => this.deviceKeyReader.getDeviceApproval(deviceId));
+  }
+
+  addChatCursor(chatId: string, deviceId: string): Promise<boolean> {
+    return this.write({ kind: "addChatCursor", chatId, deviceId });
   }
 
   /** Commits everything already submitted, then stops the writer. Idempotent. */

@@ -17,6 +17,8 @@
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
+import { SqliteDeviceKeyWriter } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";
 import { blobColumn, integerColumn, textColumn } from "./sqlite-rows.ts";
 import type { AppendOutcome, ChatRecord, ChatState, DeviceRecord, UserRecord } from "./store.ts";
@@ -26,7 +28,11 @@ export type WriteOp =
   | { kind: "createUser"; user: UserRecord; device: DeviceRecord }
   | { kind: "createChat"; chat: ChatRecord; memberDeviceIds: readonly string[] }
   | { kind: "appendMessages"; chatId: string; drafts: readonly EncodedDraft[] }
-  | { kind: "ackDelivered"; chatId: string; deviceId: string; throughSeq: number };
+  | { kind: "ackDelivered"; chatId: string; deviceId: string; throughSeq: number }
+  | { kind: "publishPreKeys"; deviceId: string; upload: PreKeyUpload }
+  | { kind: "takePreKeyBundle"; deviceId: string }
+  | { kind: "addDevice"; device: LinkedDevice }
+  | { kind: "addChatCursor"; chatId: string; deviceId: string };
 
 /**
  * A draft as it crosses to the writer: the body already encoded on the calling
@@ -46,6 +52,10 @@ export interface WriteResults {
   createChat: { chat: ChatState; created: boolean };
   appendMessages: AppendOutcome[];
   ackDelivered: number | undefined;
+  publishPreKeys: PreKeyCounts;
+  takePreKeyBundle: TakenBundle | undefined;
+  addDevice: undefined;
+  addChatCursor: boolean;
 }
 
 /** An error as it crosses the worker boundary (structured clone drops classes). */
@@ -59,6 +69,7 @@ export type WireSettlement = { ok: true; value: unknown } | { ok: false; error: 
 export class SqliteWriter {
   private readonly db: DatabaseSync;
   private readonly reader: SqliteReader;
+  private readonly deviceKeys: SqliteDeviceKeyWriter;
   private readonly insertSecret: StatementSync;
   private readonly selectSecret: StatementSync;
   private readonly insertUser: StatementSync;
@@ -79,6 +90,7 @@ export class SqliteWriter {
   constructor(db: DatabaseSync) {
     this.db = db;
     this.reader = new SqliteReader(db);
+    this.deviceKeys = new SqliteDeviceKeyWriter(db);
     this.insertSecret = db.prepare("INSERT INTO server_secret (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING");
     this.selectSecret = db.prepare("SELECT secret FROM server_secret WHERE id = 1");
     this.insertUser = db.prepare("INSERT INTO users (user_id, display_name, created_at_ms) VALUES (?, ?, ?)");
@@ -149,6 +161,15 @@ export class SqliteWriter {
         return this.appendMessages(op.chatId, op.drafts);
       case "ackDelivered":
         return this.ackDelivered(op.chatId, op.deviceId, op.throughSeq);
+      case "publishPreKeys":
+        return this.deviceKeys.publishPreKeys(op.deviceId, op.upload);
+      case "takePreKeyBundle":
+        return this.deviceKeys.takePreKeyBundle(op.deviceId);
+      case "addDevice":
+        this.deviceKeys.addDevice(op.device);
+        return undefined;
+      case "addChatCursor":
+        return this.deviceKeys.addChatCursor(op.chatId, op.deviceId);
     }
   }
 

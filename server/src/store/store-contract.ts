@@ -14,6 +14,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import { describeDeviceKeyStoreContract } from "./device-key-store-contract.ts";
 import type { AppendOutcome, ChatRecord, DeviceRecord, MessageDraft, Store, UserRecord } from "./store.ts";
 
 export interface StoreFixture {
@@ -38,6 +39,8 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
     afterEach(async () => {
       await fixture.cleanup();
     });
+
+    describeDeviceKeyStoreContract(openFixture);
 
     describe("server secret", () => {
       it("stores the first candidate and returns it on every later call", async () => {
