@@ -54,10 +54,10 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   const messenger = new Messenger({ store, bus: new LocalPushBus(), clock: systemClock, random, secret, log });
 
   const http = new HttpListener({ ...config.listen, ...(config.tls ? { tls: config.tls } : {}), log });
-  const ws = new WebSocketEdge({ messenger, clock: systemClock, log });
-  http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
   const tunnel: RunningTunnel | null =
     config.tunnel === null ? null : await startTunnel({ config: config.tunnel, secret, messenger, http, log });
+  const ws = new WebSocketEdge({ messenger, clock: systemClock, log, ...(tunnel ? { tunnel: tunnel.hello } : {}) });
+  http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
   const pipes = new HttpsPipeEdge({ messenger, clock: systemClock, log });
   http.onRequest((request, response) => pipes.handle(request, response));
   const { url } = await http.listen();

@@ -18,7 +18,13 @@ import {
   encodeServerFrame,
 } from "../../../client/core/src/wire/frame-codec.ts";
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
-import { ErrorCode, type Message, type ServerFrame, type ServerPush } from "../../../client/core/src/wire/proto.ts";
+import {
+  ErrorCode,
+  type Message,
+  type ServerFrame,
+  type ServerPush,
+  type TunnelInfo,
+} from "../../../client/core/src/wire/proto.ts";
 import type { AuthedDevice, Messenger, Subscription } from "../core/messenger.ts";
 import { isInternal, toErrorDetail } from "./to-status.ts";
 
@@ -70,8 +76,8 @@ export class FrameSession {
     this.log = log;
   }
 
-  /** Sends the hello with a login challenge bound to this connection. */
-  open(now: number): void {
+  /** Sends the hello with a login challenge bound to this connection (and the DNS tunnel, if the server has one). */
+  open(now: number, tunnel?: TunnelInfo): void {
     this.write({
       requestId: 0,
       body: {
@@ -81,6 +87,7 @@ export class FrameSession {
           serverTimeMs: now,
           serverVersion: SERVER_VERSION,
           maxFrameBytes: MAX_FRAME_BYTES,
+          tunnel,
         },
       },
     });

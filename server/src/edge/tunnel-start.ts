@@ -7,6 +7,7 @@
 import type { Logger } from "pino";
 import { hkdfSha256 } from "../../../client/core/src/crypto/hkdf.ts";
 import { selectX25519Provider } from "../../../client/core/src/crypto/select-x25519-provider.ts";
+import type { TunnelInfo } from "../../../client/core/src/wire/proto.ts";
 import type { TunnelConfig } from "../config.ts";
 import { systemClock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
@@ -17,7 +18,9 @@ import { TunnelGateway } from "./tunnel-gateway.ts";
 
 export interface RunningTunnel {
   gateway: TunnelGateway;
-  /** For the "listening" log line and clients at init. */
+  /** What clients learn in the hello. */
+  hello: TunnelInfo;
+  /** For the "listening" log line. */
   info: { zone: string; publicKey: string; dns: string | null; doh: string };
   close(): Promise<void>;
 }
@@ -54,6 +57,7 @@ export async function startTunnel(options: {
   }
   return {
     gateway,
+    hello: { zone: config.zone, publicKey },
     info: {
       zone: config.zone,
       publicKey: Buffer.from(publicKey).toString("base64url"),

@@ -9,6 +9,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
+import type { TunnelInfo } from "../../../client/core/src/wire/proto.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
 import { FrameSession } from "./frame-session.ts";
@@ -22,6 +23,8 @@ export interface WebSocketEdgeOptions {
   messenger: Messenger;
   clock: Clock;
   log: Logger;
+  /** Told to every client in the hello, when the server has a DNS tunnel. */
+  tunnel?: TunnelInfo;
 }
 
 export class WebSocketEdge {
@@ -123,7 +126,7 @@ export class WebSocketEdge {
       // ws reports oversized and malformed WebSocket frames here and closes (1009 / 1002).
       connectionLog.warn({ err: error, deviceId: session.authedDevice?.deviceId }, "websocket error");
     });
-    session.open(clock.nowMs());
+    session.open(clock.nowMs(), this.options.tunnel);
   }
 }
 

@@ -86,6 +86,7 @@ async function setup(store = new MemoryClientStore()) {
           serverTimeMs: 0,
           serverVersion: "t",
           maxFrameBytes: 0,
+          tunnel: undefined,
         },
       },
     });

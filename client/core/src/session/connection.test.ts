@@ -10,7 +10,7 @@ const HELLO = {
   requestId: 0,
   body: {
     $case: "hello" as const,
-    value: { challenge: undefined, serverTimeMs: 1, serverVersion: "t", maxFrameBytes: 1 },
+    value: { challenge: undefined, serverTimeMs: 1, serverVersion: "t", maxFrameBytes: 1, tunnel: undefined },
   },
 };
 
