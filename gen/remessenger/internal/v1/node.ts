@@ -25,7 +25,15 @@ export interface ForwardSendsRequest {
 
 export interface ForwardSendsResponse {
   correlationId: number;
-  result: { $case: "sent"; value: SendMessageResponse } | { $case: "error"; value: ErrorDetail } | undefined;
+  result:
+    | { $case: "sent"; value: SendMessageResponse }
+    | { $case: "error"; value: ErrorDetail }
+    | undefined;
+  /**
+   * With `error`: the receiver does not own the chat's shard (any more); the
+   * forwarding node looks the owner up again and retries.
+   */
+  isNotOwner: boolean;
 }
 
 /**
@@ -140,7 +148,7 @@ export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
 };
 
 function createBaseForwardSendsResponse(): ForwardSendsResponse {
-  return { correlationId: 0, result: undefined };
+  return { correlationId: 0, result: undefined, isNotOwner: false };
 }
 
 export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
@@ -155,6 +163,9 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
       case "error":
         ErrorDetail.encode(message.result.value, writer.uint32(26).fork()).join();
         break;
+    }
+    if (message.isNotOwner !== false) {
+      writer.uint32(32).bool(message.isNotOwner);
     }
     return writer;
   },
@@ -196,6 +207,14 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
             message.result = { $case: "error", value: ErrorDetail.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.isNotOwner = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -228,6 +247,7 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
         break;
       }
     }
+    message.isNotOwner = object.isNotOwner ?? false;
     return message;
   },
 };
