@@ -8,6 +8,10 @@ describe("parseCliConfig", () => {
       explicitServerUrl: undefined,
       isJson: false,
       logLevel: "silent",
+      transport: "auto",
+      resolver: undefined,
+      dohUrls: [],
+      nameBudget: undefined,
     });
   });
 
@@ -23,7 +27,36 @@ describe("parseCliConfig", () => {
       explicitServerUrl: "https://b",
       isJson: true,
       logLevel: "warn",
+      transport: "auto",
+      resolver: undefined,
+      dohUrls: [],
+      nameBudget: undefined,
     });
+  });
+
+  it("picks the pipe and its resolvers from flags or env", () => {
+    const env = { REMESSENGER_TRANSPORT: "doh", REMESSENGER_DOH_URL: "https://a/dns-query, https://b/dns-query" };
+    expect(parseCliConfig({}, env, "/h")).toMatchObject({
+      transport: "doh",
+      dohUrls: ["https://a/dns-query", "https://b/dns-query"],
+    });
+    expect(
+      parseCliConfig(
+        { transport: "dns", resolver: "[::1]:5353", nameBudget: "72", dohUrl: ["https://c/q"] },
+        env,
+        "/h",
+      ),
+    ).toMatchObject({
+      transport: "dns",
+      resolver: { host: "::1", port: 5353 },
+      nameBudget: 72,
+      dohUrls: ["https://c/q"],
+    });
+    expect(parseCliConfig({ resolver: "9.9.9.9" }, {}, "/h").resolver).toEqual({ host: "9.9.9.9", port: 53 });
+    expect(() => parseCliConfig({ transport: "carrier-pigeon" }, {}, "/h")).toThrow(/--transport must be one of/);
+    expect(() => parseCliConfig({ resolver: "a:b:c" }, {}, "/h")).toThrow(/--resolver/);
+    expect(() => parseCliConfig({ dohUrl: ["ftp://x"] }, {}, "/h")).toThrow(/--doh-url/);
+    expect(() => parseCliConfig({ nameBudget: "20" }, {}, "/h")).toThrow(/--name-budget/);
   });
 
   it("refuses a bad server URL or log level as bad input", () => {

@@ -7,17 +7,33 @@
  *   --server URL       REMESSENGER_SERVER      default: the profile's, else http://127.0.0.1:8080
  *   --log-level LEVEL  REMESSENGER_LOG_LEVEL   default silent (diagnostics on stderr)
  *   --json                                     machine-readable output
+ *   --transport KIND   REMESSENGER_TRANSPORT   ws | https | doh | dns | auto (default auto)
+ *   --resolver H:P     REMESSENGER_RESOLVER    plain-DNS resolver (default: the system's)
+ *   --doh-url URL      REMESSENGER_DOH_URL     DoH resolver, repeatable (env: comma-separated;
+ *                                              default: the server's own /dns-query)
+ *   --name-budget N    REMESSENGER_NAME_BUDGET longest tunnel query name (default 253)
  */
 import { join } from "node:path";
 import { webSocketUrl } from "../../core/src/index.ts";
+import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "../../core/src/wire/tunnel-name.ts";
 import { usageError } from "./cli-error.ts";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:8080";
 export const LOG_LEVELS = ["silent", "fatal", "error", "warn", "info", "debug", "trace"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** Which pipe to use. "auto" is the transport ladder (issue 7); today it means the WebSocket. */
+export const TRANSPORT_CHOICES = ["ws", "https", "doh", "dns", "auto"] as const;
+export type TransportChoice = (typeof TRANSPORT_CHOICES)[number];
+
 export interface CliConfig {
   profileDir: string;
+  transport: TransportChoice;
+  /** Plain-DNS resolver; undefined: the system resolver. */
+  resolver: { host: string; port: number } | undefined;
+  /** DoH resolvers; empty: the server's own /dns-query. */
+  dohUrls: string[];
+  nameBudget: number | undefined;
   /** The server named on the command line or in the environment; undefined means "the profile's". */
   explicitServerUrl: string | undefined;
   isJson: boolean;
@@ -29,6 +45,10 @@ export interface GlobalFlags {
   server?: string;
   json?: boolean;
   logLevel?: string;
+  transport?: string;
+  resolver?: string;
+  dohUrl?: string[];
+  nameBudget?: string;
 }
 
 export function parseCliConfig(
@@ -43,7 +63,59 @@ export function parseCliConfig(
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw usageError(`log level must be one of ${LOG_LEVELS.join(", ")}; got ${level}`);
   }
-  return { profileDir, explicitServerUrl, isJson: flags.json === true, logLevel: level as LogLevel };
+  const transport = flags.transport ?? nonEmpty(env.REMESSENGER_TRANSPORT) ?? "auto";
+  if (!(TRANSPORT_CHOICES as readonly string[]).includes(transport)) {
+    throw usageError(`--transport must be one of ${TRANSPORT_CHOICES.join(", ")}; got ${transport}`);
+  }
+  const resolverText = flags.resolver ?? nonEmpty(env.REMESSENGER_RESOLVER);
+  const dohUrls =
+    flags.dohUrl !== undefined && flags.dohUrl.length > 0
+      ? flags.dohUrl
+      : (nonEmpty(env.REMESSENGER_DOH_URL)
+          ?.split(",")
+          .map((url) => url.trim()) ?? []);
+  for (const url of dohUrls) checkDohUrl(url);
+  const budgetText = flags.nameBudget ?? nonEmpty(env.REMESSENGER_NAME_BUDGET);
+  let nameBudget: number | undefined;
+  if (budgetText !== undefined) {
+    nameBudget = Number(budgetText);
+    if (!/^\d+$/.test(budgetText) || nameBudget < MIN_NAME_BUDGET || nameBudget > MAX_NAME_CHARS) {
+      throw usageError(`--name-budget must be ${MIN_NAME_BUDGET} to ${MAX_NAME_CHARS}; got ${budgetText}`);
+    }
+  }
+  return {
+    profileDir,
+    explicitServerUrl,
+    isJson: flags.json === true,
+    logLevel: level as LogLevel,
+    transport: transport as TransportChoice,
+    resolver: resolverText === undefined ? undefined : parseResolver(resolverText),
+    dohUrls,
+    nameBudget,
+  };
+}
+
+/** HOST:PORT or [IPv6]:PORT; a bare host means port 53. */
+export function parseResolver(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(text.trim());
+  const host = match?.[1] ?? match?.[2];
+  const port = match?.[3] === undefined ? 53 : Number(match[3]);
+  if (host === undefined || port < 1 || port > 65535) {
+    throw usageError(`--resolver must be HOST[:PORT] (e.g. 127.0.0.1:53 or [::1]:53); got ${text}`);
+  }
+  return { host, port };
+}
+
+function checkDohUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw usageError(`--doh-url must be a URL; got ${url}`);
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    throw usageError(`--doh-url must be https:// (http:// only for local tests); got ${url}`);
+  }
 }
 
 function checkServerUrl(url: string): void {

@@ -16,6 +16,7 @@ import type { CliConfig } from "./cli-config.ts";
 import { CliError } from "./cli-error.ts";
 import type { Output } from "./output.ts";
 import { type OpenProfile, openProfile } from "./profile.ts";
+import { transportFactoryFor } from "./transport/cli-transports.ts";
 
 export function createLogger(config: CliConfig): Logger {
   return pino(
@@ -39,6 +40,7 @@ export function createSession(
 ): ClientSession {
   const { subscribe, sendOutbox, timing } = options;
   const session = new ClientSession({
+    transports: transportFactoryFor(context.config, opened.profile.serverUrl, opened.profile.tunnel, context.logger),
     profile: opened.profile,
     signer: opened.signer,
     store: opened.store,

@@ -18,6 +18,7 @@ import { type CommandContext, createLogger } from "./cli-session.ts";
 import { chatCreateCommand, chatListCommand } from "./commands/chat.ts";
 import { contactsCommand } from "./commands/contacts.ts";
 import { initCommand } from "./commands/init.ts";
+import { inviteCommand } from "./commands/invite.ts";
 import { listenCommand } from "./commands/listen.ts";
 import { DEFAULT_WAIT_TIMEOUT_MS, sendCommand } from "./commands/send.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -55,6 +56,18 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .option("--server <url>", "server base URL (default: the profile's, else http://127.0.0.1:8080)")
     .option("--json", "machine-readable output: one JSON object per line")
     .option("--log-level <level>", "diagnostics on stderr: silent, error, warn, info, debug")
+    .option("--transport <kind>", "ws, https, doh, dns or auto (default auto: the WebSocket until the ladder lands)")
+    .option("--resolver <host:port>", "plain-DNS resolver for --transport dns (default: the system's)")
+    .option(
+      "--doh-url <url>",
+      "DoH resolver for --transport doh (repeatable; default: the server's /dns-query)",
+      collect,
+      [],
+    )
+    .option(
+      "--name-budget <chars>",
+      "longest DNS query name the tunnel uses (default 253; 101 and 72 for capped networks)",
+    )
     .exitOverride()
     .configureOutput({
       outputError: (text, write) => {
@@ -66,8 +79,16 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .command("init")
     .description("create this profile's identity and register it as a new user; prints the user id")
     .requiredOption("--name <name>", "your display name")
-    .action(async (options: { name: string }, command: Command) => {
+    .option("--invite <string>", "an invite (remessenger invite): server, DNS tunnel zone and key")
+    .action(async (options: { name: string; invite?: string }, command: Command) => {
       await initCommand(contextOf(command), options);
+    });
+
+  program
+    .command("invite")
+    .description("print an invite string (server URL, DNS tunnel zone and key) for someone who can only reach DNS")
+    .action(async (_options: unknown, command: Command) => {
+      await inviteCommand(contextOf(command));
     });
 
   const chat = program.command("chat").description("create and list chats");

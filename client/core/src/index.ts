@@ -51,7 +51,7 @@ export {
 } from "./session/client-session.ts";
 export { type Clock, systemClock } from "./session/clock.ts";
 export type { RequestKind, RequestValue, ResponseValue } from "./session/connection.ts";
-export { registerNewDevice, type RegisterNewDeviceOptions } from "./session/device-auth.ts";
+export { type RegisteredDevice, registerNewDevice, type RegisterNewDeviceOptions } from "./session/device-auth.ts";
 export { drop } from "./session/drop.ts";
 export { type Logger, silentLogger } from "./session/logger.ts";
 export { contentText, type PayloadCodec, plaintextPayloadCodec, textContent } from "./session/payload-codec.ts";
@@ -83,5 +83,13 @@ export {
 export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
 
 export { RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
+export {
+  type Invite,
+  InviteError,
+  decodeInvite,
+  decodeTunnelKey,
+  encodeInvite,
+  encodeTunnelKey,
+} from "./wire/invite.ts";
 export { directChatId, isId, messageIdFromHex, messageIdToHex } from "./wire/ids.ts";
 export { type Chat, ChatKind, ErrorCode } from "./wire/proto.ts";

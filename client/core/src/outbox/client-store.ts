@@ -93,6 +93,8 @@ export interface DeviceProfile {
   deviceId: string;
   displayName: string;
   registeredAtMs: number;
+  /** The server's DNS tunnel, learned at init (hello) or from an invite; absent when it has none. */
+  tunnel?: { zone: string; /** base64url of the gateway's X25519 key */ publicKey: string };
 }
 
 export interface OutboxQuery {

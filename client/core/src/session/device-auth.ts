@@ -7,7 +7,7 @@
  */
 import { loginProof, registerProof } from "../wire/auth-proof.ts";
 import { isError } from "../wire/errors.ts";
-import { ErrorCode, type Hello, type LoginResponse, type RegisterResponse } from "../wire/proto.ts";
+import { ErrorCode, type Hello, type LoginResponse, type RegisterResponse, type TunnelInfo } from "../wire/proto.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import { CLOSE_NORMAL, type TransportFactory } from "../transport/transport.ts";
 import { type Clock, deadline, systemClock } from "./clock.ts";
@@ -81,7 +81,12 @@ export interface RegisterNewDeviceOptions {
  * (before a profile exists there is no session to ride on). One deadline
  * covers connecting and registering.
  */
-export async function registerNewDevice(options: RegisterNewDeviceOptions): Promise<RegisterResponse> {
+/** What registering tells a new device: the response, and the server's DNS tunnel if it has one. */
+export interface RegisteredDevice extends RegisterResponse {
+  tunnel: TunnelInfo | undefined;
+}
+
+export async function registerNewDevice(options: RegisterNewDeviceOptions): Promise<RegisteredDevice> {
   const clock = options.clock ?? systemClock;
   const limit = deadline(clock, options.timeoutMs, "registering", options.signal);
   try {
@@ -96,10 +101,11 @@ export async function registerNewDevice(options: RegisterNewDeviceOptions): Prom
       { signal: limit.signal, timeoutMs: options.timeoutMs },
     );
     try {
-      return await registerDevice(connection, hello, options.signer, options.displayName, {
+      const response = await registerDevice(connection, hello, options.signer, options.displayName, {
         timeoutMs: options.timeoutMs,
         signal: limit.signal,
       });
+      return { ...response, tunnel: hello.tunnel };
     } finally {
       connection.close(CLOSE_NORMAL, "registered");
     }
