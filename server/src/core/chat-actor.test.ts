@@ -87,7 +87,7 @@ describe("ChatActor", () => {
     expect(counting.appends).toEqual([100]);
   });
 
-  it("publishes each new message once to the members, in seq order, and a duplicate not at all", async () => {
+  it("publishes each new message once to the members, in seq order, a duplicate in its batch not at all, and a later repeat again", async () => {
     const { chatId, userId, deviceId } = await chatWithMember();
     const bus = new LocalPushBus();
     const published: Message[] = [];
@@ -104,6 +104,9 @@ describe("ChatActor", () => {
     expect([a?.seq, b?.seq, c?.seq]).toEqual([1, 2, 1]);
     expect(c?.duplicate).toBe(true);
     expect(published.map((m) => m.seq)).toEqual([1, 2]);
+    // A repeat in a later batch: its first answer may never have arrived, so nobody may have heard of it.
+    expect(await actor.send(draft(userId, deviceId, id))).toMatchObject({ seq: 1, duplicate: true });
+    expect(published.map((m) => m.seq)).toEqual([1, 2, 1]);
   });
 
   it("refuses senders who are not members and chats that do not exist, without touching the store", async () => {

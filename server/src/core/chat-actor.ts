@@ -10,8 +10,10 @@
  */
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, Message } from "../../../client/core/src/wire/proto.ts";
-import type { ChatState, MessageDraft, Store } from "../store/store.ts";
+import { type ChatState, FencedError, type MessageDraft, type Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
+import { NotOwnerError } from "./lease.ts";
+import { shardOf } from "./shard-placement.ts";
 import type { PushBus } from "./push-bus.ts";
 
 /** Sends waiting in one chat's mailbox; beyond it, senders are told to retry. */
@@ -37,6 +39,14 @@ export interface ChatActorDeps {
   clock: Clock;
   /** Called when a batch fails in the store, for logs; the senders get UNAVAILABLE. */
   onStoreError(chatId: string, error: unknown): void;
+  /**
+   * Many nodes: the lease token this node writes the chat with, or undefined
+   * when it does not own the chat's shard (the batch is refused with
+   * NotOwnerError, and routed again by the caller). Absent on one node.
+   */
+  fenceTokenOf?(chatId: string): number | undefined;
+  /** Many nodes: the store refused a write with our token (a newer owner wrote). */
+  onFenced?(chatId: string): void;
 }
 
 export class ChatActor {
@@ -128,13 +138,27 @@ export class ChatActor {
     }
     if (accepted.length === 0) return;
 
+    const fenceToken = this.deps.fenceTokenOf?.(this.chatId);
+    if (this.deps.fenceTokenOf !== undefined && fenceToken === undefined) {
+      const notOwner = new NotOwnerError(shardOf(this.chatId), "is not owned by this node");
+      for (const pending of accepted) pending.reject(notOwner);
+      return;
+    }
     let outcomes;
     try {
       outcomes = await this.deps.store.appendMessages(
         this.chatId,
         accepted.map((p) => p.draft),
+        fenceToken === undefined ? {} : { fenceToken },
       );
     } catch (error) {
+      if (error instanceof FencedError) {
+        // Nothing was written: a newer owner has the chat. Route these sends again.
+        this.deps.onFenced?.(this.chatId);
+        const notOwner = new NotOwnerError(shardOf(this.chatId), "moved to another node (fenced)");
+        for (const pending of accepted) pending.reject(notOwner);
+        return;
+      }
       this.deps.onStoreError(this.chatId, error);
       // The append may or may not have happened; a retry with the same id is safe either way.
       const unavailable = new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "message store unavailable, retry", {
@@ -146,6 +170,7 @@ export class ChatActor {
     }
 
     const published: Array<{ message: Message; senderCaughtUp: boolean }> = [];
+    const firstSeqOfBatch = chat.headSeq;
     accepted.forEach((pending, index) => {
       const outcome = outcomes[index];
       const { draft } = pending;
@@ -160,29 +185,37 @@ export class ChatActor {
           );
         } else {
           pending.resolve({ seq: outcome.seq, duplicate: true, serverTimeMs: draft.serverTimeMs });
+          // A repeat after an answer that never arrived (a store timeout, a node
+          // or Redis failover) may be the first time anyone hears of the
+          // message: publish it again (unless this batch just did); pumps skip
+          // seqs they already pushed.
+          if (outcome.seq <= firstSeqOfBatch) {
+            published.push({ message: toMessage(this.chatId, outcome.seq, draft), senderCaughtUp: false });
+          }
         }
         return;
       }
       if (outcome.seq > chat.headSeq) chat.headSeq = outcome.seq;
       pending.resolve({ seq: outcome.seq, duplicate: false, serverTimeMs: draft.serverTimeMs });
-      published.push({
-        message: Message.fromPartial({
-          chatId: this.chatId,
-          seq: outcome.seq,
-          messageId: draft.messageId,
-          senderUserId: draft.senderUserId,
-          senderDeviceId: draft.senderDeviceId,
-          serverTimeMs: draft.serverTimeMs,
-          payload: draft.payload,
-          devicePayloads: draft.devicePayloads,
-        }),
-        senderCaughtUp: outcome.senderCaughtUp,
-      });
+      published.push({ message: toMessage(this.chatId, outcome.seq, draft), senderCaughtUp: outcome.senderCaughtUp });
     });
     for (const { message, senderCaughtUp } of published) {
       this.deps.bus.publish(chat.memberUserIds, { kind: "message", message, senderCaughtUp });
     }
   }
+}
+
+function toMessage(chatId: string, seq: number, draft: MessageDraft): Message {
+  return Message.fromPartial({
+    chatId,
+    seq,
+    messageId: draft.messageId,
+    senderUserId: draft.senderUserId,
+    senderDeviceId: draft.senderDeviceId,
+    serverTimeMs: draft.serverTimeMs,
+    payload: draft.payload,
+    devicePayloads: draft.devicePayloads,
+  });
 }
 
 /**
@@ -230,8 +263,8 @@ export class ChatActorRegistry {
     return total;
   }
 
-  /** Resolves once every mailbox is empty and no batch is in the store. */
-  async drained(): Promise<void> {
-    await Promise.all([...this.actors.values()].map((actor) => actor.whenIdle()));
+  /** Resolves once every mailbox (of the chats `matches` picks) is empty and no batch is in the store. */
+  async drained(matches: (chatId: string) => boolean = () => true): Promise<void> {
+    await Promise.all([...this.actors.values()].filter((a) => matches(a.chatId)).map((actor) => actor.whenIdle()));
   }
 }

@@ -144,6 +144,13 @@ export class DeliveryPump {
     this.schedule();
   }
 
+  /** Live events may have been lost: read every chat from the store again. */
+  resync(): void {
+    if (this.isStopped) return;
+    for (const chatId of this.chats.keys()) this.behind.add(chatId);
+    this.schedule();
+  }
+
   /** The sink drained its buffer: continue where the pump stopped. */
   onWritable(): void {
     this.schedule();

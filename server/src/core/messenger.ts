@@ -32,6 +32,8 @@ import {
   type GetUserRequest,
   type GetUserResponse,
   type ListChatsResponse,
+  type LinkDeviceRequest,
+  type LinkDeviceResponse,
   type LoginRequest,
   type LoginResponse,
   type PingRequest,
@@ -44,9 +46,11 @@ import {
 } from "../../../client/core/src/wire/proto.ts";
 import type { ChatState, Store } from "../store/store.ts";
 import { ChatActorRegistry } from "./chat-actor.ts";
+import type { ChatRouter } from "./chat-routing.ts";
 import type { Clock } from "./clock.ts";
 import { DeliveryPump, type PushSink } from "./delivery-pump.ts";
 import { ChallengeBook, SessionTokens, verifyDeviceSignature } from "./device-auth.ts";
+import { DeviceKeys } from "./device-keys.ts";
 import type { PushBus } from "./push-bus.ts";
 
 /** A device that proved its identity on this connection or with a token. */
@@ -63,6 +67,8 @@ export interface MessengerDeps {
   /** The server secret from the store (signs session tokens). */
   secret: Uint8Array;
   log: Logger;
+  /** Many nodes: sends go to the chat's owner node (core/chat-routing.ts). Absent on one node. */
+  router?: ChatRouter;
 }
 
 /** A subscribed connection: its pump, and how to end it. */
@@ -86,6 +92,18 @@ function requireId(kind: "user" | "device" | "chat", value: string, field: strin
   if (!isId(kind, value)) throw invalid(`${field} is not a ${kind} id: ${JSON.stringify(value.slice(0, 40))}`);
 }
 
+/** "No such chat" and "not a member" leave as one answer (see chatNotFound). */
+async function hideChat<T>(chatId: string, sending: Promise<T>): Promise<T> {
+  try {
+    return await sending;
+  } catch (error) {
+    const isHidden =
+      error instanceof RemessengerError &&
+      (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
+    throw isHidden ? chatNotFound(chatId) : error;
+  }
+}
+
 function toChat(state: ChatState, receipts: Receipt[] = []): Chat {
   return {
     chatId: state.chatId,
@@ -102,6 +120,8 @@ function toChat(state: ChatState, receipts: Receipt[] = []): Chat {
 export class Messenger {
   readonly actors: ChatActorRegistry;
   readonly challenges: ChallengeBook;
+  /** Prekeys and device linking (end-to-end encryption's server side). */
+  readonly deviceKeys: DeviceKeys;
   private readonly tokens: SessionTokens;
   private readonly deps: MessengerDeps;
 
@@ -109,6 +129,12 @@ export class Messenger {
     this.deps = deps;
     this.challenges = new ChallengeBook(deps.clock, deps.random);
     this.tokens = new SessionTokens(deps.secret, deps.clock);
+    this.deviceKeys = new DeviceKeys({
+      store: deps.store,
+      clock: deps.clock,
+      random: deps.random,
+      challenges: this.challenges,
+    });
     this.actors = new ChatActorRegistry({
       store: deps.store,
       bus: deps.bus,
@@ -116,6 +142,15 @@ export class Messenger {
       onStoreError: (chatId, error) => {
         deps.log.error({ chatId, err: error }, "append failed in the store");
       },
+      ...(deps.router === undefined
+        ? {}
+        : {
+            fenceTokenOf: (chatId: string) => deps.router?.tokenFor(chatId),
+            onFenced: (chatId: string) => {
+              deps.log.warn({ chatId }, "append fenced: a newer owner has the chat's shard");
+              deps.router?.onFenced(chatId);
+            },
+          }),
     });
   }
 
@@ -165,8 +200,18 @@ export class Messenger {
         ...device,
         sessionToken: this.tokens.issue(device.deviceId),
         serverTimeMs: this.deps.clock.nowMs(),
-        preKeyStock: undefined,
+        preKeyStock: await this.deviceKeys.stock(device.deviceId),
       },
+    };
+  }
+
+  /** Adds a device to an existing user, approved by one of its devices (see DeviceKeys.link). */
+  async linkDevice(request: LinkDeviceRequest): Promise<{ device: AuthedDevice; response: LinkDeviceResponse }> {
+    const device = await this.deviceKeys.link(request);
+    this.deps.log.info({ userId: device.userId, deviceId: device.deviceId }, "device linked");
+    return {
+      device,
+      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: this.deps.clock.nowMs() },
     };
   }
 
@@ -184,17 +229,18 @@ export class Messenger {
     const user = await this.deps.store.getUser(request.userId);
     if (user === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no user ${request.userId}`);
     const devices = await this.deps.store.listUserDevices(user.userId);
+    const approvals = await Promise.all(devices.map((d) => this.deps.store.getDeviceApproval(d.deviceId)));
     return {
       user: {
         userId: user.userId,
         displayName: user.displayName,
-        devices: devices.map((d) => ({
+        devices: devices.map((d, i) => ({
           deviceId: d.deviceId,
           identityKey: d.identityKey,
           createdAtMs: d.createdAtMs,
-          approvedByDeviceId: "",
-          approvalSignature: new Uint8Array(0),
-          approvalExpiresAtMs: 0,
+          approvedByDeviceId: approvals[i]?.approvedByDeviceId ?? "",
+          approvalSignature: approvals[i]?.signature ?? new Uint8Array(0),
+          approvalExpiresAtMs: approvals[i]?.expiresAtMs ?? 0,
         })),
       },
     };
@@ -256,10 +302,29 @@ export class Messenger {
   }
 
   /**
-   * Validates, then queues the send in the chat's mailbox. It is async but
-   * awaits nothing before the mailbox, so sends keep their arrival order.
+   * Validates, then queues the send in the chat's mailbox (or hands it to the
+   * chat's owner node). It is async but awaits nothing before the mailbox, so
+   * sends keep their arrival order.
    */
   async sendMessage(device: AuthedDevice, request: SendMessageRequest): Promise<SendMessageResponse> {
+    const sendLocal = this.validatedSend(device, request);
+    const { router } = this.deps;
+    return hideChat(request.chatId, router === undefined ? sendLocal() : router.send(device, request, sendLocal));
+  }
+
+  /**
+   * A send another node forwarded here because this node owns the chat's
+   * shard; the device was authenticated by that node. Refused with
+   * NotOwnerError when this node does not own the shard.
+   */
+  async acceptForwardedSend(device: AuthedDevice, request: SendMessageRequest): Promise<SendMessageResponse> {
+    const sendLocal = this.validatedSend(device, request);
+    const { router } = this.deps;
+    return hideChat(request.chatId, router === undefined ? sendLocal() : router.acceptForwarded(request, sendLocal));
+  }
+
+  /** Checks the request and returns the step that queues it in this node's actor. */
+  private validatedSend(device: AuthedDevice, request: SendMessageRequest): () => Promise<SendMessageResponse> {
     requireId("chat", request.chatId, "chat_id");
     if (request.messageId.length !== MESSAGE_ID_BYTES) throw invalid(`message_id must be ${MESSAGE_ID_BYTES} bytes`);
     if (request.devicePayloads.length > MAX_DEVICE_PAYLOADS) {
@@ -277,23 +342,17 @@ export class Messenger {
         `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
       );
     }
-    const sending = this.actors.get(request.chatId).send({
-      messageId: request.messageId,
-      senderUserId: device.userId,
-      senderDeviceId: device.deviceId,
-      serverTimeMs: this.deps.clock.nowMs(),
-      payload: request.payload,
-      devicePayloads: request.devicePayloads,
-    });
-    try {
-      const outcome = await sending;
+    return async () => {
+      const outcome = await this.actors.get(request.chatId).send({
+        messageId: request.messageId,
+        senderUserId: device.userId,
+        senderDeviceId: device.deviceId,
+        serverTimeMs: this.deps.clock.nowMs(),
+        payload: request.payload,
+        devicePayloads: request.devicePayloads,
+      });
       return { seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs };
-    } catch (error) {
-      const isHidden =
-        error instanceof RemessengerError &&
-        (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
-      throw isHidden ? chatNotFound(request.chatId) : error;
-    }
+    };
   }
 
   /**
@@ -334,9 +393,13 @@ export class Messenger {
     });
     const unsubscribe = bus.subscribe(device.userId, (event) => {
       if (event.kind === "message") pump.onMessage(event.message, event.senderCaughtUp);
-      else pump.onReceipt(event.receipt);
+      else if (event.kind === "receipt") pump.onReceipt(event.receipt);
+      else pump.resync();
     });
-    const synced = store.listUserChatIds(device.userId).then((chatIds) => pump.start(chatIds));
+    const synced = bus
+      .ready(device.userId)
+      .then(() => store.listUserChatIds(device.userId))
+      .then((chatIds) => pump.start(chatIds));
     return {
       pump,
       synced,

@@ -2,7 +2,7 @@
  * How the core tells connected devices that something happened in their chats.
  * The core publishes to users; whoever holds a device connection subscribes for
  * its user. One node uses the in-process bus; several nodes share one through
- * Redis (later), which is why events are plain data.
+ * Redis (store/redis-push-bus.ts), which is why events are plain data.
  */
 import type { Message, Receipt } from "../../../client/core/src/wire/proto.ts";
 
@@ -13,7 +13,12 @@ export type BusEvent =
    */
   | { kind: "message"; message: Message; senderCaughtUp: boolean }
   /** A device's delivery cursor moved in a chat the user is a member of. */
-  | { kind: "receipt"; receipt: Receipt };
+  | { kind: "receipt"; receipt: Receipt }
+  /**
+   * Events may have been lost (the bus' connection dropped and came back):
+   * whoever delivers must read the store again instead of waiting for them.
+   */
+  | { kind: "resync" };
 
 export type BusListener = (event: BusEvent) => void;
 
@@ -21,6 +26,11 @@ export interface PushBus {
   publish(userIds: readonly string[], event: BusEvent): void;
   /** Returns the function that ends the subscription. */
   subscribe(userId: string, listener: BusListener): () => void;
+  /**
+   * Resolves once events for `userId` published anywhere (other nodes too)
+   * reach this node's listeners; a subscriber reads the store only after it.
+   */
+  ready(userId: string): Promise<void>;
 }
 
 /** The single-node bus: listeners are called synchronously, in publish order. */
@@ -48,6 +58,10 @@ export class LocalPushBus implements PushBus {
       current.delete(listener);
       if (current.size === 0) this.listeners.delete(userId);
     };
+  }
+
+  ready(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Subscribed users, for metrics. */

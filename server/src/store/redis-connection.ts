@@ -5,6 +5,7 @@
  * keyless command like WAIT goes, how a subscriber connects) is asked through
  * `isCluster`.
  */
+import calculateSlot from "cluster-key-slot";
 import { Cluster, Redis } from "ioredis";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
@@ -26,6 +27,8 @@ export interface RedisClientOptions {
   onConnectionError?: (error: Error) => void;
   /** Runs before connecting (defineCommand must precede the first command). */
   prepare?: (client: RedisClient) => Promise<void>;
+  /** For sharded pub/sub (SSUBSCRIBE): on a cluster, one subscriber connection per master. */
+  isSubscriber?: boolean;
 }
 
 export function isCluster(client: RedisClient): client is Cluster {
@@ -55,6 +58,7 @@ export async function connectRedis(target: RedisTarget, options: RedisClientOpti
             maxRedirections: 32,
             slotsRefreshTimeout: 2_000,
             redisOptions: { connectTimeout: 2_000 },
+            shardedSubscribers: options.isSubscriber === true,
           },
         );
   let lastConnectionError: Error | undefined;
@@ -72,4 +76,22 @@ export async function connectRedis(target: RedisTarget, options: RedisClientOpti
     throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `cannot reach Redis: ${reason}`, { cause });
   }
   return client;
+}
+
+/** The master serving `key` (unprefixed), as "host:port"; "" on one Redis. */
+export function masterOf(client: RedisClient, key: string): string {
+  if (!isCluster(client)) return "";
+  const slot = calculateSlot(`${client.options.keyPrefix ?? ""}${key}`);
+  return client.slots[slot]?.[0] ?? `slot:${slot}`;
+}
+
+/**
+ * The connection that commands for `master` (from masterOf) go over. A WAIT
+ * sent on it covers every write that connection carried before.
+ */
+export function connectionTo(client: RedisClient, master: string): Redis {
+  if (!isCluster(client)) return client;
+  const node = client.nodes("master").find((redis) => `${redis.options.host}:${redis.options.port}` === master);
+  if (node === undefined) throw new Error(`no connection to master ${master}`);
+  return node;
 }

@@ -41,13 +41,12 @@
  * append script refuses a token below the chat's stored one (FencedError).
  */
 import { readFile } from "node:fs/promises";
-import calculateSlot from "cluster-key-slot";
 import type { Redis } from "ioredis";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
-import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";
+import { type RedisClient, type RedisTarget, connectRedis, connectionTo, masterOf } from "./redis-connection.ts";
 import { RedisDeviceKeys } from "./redis-device-keys.ts";
 import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
 import {
@@ -364,7 +363,7 @@ export class RedisStore implements Store {
     settlements.forEach((settlement, index) => {
       const op = ops[index];
       if (!settlement.ok || op === undefined) return;
-      const master = this.masterOf(keys.chatMeta(op.chatId));
+      const master = masterOf(this.client, keys.chatMeta(op.chatId));
       const group = masters.get(master);
       if (group === undefined) masters.set(master, [index]);
       else group.push(index);
@@ -373,7 +372,7 @@ export class RedisStore implements Store {
       [...masters].map(async ([master, indexes]) => {
         let error: RemessengerError | undefined;
         try {
-          const connection = this.connectionTo(master);
+          const connection = connectionTo(this.client, master);
           // A master known to have fewer replicas attached is not waited on for
           // the missing ones (that would cost the whole timeout per batch).
           const attached = this.knownReplicas(master, connection);
@@ -426,25 +425,6 @@ export class RedisStore implements Store {
       );
     }
     return known.count;
-  }
-
-  /** The connection commands for `master` go over ("" is the one Redis). */
-  private connectionTo(master: string): Redis {
-    if (!isCluster(this.client)) return this.client;
-    const node = this.client.nodes("master").find((redis) => `${redis.options.host}:${redis.options.port}` === master);
-    if (node === undefined) throw new Error(`no connection to master ${master}`);
-    return node;
-  }
-
-  /** The master serving `key` ("" on one Redis, where there is one). */
-  private masterOf(key: string): string {
-    if (!isCluster(this.client)) return "";
-    const slot = calculateSlot(`${this.keyPrefix}${key}`);
-    return this.client.slots[slot]?.[0] ?? `slot:${slot}`;
-  }
-
-  private get keyPrefix(): string {
-    return this.client.options.keyPrefix ?? "";
   }
 
   private async issueAppend(op: AppendOp): Promise<AppendOutcome[]> {

@@ -1,0 +1,132 @@
+/**
+ * Sends go to the node that owns the chat's shard: this node's chat actor
+ * when it holds the lease, else the owner over the node link (forwarding).
+ *
+ * - Order: a send is handed to the actor or to the link synchronously when
+ *   the owner is known, so sends from one connection to one chat keep their
+ *   order; sends that wait for an owner to be found wait on one shared
+ *   promise per shard and keep their order too.
+ * - A send refused because the owner changed (NotOwnerError: lease lost,
+ *   fenced, handed over) is routed again, at most MAX_ROUTE_ATTEMPTS times;
+ *   the same message id makes a repeat harmless.
+ * - A forwarded send is never forwarded again: its receiver owns the shard,
+ *   takes it when free, or refuses.
+ */
+import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { ErrorCode, type SendMessageRequest, type SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
+import { type NodeInfo, NotOwnerError, type ShardLeases, type ShardRoute } from "./lease.ts";
+import { shardOf } from "./shard-placement.ts";
+
+export const MAX_ROUTE_ATTEMPTS = 3;
+
+/** A device as its own node authenticated it. */
+export interface SendingDevice {
+  userId: string;
+  deviceId: string;
+}
+
+/** The node link: carries a send to the node that owns its chat. */
+export interface SendForwarder {
+  forward(node: NodeInfo, device: SendingDevice, request: SendMessageRequest): Promise<SendMessageResponse>;
+}
+
+export interface ChatRouterStats {
+  forwarded: number;
+  rerouted: number;
+  fenced: number;
+}
+
+export class ChatRouter {
+  private readonly leases: ShardLeases;
+  private readonly forwarder: SendForwarder;
+  private readonly counters: ChatRouterStats = { forwarded: 0, rerouted: 0, fenced: 0 };
+
+  constructor(leases: ShardLeases, forwarder: SendForwarder) {
+    this.leases = leases;
+    this.forwarder = forwarder;
+  }
+
+  get stats(): ChatRouterStats {
+    return { ...this.counters };
+  }
+
+  /** The lease token to write the chat with, or undefined when this node must not write it. */
+  tokenFor(chatId: string): number | undefined {
+    return this.leases.tokenFor(shardOf(chatId));
+  }
+
+  /** The store refused a write of the chat: its shard belongs to a newer owner. */
+  onFenced(chatId: string): void {
+    this.counters.fenced += 1;
+    this.leases.markLost(shardOf(chatId));
+  }
+
+  /** Routes a send from a device connected here. `sendLocal` queues it in this node's actor. */
+  send(
+    device: SendingDevice,
+    request: SendMessageRequest,
+    sendLocal: () => Promise<SendMessageResponse>,
+  ): Promise<SendMessageResponse> {
+    return this.attempt(device, request, sendLocal, 1);
+  }
+
+  /** A send another node forwarded here: served here or refused, never forwarded on. */
+  acceptForwarded(
+    request: SendMessageRequest,
+    sendLocal: () => Promise<SendMessageResponse>,
+  ): Promise<SendMessageResponse> {
+    const shard = shardOf(request.chatId);
+    const route = this.leases.route(shard);
+    if (route?.kind === "local") return sendLocal();
+    return this.leases.resolve(shard, true).then((resolved) => {
+      if (resolved.kind === "local") return sendLocal();
+      throw new NotOwnerError(shard, "is not owned by this node");
+    });
+  }
+
+  private attempt(
+    device: SendingDevice,
+    request: SendMessageRequest,
+    sendLocal: () => Promise<SendMessageResponse>,
+    attempt: number,
+  ): Promise<SendMessageResponse> {
+    const shard = shardOf(request.chatId);
+    const known = this.leases.route(shard);
+    const sending =
+      known !== undefined
+        ? this.via(known, device, request, sendLocal)
+        : this.leases.resolve(shard).then((route) => this.via(route, device, request, sendLocal));
+    return sending.catch((error: unknown) => {
+      if (!isRoutingError(error) || attempt >= MAX_ROUTE_ATTEMPTS) throw error;
+      this.counters.rerouted += 1;
+      this.leases.forget(shard);
+      return this.attempt(device, request, sendLocal, attempt + 1);
+    });
+  }
+
+  private via(
+    route: ShardRoute,
+    device: SendingDevice,
+    request: SendMessageRequest,
+    sendLocal: () => Promise<SendMessageResponse>,
+  ): Promise<SendMessageResponse> {
+    switch (route.kind) {
+      case "local":
+        return sendLocal();
+      case "remote":
+        this.counters.forwarded += 1;
+        return this.forwarder.forward(route.node, device, request);
+      case "unavailable":
+        return Promise.reject(
+          new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `chat's shard ${route.reason}, retry`, {
+            retryAfterMs: 500,
+          }),
+        );
+    }
+  }
+}
+
+/** The owner changed under the send (here, or at the node it was forwarded to): worth routing again. */
+function isRoutingError(error: unknown): boolean {
+  return error instanceof NotOwnerError;
+}

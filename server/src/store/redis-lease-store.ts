@@ -1,0 +1,113 @@
+/**
+ * The LeaseStore (core/lease.ts) on Redis or a Redis Cluster, beside the
+ * RedisStore on the same connection.
+ *
+ * Key layout (after the store's key prefix):
+ *   {shard:N}:lease   string  "token:nodeId", expires with the lease (PX)
+ *   {shard:N}:token   string  the shard's highest token (INCR), never expires
+ *   {nodes}:info      hash    nodeId -> address of its node listener
+ *   {nodes}:alive     zset    nodeId, score = expiry in ms by Redis' clock
+ *
+ * Each step is one Lua script on one hash tag (lua/*-lease-*.lua,
+ * lua/heartbeat-node-2.lua). On a cluster with replicas, a newly acquired
+ * lease is WAITed for, so a master failover cannot hand out its token twice.
+ */
+import { readFile } from "node:fs/promises";
+import type { AcquireResult, LeaseHolder, LeaseStore, NodeInfo } from "../core/lease.ts";
+import { type RedisClient, connectionTo, masterOf } from "./redis-connection.ts";
+
+const SCRIPTS = {
+  acquireLease: "acquire-lease-2",
+  renewLease: "renew-lease-1",
+  releaseLease: "release-lease-1",
+  heartbeatNode: "heartbeat-node-2",
+} as const;
+
+type ScriptCommand = (...args: Array<string | number>) => Promise<unknown>;
+type LeaseClient = RedisClient & { [Name in keyof typeof SCRIPTS]: ScriptCommand };
+
+const keys = {
+  lease: (shard: number) => `{shard:${shard}}:lease`,
+  token: (shard: number) => `{shard:${shard}}:token`,
+  nodeInfo: () => "{nodes}:info",
+  nodeAlive: () => "{nodes}:alive",
+};
+
+export interface RedisLeaseStoreOptions {
+  /** Replicas to WAIT for after acquiring a lease (0 on one Redis). */
+  waitReplicas: number;
+  waitTimeoutMs: number;
+}
+
+export class RedisLeaseStore implements LeaseStore {
+  private readonly client: LeaseClient;
+  private readonly options: RedisLeaseStoreOptions;
+
+  /** Adds the lease scripts to an open client (the RedisStore's). */
+  static async on(client: RedisClient, options: RedisLeaseStoreOptions): Promise<RedisLeaseStore> {
+    for (const [name, file] of Object.entries(SCRIPTS)) {
+      const lua = await readFile(new URL(`./lua/${file}.lua`, import.meta.url), "utf8");
+      client.defineCommand(name, { lua, numberOfKeys: Number(file.slice(file.lastIndexOf("-") + 1)) });
+    }
+    return new RedisLeaseStore(client as LeaseClient, options);
+  }
+
+  private constructor(client: LeaseClient, options: RedisLeaseStoreOptions) {
+    this.client = client;
+    this.options = options;
+  }
+
+  async heartbeat(node: NodeInfo, ttlMs: number): Promise<NodeInfo[]> {
+    const reply = await this.client.heartbeatNode(keys.nodeInfo(), keys.nodeAlive(), node.nodeId, node.address, ttlMs);
+    if (!Array.isArray(reply)) throw new Error(`unexpected heartbeat reply: ${JSON.stringify(reply)}`);
+    const nodes: NodeInfo[] = [];
+    for (let i = 0; i + 1 < reply.length; i += 2) {
+      nodes.push({ nodeId: String(reply[i]), address: String(reply[i + 1]) });
+    }
+    return nodes;
+  }
+
+  async leave(nodeId: string): Promise<void> {
+    await this.client.zrem(keys.nodeAlive(), nodeId);
+    await this.client.hdel(keys.nodeInfo(), nodeId);
+  }
+
+  async readLeases(shardCount: number): Promise<Array<LeaseHolder | undefined>> {
+    const values = await Promise.all(
+      Array.from({ length: shardCount }, (_, shard) => this.client.get(keys.lease(shard))),
+    );
+    return values.map((value) => (value === null ? undefined : parseHolder(value)));
+  }
+
+  async acquire(shard: number, nodeId: string, ttlMs: number): Promise<AcquireResult> {
+    const reply = await this.client.acquireLease(keys.lease(shard), keys.token(shard), nodeId, ttlMs);
+    if (!Array.isArray(reply)) throw new Error(`unexpected acquire reply: ${JSON.stringify(reply)}`);
+    const [status, token, holder] = reply as unknown[];
+    if (status === 1 && typeof token === "number") {
+      await this.waitForReplicas(keys.token(shard));
+      return { kind: "acquired", token };
+    }
+    if (typeof token === "number" && typeof holder === "string") return { kind: "held", nodeId: holder, token };
+    throw new Error(`unexpected acquire reply: ${JSON.stringify(reply)}`);
+  }
+
+  async renew(shard: number, nodeId: string, token: number, ttlMs: number): Promise<boolean> {
+    return (await this.client.renewLease(keys.lease(shard), `${token}:${nodeId}`, ttlMs)) === 1;
+  }
+
+  async release(shard: number, nodeId: string, token: number): Promise<void> {
+    await this.client.releaseLease(keys.lease(shard), `${token}:${nodeId}`);
+  }
+
+  /** Best effort: a token a failover forgot would only weaken fencing, never break order. */
+  private async waitForReplicas(key: string): Promise<void> {
+    if (this.options.waitReplicas === 0) return;
+    const connection = connectionTo(this.client, masterOf(this.client, key));
+    await connection.wait(this.options.waitReplicas, this.options.waitTimeoutMs);
+  }
+}
+
+function parseHolder(value: string): LeaseHolder {
+  const colon = value.indexOf(":");
+  return { token: Number(value.slice(0, colon)), nodeId: value.slice(colon + 1) };
+}
