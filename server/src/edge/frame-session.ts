@@ -58,7 +58,13 @@ function encodedMessagePush(message: Message): Uint8Array {
   return bytes;
 }
 
-const PRE_LOGIN_REQUESTS: ReadonlySet<ClientRequest["$case"]> = new Set(["getChallenge", "register", "login", "ping"]);
+const PRE_LOGIN_REQUESTS: ReadonlySet<ClientRequest["$case"]> = new Set([
+  "getChallenge",
+  "register",
+  "login",
+  "ping",
+  "linkDevice",
+]);
 
 export class FrameSession {
   private readonly messenger: Messenger;
@@ -174,9 +180,17 @@ export class FrameSession {
       case "subscribe":
         return Promise.resolve(this.subscribe(this.loggedIn()));
       case "publishPreKeys":
+        return messenger.deviceKeys
+          .publish(this.loggedIn().deviceId, request.value)
+          .then((stock) => ({ $case: "publishPreKeys", value: { stock } }));
       case "getPreKeyBundles":
+        this.loggedIn();
+        return messenger.deviceKeys.takeBundles(request.value).then((value) => ({ $case: "getPreKeyBundles", value }));
       case "linkDevice":
-        throw new RemessengerError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, `${request.$case} is not served yet`);
+        return this.authenticateWith(() => messenger.linkDevice(request.value)).then((value) => ({
+          $case: "linkDevice",
+          value,
+        }));
       default:
         return assertNever(request);
     }

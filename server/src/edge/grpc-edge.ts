@@ -15,6 +15,7 @@ import {
   ChatServiceDefinition,
   ErrorCode,
   MessageServiceDefinition,
+  PreKeyServiceDefinition,
   type ServerPush,
   type SubscribeResponse,
   UserServiceDefinition,
@@ -57,11 +58,17 @@ export class GrpcEdge {
       getChallenge: () => Promise.resolve(messenger.newChallenge()),
       register: async (request) => (await messenger.register(request)).response,
       login: async (request) => (await messenger.login(request)).response,
-      linkDevice: () => Promise.reject(new RemessengerError(ErrorCode.ERROR_CODE_UNIMPLEMENTED, "not served yet")),
+      linkDevice: async (request) => (await messenger.linkDevice(request)).response,
     });
 
     server.with(authedMiddleware(messenger)).add(UserServiceDefinition, {
       getUser: (request, { device }) => messenger.getUser(device, request),
+    });
+    server.with(authedMiddleware(messenger)).add(PreKeyServiceDefinition, {
+      publishPreKeys: async (request, { device }) => ({
+        stock: await messenger.deviceKeys.publish(device.deviceId, request),
+      }),
+      getPreKeyBundles: (request) => messenger.deviceKeys.takeBundles(request),
     });
     server.with(authedMiddleware(messenger)).add(ChatServiceDefinition, {
       createChat: (request, { device }) => messenger.createChat(device, request),

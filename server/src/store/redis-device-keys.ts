@@ -25,7 +25,7 @@ import type {
   PreKeyUpload,
   StoredSignedPreKey,
   TakenBundle,
-} from "./device-key-store.ts";
+} from "./device-keys.ts";
 import type { RedisClient } from "./redis-connection.ts";
 
 const keys = {

@@ -48,7 +48,7 @@ import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-com
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
 import { type RedisClient, type RedisTarget, connectRedis, connectionTo, masterOf } from "./redis-connection.ts";
 import { RedisDeviceKeys } from "./redis-device-keys.ts";
-import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
+import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import {
   type AppendOptions,
   type AppendOutcome,

@@ -15,7 +15,7 @@ import type {
   PreKeyUpload,
   StoredSignedPreKey,
   TakenBundle,
-} from "./device-key-store.ts";
+} from "./device-keys.ts";
 import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
 
 /** The migration that adds these tables (appended to sqlite-schema.ts's list). */

@@ -31,7 +31,7 @@ import type { DatabaseSync } from "node:sqlite";
 import { Worker } from "node:worker_threads";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
-import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
+import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { encodeMessageBody } from "./message-body.ts";
 import { SqliteDeviceKeyReader } from "./sqlite-device-keys.ts";

@@ -17,7 +17,7 @@
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
-import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-key-store.ts";
+import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import { SqliteDeviceKeyWriter } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";
 import { blobColumn, integerColumn, textColumn } from "./sqlite-rows.ts";

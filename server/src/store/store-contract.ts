@@ -14,7 +14,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
-import { describeDeviceKeyStoreContract } from "./device-key-store-contract.ts";
+import { describeDeviceKeyStoreContract } from "./device-keys-contract.ts";
 import type { AppendOutcome, ChatRecord, DeviceRecord, MessageDraft, Store, UserRecord } from "./store.ts";
 
 export interface StoreFixture {

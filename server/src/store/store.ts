@@ -14,7 +14,7 @@
  * - A message is dropped once every device with a cursor in the chat acked it.
  */
 import type { ChatKind, DevicePayload, Message } from "../../../client/core/src/wire/proto.ts";
-import type { DeviceKeyStore } from "./device-key-store.ts";
+import type { DeviceKeyStore } from "./device-keys.ts";
 
 export interface UserRecord {
   userId: string;

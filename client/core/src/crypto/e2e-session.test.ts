@@ -12,7 +12,7 @@ import {
 } from "./e2e-session.ts";
 import { mlKemGenerateKeyPair } from "./ml-kem.ts";
 import { paddedSize } from "./padding.ts";
-import { pqPreKeyProof, signedPreKeyProof } from "./prekey-proofs.ts";
+import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import { type DeviceIdentity, type ResponderKeys, SetupError, makeDeviceIdentity } from "./session-setup.ts";
 import { webCryptoEd25519 } from "./webcrypto-ed25519.ts";
 import { webCryptoX25519 } from "./webcrypto-x25519.ts";

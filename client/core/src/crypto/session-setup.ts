@@ -21,7 +21,7 @@ import type { DeviceSigner, Ed25519Provider } from "./device-signer.ts";
 import { type RatchetState, concat, initReceiver, initSender } from "./double-ratchet.ts";
 import { hkdfSha256 } from "./hkdf.ts";
 import { mlKemDecapsulate, mlKemEncapsulate } from "./ml-kem.ts";
-import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "./prekey-proofs.ts";
+import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
 const SETUP_INFO = "remessenger/v1/pqxdh X25519 SHA-256 ML-KEM-768";

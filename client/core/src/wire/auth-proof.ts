@@ -22,3 +22,21 @@ export function registerProof(nonce: Uint8Array, identityKey: Uint8Array, displa
 export function loginProof(nonce: Uint8Array, deviceId: string): Uint8Array {
   return concat([encoder.encode("remessenger/v1/login\u0000"), nonce, encoder.encode(deviceId)]);
 }
+
+/** Signed by an existing device of the user: "this key may join my user until then". */
+export function linkApprovalProof(userId: string, identityKey: Uint8Array, expiresAtMs: number): Uint8Array {
+  const expiry = new Uint8Array(8);
+  new DataView(expiry.buffer).setBigUint64(0, BigInt(expiresAtMs));
+  return concat([
+    encoder.encode("remessenger/v1/link-approval\u0000"),
+    encoder.encode(userId),
+    Uint8Array.of(0),
+    identityKey,
+    expiry,
+  ]);
+}
+
+/** Signed by the new device: it holds the key it asks to link. */
+export function linkProof(nonce: Uint8Array, identityKey: Uint8Array, userId: string): Uint8Array {
+  return concat([encoder.encode("remessenger/v1/link\u0000"), nonce, identityKey, encoder.encode(userId)]);
+}

@@ -30,3 +30,16 @@ export const CHALLENGE_TTL_MS = 60_000;
 export const ED25519_PUBLIC_KEY_BYTES = 32;
 export const ED25519_SIGNATURE_BYTES = 64;
 export const CHALLENGE_NONCE_BYTES = 32;
+
+export const X25519_PUBLIC_KEY_BYTES = 32;
+export const ML_KEM_768_PUBLIC_KEY_BYTES = 1184;
+/** One-time prekeys (of each kind) in one publish request. */
+export const MAX_PREKEYS_PER_PUBLISH = 200;
+/** One-time prekeys (of each kind) the server keeps per device. */
+export const MAX_STORED_PREKEYS = 1000;
+/** Below this many one-time prekeys the server tells the device to publish more. */
+export const PREKEY_LOW_WATER = 20;
+/** A link approval is valid at most this long after it is made. */
+export const MAX_LINK_APPROVAL_MS = 60 * 60 * 1000;
+/** Devices one user may have. */
+export const MAX_DEVICES_PER_USER = 16;

@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind, ErrorCode } from "../../../client/core/src/wire/proto.ts";
-import type { LinkedDevice, PreKeyUpload } from "./device-key-store.ts";
+import type { LinkedDevice, PreKeyUpload } from "./device-keys.ts";
 import type { Store } from "./store.ts";
 import type { StoreFixture } from "./store-contract.ts";
 
