@@ -10,8 +10,46 @@ describe("parseConfig", () => {
       redisUrl: null,
       tls: null,
       tunnel: null,
+      nodes: {
+        redisCluster: null,
+        nodeId: null,
+        nodeListen: { host: "127.0.0.1", port: 0 },
+        leaseTtlMs: 5000,
+        durability: "master",
+      },
       logLevel: "info",
     });
+  });
+
+  it("configures many nodes: a Redis Cluster from flags or env, node id, lease TTL, durability", () => {
+    expect(
+      parseConfig(["--redis-cluster", "127.0.0.1:7001,[::1]:7002", "--node-id", "n1", "--lease-ttl-ms", "2000"], {}),
+    ).toMatchObject({
+      redisUrl: null,
+      nodes: {
+        redisCluster: [
+          { host: "127.0.0.1", port: 7001 },
+          { host: "::1", port: 7002 },
+        ],
+        nodeId: "n1",
+        leaseTtlMs: 2000,
+        durability: "replica",
+      },
+    });
+    expect(
+      parseConfig([], {
+        REMESSENGER_REDIS_CLUSTER: "r1:7000",
+        REMESSENGER_NODE_ID: "a.b:1",
+        REMESSENGER_DURABILITY: "replica-strict",
+      }),
+    ).toMatchObject({
+      nodes: { redisCluster: [{ host: "r1", port: 7000 }], nodeId: "a.b:1", durability: "replica-strict" },
+    });
+    expect(() => parseConfig(["--redis-cluster", "r1:7000", "--redis", "redis://r:1"], {})).toThrow(/exclude/);
+    expect(() => parseConfig(["--redis-cluster", "r1"], {})).toThrow(/--redis-cluster/);
+    expect(() => parseConfig(["--node-id", "bad id"], {})).toThrow(/--node-id/);
+    expect(() => parseConfig(["--lease-ttl-ms", "10"], {})).toThrow(/--lease-ttl-ms/);
+    expect(() => parseConfig(["--durability", "maybe"], {})).toThrow(/--durability/);
   });
 
   it("configures the DNS tunnel from flags or env: zone canonical, listener optional, limits bounded", () => {

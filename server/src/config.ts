@@ -20,6 +20,8 @@ export interface ServerConfig {
   tls: { certFile: string; keyFile: string } | null;
   /** The DNS tunnel gateway; null when no zone is configured. */
   tunnel: TunnelConfig | null;
+  /** Many nodes on Redis (--redis or --redis-cluster): leases, forwarding, durability. */
+  nodes: NodesConfig;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 }
 
@@ -32,6 +34,23 @@ export interface TunnelConfig {
   holdMs: number;
   /** Queries per second per source address (0: no limit). */
   rateLimitPerSecond: number;
+}
+
+export interface NodesConfig {
+  /** Redis Cluster seed nodes; when set, the store is this cluster (not --redis). */
+  redisCluster: HostPort[] | null;
+  /** This node's id among the nodes; null: host name and main port. */
+  nodeId: string | null;
+  /** The node-to-node listener (forwarded sends); port 0 picks a free one. */
+  nodeListen: HostPort;
+  /** Shard lease TTL: how long a dead node's chats wait before another node takes them. */
+  leaseTtlMs: number;
+  /**
+   * When a send is acked: "replica" waits until a replica has it (a master
+   * with none left acks alone), "replica-strict" refuses while none is
+   * attached, "master" acks when the master ran it (Redis' appendfsync rules).
+   */
+  durability: "replica" | "replica-strict" | "master";
 }
 
 export class ConfigError extends Error {
@@ -50,6 +69,12 @@ export const USAGE = `Usage: npm start -- [options]
   --dns-listen HOST:PORT   ... also on UDP and TCP here (53 in production)          REMESSENGER_DNS_LISTEN
   --dns-hold-ms MS         hold idle tunnel polls this long (default 300)           REMESSENGER_DNS_HOLD_MS
   --dns-rate-limit N       tunnel queries/s per source address, 0 = off (5000)      REMESSENGER_DNS_RATE_LIMIT
+  --redis-cluster H:P,...  use this Redis Cluster (seed nodes) as the store          REMESSENGER_REDIS_CLUSTER
+  --node-id ID             this node's id (default: host name:main port)            REMESSENGER_NODE_ID
+  --node-listen HOST:PORT  node-to-node listener (default 127.0.0.1:0)              REMESSENGER_NODE_LISTEN
+  --lease-ttl-ms MS        shard lease TTL: failover time of a dead node (5000)     REMESSENGER_LEASE_TTL_MS
+  --durability RULE        replica | replica-strict | master: when a send is acked  REMESSENGER_DURABILITY
+                           (default replica on a cluster, master on one Redis)
   --log-level LEVEL        fatal|error|warn|info|debug|trace (default info)          REMESSENGER_LOG_LEVEL
   --help                   print this
 `;
@@ -82,6 +107,11 @@ export function parseConfig(
         "grpc-listen": { type: "string" },
         data: { type: "string" },
         redis: { type: "string" },
+        "redis-cluster": { type: "string" },
+        "node-id": { type: "string" },
+        "node-listen": { type: "string" },
+        "lease-ttl-ms": { type: "string" },
+        durability: { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "dns-zone": { type: "string" },
@@ -125,14 +155,67 @@ export function parseConfig(
     pick(values["dns-rate-limit"], "REMESSENGER_DNS_RATE_LIMIT"),
   );
 
+  const nodes = parseNodes(
+    redisUrl,
+    pick(values["redis-cluster"], "REMESSENGER_REDIS_CLUSTER"),
+    pick(values["node-id"], "REMESSENGER_NODE_ID"),
+    pick(values["node-listen"], "REMESSENGER_NODE_LISTEN"),
+    pick(values["lease-ttl-ms"], "REMESSENGER_LEASE_TTL_MS"),
+    pick(values.durability, "REMESSENGER_DURABILITY"),
+  );
+
   return {
     listen,
     grpcListen,
+    nodes,
     dataDir: pick(values.data, "REMESSENGER_DATA") ?? "./data",
     redisUrl,
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : null,
     tunnel,
     logLevel: logLevel as ServerConfig["logLevel"],
+  };
+}
+
+const DURABILITY_RULES = new Set(["replica", "replica-strict", "master"]);
+
+function parseNodes(
+  redisUrl: string | null,
+  cluster: string | undefined,
+  nodeId: string | undefined,
+  nodeListen: string | undefined,
+  leaseTtl: string | undefined,
+  durability: string | undefined,
+): NodesConfig {
+  if (cluster !== undefined && redisUrl !== null) {
+    throw new ConfigError("--redis and --redis-cluster exclude each other: give one store");
+  }
+  const redisCluster =
+    cluster === undefined
+      ? null
+      : cluster
+          .split(",")
+          .filter((entry) => entry.trim() !== "")
+          .map((entry) => parseHostPort(entry, "--redis-cluster"));
+  if (redisCluster !== null && redisCluster.length === 0) {
+    throw new ConfigError("--redis-cluster needs at least one HOST:PORT");
+  }
+  if (nodeId !== undefined && !/^[A-Za-z0-9._:-]{1,100}$/.test(nodeId)) {
+    throw new ConfigError(`--node-id must be 1-100 of A-Z a-z 0-9 . _ : -, got ${JSON.stringify(nodeId)}`);
+  }
+  const leaseTtlMs = Number(leaseTtl ?? "5000");
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 300 || leaseTtlMs > 600_000) {
+    throw new ConfigError(`--lease-ttl-ms must be an integer from 300 to 600000, got ${JSON.stringify(leaseTtl)}`);
+  }
+  const rule = durability ?? (redisCluster !== null ? "replica" : "master");
+  if (!DURABILITY_RULES.has(rule)) {
+    throw new ConfigError(`--durability must be one of ${[...DURABILITY_RULES].join(", ")}`);
+  }
+  return {
+    redisCluster,
+    nodeId: nodeId ?? null,
+    nodeListen: parseHostPort(nodeListen ?? "127.0.0.1:0", "--node-listen"),
+    leaseTtlMs,
+    durability: rule as NodesConfig["durability"],
   };
 }
 

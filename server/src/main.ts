@@ -5,6 +5,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { systemClock } from "./core/clock.ts";
 import { Messenger } from "./core/messenger.ts";
@@ -16,6 +17,10 @@ import { WebSocketEdge } from "./edge/websocket-edge.ts";
 import { startTunnel, type RunningTunnel } from "./edge/tunnel-start.ts";
 import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
+import { ClusterNode } from "./cluster-node.ts";
+import { OperationsEndpoints } from "./edge/metrics.ts";
+import type { RedisTarget } from "./store/redis-connection.ts";
+import type { RedisStore } from "./store/redis-store.ts";
 import type { Store } from "./store/store.ts";
 
 const ACTOR_IDLE_MS = 60_000;
@@ -30,28 +35,59 @@ function random(n: number): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
-async function openStore(config: ServerConfig, log: Logger): Promise<Store> {
-  if (config.redisUrl !== null) {
-    log.info({ store: "redis", url: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "opening store");
+interface OpenedStore {
+  store: Store;
+  /** Set when the store is Redis: other nodes may share it. */
+  redis: { store: RedisStore; target: RedisTarget } | null;
+}
+
+async function openStore(config: ServerConfig, log: Logger): Promise<OpenedStore> {
+  const { nodes } = config;
+  if (config.redisUrl !== null || nodes.redisCluster !== null) {
+    const target: RedisTarget =
+      nodes.redisCluster !== null ? { clusterNodes: nodes.redisCluster } : { url: config.redisUrl ?? "" };
+    const where =
+      "url" in target
+        ? target.url.replace(/\/\/[^@]*@/, "//***@")
+        : nodes.redisCluster?.map((n) => `${n.host}:${n.port}`);
+    log.info({ store: "redis", where, durability: nodes.durability }, "opening store");
     // Loaded only when chosen, so the embedded default starts without ioredis.
     const { RedisStore } = await import("./store/redis-store.ts");
-    return RedisStore.open({
-      url: config.redisUrl,
+    const store = await RedisStore.open({
+      ...target,
+      waitReplicas: nodes.durability === "master" ? 0 : 1,
+      isReplicaRequired: nodes.durability === "replica-strict",
       onConnectionError: (error) => {
         log.warn({ err: error, store: "redis" }, "redis connection error; retrying");
       },
     });
+    return { store, redis: { store, target } };
   }
   mkdirSync(config.dataDir, { recursive: true });
   log.info({ store: "sqlite", dataDir: config.dataDir }, "opening store");
   const { SqliteStore } = await import("./store/sqlite-store.ts");
-  return SqliteStore.open({ dataDir: config.dataDir });
+  return { store: await SqliteStore.open({ dataDir: config.dataDir }), redis: null };
 }
 
-export async function startServer(config: ServerConfig, log: Logger): Promise<RunningServer> {
-  const store = await openStore(config, log);
+export async function startServer(config: ServerConfig, baseLog: Logger): Promise<RunningServer> {
+  const nodeId = config.nodes.nodeId ?? `${hostname()}:${config.listen.port === 0 ? process.pid : config.listen.port}`;
+  const log = baseLog.child({ nodeId });
+  const { store, redis } = await openStore(config, log);
   const secret = await store.loadOrCreateServerSecret(random(32));
-  const messenger = new Messenger({ store, bus: new LocalPushBus(), clock: systemClock, random, secret, log });
+  const cluster =
+    redis === null
+      ? null
+      : await ClusterNode.prepare({ nodeId, config: config.nodes, ...redis, secret, clock: systemClock, log });
+  const messenger = new Messenger({
+    store,
+    bus: cluster?.bus ?? new LocalPushBus(),
+    clock: systemClock,
+    random,
+    secret,
+    log,
+    ...(cluster ? { router: cluster.router } : {}),
+  });
+  let isReady = false;
 
   const http = new HttpListener({ ...config.listen, ...(config.tls ? { tls: config.tls } : {}), log });
   const tunnel: RunningTunnel | null =
@@ -60,6 +96,18 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   http.onUpgrade((request, socket, head) => ws.handleUpgrade(request, socket, head));
   const pipes = new HttpsPipeEdge({ messenger, clock: systemClock, log });
   http.onRequest((request, response) => pipes.handle(request, response));
+  const operations = new OperationsEndpoints(
+    {
+      actors: () => messenger.actors.size,
+      mailboxDepth: () => messenger.actors.queuedSends,
+      delivery: () => messenger.deliveryStats,
+      connections: () => ({ ws: ws.connectionCount, grpc: grpc?.streamCount ?? 0 }),
+      ...(cluster ? { cluster: () => cluster.stats } : {}),
+      isReady: () => isReady,
+    },
+    { nodeId },
+  );
+  http.onRequest((request, response) => operations.handle(request, response));
   const { url } = await http.listen();
 
   let grpc: GrpcEdge | null = null;
@@ -69,19 +117,24 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
     const { host, port } = config.grpcListen;
     grpcPort = await grpc.listen(`${host.includes(":") ? `[${host}]` : host}:${port}`);
   }
+  await cluster?.start(messenger);
   const evictor = setInterval(() => messenger.actors.evictIdle(ACTOR_IDLE_MS), ACTOR_IDLE_MS);
   evictor.unref();
+  isReady = true;
   log.info({ url, websocket: `${url.replace(/^http/, "ws")}/v1/ws`, grpcPort, tunnel: tunnel?.info }, "listening");
 
   return {
     url,
     grpcPort,
     stop: async () => {
+      isReady = false;
       clearInterval(evictor);
       ws.close();
       await tunnel?.close();
       pipes.close();
       await Promise.all([http.close(), grpc?.close()]);
+      // Hands this node's shards to the others (their chats drained first).
+      await cluster?.stop();
       await messenger.drain();
       await store.close();
       log.info("stopped");

@@ -15,6 +15,9 @@
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type SendMessageRequest, type SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
 import { type NodeInfo, NotOwnerError, type ShardLeases, type ShardRoute } from "./lease.ts";
+
+/** What the router asks of the leases (ShardLeases), one shard at a time. */
+export type ShardDirectory = Pick<ShardLeases, "route" | "resolve" | "tokenFor" | "markLost" | "forget">;
 import { shardOf } from "./shard-placement.ts";
 
 export const MAX_ROUTE_ATTEMPTS = 3;
@@ -37,11 +40,11 @@ export interface ChatRouterStats {
 }
 
 export class ChatRouter {
-  private readonly leases: ShardLeases;
+  private readonly leases: ShardDirectory;
   private readonly forwarder: SendForwarder;
   private readonly counters: ChatRouterStats = { forwarded: 0, rerouted: 0, fenced: 0 };
 
-  constructor(leases: ShardLeases, forwarder: SendForwarder) {
+  constructor(leases: ShardDirectory, forwarder: SendForwarder) {
     this.leases = leases;
     this.forwarder = forwarder;
   }

@@ -124,6 +124,7 @@ export class Messenger {
   readonly deviceKeys: DeviceKeys;
   private readonly tokens: SessionTokens;
   private readonly deps: MessengerDeps;
+  private readonly pumps = new Set<DeliveryPump>();
 
   constructor(deps: MessengerDeps) {
     this.deps = deps;
@@ -400,10 +401,12 @@ export class Messenger {
       .ready(device.userId)
       .then(() => store.listUserChatIds(device.userId))
       .then((chatIds) => pump.start(chatIds));
+    this.pumps.add(pump);
     return {
       pump,
       synced,
       close: () => {
+        this.pumps.delete(pump);
         pump.stop();
         unsubscribe();
       },
@@ -412,6 +415,13 @@ export class Messenger {
 
   ping(request: PingRequest): PingResponse {
     return { clientTimeMs: request.clientTimeMs, serverTimeMs: this.deps.clock.nowMs() };
+  }
+
+  /** Subscribed connections and their pushed-but-unacked messages, for metrics. */
+  get deliveryStats(): { subscriptions: number; unacked: number } {
+    let unacked = 0;
+    for (const pump of this.pumps) unacked += pump.unacked;
+    return { subscriptions: this.pumps.size, unacked };
   }
 
   /** Waits until every queued send is durable and answered (graceful shutdown). */

@@ -36,6 +36,7 @@ export interface GrpcEdgeOptions {
 export class GrpcEdge {
   private readonly server: Server;
   private readonly options: GrpcEdgeOptions;
+  private readonly streams = { open: 0 };
 
   constructor(options: GrpcEdgeOptions) {
     this.options = options;
@@ -82,9 +83,14 @@ export class GrpcEdge {
         return {};
       },
       ping: (request) => Promise.resolve(messenger.ping(request)),
-      subscribe: (_request, { device, signal }) => subscribeStream(messenger, device, signal),
+      subscribe: (_request, { device, signal }) => subscribeStream(messenger, device, signal, this.streams),
     });
     this.server = server;
+  }
+
+  /** Open Subscribe streams, for metrics. */
+  get streamCount(): number {
+    return this.streams.open;
   }
 
   async listen(address: string): Promise<number> {
@@ -127,7 +133,9 @@ async function* subscribeStream(
   messenger: Messenger,
   device: AuthedDevice,
   signal: AbortSignal,
+  streams: { open: number },
 ): AsyncGenerator<SubscribeResponse> {
+  streams.open += 1;
   const buffer: ServerPush[] = [];
   let wake: (() => void) | undefined;
   let failure: Error | undefined;
@@ -159,6 +167,7 @@ async function* subscribeStream(
       wake = undefined;
     }
   } finally {
+    streams.open -= 1;
     signal.removeEventListener("abort", onAbort);
     subscription.close();
   }

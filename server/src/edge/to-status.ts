@@ -6,12 +6,15 @@
 import { Status } from "nice-grpc";
 import { RemessengerError, assertNever } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type ErrorDetail } from "../../../client/core/src/wire/proto.ts";
+import { recordError } from "./metrics.ts";
 
 export function toErrorDetail(error: unknown): ErrorDetail {
-  if (error instanceof RemessengerError) {
-    return { code: error.code, message: error.message, retryAfterMs: error.retryAfterMs };
-  }
-  return { code: ErrorCode.ERROR_CODE_INTERNAL, message: "internal error", retryAfterMs: 0 };
+  const detail: ErrorDetail =
+    error instanceof RemessengerError
+      ? { code: error.code, message: error.message, retryAfterMs: error.retryAfterMs }
+      : { code: ErrorCode.ERROR_CODE_INTERNAL, message: "internal error", retryAfterMs: 0 };
+  recordError(detail.code);
+  return detail;
 }
 
 export function isInternal(error: unknown): boolean {
