@@ -4,7 +4,16 @@
  * invariants whatever it runs on.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import type { ClientStore, NewOutboxMessage, ReceivedMessage } from "../core/src/outbox/client-store.ts";
+import {
+  type ClientStore,
+  type E2eWrite,
+  type NewOutboxMessage,
+  type ReceivedMessage,
+  StaleE2eStateError,
+} from "../core/src/outbox/client-store.ts";
+
+const blob = (n: number): Uint8Array => new Uint8Array(8).fill(n);
+const put = (key: string, expectedVersion: number, n: number): E2eWrite => ({ key, expectedVersion, value: blob(n) });
 
 export interface StoreFixture {
   store: ClientStore;
@@ -196,6 +205,75 @@ export function clientStoreContract(name: string, open: () => Promise<StoreFixtu
         const first = entries[0]!;
         expect(await fixture.store.markSent(first.messageId, 1)).toBeDefined();
         expect(await sibling.markSent(first.messageId, 1)).toBeUndefined();
+      } finally {
+        await sibling.close();
+      }
+    });
+
+    it("versions E2E records and applies a write set all or nothing", async () => {
+      const { store } = await fresh();
+      await store.writeE2e([put("session/d1", 0, 1), put("prekeys", 0, 2)]);
+      const read = await store.readE2e(["session/d1", "prekeys", "session/d2"]);
+      expect([...read.entries()].sort()).toEqual([
+        ["prekeys", { version: 1, value: blob(2) }],
+        ["session/d1", { version: 1, value: blob(1) }],
+      ]);
+      // One stale write spoils the set: nothing of it is applied.
+      await expect(store.writeE2e([put("session/d1", 1, 3), put("prekeys", 0, 4)])).rejects.toBeInstanceOf(
+        StaleE2eStateError,
+      );
+      expect((await store.readE2e(["session/d1"])).get("session/d1")).toEqual({ version: 1, value: blob(1) });
+      await store.writeE2e([{ key: "prekeys", expectedVersion: 1, value: undefined }, put("session/d2", 0, 5)]);
+      expect(await store.listE2eKeys("session/")).toEqual(["session/d1", "session/d2"]);
+      expect(await store.listE2eKeys("prekeys")).toEqual([]);
+    });
+
+    it("commits a message's E2E writes with its outbox insert or its receipt, or neither", async () => {
+      const { store } = await fresh();
+      await store.writeE2e([put("session/d1", 0, 1)]);
+      const stale = message(CHAT_A);
+      await expect(store.addToOutbox({ ...stale, sealed: blob(9) }, [put("session/d1", 0, 2)])).rejects.toBeInstanceOf(
+        StaleE2eStateError,
+      );
+      expect(await store.getOutboxEntry(stale.messageId)).toBeUndefined();
+      const sealed = await store.addToOutbox({ ...message(CHAT_A), sealed: blob(9) }, [put("session/d1", 1, 2)]);
+      expect(sealed.sealed).toEqual(blob(9));
+      expect((await store.readE2e(["session/d1"])).get("session/d1")?.version).toBe(2);
+
+      await expect(store.saveReceived(received(CHAT_B, 1), [put("session/d1", 1, 3)])).rejects.toBeInstanceOf(
+        StaleE2eStateError,
+      );
+      expect(await store.hasReceived(CHAT_B, 1)).toBe(false);
+      expect(await store.saveReceived(received(CHAT_B, 1), [put("session/d1", 2, 3)])).toBe(true);
+      // A message stored already applies nothing (another process opened it first).
+      expect(await store.saveReceived(received(CHAT_B, 1), [put("session/d1", 3, 4)])).toBe(false);
+      expect((await store.readE2e(["session/d1"])).get("session/d1")).toEqual({ version: 3, value: blob(3) });
+      const problem = { ...received(CHAT_B, 2, null), problem: "undecryptable: no-session" };
+      await store.saveReceived(problem);
+      expect((await store.listReceived(CHAT_B, 1, 5))[0]?.problem).toBe("undecryptable: no-session");
+    });
+
+    it("seals a queued message once, with its writes, and never replaces the sealed bytes", async () => {
+      const { store } = await fresh();
+      const entry = await store.addToOutbox(message(CHAT_A));
+      expect(entry.sealed).toBeUndefined();
+      const first = await store.sealOutboxEntry(entry.messageId, blob(7), [put("session/d1", 0, 1)]);
+      expect(first?.sealed).toEqual(blob(7));
+      expect(await store.sealOutboxEntry(entry.messageId, blob(8), [put("session/d1", 1, 2)])).toBeUndefined();
+      expect((await store.getOutboxEntry(entry.messageId))?.sealed).toEqual(blob(7));
+      expect((await store.readE2e(["session/d1"])).get("session/d1")?.version).toBe(1);
+      expect((await store.nextQueued(CHAT_A))?.sealed).toEqual(blob(7));
+    });
+
+    it("sees another handle's E2E writes and refuses a write based on what it replaced", async () => {
+      const fixture = await fresh();
+      if (fixture.openSibling === undefined) return; // single-handle adapter
+      const sibling = await fixture.openSibling();
+      try {
+        await fixture.store.writeE2e([put("session/d1", 0, 1)]);
+        await sibling.writeE2e([put("session/d1", 1, 2)]);
+        await expect(fixture.store.writeE2e([put("session/d1", 1, 3)])).rejects.toBeInstanceOf(StaleE2eStateError);
+        expect((await fixture.store.readE2e(["session/d1"])).get("session/d1")).toEqual({ version: 2, value: blob(2) });
       } finally {
         await sibling.close();
       }

@@ -9,28 +9,36 @@
  *   every multi-statement change runs in BEGIN IMMEDIATE, busy waits are
  *   bounded by busy_timeout, and state transitions are guarded in SQL
  *   (`WHERE state = 'queued'`), so racing processes cannot regress a message.
- * - Contents are stored as encoded `Content` protobufs, in plaintext for now:
- *   encryption at rest comes with the key vault (DESIGN §5).
+ * - End-to-end state (sessions, prekeys, known devices) sits in e2e_state as
+ *   versioned blobs the E2E layer encrypted with the profile's storage key;
+ *   a write set checks every version inside its transaction, together with
+ *   the outbox insert or received message it belongs to.
+ * - Contents are stored as encoded `Content` protobufs; the sealed payload
+ *   (what the server gets) beside them.
  */
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
-import type {
-  ChatKindName,
-  ChatSummary,
-  ClientStore,
-  ContactRecord,
-  DeviceProfile,
-  NewOutboxMessage,
-  OutboxEntry,
-  OutboxProblem,
-  OutboxQuery,
-  OutboxState,
-  ReceivedMessage,
+import {
+  StaleE2eStateError,
+  type ChatKindName,
+  type ChatSummary,
+  type ClientStore,
+  type ContactRecord,
+  type DeviceProfile,
+  type E2eRecord,
+  type E2eWrite,
+  type NewOutboxMessage,
+  type OutboxEntry,
+  type OutboxProblem,
+  type OutboxQuery,
+  type OutboxState,
+  type ReceivedMessage,
 } from "../../core/src/index.ts";
+
 import { Content } from "../../core/src/wire/proto.ts";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +52,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   seq INTEGER,
   problem_code TEXT,
   problem_message TEXT,
-  problem_at_ms INTEGER
+  problem_at_ms INTEGER,
+  sealed BLOB
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, chat_id, position);
 CREATE INDEX IF NOT EXISTS outbox_by_chat ON outbox (chat_id, state, seq);
@@ -57,6 +66,7 @@ CREATE TABLE IF NOT EXISTS received (
   sender_device_id TEXT NOT NULL,
   server_time_ms INTEGER NOT NULL,
   content BLOB,
+  problem TEXT,
   PRIMARY KEY (chat_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chat_cursors (chat_id TEXT PRIMARY KEY, highest_seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -67,6 +77,14 @@ CREATE TABLE IF NOT EXISTS chats (
   members TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contacts (user_id TEXT PRIMARY KEY, display_name TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS e2e_state (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
+`;
+
+/** From schema 1 (before E2E): the sealed payload, the undecryptable reason, the E2E state. */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE outbox ADD COLUMN sealed BLOB;
+ALTER TABLE received ADD COLUMN problem TEXT;
+CREATE TABLE IF NOT EXISTS e2e_state (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
 `;
 
 interface OutboxRow {
@@ -80,6 +98,7 @@ interface OutboxRow {
   problem_code: string | null;
   problem_message: string | null;
   problem_at_ms: number | null;
+  sealed: Uint8Array | null;
 }
 
 interface ReceivedRow {
@@ -90,6 +109,7 @@ interface ReceivedRow {
   sender_device_id: string;
   server_time_ms: number;
   content: Uint8Array | null;
+  problem: string | null;
 }
 
 interface ChatRow {
@@ -115,6 +135,14 @@ export class SqliteClientStore implements ClientStore {
       db.exec("PRAGMA synchronous = FULL");
       const store = new SqliteClientStore(db);
       store.transaction(() => {
+        const isOld =
+          db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined &&
+          (db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined)
+            ?.value === "1";
+        if (isOld) {
+          db.exec(MIGRATE_1_TO_2);
+          db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
+        }
         db.exec(SCHEMA);
         db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
       });
@@ -146,16 +174,44 @@ export class SqliteClientStore implements ClientStore {
     });
   }
 
-  addToOutbox(message: NewOutboxMessage): Promise<OutboxEntry> {
-    return this.run(() => {
-      const row = this.db
-        .prepare(
-          `INSERT INTO outbox (message_id, chat_id, content, created_at_ms, state)
-           VALUES (?, ?, ?, ?, 'queued') RETURNING *`,
-        )
-        .get(message.messageId, message.chatId, Content.encode(message.content).finish(), message.createdAtMs);
-      return toEntry(row as unknown as OutboxRow);
-    });
+  addToOutbox(message: NewOutboxMessage, writes: readonly E2eWrite[] = []): Promise<OutboxEntry> {
+    return this.run(() =>
+      this.transaction(() => {
+        this.applyE2e(writes);
+        const row = this.db
+          .prepare(
+            `INSERT INTO outbox (message_id, chat_id, content, created_at_ms, state, sealed)
+             VALUES (?, ?, ?, ?, 'queued', ?) RETURNING *`,
+          )
+          .get(
+            message.messageId,
+            message.chatId,
+            Content.encode(message.content).finish(),
+            message.createdAtMs,
+            message.sealed ?? null,
+          );
+        return toEntry(row as unknown as OutboxRow);
+      }),
+    );
+  }
+
+  sealOutboxEntry(
+    messageId: string,
+    sealed: Uint8Array,
+    writes: readonly E2eWrite[],
+  ): Promise<OutboxEntry | undefined> {
+    return this.run(() =>
+      this.transaction(() => {
+        const row = this.db
+          .prepare(
+            `UPDATE outbox SET sealed = ? WHERE message_id = ? AND state = 'queued' AND sealed IS NULL RETURNING *`,
+          )
+          .get(sealed, messageId) as OutboxRow | undefined;
+        if (row === undefined) return undefined;
+        this.applyE2e(writes);
+        return toEntry(row);
+      }),
+    );
   }
 
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined> {
@@ -255,14 +311,14 @@ export class SqliteClientStore implements ClientStore {
     );
   }
 
-  saveReceived(message: ReceivedMessage): Promise<boolean> {
+  saveReceived(message: ReceivedMessage, writes: readonly E2eWrite[] = []): Promise<boolean> {
     return this.run(() =>
       this.transaction(() => {
         const { changes } = this.db
           .prepare(
             `INSERT OR IGNORE INTO received
-               (chat_id, seq, message_id, sender_user_id, sender_device_id, server_time_ms, content)
-             VALUES (?, ?, ?, ?, ?, ?, ?)`,
+               (chat_id, seq, message_id, sender_user_id, sender_device_id, server_time_ms, content, problem)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
           )
           .run(
             message.chatId,
@@ -272,8 +328,10 @@ export class SqliteClientStore implements ClientStore {
             message.senderDeviceId,
             message.serverTimeMs,
             message.content === undefined ? null : Content.encode(message.content).finish(),
+            message.problem ?? null,
           );
         if (changes === 0) return false;
+        this.applyE2e(writes);
         this.db
           .prepare(
             `INSERT INTO chat_cursors (chat_id, highest_seq) VALUES (?, ?)
@@ -283,6 +341,41 @@ export class SqliteClientStore implements ClientStore {
         return true;
       }),
     );
+  }
+
+  hasReceived(chatId: string, seq: number): Promise<boolean> {
+    return this.run(
+      () => this.db.prepare("SELECT 1 FROM received WHERE chat_id = ? AND seq = ?").get(chatId, seq) !== undefined,
+    );
+  }
+
+  readE2e(keys: readonly string[]): Promise<Map<string, E2eRecord>> {
+    return this.run(() => {
+      const statement = this.db.prepare("SELECT version, value FROM e2e_state WHERE key = ?");
+      const out = new Map<string, E2eRecord>();
+      for (const key of keys) {
+        const row = statement.get(key) as { version: number; value: Uint8Array } | undefined;
+        if (row !== undefined) out.set(key, { version: row.version, value: row.value });
+      }
+      return out;
+    });
+  }
+
+  listE2eKeys(prefix: string): Promise<string[]> {
+    return this.run(() => {
+      const rows = this.db
+        .prepare("SELECT key FROM e2e_state WHERE substr(key, 1, length(?)) = ? ORDER BY key")
+        .all(prefix, prefix) as Array<{ key: string }>;
+      return rows.map((r) => r.key);
+    });
+  }
+
+  writeE2e(writes: readonly E2eWrite[]): Promise<void> {
+    return this.run(() => {
+      this.transaction(() => {
+        this.applyE2e(writes);
+      });
+    });
   }
 
   highestReceivedSeqs(): Promise<Map<string, number>> {
@@ -376,6 +469,23 @@ export class SqliteClientStore implements ClientStore {
     }
   }
 
+  /** Inside a transaction: checks every version first, then writes; StaleE2eStateError rolls all back. */
+  private applyE2e(writes: readonly E2eWrite[]): void {
+    const select = this.db.prepare("SELECT version FROM e2e_state WHERE key = ?");
+    for (const write of writes) {
+      const row = select.get(write.key) as { version: number } | undefined;
+      if ((row?.version ?? 0) !== write.expectedVersion) throw new StaleE2eStateError(write.key);
+    }
+    const upsert = this.db.prepare(
+      "INSERT INTO e2e_state (key, version, value) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET version = excluded.version, value = excluded.value",
+    );
+    const remove = this.db.prepare("DELETE FROM e2e_state WHERE key = ?");
+    for (const write of writes) {
+      if (write.value === undefined) remove.run(write.key);
+      else upsert.run(write.key, write.expectedVersion + 1, write.value);
+    }
+  }
+
   /** BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock upgrading a read. */
   private transaction<T>(work: () => T): T {
     this.db.exec("BEGIN IMMEDIATE");
@@ -411,6 +521,7 @@ function toEntry(row: OutboxRow): OutboxEntry {
       row.problem_code === null
         ? undefined
         : { code: row.problem_code, message: row.problem_message ?? "", atMs: row.problem_at_ms ?? 0 },
+    sealed: row.sealed ?? undefined,
   };
 }
 
@@ -423,6 +534,7 @@ function toReceived(row: ReceivedRow): ReceivedMessage {
     senderDeviceId: row.sender_device_id,
     serverTimeMs: row.server_time_ms,
     content: row.content === null ? undefined : Content.decode(row.content),
+    ...(row.problem === null ? {} : { problem: row.problem }),
   };
 }
 

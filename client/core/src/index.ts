@@ -29,6 +29,8 @@ export type {
   ClientStore,
   ContactRecord,
   DeviceProfile,
+  E2eRecord,
+  E2eWrite,
   NewOutboxMessage,
   OutboxEntry,
   OutboxProblem,
@@ -36,7 +38,7 @@ export type {
   OutboxState,
   ReceivedMessage,
 } from "./outbox/client-store.ts";
-export { toChatSummary } from "./outbox/client-store.ts";
+export { StaleE2eStateError, toChatSummary } from "./outbox/client-store.ts";
 export { MemoryClientStore } from "./outbox/memory-client-store.ts";
 
 export { type BackoffPolicy, DEFAULT_BACKOFF } from "./session/backoff.ts";

@@ -15,6 +15,15 @@
  *   highest received seq forward only; it is durable when it resolves.
  * - A receipt covering a seq delivers a sent message with that seq, also when
  *   the receipt was recorded before the message learned its seq.
+ * - End-to-end state (sessions, prekeys, known devices) is a set of versioned
+ *   records the E2E layer encrypts before it hands them over. A write names
+ *   the version it read; if any record of a write set moved since, nothing of
+ *   the set is applied and StaleE2eStateError says so. The writes that go with
+ *   a message (the ratchet step of sealing it, of opening it) commit in the
+ *   same transaction as the outbox insert or the received message, so a crash
+ *   never leaves a message sealed twice or a key used without its message.
+ * - A message's sealed payload is stored once and never replaced: every retry
+ *   sends the same bytes.
  */
 import { type Chat, ChatKind, type Content } from "../wire/proto.ts";
 
@@ -41,6 +50,11 @@ export interface OutboxEntry {
   seq: number | undefined;
   /** The last transient problem (queued) or the refusal (failed). */
   problem: OutboxProblem | undefined;
+  /**
+   * The encrypted SendMessageRequest, made once (when the message entered the
+   * outbox, or at its first send when sessions had to be fetched first).
+   */
+  sealed: Uint8Array | undefined;
 }
 
 export interface NewOutboxMessage {
@@ -48,6 +62,8 @@ export interface NewOutboxMessage {
   chatId: string;
   content: Content;
   createdAtMs: number;
+  /** The sealed SendMessageRequest when it could be made at once. */
+  sealed?: Uint8Array;
 }
 
 export interface ReceivedMessage {
@@ -60,6 +76,33 @@ export interface ReceivedMessage {
   serverTimeMs: number;
   /** Undefined when the payload could not be read (kept so the gap is visible). */
   content: Content | undefined;
+  /** Why the content could not be read ("undecryptable: no-session ..."), shown to the user. */
+  problem?: string;
+}
+
+/** One record of the end-to-end layer's state, as stored (encrypted by that layer). */
+export interface E2eRecord {
+  version: number;
+  value: Uint8Array;
+}
+
+/**
+ * Sets a record (value) or deletes it (undefined), only if it is still at
+ * `expectedVersion` (0: it must not exist). The stored version becomes
+ * expectedVersion + 1.
+ */
+export interface E2eWrite {
+  key: string;
+  expectedVersion: number;
+  value: Uint8Array | undefined;
+}
+
+/** A write set named a version that another writer (process) has moved on from; nothing was applied. */
+export class StaleE2eStateError extends Error {
+  override readonly name = "StaleE2eStateError";
+  constructor(key: string) {
+    super(`end-to-end state ${key} changed while it was being used`);
+  }
 }
 
 export type ChatKindName = "direct" | "group";
@@ -108,8 +151,17 @@ export interface ClientStore {
   getProfile(): Promise<DeviceProfile | undefined>;
   saveProfile(profile: DeviceProfile): Promise<void>;
 
-  /** Stores a new queued message; resolves once it is durable. */
-  addToOutbox(message: NewOutboxMessage): Promise<OutboxEntry>;
+  /**
+   * Stores a new queued message, and applies `writes` in the same transaction;
+   * resolves once both are durable. Rejects with StaleE2eStateError (nothing stored).
+   */
+  addToOutbox(message: NewOutboxMessage, writes?: readonly E2eWrite[]): Promise<OutboxEntry>;
+  /**
+   * Stores the sealed payload of a queued message that has none, with `writes`,
+   * atomically. Undefined (nothing applied) when the message is not queued or is
+   * sealed already; StaleE2eStateError when a write is stale.
+   */
+  sealOutboxEntry(messageId: string, sealed: Uint8Array, writes: readonly E2eWrite[]): Promise<OutboxEntry | undefined>;
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined>;
   /** The oldest queued message of the chat: the next one to send there. */
   nextQueued(chatId: string): Promise<OutboxEntry | undefined>;
@@ -126,8 +178,20 @@ export interface ClientStore {
   /** Another user's device has the chat through `throughSeq`: returns the messages this delivered. */
   applyReceipt(chatId: string, throughSeq: number): Promise<OutboxEntry[]>;
 
-  /** Stores a received message; false when (chat, seq) was stored already. */
-  saveReceived(message: ReceivedMessage): Promise<boolean>;
+  /**
+   * Stores a received message with `writes`, atomically; false (and nothing
+   * applied) when (chat, seq) was stored already. StaleE2eStateError when a write is stale.
+   */
+  saveReceived(message: ReceivedMessage, writes?: readonly E2eWrite[]): Promise<boolean>;
+  /** Whether (chat, seq) is stored. */
+  hasReceived(chatId: string, seq: number): Promise<boolean>;
+
+  /** The records among `keys` that exist. */
+  readE2e(keys: readonly string[]): Promise<Map<string, E2eRecord>>;
+  /** Keys of the records whose key starts with `prefix`, sorted. */
+  listE2eKeys(prefix: string): Promise<string[]>;
+  /** Applies every write or none (StaleE2eStateError). */
+  writeE2e(writes: readonly E2eWrite[]): Promise<void>;
   /** Per chat, the highest seq stored. */
   highestReceivedSeqs(): Promise<Map<string, number>>;
   /** Received messages of a chat after `afterSeq`, in seq order. */

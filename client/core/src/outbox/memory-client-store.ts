@@ -9,17 +9,20 @@
  * queued and sent messages (both in order) and a count per state, so a long
  * load run does not slow down as the outbox grows.
  */
-import type {
-  ChatSummary,
-  ClientStore,
-  ContactRecord,
-  DeviceProfile,
-  NewOutboxMessage,
-  OutboxEntry,
-  OutboxProblem,
-  OutboxQuery,
-  OutboxState,
-  ReceivedMessage,
+import {
+  type ChatSummary,
+  type ClientStore,
+  type ContactRecord,
+  type DeviceProfile,
+  type E2eRecord,
+  type E2eWrite,
+  type NewOutboxMessage,
+  type OutboxEntry,
+  type OutboxProblem,
+  type OutboxQuery,
+  type OutboxState,
+  type ReceivedMessage,
+  StaleE2eStateError,
 } from "./client-store.ts";
 
 export class MemoryClientStore implements ClientStore {
@@ -37,6 +40,7 @@ export class MemoryClientStore implements ClientStore {
   private readonly highest = new Map<string, number>();
   private readonly chats = new Map<string, ChatSummary>();
   private readonly contacts = new Map<string, ContactRecord>();
+  private readonly e2e = new Map<string, E2eRecord>();
 
   getProfile(): Promise<DeviceProfile | undefined> {
     return Promise.resolve(this.profile === undefined ? undefined : { ...this.profile });
@@ -47,9 +51,14 @@ export class MemoryClientStore implements ClientStore {
     return Promise.resolve();
   }
 
-  addToOutbox(message: NewOutboxMessage): Promise<OutboxEntry> {
+  addToOutbox(message: NewOutboxMessage, writes: readonly E2eWrite[] = []): Promise<OutboxEntry> {
     if (this.outbox.has(message.messageId)) {
       return Promise.reject(new Error(`message ${message.messageId} is in the outbox already`));
+    }
+    try {
+      this.applyE2e(writes);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     const entry: OutboxEntry = {
       ...message,
@@ -57,10 +66,27 @@ export class MemoryClientStore implements ClientStore {
       state: "queued",
       seq: undefined,
       problem: undefined,
+      sealed: message.sealed?.slice(),
     };
     this.outbox.set(entry.messageId, entry);
     indexOf(this.queuedByChat, entry.chatId).add(entry.messageId);
     this.counts.queued += 1;
+    return Promise.resolve(copy(entry));
+  }
+
+  sealOutboxEntry(
+    messageId: string,
+    sealed: Uint8Array,
+    writes: readonly E2eWrite[],
+  ): Promise<OutboxEntry | undefined> {
+    const entry = this.outbox.get(messageId);
+    if (entry?.state !== "queued" || entry.sealed !== undefined) return Promise.resolve(undefined);
+    try {
+      this.applyE2e(writes);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    entry.sealed = sealed.slice();
     return Promise.resolve(copy(entry));
   }
 
@@ -136,16 +162,47 @@ export class MemoryClientStore implements ClientStore {
     return Promise.resolve(delivered);
   }
 
-  saveReceived(message: ReceivedMessage): Promise<boolean> {
+  saveReceived(message: ReceivedMessage, writes: readonly E2eWrite[] = []): Promise<boolean> {
     let chat = this.received.get(message.chatId);
     if (chat === undefined) {
       chat = new Map();
       this.received.set(message.chatId, chat);
     }
     if (chat.has(message.seq)) return Promise.resolve(false);
+    try {
+      this.applyE2e(writes);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
     chat.set(message.seq, { ...message });
     if (message.seq > (this.highest.get(message.chatId) ?? 0)) this.highest.set(message.chatId, message.seq);
     return Promise.resolve(true);
+  }
+
+  hasReceived(chatId: string, seq: number): Promise<boolean> {
+    return Promise.resolve(this.received.get(chatId)?.has(seq) === true);
+  }
+
+  readE2e(keys: readonly string[]): Promise<Map<string, E2eRecord>> {
+    const out = new Map<string, E2eRecord>();
+    for (const key of keys) {
+      const record = this.e2e.get(key);
+      if (record !== undefined) out.set(key, { version: record.version, value: record.value.slice() });
+    }
+    return Promise.resolve(out);
+  }
+
+  listE2eKeys(prefix: string): Promise<string[]> {
+    return Promise.resolve([...this.e2e.keys()].filter((k) => k.startsWith(prefix)).sort());
+  }
+
+  writeE2e(writes: readonly E2eWrite[]): Promise<void> {
+    try {
+      this.applyE2e(writes);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   highestReceivedSeqs(): Promise<Map<string, number>> {
@@ -193,6 +250,17 @@ export class MemoryClientStore implements ClientStore {
     return Promise.resolve();
   }
 
+  /** All or nothing: every version is checked before anything changes. */
+  private applyE2e(writes: readonly E2eWrite[]): void {
+    for (const write of writes) {
+      if ((this.e2e.get(write.key)?.version ?? 0) !== write.expectedVersion) throw new StaleE2eStateError(write.key);
+    }
+    for (const write of writes) {
+      if (write.value === undefined) this.e2e.delete(write.key);
+      else this.e2e.set(write.key, { version: write.expectedVersion + 1, value: write.value.slice() });
+    }
+  }
+
   /** Changes an entry's state and keeps the indexes and counts in step. */
   private move(entry: OutboxEntry, to: OutboxState): void {
     const from = entry.state;
@@ -223,5 +291,5 @@ function indexOf(index: Map<string, Set<string>>, chatId: string): Set<string> {
 }
 
 function copy(entry: OutboxEntry): OutboxEntry {
-  return { ...entry, problem: entry.problem && { ...entry.problem } };
+  return { ...entry, problem: entry.problem && { ...entry.problem }, sealed: entry.sealed?.slice() };
 }
