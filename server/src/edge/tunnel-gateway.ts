@@ -202,7 +202,6 @@ export class TunnelGateway {
       const common = {
         id,
         questionRaw,
-        questionName: question.name,
         recursionDesired,
         isAuthoritative: rcode !== RCODE_REFUSED,
       };

@@ -126,14 +126,30 @@ class Writer {
     this.u8(0);
   }
 
-  /** Registers a name already present at `offset` (as raw bytes) for compression. */
-  registerName(name: string, offset: number): void {
-    const labels = splitName(name);
-    let at = offset;
+  /**
+   * Registers the name at the start of `raw` (uncompressed wire labels, as
+   * echoed from a query) at `offset`, for compression. Offsets come from the
+   * bytes themselves, so labels with any octets stay exact.
+   */
+  registerRawName(raw: Uint8Array, offset: number): void {
+    const labels: { text: string; at: number }[] = [];
+    for (let at = 0; at < raw.length;) {
+      const length = raw[at] ?? 0;
+      if (length === 0 || length > MAX_LABEL_BYTES) break;
+      let text = "";
+      for (let i = 1; i <= length; i += 1) text += String.fromCharCode(raw[at + i] ?? 0);
+      labels.push({ text: text.replace(/[.\\]/g, "\\$&"), at: offset + at });
+      at += 1 + length;
+    }
     for (let i = 0; i < labels.length; i += 1) {
-      const suffix = labels.slice(i).join(".").toLowerCase();
-      if (at < 0x4000 && !this.names.has(suffix)) this.names.set(suffix, at);
-      at += 1 + (labels[i]?.length ?? 0);
+      const label = labels[i];
+      if (label === undefined || label.at >= 0x4000) break;
+      const suffix = labels
+        .slice(i)
+        .map((entry) => entry.text)
+        .join(".")
+        .toLowerCase();
+      if (!this.names.has(suffix)) this.names.set(suffix, label.at);
     }
   }
 
@@ -208,8 +224,6 @@ export interface DnsResponseOptions {
   id: number;
   /** The question exactly as the query had it (name bytes, type, class): echoed byte for byte (0x20). */
   questionRaw?: Uint8Array;
-  /** The question's name (any case), needed to compress against it when `questionRaw` is given. */
-  questionName?: string;
   rcode: number;
   isAuthoritative: boolean;
   recursionDesired: boolean;
@@ -236,7 +250,7 @@ export function encodeDnsResponse(options: DnsResponseOptions): Uint8Array {
   writer.u16(authority.length);
   writer.u16(options.ednsUdpBytes === undefined ? 0 : 1);
   if (options.questionRaw !== undefined) {
-    if (options.questionName !== undefined) writer.registerName(options.questionName, HEADER_BYTES);
+    writer.registerRawName(options.questionRaw, HEADER_BYTES);
     writer.bytes(options.questionRaw);
   }
   for (const record of [...answers, ...authority]) writeRecord(writer, record);
