@@ -15,6 +15,14 @@ describe("parseCliConfig", () => {
     });
   });
 
+  it("takes several servers, comma-separated, and checks each", () => {
+    expect(parseCliConfig({ server: "http://a:1,http://b:2" }, {}, "/h")).toMatchObject({
+      explicitServerUrl: "http://a:1,http://b:2",
+    });
+    expect(() => parseCliConfig({ server: "http://a:1,ftp://b" }, {}, "/h")).toThrow(/http\(s\) or ws\(s\)/);
+    expect(() => parseCliConfig({ server: " , " }, {}, "/h")).toThrow(/needs a URL/);
+  });
+
   it("takes REMESSENGER_* variables, and flags over them", () => {
     const env = { REMESSENGER_PROFILE: "/p", REMESSENGER_SERVER: "http://a:1", REMESSENGER_LOG_LEVEL: "debug" };
     expect(parseCliConfig({}, env, "/h")).toMatchObject({

@@ -4,7 +4,8 @@
  * process.env.
  *
  *   --profile DIR      REMESSENGER_PROFILE     default ~/.remessenger
- *   --server URL       REMESSENGER_SERVER      default: the profile's, else http://127.0.0.1:8080
+ *   --server URL[,URL] REMESSENGER_SERVER      default: the profile's, else http://127.0.0.1:8080;
+ *                                              several nodes: used in turn when one is down
  *   --log-level LEVEL  REMESSENGER_LOG_LEVEL   default silent (diagnostics on stderr)
  *   --json                                     machine-readable output
  *   --transport KIND   REMESSENGER_TRANSPORT   ws | https | doh | dns | auto (default auto)
@@ -14,7 +15,7 @@
  *   --name-budget N    REMESSENGER_NAME_BUDGET longest tunnel query name (default 253)
  */
 import { join } from "node:path";
-import { webSocketUrl } from "../../core/src/index.ts";
+import { splitServerUrls, webSocketUrl } from "../../core/src/index.ts";
 import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "../../core/src/wire/tunnel-name.ts";
 import { usageError } from "./cli-error.ts";
 
@@ -118,11 +119,16 @@ function checkDohUrl(url: string): void {
   }
 }
 
-function checkServerUrl(url: string): void {
-  try {
-    webSocketUrl(url);
-  } catch (error) {
-    throw usageError(error instanceof Error ? error.message : `bad server URL: ${url}`);
+/** One URL, or several nodes of one deployment separated by commas (the client fails over between them). */
+function checkServerUrl(urls: string): void {
+  const list = splitServerUrls(urls);
+  if (list.length === 0) throw usageError("--server needs a URL");
+  for (const url of list) {
+    try {
+      webSocketUrl(url);
+    } catch (error) {
+      throw usageError(error instanceof Error ? error.message : `bad server URL: ${url}`);
+    }
   }
 }
 

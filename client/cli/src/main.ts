@@ -53,7 +53,10 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .description("Re:Messenger command-line client")
     .version(packageJson.version)
     .option("--profile <dir>", "profile directory (default: $REMESSENGER_PROFILE or ~/.remessenger)")
-    .option("--server <url>", "server base URL (default: the profile's, else http://127.0.0.1:8080)")
+    .option(
+      "--server <url>",
+      "server base URL, or several nodes comma-separated (used in turn when one is down; default: the profile's, else http://127.0.0.1:8080)",
+    )
     .option("--json", "machine-readable output: one JSON object per line")
     .option("--log-level <level>", "diagnostics on stderr: silent, error, warn, info, debug")
     .option("--transport <kind>", "ws, https, doh, dns or auto (default auto: the WebSocket until the ladder lands)")

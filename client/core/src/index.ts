@@ -67,6 +67,11 @@ export type {
 } from "./transport/transport.ts";
 export { webSocketTransportFactory, webSocketUrl } from "./transport/websocket-transport.ts";
 export {
+  type FailoverTransportFactory,
+  failoverTransportFactory,
+  splitServerUrls,
+} from "./transport/failover-transport.ts";
+export {
   DNS_MESSAGE_TYPE,
   type DnsExchange,
   DnsExchangeError,

@@ -17,7 +17,9 @@ import {
   type TunnelEndpoint,
   decodeTunnelKey,
   dnsTunnelTransportFactory,
+  failoverTransportFactory,
   httpsTransportFactory,
+  splitServerUrls,
   webSocketTransportFactory,
 } from "../../../core/src/index.ts";
 import type { CliConfig } from "../cli-config.ts";
@@ -30,18 +32,26 @@ export interface ProfileTunnel {
   publicKey: string;
 }
 
+/**
+ * `serverUrls` may list several nodes of one deployment, comma-separated: the
+ * WebSocket and HTTPS pipes then use one until it fails, then the next. The
+ * DNS tunnel goes through resolvers to the deployment's zone, so it uses the
+ * first URL only for defaults.
+ */
 export function transportFactoryFor(
   config: CliConfig,
-  serverUrl: string,
+  serverUrls: string,
   tunnel: ProfileTunnel | undefined,
   logger: Logger,
 ): TransportFactory {
+  const urls = splitServerUrls(serverUrls);
+  const serverUrl = urls[0] ?? serverUrls;
   switch (config.transport) {
     case "auto":
     case "ws":
-      return webSocketTransportFactory({ serverUrl });
+      return failoverTransportFactory(urls.map((url) => webSocketTransportFactory({ serverUrl: url })));
     case "https":
-      return httpsTransportFactory({ serverUrl });
+      return failoverTransportFactory(urls.map((url) => httpsTransportFactory({ serverUrl: url })));
     case "doh":
     case "dns": {
       if (tunnel === undefined) {
