@@ -20,6 +20,8 @@ export interface ServerOptions {
   store?: "embedded" | "redis";
   /** Use this Redis instead of the embedded store. */
   redisUrl?: string;
+  /** Use this Redis Cluster (seeds "host:port,...", e.g. RunningRedisCluster.seeds) as the store. */
+  redisCluster?: string;
   /** Reuse a data directory (default: a fresh temp dir, removed on cleanup). */
   dataDir?: string;
   logLevel?: string;
@@ -105,6 +107,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const launch = async (): Promise<Listening> => {
     const args = [MAIN, "--listen", listenArg, "--grpc-listen", grpcArg, "--data", dataDir];
     if (options.redisUrl !== undefined) args.push("--redis", options.redisUrl);
+    if (options.redisCluster !== undefined) args.push("--redis-cluster", options.redisCluster);
     args.push("--log-level", options.logLevel ?? "info", ...(options.extraArgs ?? []));
     child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
     return waitForListening(child, logs);
