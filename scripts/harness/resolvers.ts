@@ -107,6 +107,9 @@ export interface UnboundOptions extends ResolverOptions {
   capsForId?: boolean;
   /** QNAME minimisation (Unbound's default: on). */
   qnameMinimisation?: boolean;
+  /** Run inside this network namespace (made by the caller), listening on `listenHost`. */
+  netns?: string;
+  listenHost?: string;
 }
 
 export async function startUnbound(options: UnboundOptions): Promise<RunningResolver> {
@@ -114,6 +117,7 @@ export async function startUnbound(options: UnboundOptions): Promise<RunningReso
   const { certFile, keyFile } = makeTestCertificate(dir);
   const dnsPort = await freeLoopbackPort();
   const dohPort = await freeLoopbackPort();
+  const host = options.listenHost ?? "127.0.0.1";
   const config = `server:
   username: ""
   chroot: ""
@@ -123,14 +127,15 @@ export async function startUnbound(options: UnboundOptions): Promise<RunningReso
   logfile: ""
   verbosity: 0
   do-daemonize: no
-  interface: 127.0.0.1@${dnsPort}
-  interface: 127.0.0.1@${dohPort}
+  interface: ${host}@${dnsPort}
+  interface: ${host}@${dohPort}
   https-port: ${dohPort}
   http-endpoint: "/dns-query"
   tls-service-key: "${keyFile}"
   tls-service-pem: "${certFile}"
   so-reuseport: no
   access-control: 127.0.0.0/8 allow
+  access-control: ${host}/24 allow
   do-not-query-localhost: no
   module-config: "iterator"
   num-threads: 1
@@ -142,10 +147,13 @@ stub-zone:
 `;
   const file = join(dir, "unbound.conf");
   writeFileSync(file, config);
-  const child = spawn("unbound", ["-d", "-c", file], { stdio: ["ignore", "pipe", "pipe"] });
+  const command = ["/usr/sbin/unbound", "-d", "-c", file];
+  // `ip netns exec` execs the command: the pid is Unbound's.
+  const argv = options.netns === undefined ? command : ["/usr/sbin/ip", "netns", "exec", options.netns, ...command];
+  const child = spawn(argv[0] ?? "", argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   return started(`unbound${options.capsForId === true ? " (use-caps-for-id)" : ""}`, child, dir, options, {
-    dns: { host: "127.0.0.1", port: dnsPort },
-    dohUrl: `https://127.0.0.1:${dohPort}/dns-query`,
+    dns: { host, port: dnsPort },
+    dohUrl: `https://${host}:${dohPort}/dns-query`,
     caFile: certFile,
   });
 }
@@ -165,7 +173,7 @@ policy.add(policy.suffix(policy.STUB({ '${options.gateway.host}@${options.gatewa
 `;
   const file = join(dir, "kresd.conf");
   writeFileSync(file, config);
-  const child = spawn("kresd", ["-n", "-c", file, dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("/usr/sbin/kresd", ["-n", "-c", file, dir], { stdio: ["ignore", "pipe", "pipe"] });
   return started("knot-resolver", child, dir, options, {
     dns: { host: "127.0.0.1", port: dnsPort },
     dohUrl: `https://127.0.0.1:${dohPort}/dns-query`,
@@ -186,7 +194,7 @@ setSecurityPollSuffix('')
 `;
   const file = join(dir, "dnsdist.conf");
   writeFileSync(file, config);
-  const child = spawn("dnsdist", ["--supervised", "--disable-syslog", "-C", file], {
+  const child = spawn("/usr/bin/dnsdist", ["--supervised", "--disable-syslog", "-C", file], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   return started("dnsdist", child, dir, options, {

@@ -1,0 +1,109 @@
+/**
+ * Shared by the DNS tunnel suites: the gateway a test server announced, and a
+ * 1:1 conversation of N messages over a tunnel pipe that must arrive once
+ * and in order.
+ */
+import { expect } from "vitest";
+import type { ClientSession } from "../core/src/session/client-session.ts";
+import type { DnsExchange } from "../core/src/transport/dns-exchange.ts";
+import { dnsTunnelTransportFactory } from "../core/src/transport/dns-tunnel-transport.ts";
+import { ChatKind } from "../core/src/wire/proto.ts";
+import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
+import { waitForEvent } from "./wait.ts";
+
+export interface Gateway {
+  zone: string;
+  publicKey: Uint8Array;
+  dns: { host: string; port: number };
+}
+
+/** The tunnel of the server's "listening" log line. */
+export function tunnelOf(logs: readonly string[]): Gateway {
+  for (const line of logs) {
+    if (!line.includes('"listening"')) continue;
+    const { tunnel } = JSON.parse(line) as { tunnel?: { zone: string; publicKey: string; dns: string } };
+    if (tunnel === undefined) break;
+    const [host = "", port = ""] = tunnel.dns.split(/:(?=\d+$)/);
+    return {
+      zone: tunnel.zone,
+      publicKey: new Uint8Array(Buffer.from(tunnel.publicKey, "base64url")),
+      dns: { host, port: Number(port) },
+    };
+  }
+  throw new Error("the server announced no tunnel");
+}
+
+export interface ConversationOptions {
+  serverUrl: string;
+  gateway: Gateway;
+  kind: "doh" | "dns";
+  exchanges: () => DnsExchange[];
+  nameBudget?: number;
+  messages: number;
+  deadlineMs?: number;
+}
+
+/** Bob sends `messages` texts to Alice over the tunnel; all must arrive once, in order. */
+export async function conversation(options: ConversationOptions): Promise<void> {
+  const { serverUrl, gateway, kind, exchanges, nameBudget, messages } = options;
+  const alice = await registerTestDevice(serverUrl, "alice");
+  const bob = await registerTestDevice(serverUrl, "bob");
+  const tunnelSession = (device: TestDevice): ClientSession =>
+    sessionFor(device, {
+      transports: dnsTunnelTransportFactory({
+        kind,
+        exchanges: exchanges(),
+        tunnel: { zone: gateway.zone, publicKey: gateway.publicKey },
+        ...(nameBudget === undefined ? {} : { nameBudget }),
+      }),
+      timing: { connectTimeoutMs: 10_000, requestTimeoutMs: 15_000, pingIntervalMs: 5_000, pingTimeoutMs: 10_000 },
+    });
+  const receiver = tunnelSession(alice);
+  const sender = tunnelSession(bob);
+  const received: { seq: number; text: string | undefined }[] = [];
+  const allIn = new Promise<void>((resolve) => {
+    receiver.events.on("message", ({ message, isOwnDevice }) => {
+      if (isOwnDevice) return;
+      received.push({
+        seq: message.seq,
+        text: message.content?.body?.$case === "text" ? message.content.body.value : undefined,
+      });
+      if (received.length >= messages) resolve();
+    });
+  });
+  try {
+    await receiver.start();
+    await sender.start();
+    await waitForEvent(
+      sender.events,
+      "connection",
+      (status) => status.state === "connected",
+      30_000,
+      "sender connected",
+    );
+    const { chat } = await sender.request(
+      "createChat",
+      { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [alice.profile.userId], title: "" },
+      { timeoutMs: 20_000 },
+    );
+    if (chat === undefined) throw new Error("no chat");
+    for (let i = 0; i < messages; i += 1) await sender.send(chat.chatId, `message ${i} via ${kind}`);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      allIn,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => {
+          reject(new Error(`only ${received.length} of ${messages} messages arrived`));
+        }, options.deadlineMs ?? 90_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    expect(received.map((message) => message.text)).toEqual(
+      Array.from({ length: messages }, (_, i) => `message ${i} via ${kind}`),
+    );
+    expect(received.map((message) => message.seq)).toEqual(Array.from({ length: messages }, (_, i) => i + 1));
+    expect(sender.status.transport).toBe(kind);
+  } finally {
+    await Promise.all([receiver.stop(), sender.stop()]);
+  }
+}
