@@ -26,6 +26,10 @@ export interface ServerOptions {
   dataDir?: string;
   logLevel?: string;
   extraArgs?: string[];
+  /** Main listener address (default 127.0.0.1 on a free port), e.g. inside a lab namespace. */
+  listen?: string;
+  /** Runs the server through this command prefix, e.g. ["ip", "netns", "exec", NS]. */
+  wrapCommand?: readonly string[];
 }
 
 export interface TestServer {
@@ -100,7 +104,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "remessenger-server-"));
   const logs: string[] = [];
-  let listenArg = "127.0.0.1:0";
+  let listenArg = options.listen ?? "127.0.0.1:0";
   let grpcArg = "127.0.0.1:0";
   let child: ChildProcess;
 
@@ -109,7 +113,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     if (options.redisUrl !== undefined) args.push("--redis", options.redisUrl);
     if (options.redisCluster !== undefined) args.push("--redis-cluster", options.redisCluster);
     args.push("--log-level", options.logLevel ?? "info", ...(options.extraArgs ?? []));
-    child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
+    const [command, ...prefix] = [...(options.wrapCommand ?? []), process.execPath];
+    child = spawn(command ?? process.execPath, [...prefix, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env },
+    });
     return waitForListening(child, logs);
   };
 
@@ -120,9 +128,10 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     await ownRedis?.stop();
     throw error;
   }
-  const port = new URL(first.url).port;
-  listenArg = `127.0.0.1:${port}`;
-  grpcArg = `127.0.0.1:${first.grpcPort ?? 0}`;
+  // A restart binds the same ports, so clients find the server where it was.
+  const firstUrl = new URL(first.url);
+  listenArg = `${firstUrl.hostname}:${firstUrl.port}`;
+  grpcArg = grpcArg === "off" ? "off" : `127.0.0.1:${first.grpcPort ?? 0}`;
 
   const server: TestServer = {
     url: first.url,

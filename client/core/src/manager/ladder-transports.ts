@@ -15,7 +15,8 @@
  * - Every change of a rung's health is reported through `onHealth`, so the
  *   connection state can show each pipe and why it is not in use.
  */
-import { type Clock, abortReason } from "../session/clock.ts";
+import { type Clock, abortReason, pause } from "../session/clock.ts";
+import { type ServerBodyFrame, decodeServerFrame, encodeClientFrame } from "../wire/frame-codec.ts";
 import { RemessengerError } from "../wire/errors.ts";
 import { ErrorCode } from "../wire/proto.ts";
 import {
@@ -45,8 +46,11 @@ import {
   probeSucceeded,
 } from "./transport-ladder.ts";
 
-/** A probe that has not seen the server's first frame within this long failed. */
+/** A probe that has not finished within this long failed. */
 const PROBE_TIMEOUT_MS = 8_000;
+/** Pings a probe sends, this far apart, after the hello. */
+const PROBE_PINGS = 2;
+const PROBE_SOAK_MS = 1_000;
 
 export interface LadderOptions {
   /** Best first. */
@@ -193,15 +197,27 @@ export class TransportLadder implements SwitchingTransports {
   }
 }
 
-/** Opens a pipe of this rung and waits for the server's first frame; rejects otherwise. */
+/**
+ * Opens a pipe of this rung and checks it carries traffic for a little while:
+ * the server's hello, then pings PROBE_SOAK_MS apart, each answered. A censor
+ * that lets a handshake through and kills the flow after it fails the probe.
+ */
 async function probeRung(factory: TransportFactory, clock: Clock, signal: AbortSignal): Promise<void> {
-  const firstFrame = Promise.withResolvers<void>();
+  const frames: ServerBodyFrame[] = [];
+  let wake: (() => void) | undefined;
+  let closedWith: string | undefined;
   const transport = factory.create({
-    onFrame: () => {
-      firstFrame.resolve();
+    onFrame: (bytes) => {
+      try {
+        frames.push(decodeServerFrame(bytes));
+      } catch {
+        closedWith = "the server sent an undecodable frame";
+      }
+      wake?.();
     },
     onClose: (reason) => {
-      firstFrame.reject(new Error(reason.reason));
+      closedWith = reason.reason;
+      wake?.();
     },
   });
   const timeout = new AbortController();
@@ -209,15 +225,27 @@ async function probeRung(factory: TransportFactory, clock: Clock, signal: AbortS
     timeout.abort(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`));
   }, PROBE_TIMEOUT_MS);
   const limit = AbortSignal.any([signal, timeout.signal]);
+  const until = async (test: () => boolean): Promise<void> => {
+    while (!test()) {
+      if (closedWith !== undefined) throw new Error(closedWith);
+      if (limit.aborted) throw abortReason(limit);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        limit.addEventListener("abort", () => resolve(), { once: true });
+      });
+      wake = undefined;
+    }
+  };
   try {
     await transport.connect({ signal: limit, timeoutMs: PROBE_TIMEOUT_MS });
-    await Promise.race([
-      firstFrame.promise,
-      new Promise<never>((_, reject) => {
-        if (limit.aborted) reject(abortReason(limit));
-        limit.addEventListener("abort", () => reject(abortReason(limit)), { once: true });
-      }),
-    ]);
+    await until(() => frames.some((f) => f.body.$case === "hello"));
+    for (let requestId = 1; requestId <= PROBE_PINGS; requestId++) {
+      if (requestId > 1) await pause(clock, PROBE_SOAK_MS, limit);
+      transport.send(
+        encodeClientFrame({ requestId, request: { $case: "ping", value: { clientTimeMs: clock.nowMs() } } }),
+      );
+      await until(() => frames.some((f) => f.requestId === requestId));
+    }
   } finally {
     cancelTimer();
     transport.close(CLOSE_NORMAL, "probe done");

@@ -31,13 +31,21 @@ describe("transport ladder", () => {
     ]);
   });
 
-  it("leaves a failed rung out of races until its backoff, which doubles per failure", () => {
+  it("leaves a failed rung out of races while others work: only probes bring it back", () => {
     let state = failed(initialLadder(LADDER), "websocket", failure(1_000));
     expect(rung(state, "websocket")?.retryAtMs).toBe(2_000);
     expect(planRace(state, 1_500).map((e) => e.kind)).toEqual(["https", "doh", "dns"]);
-    expect(planRace(state, 2_000)[0]?.kind).toBe("websocket");
+    expect(planRace(state, 99_000).map((e) => e.kind)).toEqual(["https", "doh", "dns"]);
     state = failed(state, "websocket", failure(2_000));
-    expect(rung(state, "websocket")?.retryAtMs).toBe(4_000);
+    expect(rung(state, "websocket")?.retryAtMs).toBe(4_000); // the backoff doubles per failure
+  });
+
+  it("races the failed rungs whose backoff is over once every rung has failed", () => {
+    let state = initialLadder(["websocket", "https"]);
+    state = failed(state, "websocket", failure(0)); // free at 1,000
+    state = failed(failed(state, "https", failure(0)), "https", failure(0)); // free at 2,000
+    expect(planRace(state, 1_000)).toEqual([{ kind: "websocket", delayMs: 0 }]);
+    expect(planRace(state, 2_000).map((e) => e.kind)).toEqual(["websocket", "https"]);
   });
 
   it("still tries the rung free soonest when every rung is in backoff", () => {

@@ -9,10 +9,12 @@
  * - A rung that failed waits out its own backoff before it is tried or probed
  *   again; the backoff doubles with each consecutive failure, so a blocked
  *   path costs less and less.
- * - First connects race the eligible rungs, best first, each starting a
+ * - Connects race the rungs that have not failed, best first, each starting a
  *   little after the one above it (like Happy Eyeballs): a working good rung
- *   wins, a dead one costs no more than its head start.
- * - Failed rungs are probed again within MAX backoff (15 s by default), so a
+ *   wins, a dead one costs no more than its head start. A rung that failed is
+ *   raced again only when every rung has failed; otherwise only probes bring
+ *   the ladder back to it.
+ * - Failed rungs are probed again within the maximum backoff (10 s by default), so a
  *   path that heals is noticed fast.
  * - The ladder climbs to a better rung only after probes of it succeeded
  *   CLIMB_AFTER_PROBES times in a row — twice as many for each time it
@@ -42,8 +44,8 @@ export interface LadderTiming {
 export const DEFAULT_LADDER_TIMING: LadderTiming = {
   raceStaggerMs: 300,
   failureBackoffMs: 1_000,
-  maxBackoffMs: 15_000,
-  probeIntervalMs: 5_000,
+  maxBackoffMs: 10_000,
+  probeIntervalMs: 3_000,
 };
 
 /** What the ladder knows about one pipe; shown to the user as per-transport health. */
@@ -81,16 +83,20 @@ export function initialLadder(kinds: readonly TransportKind[]): LadderState {
 }
 
 /**
- * The rungs to race now, best first, each after its head start. Rungs still
- * in backoff sit out; when every rung is in backoff, the one free soonest is
- * tried anyway (the caller's own backoff already paced this attempt).
+ * The rungs to race now, best first, each after its head start: those that
+ * have not failed (or are being climbed to); when every rung has failed, those
+ * whose backoff is over; when none is, the one free soonest (the caller's own
+ * backoff already paced this attempt).
  */
 export function planRace(state: LadderState, nowMs: number, timing: LadderTiming = DEFAULT_LADDER_TIMING): RaceEntry[] {
-  const eligible = state.rungs.filter((r) => r.retryAtMs <= nowMs);
+  const healthy = state.rungs.filter((r) => r.failures === 0 || r.retryAtMs === 0);
+  const due = state.rungs.filter((r) => r.retryAtMs <= nowMs);
   const chosen =
-    eligible.length > 0
-      ? eligible
-      : [state.rungs.reduce((soonest, r) => (r.retryAtMs < soonest.retryAtMs ? r : soonest))];
+    healthy.length > 0
+      ? healthy
+      : due.length > 0
+        ? due
+        : [state.rungs.reduce((soonest, r) => (r.retryAtMs < soonest.retryAtMs ? r : soonest))];
   return chosen.map((rung, index) => ({ kind: rung.kind, delayMs: index * timing.raceStaggerMs }));
 }
 

@@ -1,0 +1,131 @@
+/**
+ * A scripted client for the censorship harness, run inside the lab's client
+ * namespace: one device on the real client core (session, outbox, transport
+ * ladder), driven by JSON commands on stdin and reporting JSON events on
+ * stdout, so the orchestrator can see exactly what the client saw and said.
+ *
+ *   stdin:  {"cmd":"chat","with":USER_ID} | {"cmd":"send","chatId":ID,"text":T} | {"cmd":"stop"}
+ *   stdout: {"type":"ready",...} {"type":"chat",...} {"type":"state",...}
+ *           {"type":"received",...} {"type":"outbox",...} {"type":"error",...}
+ *
+ * Usage: node scripts/harness/lab-client.ts '{"name":"alice","serverUrl":"http://10.201.2.2:8080"}'
+ */
+import { createInterface } from "node:readline";
+import { TransportLadder } from "../../client/core/src/manager/ladder-transports.ts";
+import { MemoryClientStore } from "../../client/core/src/outbox/memory-client-store.ts";
+import { selectEd25519Provider } from "../../client/core/src/crypto/select-ed25519-provider.ts";
+import { ClientSession } from "../../client/core/src/session/client-session.ts";
+import { systemClock } from "../../client/core/src/session/clock.ts";
+import { registerNewDevice } from "../../client/core/src/session/device-auth.ts";
+import { contentText } from "../../client/core/src/session/payload-codec.ts";
+import { httpsTransportFactory } from "../../client/core/src/transport/https-transport.ts";
+import type { TransportFactory } from "../../client/core/src/transport/transport.ts";
+import { webSocketTransportFactory } from "../../client/core/src/transport/websocket-transport.ts";
+import { ChatKind } from "../../client/core/src/wire/proto.ts";
+
+export interface LabClientConfig {
+  name: string;
+  serverUrl: string;
+}
+
+/** Fast enough to see failures within seconds, as the harness's aims demand. */
+const LAB_TIMING = {
+  connectTimeoutMs: 4_000,
+  requestTimeoutMs: 8_000,
+  pingIntervalMs: 1_000,
+  pingTimeoutMs: 3_000,
+  degradedAfterMs: 1_500,
+  stableAfterMs: 10_000,
+  backoff: { initialMs: 200, maxMs: 2_000 },
+} as const;
+
+function emit(event: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ atMs: Date.now(), ...event })}\n`);
+}
+
+function ladderFor(config: LabClientConfig): TransportLadder {
+  const rungs: TransportFactory[] = [
+    webSocketTransportFactory({ serverUrl: config.serverUrl }),
+    httpsTransportFactory({ serverUrl: config.serverUrl }),
+  ];
+  return new TransportLadder({ rungs, clock: systemClock });
+}
+
+async function main(): Promise<void> {
+  const config = JSON.parse(process.argv[2] ?? "{}") as LabClientConfig;
+  const provider = await selectEd25519Provider();
+  const signer = await provider.signerFromSeed(provider.generateSeed());
+  const registered = await registerNewDevice({
+    transports: ladderFor(config),
+    signer,
+    displayName: config.name,
+    timeoutMs: 30_000,
+  });
+  const store = new MemoryClientStore();
+  const profile = {
+    serverUrl: config.serverUrl,
+    userId: registered.userId,
+    deviceId: registered.deviceId,
+    displayName: config.name,
+    registeredAtMs: registered.serverTimeMs,
+  };
+  await store.saveProfile(profile);
+  const session = new ClientSession({ profile, signer, store, transports: ladderFor(config), timing: LAB_TIMING });
+  session.events.on("connection", (status) => {
+    emit({
+      type: "state",
+      state: status.state,
+      transport: status.transport,
+      reason: status.lastFailure?.reason,
+      queued: status.queuedCount,
+    });
+  });
+  session.events.on("message", ({ message, isOwnDevice }) => {
+    if (isOwnDevice) return;
+    emit({ type: "received", chatId: message.chatId, seq: message.seq, text: contentText(message.content) });
+  });
+  session.events.on("outbox", (entry) => {
+    emit({
+      type: "outbox",
+      messageId: entry.messageId,
+      state: entry.state,
+      seq: entry.seq,
+      problem: entry.problem === undefined ? undefined : `${entry.problem.code}: ${entry.problem.message}`,
+    });
+  });
+  await session.start();
+  emit({ type: "ready", userId: profile.userId, deviceId: profile.deviceId });
+
+  const lines = createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const command = JSON.parse(line) as { cmd: string; with?: string; chatId?: string; text?: string };
+    try {
+      if (command.cmd === "chat" && command.with !== undefined) {
+        const { chat } = await session.request(
+          "createChat",
+          { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [command.with], title: "" },
+          { timeoutMs: 30_000 },
+        );
+        emit({ type: "chat", chatId: chat?.chatId });
+      } else if (command.cmd === "send" && command.chatId !== undefined && command.text !== undefined) {
+        await session.send(command.chatId, command.text);
+      } else if (command.cmd === "stop") {
+        break;
+      }
+    } catch (error) {
+      emit({ type: "error", cmd: command.cmd, message: (error as Error).message });
+    }
+  }
+  await session.stop();
+  emit({ type: "stopped" });
+}
+
+if (import.meta.main) {
+  main().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      emit({ type: "error", message: (error as Error).message });
+      process.exit(1);
+    },
+  );
+}
