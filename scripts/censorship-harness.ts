@@ -163,7 +163,7 @@ export async function runScenario(
       for (const client of clients) {
         for (const e of client.events.filter((x) => x.type === "state")) {
           log(
-            `${client.name} +${e.atMs - blockStart} ${String(e["state"])} ${String(e["transport"])} ${String(e["reason"] ?? "")}`,
+            `${client.name} +${e.atMs - blockStart} ${String(e["state"])} ${String(e["transport"])} ${typeof e["reason"] === "string" ? e["reason"] : ""}`,
           );
         }
       }
