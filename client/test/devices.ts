@@ -6,7 +6,10 @@ import { selectEd25519Provider } from "../core/src/crypto/select-ed25519-provide
 import type { DeviceSigner } from "../core/src/crypto/device-signer.ts";
 import type { DeviceProfile } from "../core/src/outbox/client-store.ts";
 import { MemoryClientStore } from "../core/src/outbox/memory-client-store.ts";
-import { ClientSession, type ClientSessionOptions } from "../core/src/session/client-session.ts";
+import { makeDeviceIdentity } from "../core/src/crypto/session-setup.ts";
+import { selectX25519Provider } from "../core/src/crypto/select-x25519-provider.ts";
+import { randomBytes } from "../core/src/wire/ids.ts";
+import { ClientSession, type ClientSessionOptions, type E2eKeyMaterial } from "../core/src/session/client-session.ts";
 import { registerNewDevice } from "../core/src/session/device-auth.ts";
 import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
 
@@ -14,6 +17,8 @@ export interface TestDevice {
   profile: DeviceProfile;
   signer: DeviceSigner;
   store: MemoryClientStore;
+  /** Its end-to-end identity and storage key (what a key vault would hold). */
+  e2e: E2eKeyMaterial;
 }
 
 export async function registerTestDevice(serverUrl: string, displayName: string): Promise<TestDevice> {
@@ -34,7 +39,8 @@ export async function registerTestDevice(serverUrl: string, displayName: string)
   };
   const store = new MemoryClientStore();
   await store.saveProfile(profile);
-  return { profile, signer, store };
+  const identity = await makeDeviceIdentity(signer, await (await selectX25519Provider()).generateKeyPair());
+  return { profile, signer, store, e2e: { identity, storageKey: randomBytes(32) } };
 }
 
 /** Fast timings so tests see reconnects and stalls in well under a second. */
@@ -53,6 +59,7 @@ export function sessionFor(device: TestDevice, options: Partial<ClientSessionOpt
     profile: device.profile,
     signer: device.signer,
     store: device.store,
+    e2e: device.e2e,
     timing: FAST_TIMING,
     ...options,
   });

@@ -30,13 +30,20 @@ export interface CliOptions {
   timeoutMs?: number;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Written to the process's stdin, which is then closed (default: no stdin). */
+  input?: string;
 }
 
+/** The passphrase the harness's CLI profiles are protected with (REMESSENGER_PASSPHRASE). */
+export const TEST_PASSPHRASE = "correct horse battery staple";
+
 function spawnCli(profile: string, args: readonly string[], options: CliOptions): ChildProcess {
-  return spawn(process.execPath, [CLI_BIN, "--profile", profile, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...options.env },
+  const child = spawn(process.execPath, [CLI_BIN, "--profile", profile, ...args], {
+    stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+    env: { REMESSENGER_PASSPHRASE: TEST_PASSPHRASE, ...process.env, ...options.env },
   });
+  if (options.input !== undefined) child.stdin?.end(options.input);
+  return child;
 }
 
 /** Runs one CLI command to completion. */

@@ -13,6 +13,10 @@
  *   --doh-url URL      REMESSENGER_DOH_URL     DoH resolver, repeatable (env: comma-separated;
  *                                              default: the server's own /dns-query)
  *   --name-budget N    REMESSENGER_NAME_BUDGET longest tunnel query name (default 253)
+ *                      REMESSENGER_PASSPHRASE  unlocks the profile's key file (else asked on the
+ *                                              terminal; unused when the OS keychain holds the key)
+ *                      REMESSENGER_KEY_LOG     FILE: append every E2E key pair made (tests and
+ *                                              debugging only, like SSLKEYLOGFILE)
  */
 import { join } from "node:path";
 import { splitServerUrls, webSocketUrl } from "../../core/src/index.ts";
@@ -39,6 +43,8 @@ export interface CliConfig {
   explicitServerUrl: string | undefined;
   isJson: boolean;
   logLevel: LogLevel;
+  passphrase: string | undefined;
+  keyLogFile: string | undefined;
 }
 
 export interface GlobalFlags {
@@ -93,6 +99,8 @@ export function parseCliConfig(
     resolver: resolverText === undefined ? undefined : parseResolver(resolverText),
     dohUrls,
     nameBudget,
+    passphrase: env.REMESSENGER_PASSPHRASE === "" ? undefined : env.REMESSENGER_PASSPHRASE,
+    keyLogFile: nonEmpty(env.REMESSENGER_KEY_LOG),
   };
 }
 

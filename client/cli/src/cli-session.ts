@@ -44,6 +44,7 @@ export function createSession(
     profile: opened.profile,
     signer: opened.signer,
     store: opened.store,
+    e2e: opened.e2e,
     logger: context.logger,
     ...(subscribe === undefined ? {} : { subscribe }),
     ...(sendOutbox === undefined ? {} : { sendOutbox }),

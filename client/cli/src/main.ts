@@ -23,6 +23,7 @@ import { listenCommand } from "./commands/listen.ts";
 import { DEFAULT_WAIT_TIMEOUT_MS, sendCommand } from "./commands/send.ts";
 import { statusCommand } from "./commands/status.ts";
 import { Output } from "./output.ts";
+import { configureKeyVault } from "./profile.ts";
 
 function positiveInteger(name: string, allowZero: boolean): (value: string) => number {
   return (value) => {
@@ -45,6 +46,7 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
 
   const contextOf = (command: Command): CommandContext => {
     config = parseCliConfig(command.optsWithGlobals<GlobalFlags>(), process.env, homedir());
+    configureKeyVault(config);
     output = new Output(config.isJson);
     return { config, output, logger: createLogger(config), signal };
   };

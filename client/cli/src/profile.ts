@@ -2,85 +2,132 @@
  * The profile directory of the Node client: who this device is and what it
  * keeps.
  *
- *   DIR/identity.key   the device's Ed25519 seed (JSON, mode 0600)
- *   DIR/client.sqlite  the ClientStore: profile, outbox, received messages
+ *   DIR/identity.key   the device's secret keys, encrypted (key-file.ts): the
+ *                      Ed25519 seed, the X25519 identity key and the storage
+ *                      key of the E2E state; mode 0600
+ *   DIR/client.sqlite  the ClientStore: profile, outbox, received messages,
+ *                      and the E2E state (sessions, prekeys, known devices),
+ *                      each record encrypted with the storage key
  *
- * The identity key is stored in plaintext, readable only by the owner; the
- * passphrase- or keychain-wrapped vault of DESIGN §5 replaces this file later
- * (its `format` field says which one a file is). The key is written before the
- * device registers, so a crash mid-init never loses a key the server knows.
+ * No private key is ever on disk in the clear. The key file is written before
+ * the device registers, so a crash mid-init never loses a key the server knows.
  */
-import { randomBytes as nodeRandomBytes } from "node:crypto";
-import {
-  chmodSync,
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from "node:fs";
+import { appendFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { Writable } from "node:stream";
+import { hex } from "@scure/base";
 import {
+  type DeviceIdentity,
   type DeviceProfile,
   type DeviceSigner,
-  ED25519_SEED_BYTES,
+  type E2eKeyMaterial,
+  makeDeviceIdentity,
   selectEd25519Provider,
+  selectX25519Provider,
 } from "../../core/src/index.ts";
+import type { CliConfig } from "./cli-config.ts";
 import { usageError } from "./cli-error.ts";
+import {
+  type DeviceSecrets,
+  type KekSource,
+  hasKeyFile,
+  isKeychainUsable,
+  readKeyFile,
+  writeKeyFile,
+} from "./key-file.ts";
 import { SqliteClientStore } from "./sqlite-client-store.ts";
 
-export const IDENTITY_FILE = "identity.key";
 export const DATABASE_FILE = "client.sqlite";
-const KEY_FORMAT = "remessenger-ed25519-seed-v1";
-
-interface KeyFile {
-  format: string;
-  seed: string;
-}
 
 export function ensureProfileDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
-/** The stored seed, or undefined when the profile has no key yet. */
-export function readIdentitySeed(dir: string): Uint8Array | undefined {
-  const path = join(dir, IDENTITY_FILE);
-  if (!existsSync(path)) return undefined;
-  let parsed: Partial<KeyFile>;
-  try {
-    parsed = JSON.parse(readFileSync(path, "utf8")) as Partial<KeyFile>;
-  } catch (cause) {
-    throw usageError(
-      `${path} is not a Re:Messenger identity key (${cause instanceof Error ? cause.message : "unreadable"})`,
-    );
-  }
-  const seed =
-    parsed.format === KEY_FORMAT && typeof parsed.seed === "string" ? Buffer.from(parsed.seed, "base64") : undefined;
-  if (seed?.length !== ED25519_SEED_BYTES) throw usageError(`${path} is not a Re:Messenger identity key`);
-  return new Uint8Array(seed);
+interface VaultSettings {
+  passphrase: string | undefined;
+  keyLogFile: string | undefined;
 }
 
-/** Writes the seed atomically (temp file, fsync, rename), readable by the owner only. */
-export function writeIdentitySeed(dir: string, seed: Uint8Array): void {
-  const path = join(dir, IDENTITY_FILE);
-  const temp = `${path}.${nodeRandomBytes(4).toString("hex")}.tmp`;
-  const body: KeyFile = { format: KEY_FORMAT, seed: Buffer.from(seed).toString("base64") };
-  const fd = openSync(temp, "wx", 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify(body)}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+let vault: VaultSettings = { passphrase: undefined, keyLogFile: undefined };
+
+/** Takes the passphrase and key-log settings from the parsed config (main.ts, once per command). */
+export function configureKeyVault(config: Pick<CliConfig, "passphrase" | "keyLogFile">): void {
+  vault = { passphrase: config.passphrase, keyLogFile: config.keyLogFile };
+}
+
+/** Asks on the terminal without echo; refuses when there is no terminal. */
+function promptPassphrase(question: string): Promise<string> {
+  if (!process.stdin.isTTY) {
+    return Promise.reject(
+      usageError(
+        "the profile's keys are protected by a passphrase: set REMESSENGER_PASSPHRASE (no terminal to ask on)",
+      ),
+    );
   }
-  chmodSync(temp, 0o600); // the umask cannot widen it, but be explicit
-  renameSync(temp, path);
+  let isMuted = false;
+  const output = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (!isMuted) process.stderr.write(chunk);
+      callback();
+    },
+  });
+  const rl = createInterface({ input: process.stdin, output, terminal: true });
+  return new Promise((resolve) => {
+    rl.question(question, (answer) => {
+      rl.close();
+      process.stderr.write("\n");
+      resolve(answer);
+    });
+    isMuted = true;
+  });
+}
+
+/** The passphrase source (env first, else the terminal). */
+function passphraseSource(isNew: boolean): KekSource {
+  return {
+    kind: "passphrase",
+    passphrase: () =>
+      vault.passphrase !== undefined
+        ? Promise.resolve(vault.passphrase)
+        : promptPassphrase(isNew ? "New passphrase for this profile's keys: " : "Passphrase: "),
+  };
+}
+
+/** For a new profile: the keychain when one works here, else a passphrase. */
+export function newKekSource(): KekSource {
+  return vault.passphrase === undefined && isKeychainUsable() ? { kind: "keychain" } : passphraseSource(true);
+}
+
+export async function newDeviceSecrets(): Promise<DeviceSecrets> {
+  const ed = await selectEd25519Provider();
+  const x = await selectX25519Provider();
+  return {
+    ed25519Seed: ed.generateSeed(),
+    x25519PrivateKey: (await x.generateKeyPair()).privateKey,
+    storageKey: crypto.getRandomValues(new Uint8Array(32)),
+  };
+}
+
+/** The secrets in the profile's key file, or undefined when it has none. */
+export async function readDeviceSecrets(dir: string): Promise<DeviceSecrets | undefined> {
+  if (!hasKeyFile(dir)) return undefined;
+  return readKeyFile(dir, passphraseSource(false));
+}
+
+export async function writeDeviceSecrets(dir: string, secrets: DeviceSecrets): Promise<void> {
+  await writeKeyFile(dir, secrets, newKekSource());
 }
 
 export async function signerFromSeed(seed: Uint8Array): Promise<DeviceSigner> {
   return (await selectEd25519Provider()).signerFromSeed(seed);
+}
+
+export async function identityFrom(secrets: DeviceSecrets): Promise<DeviceIdentity> {
+  const x = await selectX25519Provider();
+  const signer = await signerFromSeed(secrets.ed25519Seed);
+  const dh = { privateKey: secrets.x25519PrivateKey, publicKey: await x.publicKey(secrets.x25519PrivateKey) };
+  return makeDeviceIdentity(signer, dh);
 }
 
 /** A registered profile, opened. */
@@ -89,6 +136,7 @@ export interface OpenProfile {
   store: SqliteClientStore;
   profile: DeviceProfile;
   signer: DeviceSigner;
+  e2e: E2eKeyMaterial;
 }
 
 /**
@@ -97,8 +145,7 @@ export interface OpenProfile {
  */
 export async function openProfile(dir: string, serverUrl: string | undefined): Promise<OpenProfile> {
   const database = join(dir, DATABASE_FILE);
-  const seed = readIdentitySeed(dir);
-  if (!existsSync(database) || seed === undefined) {
+  if (!existsSync(database) || !hasKeyFile(dir)) {
     throw usageError(`no profile in ${dir}; create one with: remessenger --profile ${dir} init --name NAME`);
   }
   const store = SqliteClientStore.open(database);
@@ -109,13 +156,31 @@ export async function openProfile(dir: string, serverUrl: string | undefined): P
         `the profile in ${dir} was never registered; run: remessenger --profile ${dir} init --name NAME`,
       );
     }
+    const secrets = await readDeviceSecrets(dir);
+    if (secrets === undefined) throw usageError(`no key file in ${dir}`);
     if (serverUrl !== undefined && serverUrl !== profile.serverUrl) {
       profile = { ...profile, serverUrl };
       await store.saveProfile(profile);
     }
-    return { dir, store, profile, signer: await signerFromSeed(seed) };
+    const identity = await identityFrom(secrets);
+    return { dir, store, profile, signer: identity.signer, e2e: keyMaterial(identity, secrets.storageKey) };
   } catch (error) {
     await store.close();
     throw error;
   }
+}
+
+/** The session's E2E keys; with REMESSENGER_KEY_LOG set, every key pair made is appended there (tests only). */
+export function keyMaterial(identity: DeviceIdentity, storageKey: Uint8Array): E2eKeyMaterial {
+  const logFile = vault.keyLogFile;
+  if (logFile === undefined) return { identity, storageKey };
+  return {
+    identity,
+    storageKey,
+    onKeyMade: (kind, pair) => {
+      appendFileSync(logFile, `${kind} ${hex.encode(pair.publicKey)} ${hex.encode(pair.privateKey)}\n`, {
+        mode: 0o600,
+      });
+    },
+  };
 }

@@ -46,6 +46,7 @@ export {
   ClientSession,
   type ClientSessionOptions,
   DEFAULT_TIMING,
+  type E2eKeyMaterial,
   type ReceivedMessageEvent,
   type SessionEvents,
   type SessionTiming,
@@ -56,7 +57,18 @@ export type { RequestKind, RequestValue, ResponseValue } from "./session/connect
 export { type RegisteredDevice, registerNewDevice, type RegisterNewDeviceOptions } from "./session/device-auth.ts";
 export { drop } from "./session/drop.ts";
 export { type Logger, silentLogger } from "./session/logger.ts";
-export { contentText, type PayloadCodec, plaintextPayloadCodec, textContent } from "./session/payload-codec.ts";
+export { contentText, textContent } from "./session/payload-codec.ts";
+export {
+  DEVICE_LIST_TTL_MS,
+  E2eCodec,
+  type E2eServer,
+  IdentityChangedError,
+  type KnownDevice,
+  type KnownUser,
+  NeedsServerError,
+} from "./session/e2e-payload-codec.ts";
+export { type DeviceIdentity, makeDeviceIdentity } from "./crypto/session-setup.ts";
+export { safetyNumber, type SafetyNumber } from "./crypto/safety-number.ts";
 
 export type {
   Transport,

@@ -4,7 +4,9 @@
  * the user id. The server's DNS tunnel (zone and key) is kept in the profile:
  * from the invite when one is given (then the server can be reached over
  * `--transport doh|dns` already for registering), else from the hello.
- * The key is on disk before the server hears of it.
+ * The keys are on disk (encrypted, key-file.ts) before the server hears of
+ * them; after registering, the device publishes its prekeys so others can
+ * start end-to-end sessions with it while it is offline.
  */
 import { join } from "node:path";
 import {
@@ -14,13 +16,21 @@ import {
   type Invite,
   decodeInvite,
   encodeTunnelKey,
-  selectEd25519Provider,
 } from "../../../core/src/index.ts";
 import { MAX_DISPLAY_NAME_CHARS } from "../../../core/src/wire/limits.ts";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
-import type { CommandContext } from "../cli-session.ts";
-import { DATABASE_FILE, ensureProfileDir, readIdentitySeed, signerFromSeed, writeIdentitySeed } from "../profile.ts";
+import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
+import {
+  DATABASE_FILE,
+  ensureProfileDir,
+  identityFrom,
+  keyMaterial,
+  newDeviceSecrets,
+  type OpenProfile,
+  readDeviceSecrets,
+  writeDeviceSecrets,
+} from "../profile.ts";
 import { SqliteClientStore } from "../sqlite-client-store.ts";
 import { transportFactoryFor } from "../transport/cli-transports.ts";
 
@@ -49,12 +59,13 @@ export async function initCommand(context: CommandContext, options: { name: stri
     if (existing !== undefined) {
       throw usageError(`${dir} is initialized already: user ${existing.userId}, device ${existing.deviceId}`);
     }
-    // A key left by an init that crashed before registering is reused, not replaced.
-    let seed = readIdentitySeed(dir);
-    if (seed === undefined) {
-      seed = (await selectEd25519Provider()).generateSeed();
-      writeIdentitySeed(dir, seed);
+    // Keys left by an init that crashed before registering are reused, not replaced.
+    let secrets = await readDeviceSecrets(dir);
+    if (secrets === undefined) {
+      secrets = await newDeviceSecrets();
+      await writeDeviceSecrets(dir, secrets);
     }
+    const identity = await identityFrom(secrets);
     const serverUrl = config.explicitServerUrl ?? invite?.serverUrl ?? DEFAULT_SERVER_URL;
     // The invite's key is pinned: it came out of band, so it wins over what a hello says.
     const invited =
@@ -63,7 +74,7 @@ export async function initCommand(context: CommandContext, options: { name: stri
     try {
       registered = await registerNewDevice({
         transports: transportFactoryFor(config, serverUrl, invited, context.logger),
-        signer: await signerFromSeed(seed),
+        signer: identity.signer,
         displayName: name,
         timeoutMs: REGISTER_TIMEOUT_MS,
         signal: context.signal,
@@ -92,8 +103,38 @@ export async function initCommand(context: CommandContext, options: { name: stri
       registeredAtMs: registered.serverTimeMs,
       ...(tunnel === undefined ? {} : { tunnel }),
     });
+    await publishPreKeys(context, {
+      dir,
+      store,
+      profile: (await store.getProfile()) ?? never("the profile was just saved"),
+      signer: identity.signer,
+      e2e: keyMaterial(identity, secrets.storageKey),
+    });
     output.print({ userId: registered.userId, deviceId: registered.deviceId }, registered.userId);
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Connects once so the session publishes the device's prekey bundle (it does
+ * at every login when the server lacks one). Offline, the next session does it.
+ */
+async function publishPreKeys(context: CommandContext, opened: OpenProfile): Promise<void> {
+  const session = createSession(context, opened, { subscribe: false, sendOutbox: false });
+  await session.start();
+  try {
+    const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+    if (attempt.kind === "offline") {
+      context.output.note(`prekeys not published yet (${attempt.reason}); the next listen or send does it`);
+      return;
+    }
+    await session.e2e.exclusive(() => session.e2e.maintainPreKeys(undefined));
+  } finally {
+    await session.stop();
+  }
+}
+
+function never(message: string): never {
+  throw new Error(message);
 }

@@ -10,17 +10,20 @@ import { ManualClock, settle } from "../../../test/manual-clock.ts";
 import { type MemoryPipe, memoryTransports } from "../../../test/memory-transport.ts";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
 import type { ClientRequestFrame } from "../wire/frame-codec.ts";
-import type { ChatAck, Message } from "../wire/proto.ts";
+import type { ChatAck, Message, PreKeyBundle } from "../wire/proto.ts";
+import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
+import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { ReceivedMessage } from "../outbox/client-store.ts";
 import { MemoryClientStore } from "../outbox/memory-client-store.ts";
 import { ClientSession } from "./client-session.ts";
-import { textContent } from "./payload-codec.ts";
-import { plaintextPayloadCodec } from "./payload-codec.ts";
+import { makeDeviceIdentity } from "../crypto/session-setup.ts";
+import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 
 const USER = "u" + "a".repeat(26);
 const OTHER = "u" + "b".repeat(26);
 const DEVICE = "d" + "a".repeat(26);
 const CHAT = "c" + "a".repeat(26);
+const OTHER_DEVICE = "d" + "b".repeat(26);
 
 /** A store whose saveReceived waits until the test releases it. */
 class GatedStore extends MemoryClientStore {
@@ -36,7 +39,37 @@ interface Peer {
   seq: number;
 }
 
+/** The other user's device, with a real prekey bundle the session can start a session from. */
+async function otherDevice(): Promise<{ bundle: PreKeyBundle }> {
+  const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32).fill(2));
+  const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
+  const spk = await stablelibX25519.generateKeyPair();
+  const pq = mlKemGenerateKeyPair();
+  return {
+    bundle: {
+      userId: OTHER,
+      deviceId: OTHER_DEVICE,
+      identityKey: signer.publicKey,
+      identityDhKey: identity.dh.publicKey,
+      identityDhSignature: identity.dhSignature,
+      signedPreKey: {
+        keyId: 1,
+        publicKey: spk.publicKey,
+        signature: await signer.sign(signedPreKeyProof(1, spk.publicKey)),
+      },
+      oneTimePreKey: undefined,
+      pqPreKey: { keyId: 2, publicKey: pq.publicKey, signature: await signer.sign(pqPreKeyProof(2, pq.publicKey)) },
+      isPqLastResort: true,
+    },
+  };
+}
+
+/** Requests the E2E layer makes besides the scenario's own. */
+const E2E_REQUESTS = new Set(["getChat", "getUser", "getPreKeyBundles", "publishPreKeys"]);
+
 async function setup(store = new MemoryClientStore()) {
+  const other = await otherDevice();
+  const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32));
   const clock = new ManualClock();
   const peer: Peer = { isStalled: false, seq: 0 };
   const answer = (frame: ClientRequestFrame, pipe: MemoryPipe): void => {
@@ -67,12 +100,63 @@ async function setup(store = new MemoryClientStore()) {
           body: { $case: "sendMessage", value: { seq: ++peer.seq, duplicate: false, serverTimeMs: 0 } },
         });
         return;
+      // The E2E layer's lookups: the other user has one device with a real bundle.
+      case "getChat":
+        pipe.push({
+          requestId,
+          body: {
+            $case: "getChat",
+            value: {
+              chat: {
+                chatId: CHAT,
+                kind: 1,
+                title: "",
+                memberUserIds: [USER, OTHER],
+                headSeq: 0,
+                createdAtMs: 0,
+                createdByUserId: USER,
+                receipts: [],
+              },
+            },
+          },
+        });
+        return;
+      case "getUser": {
+        const isMe = request.value.userId === USER;
+        const device = {
+          deviceId: isMe ? DEVICE : OTHER_DEVICE,
+          identityKey: isMe ? signer.publicKey : other.bundle.identityKey,
+          createdAtMs: 0,
+          approvedByDeviceId: "",
+          approvalSignature: new Uint8Array(0),
+          approvalExpiresAtMs: 0,
+        };
+        pipe.push({
+          requestId,
+          body: {
+            $case: "getUser",
+            value: { user: { userId: request.value.userId, displayName: "x", devices: [device] } },
+          },
+        });
+        return;
+      }
+      case "getPreKeyBundles":
+        pipe.push({ requestId, body: { $case: "getPreKeyBundles", value: { bundles: [other.bundle] } } });
+        return;
+      case "publishPreKeys":
+        pipe.push({
+          requestId,
+          body: {
+            $case: "publishPreKeys",
+            value: { stock: { oneTimePreKeys: 50, oneTimePqPreKeys: 0, lowWater: 20, hasBundle: true } },
+          },
+        });
+        return;
       case "getChallenge":
       case "register":
       case "createChat":
-      case "getChat":
       case "listChats":
-      case "getUser":
+      case "linkDevice":
         return; // not part of these scenarios: left unanswered
     }
   };
@@ -91,11 +175,12 @@ async function setup(store = new MemoryClientStore()) {
       },
     });
   });
-  const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32));
+  const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
   const session = new ClientSession({
     profile: { serverUrl: "http://test", userId: USER, deviceId: DEVICE, displayName: "A", registeredAtMs: 0 },
     signer,
     store,
+    e2e: { identity, storageKey: new Uint8Array(32), x25519: stablelibX25519, ed25519: nobleEd25519 },
     transports,
     clock,
     random: () => 0.5,
@@ -121,17 +206,22 @@ async function setup(store = new MemoryClientStore()) {
   return { clock, peer, transports, session, pipe, acks, store };
 }
 
-async function message(seq: number, sender = OTHER): Promise<Message> {
-  return {
+function message(seq: number, sender = OTHER): Promise<Message> {
+  return Promise.resolve({
     chatId: CHAT,
     seq,
     messageId: new Uint8Array(16).fill(seq),
     senderUserId: sender,
     senderDeviceId: "d" + "b".repeat(26),
     serverTimeMs: seq,
-    payload: (await plaintextPayloadCodec.seal(CHAT, textContent(`m${seq}`, 0))).payload,
-    devicePayloads: [],
-  };
+    // Opaque to this shell's rules: the session stores it as undecryptable and acks it all the same.
+    payload: new Uint8Array(0),
+    devicePayloads: [{ deviceId: DEVICE, ciphertext: Uint8Array.of(seq) }],
+  });
+}
+
+function scenarioRequests(pipe: MemoryPipe): string[] {
+  return pipe.received.map((f) => f.request.$case).filter((kind) => !E2E_REQUESTS.has(kind));
 }
 
 async function push(pipe: MemoryPipe, ...messages: Message[]): Promise<void> {
@@ -144,7 +234,7 @@ describe("ClientSession (scripted server)", () => {
   it("logs in, subscribes and reports connected after the sync", async () => {
     const { session, pipe } = await setup();
     expect(session.status.state).toBe("syncing");
-    expect(pipe().received.map((f) => f.request.$case)).toEqual(["login", "subscribe"]);
+    expect(scenarioRequests(pipe())).toEqual(["login", "subscribe"]);
     pipe().push({
       requestId: 0,
       body: { $case: "push", value: { push: { $case: "syncComplete", value: { pushed: 0, serverTimeMs: 0 } } } },
@@ -250,7 +340,7 @@ describe("ClientSession (scripted server)", () => {
     transports.refuseWith = undefined;
     await clock.advance(150);
     expect(session.status.state).toBe("syncing");
-    expect(pipe().received.map((f) => f.request.$case)).toEqual(["login", "subscribe", "sendMessage"]);
+    expect(scenarioRequests(pipe())).toEqual(["login", "subscribe", "sendMessage"]);
     expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
   });
 

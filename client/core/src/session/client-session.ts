@@ -17,6 +17,13 @@
  *   cursor, so nothing is lost or shown twice.
  * - Every wait has a deadline; a ping with a deadline catches silent stalls.
  * - Every failure shows in `status` (ConnectionStatus) with its reason.
+ * - Every message is end-to-end encrypted (E2eCodec); there is no plaintext
+ *   path. A message is sealed once — when it enters the outbox, or at its
+ *   first send when sessions must be fetched — and the ratchet step commits
+ *   with the outbox row, so retries send the same bytes and no ratchet moves
+ *   twice for one message. A message that does not decrypt is stored with its
+ *   reason (shown, never dropped), and the session with its sender is reset
+ *   from a fresh prekey so the next message gets through.
  */
 import { type DeviceSigner } from "../crypto/device-signer.ts";
 import {
@@ -39,9 +46,17 @@ import {
 } from "../transport/transport.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
 import { RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
-import { isId, messageIdFromHex, messageIdToHex, newMessageId } from "../wire/ids.ts";
+import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
 import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
-import { type ChatAck, Content, ErrorCode, type Message, type Receipt, type ServerPush } from "../wire/proto.ts";
+import {
+  type ChatAck,
+  Content,
+  ErrorCode,
+  type Message,
+  type Receipt,
+  SendMessageRequest,
+  type ServerPush,
+} from "../wire/proto.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF, backoffDelay } from "./backoff.ts";
 import { type Clock, deadline, pause, raceAbort, systemClock } from "./clock.ts";
 import { Connection, type RequestKind, type RequestValue, type ResponseValue } from "./connection.ts";
@@ -49,7 +64,14 @@ import { loginDevice } from "./device-auth.ts";
 import { drop } from "./drop.ts";
 import { Inbox } from "./inbox.ts";
 import { type Logger, silentLogger } from "./logger.ts";
-import { type PayloadCodec, plaintextPayloadCodec, textContent } from "./payload-codec.ts";
+import type { Ed25519Provider } from "../crypto/device-signer.ts";
+import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
+import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
+import type { DeviceIdentity } from "../crypto/session-setup.ts";
+import type { X25519Provider } from "../crypto/x25519.ts";
+import { StaleE2eStateError } from "../outbox/client-store.ts";
+import { E2eCodec, type E2eServer, NeedsServerError } from "./e2e-payload-codec.ts";
+import { textContent } from "./payload-codec.ts";
 
 export interface SessionTiming {
   /** Opening the pipe and getting the hello. */
@@ -93,7 +115,8 @@ export interface ClientSessionOptions {
   store: ClientStore;
   /** The pipe; a WebSocket to `profile.serverUrl` when omitted. */
   transports?: TransportFactory;
-  codec?: PayloadCodec;
+  /** This device's end-to-end keys (from its key vault). */
+  e2e: E2eKeyMaterial;
   clock?: Clock;
   /** Uniform in [0, 1); for backoff jitter. */
   random?: () => number;
@@ -104,6 +127,22 @@ export interface ClientSessionOptions {
   sendOutbox?: boolean;
   timing?: Partial<SessionTiming>;
 }
+
+export interface E2eKeyMaterial {
+  identity: DeviceIdentity;
+  /** 32 bytes that encrypt the E2E state (sessions, prekeys) in the store. */
+  storageKey: Uint8Array;
+  /** Providers; selected for the platform at start() when omitted. */
+  x25519?: X25519Provider;
+  ed25519?: Ed25519Provider;
+  /** Test hook: every ratchet and prekey pair made (like SSLKEYLOGFILE). */
+  onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
+}
+
+/** Optimistic E2E state writes retried this often when another process moved the state. */
+const MAX_STALE_RETRIES = 8;
+/** A session with a device is reset at most this often (a burst of undecryptable messages heals once). */
+export const HEAL_INTERVAL_MS = 60_000;
 
 export interface ReceivedMessageEvent {
   message: ReceivedMessage;
@@ -122,6 +161,10 @@ export interface SessionEvents {
   synced: { pushed: number };
   /** Acks went out. */
   acked: ChatAck[];
+  /** Another device could not decrypt our messages and started a new session with this device. */
+  sessionReset: { chatId: string; fromUserId: string; fromDeviceId: string; reason: string };
+  /** This device could not decrypt a message and reset the session with its sender. */
+  healing: { chatId: string; userId: string; deviceId: string; reason: string };
   /** Something failed that the session handled (store errors, bad payloads); for logs and UIs. */
   problem: { context: string; error: unknown };
 }
@@ -140,7 +183,9 @@ export class ClientSession {
   private readonly signer: DeviceSigner;
   private readonly store: ClientStore;
   private readonly transports: TransportFactory;
-  private readonly codec: PayloadCodec;
+  private readonly e2eKeys: E2eKeyMaterial;
+  private codecValue: E2eCodec | undefined;
+  private readonly lastHeal = new Map<string, number>();
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly logger: Logger;
@@ -168,7 +213,7 @@ export class ClientSession {
     this.signer = options.signer;
     this.store = options.store;
     this.transports = options.transports ?? webSocketTransportFactory({ serverUrl: options.profile.serverUrl });
-    this.codec = options.codec ?? plaintextPayloadCodec;
+    this.e2eKeys = options.e2e;
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.logger = options.logger ?? silentLogger;
@@ -227,6 +272,18 @@ export class ClientSession {
   async start(): Promise<void> {
     if (this.loop !== undefined) throw new Error("the session was started already");
     this.inbox = new Inbox(await this.store.highestReceivedSeqs());
+    this.codecValue = new E2eCodec({
+      userId: this.profile.userId,
+      deviceId: this.profile.deviceId,
+      identity: this.e2eKeys.identity,
+      storageKey: this.e2eKeys.storageKey,
+      store: this.store,
+      x25519: this.e2eKeys.x25519 ?? (await selectX25519Provider()),
+      ed25519: this.e2eKeys.ed25519 ?? (await selectEd25519Provider()),
+      clock: this.clock,
+      ...(this.e2eKeys.onKeyMade === undefined ? {} : { onKeyMade: this.e2eKeys.onKeyMade }),
+    });
+    this.codecValue.setServer(this.e2eServer());
     this.refreshQueuedCount();
     const signal = this.lifetime.signal;
     this.loop = this.run(signal).catch((error: unknown) => {
@@ -287,11 +344,37 @@ export class ClientSession {
         `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
       );
     }
-    const entry = await this.store.addToOutbox({
-      messageId: messageIdToHex(newMessageId()),
-      chatId,
-      content,
-      createdAtMs: this.clock.nowMs(),
+    return this.sendContent(chatId, content);
+  }
+
+  /** The end-to-end layer of this session (trust, verification); after start(). */
+  get e2e(): E2eCodec {
+    if (this.codecValue === undefined) throw new Error("the session is not started");
+    return this.codecValue;
+  }
+
+  /**
+   * Seals and stores a message in one step when the sessions it needs are at
+   * hand; otherwise stores it unsealed, and the first send seals it.
+   */
+  private async sendContent(chatId: string, content: Content): Promise<OutboxEntry> {
+    const message = { messageId: messageIdToHex(newMessageId()), chatId, content, createdAtMs: this.clock.nowMs() };
+    const codec = this.e2e;
+    const entry = await codec.exclusive(async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        let sealed;
+        try {
+          sealed = await codec.seal(chatId, message.messageId, content);
+        } catch (error) {
+          if (error instanceof NeedsServerError) return this.store.addToOutbox(message);
+          throw error;
+        }
+        try {
+          return await this.store.addToOutbox({ ...message, sealed: sealed.sealed }, sealed.writes);
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
+        }
+      }
     });
     this.events.emit("outbox", entry);
     this.refreshQueuedCount();
@@ -463,6 +546,13 @@ export class ClientSession {
         atMs: loggedInAt,
       });
       this.logger.info({ transport: connection.kind, deviceId: this.profile.deviceId }, "logged in");
+      const stock = login.preKeyStock;
+      drop(
+        this.e2e.exclusive(() => this.e2e.maintainPreKeys(stock)),
+        (error) => {
+          this.report("publishing prekeys", error);
+        },
+      );
       if (this.isSubscribing) await connection.request("subscribe", {}, requestOptions);
       drop(this.outbox.flushAll(), (error) => {
         this.report("sending the outbox", error);
@@ -589,27 +679,100 @@ export class ClientSession {
       this.inbox.skipped(chatId, seq);
       return;
     }
-    let content: Content | undefined;
-    try {
-      content = await this.codec.open(message);
-    } catch (error) {
-      // Stored without content, so the message shows as unreadable instead of vanishing.
-      this.report(`reading message ${chatId} #${seq}`, error);
-    }
-    const record: ReceivedMessage = {
+    const base: ReceivedMessage = {
       chatId,
       seq,
       messageId: messageIdToHex(message.messageId),
       senderUserId: message.senderUserId,
       senderDeviceId: message.senderDeviceId,
       serverTimeMs: message.serverTimeMs,
-      content,
+      content: undefined,
     };
-    const isNew = await this.store.saveReceived(record);
+    const isOwnDevice = message.senderDeviceId === this.profile.deviceId;
+    const { record, isNew, heal } = isOwnDevice ? await this.receiveOwn(base) : await this.receiveSealed(message, base);
     this.inbox.stored(chatId, seq);
     // Not new: another process on this profile stored (and showed) it first.
-    if (isNew)
-      this.events.emit("message", { message: record, isOwnDevice: message.senderDeviceId === this.profile.deviceId });
+    if (!isNew) return;
+    const body = record.content?.body;
+    if (body?.$case === "sessionReset") {
+      if (body.value.targetDeviceId === this.profile.deviceId) {
+        this.events.emit("sessionReset", {
+          chatId,
+          fromUserId: record.senderUserId,
+          fromDeviceId: record.senderDeviceId,
+          reason: body.value.reason,
+        });
+      }
+      return;
+    }
+    this.events.emit("message", { message: record, isOwnDevice });
+    if (heal !== undefined) this.heal(chatId, record.senderUserId, record.senderDeviceId, heal);
+  }
+
+  /** Our own message, pushed back: its content is in our outbox. */
+  private async receiveOwn(
+    base: ReceivedMessage,
+  ): Promise<{ record: ReceivedMessage; isNew: boolean; heal: undefined }> {
+    const entry = await this.store.getOutboxEntry(base.messageId);
+    const record: ReceivedMessage =
+      entry === undefined
+        ? { ...base, problem: "sent by this device, but not in its outbox" }
+        : { ...base, content: entry.content };
+    return { record, isNew: await this.store.saveReceived(record), heal: undefined };
+  }
+
+  /** Opens and stores a message with its ratchet step in one transaction, retrying when another process moved the state. */
+  private receiveSealed(
+    message: Message,
+    base: ReceivedMessage,
+  ): Promise<{ record: ReceivedMessage; isNew: boolean; heal: string | undefined }> {
+    const codec = this.e2e;
+    return codec.exclusive(async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        const opened = await codec.open(message);
+        if (opened.kind === "undecryptable") {
+          if (await this.store.hasReceived(base.chatId, base.seq))
+            return { record: base, isNew: false, heal: undefined };
+          const problem = `undecryptable: ${opened.reason} (${opened.detail})`;
+          this.logger.warn({ chatId: base.chatId, seq: base.seq, reason: opened.reason }, "message not decryptable");
+          const record = { ...base, problem };
+          return {
+            record,
+            isNew: await this.store.saveReceived(record),
+            heal: opened.canHeal ? opened.reason : undefined,
+          };
+        }
+        const record = { ...base, content: opened.content };
+        try {
+          return { record, isNew: await this.store.saveReceived(record, opened.writes), heal: undefined };
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
+          if (await this.store.hasReceived(base.chatId, base.seq)) return { record, isNew: false, heal: undefined };
+        }
+      }
+    });
+  }
+
+  /**
+   * The session with a device failed: forget it, and tell the device through
+   * a new session (from a fresh prekey of it), so its next message gets through.
+   */
+  private heal(chatId: string, userId: string, deviceId: string, reason: string): void {
+    const now = this.clock.nowMs();
+    if (now - (this.lastHeal.get(deviceId) ?? -Infinity) < HEAL_INTERVAL_MS) return;
+    this.lastHeal.set(deviceId, now);
+    this.events.emit("healing", { chatId, userId, deviceId, reason });
+    drop(
+      this.e2e.resetSession(deviceId).then(() =>
+        this.sendContent(chatId, {
+          body: { $case: "sessionReset", value: { targetDeviceId: deviceId, reason } },
+          composedAtMs: now,
+        }),
+      ),
+      (error) => {
+        this.report(`resetting the session with ${deviceId}`, error);
+      },
+    );
   }
 
   private async receiveReceipt(receipt: Receipt): Promise<void> {
@@ -643,17 +806,57 @@ export class ClientSession {
   private async sendEntry(entry: OutboxEntry): Promise<{ seq: number; duplicate: boolean; serverTimeMs: number }> {
     const connection = this.live;
     if (connection?.isOpen !== true) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "not connected");
-    const sealed = await this.codec.seal(entry.chatId, entry.content);
-    return connection.request(
-      "sendMessage",
-      {
-        chatId: entry.chatId,
-        messageId: messageIdFromHex(entry.messageId),
-        payload: sealed.payload,
-        devicePayloads: sealed.devicePayloads,
-      },
-      { timeoutMs: this.timing.requestTimeoutMs, signal: this.lifetime.signal },
-    );
+    const sealed = entry.sealed ?? (await this.sealQueued(entry));
+    const request = SendMessageRequest.decode(sealed);
+    if (request.chatId !== entry.chatId || messageIdToHex(request.messageId) !== entry.messageId) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
+        `sealed payload of ${entry.messageId} is not its own`,
+      );
+    }
+    return connection.request("sendMessage", request, {
+      timeoutMs: this.timing.requestTimeoutMs,
+      signal: this.lifetime.signal,
+    });
+  }
+
+  /** Seals a message that entered the outbox unsealed (offline, no session yet); once, with its ratchet step. */
+  private sealQueued(entry: OutboxEntry): Promise<Uint8Array> {
+    const codec = this.e2e;
+    return codec.exclusive(async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        const current = await this.store.getOutboxEntry(entry.messageId);
+        if (current?.sealed !== undefined) return current.sealed;
+        const sealed = await codec.seal(entry.chatId, entry.messageId, entry.content);
+        try {
+          const stored = await this.store.sealOutboxEntry(entry.messageId, sealed.sealed, sealed.writes);
+          if (stored?.sealed !== undefined) return stored.sealed;
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
+        }
+        if (attempt >= MAX_STALE_RETRIES) throw new Error(`message ${entry.messageId} could not be sealed`);
+      }
+    });
+  }
+
+  /** The server requests the E2E layer makes: only on a live connection (sealing never waits for one). */
+  private e2eServer(): E2eServer {
+    const live = <K extends RequestKind>(kind: K, value: RequestValue<K>): Promise<ResponseValue<K>> => {
+      const connection = this.readyConnection();
+      if (connection === undefined) return Promise.reject(new NeedsServerError(`not connected (${kind})`));
+      return connection.request(kind, value, { timeoutMs: this.timing.requestTimeoutMs, signal: this.lifetime.signal });
+    };
+    const required = <T>(value: T | undefined, what: string): T => {
+      if (value === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `the server sent no ${what}`);
+      return value;
+    };
+    return {
+      getUser: async (userId) => required((await live("getUser", { userId })).user, "user"),
+      getChat: async (chatId) => required((await live("getChat", { chatId })).chat, "chat"),
+      getPreKeyBundles: async (userId, deviceIds) =>
+        (await live("getPreKeyBundles", { userId, deviceIds: [...deviceIds] })).bundles,
+      publishPreKeys: async (request) => required((await live("publishPreKeys", request)).stock, "stock"),
+    };
   }
 
   private startOutboxPoll(intervalMs: number, signal: AbortSignal): void {

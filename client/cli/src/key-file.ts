@@ -1,0 +1,186 @@
+/**
+ * The Node client's key vault: DIR/identity.key holds the device's secret keys
+ * (Ed25519 seed, X25519 identity key, the storage key of the E2E state)
+ * encrypted with XChaCha20-Poly1305 under a key-encryption key that is
+ *
+ *   - a random key kept in the OS keychain, when one is usable (libsecret's
+ *     `secret-tool` on Linux with a Secret Service running); or
+ *   - scrypt (N=2^15, r=8, p=1) of a passphrase, from REMESSENGER_PASSPHRASE or
+ *     asked on the terminal.
+ *
+ * The file says which (`kek`), so a profile made with one opens only with it.
+ * It is written atomically (temp file, fsync, rename) with mode 0600. The
+ * plaintext keys exist only in memory.
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes, scryptSync } from "node:crypto";
+import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { aeadOpen, aeadSeal } from "../../core/src/crypto/aead.ts";
+import { usageError } from "./cli-error.ts";
+
+export const IDENTITY_FILE = "identity.key";
+const FORMAT = "remessenger-keys-v2";
+const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+const KEYCHAIN_SERVICE = "remessenger";
+
+/** The device's secret keys, as the vault holds them. */
+export interface DeviceSecrets {
+  ed25519Seed: Uint8Array;
+  x25519PrivateKey: Uint8Array;
+  storageKey: Uint8Array;
+}
+
+/** Where the key-encryption key comes from. */
+export type KekSource = { kind: "keychain" } | { kind: "passphrase"; passphrase: () => Promise<string> };
+
+interface KeyFileJson {
+  format: string;
+  kek: "keychain" | "scrypt";
+  salt: string;
+  nonce: string;
+  box: string;
+}
+
+/** Whether a Secret Service keychain can be used here (secret-tool installed and answering). */
+export function isKeychainUsable(): boolean {
+  try {
+    execFileSync("secret-tool", ["search", "service", KEYCHAIN_SERVICE], { stdio: "ignore", timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function keychainKey(dir: string, create: boolean): Uint8Array {
+  const profile = resolve(dir);
+  try {
+    const found = execFileSync("secret-tool", ["lookup", "service", KEYCHAIN_SERVICE, "profile", profile], {
+      encoding: "utf8",
+      timeout: 10_000,
+    }).trim();
+    if (found.length > 0) return new Uint8Array(Buffer.from(found, "base64"));
+  } catch {
+    // not found: create below when allowed
+  }
+  if (!create) throw usageError(`the keychain has no key for the profile ${profile}`);
+  const key = randomBytes(32);
+  execFileSync(
+    "secret-tool",
+    ["store", "--label", `Re:Messenger ${profile}`, "service", KEYCHAIN_SERVICE, "profile", profile],
+    {
+      input: key.toString("base64"),
+      timeout: 10_000,
+    },
+  );
+  return new Uint8Array(key);
+}
+
+function encode(secrets: DeviceSecrets): Uint8Array {
+  const json = JSON.stringify({
+    ed25519Seed: Buffer.from(secrets.ed25519Seed).toString("base64"),
+    x25519PrivateKey: Buffer.from(secrets.x25519PrivateKey).toString("base64"),
+    storageKey: Buffer.from(secrets.storageKey).toString("base64"),
+  });
+  return new TextEncoder().encode(json);
+}
+
+function decode(bytes: Uint8Array): DeviceSecrets {
+  const value = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+  const field = (name: string): Uint8Array => {
+    const text = value[name];
+    if (typeof text !== "string") throw new Error(`key file: ${name} missing`);
+    const out = new Uint8Array(Buffer.from(text, "base64"));
+    if (out.length !== 32) throw new Error(`key file: ${name} is not 32 bytes`);
+    return out;
+  };
+  return {
+    ed25519Seed: field("ed25519Seed"),
+    x25519PrivateKey: field("x25519PrivateKey"),
+    storageKey: field("storageKey"),
+  };
+}
+
+export function hasKeyFile(dir: string): boolean {
+  return existsSync(join(dir, IDENTITY_FILE));
+}
+
+/** Encrypts and writes the secrets, atomically, owner-only. */
+export async function writeKeyFile(dir: string, secrets: DeviceSecrets, source: KekSource): Promise<void> {
+  const salt = randomBytes(16);
+  const kek =
+    source.kind === "keychain"
+      ? keychainKey(dir, true)
+      : new Uint8Array(scryptSync(await nonEmptyPassphrase(source), salt, 32, SCRYPT));
+  const nonce = randomBytes(24);
+  const box = aeadSeal(kek, nonce, encode(secrets), new TextEncoder().encode(FORMAT));
+  kek.fill(0);
+  const body: KeyFileJson = {
+    format: FORMAT,
+    kek: source.kind === "keychain" ? "keychain" : "scrypt",
+    salt: salt.toString("base64"),
+    nonce: nonce.toString("base64"),
+    box: Buffer.from(box).toString("base64"),
+  };
+  const path = join(dir, IDENTITY_FILE);
+  const temp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  const fd = openSync(temp, "wx", 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(body)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  chmodSync(temp, 0o600);
+  renameSync(temp, path);
+}
+
+/** Reads and decrypts the secrets; a wrong passphrase is a clear usage error. */
+export async function readKeyFile(dir: string, source: KekSource): Promise<DeviceSecrets> {
+  const path = join(dir, IDENTITY_FILE);
+  let parsed: Partial<KeyFileJson>;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8")) as Partial<KeyFileJson>;
+  } catch (cause) {
+    throw usageError(
+      `${path} is not a Re:Messenger key file (${cause instanceof Error ? cause.message : "unreadable"})`,
+    );
+  }
+  if (
+    parsed.format !== FORMAT ||
+    typeof parsed.salt !== "string" ||
+    typeof parsed.nonce !== "string" ||
+    typeof parsed.box !== "string"
+  ) {
+    throw usageError(`${path} is not a Re:Messenger key file of format ${FORMAT}`);
+  }
+  const salt = Buffer.from(parsed.salt, "base64");
+  let kek: Uint8Array;
+  if (parsed.kek === "keychain") {
+    kek = keychainKey(dir, false);
+  } else {
+    if (source.kind !== "passphrase") throw usageError(`${path} is protected by a passphrase`);
+    kek = new Uint8Array(scryptSync(await nonEmptyPassphrase(source), salt, 32, SCRYPT));
+  }
+  const opened = aeadOpen(
+    kek,
+    new Uint8Array(Buffer.from(parsed.nonce, "base64")),
+    new Uint8Array(Buffer.from(parsed.box, "base64")),
+    new TextEncoder().encode(FORMAT),
+  );
+  kek.fill(0);
+  if (opened === undefined) {
+    throw usageError(
+      parsed.kek === "keychain"
+        ? `the keychain's key does not open ${path}`
+        : `wrong passphrase for ${path} (set REMESSENGER_PASSPHRASE or type it when asked)`,
+    );
+  }
+  return decode(opened);
+}
+
+async function nonEmptyPassphrase(source: { passphrase: () => Promise<string> }): Promise<string> {
+  const value = await source.passphrase();
+  if (value.length === 0) throw usageError("the passphrase is empty");
+  return value;
+}
