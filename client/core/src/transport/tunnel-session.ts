@@ -149,7 +149,8 @@ export class TunnelSession {
   nextWakeMs(nowMs: number): number | undefined {
     if (this.isEnded) return undefined;
     if (this.pausedUntilMs > nowMs) return this.pausedUntilMs;
-    if (this.inFlight.size === 0 || !this.isActive(nowMs)) return Math.max(nowMs, this.nextIdlePollAtMs);
+    // With queries out, their answers or failures drive the next step.
+    if (this.inFlight.size === 0) return Math.max(nowMs, this.nextIdlePollAtMs);
     return undefined;
   }
 
@@ -275,6 +276,10 @@ export class TunnelSession {
     ) {
       const padding = this.config.maxChunkBytes;
       this.send(effects, nowMs, { kind: "poll", ack: this.receiver.ackInfo(), padding }, undefined, true);
+    }
+    // Long names failing: keep one short poll going too, to tell "names too long" from "path down".
+    if (this.dataFailuresInARow > 0 && ![...this.inFlight.values()].some((query) => !query.isLong)) {
+      this.send(effects, nowMs, { kind: "poll", ack: this.receiver.ackInfo(), padding: 0 }, undefined, false);
     }
     if (this.isActive(nowMs)) {
       while (this.inFlight.size < limit)

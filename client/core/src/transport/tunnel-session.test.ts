@@ -1,0 +1,237 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { ANSWER_HEADER_BYTES, type TunnelAnswer } from "../wire/tunnel-packet.ts";
+import { StreamReceiver, StreamSender } from "../wire/tunnel-stream.ts";
+import {
+  DEFAULT_TUNNEL_SESSION_CONFIG,
+  type OutgoingQuery,
+  type TunnelEvent,
+  TunnelSession,
+} from "./tunnel-session.ts";
+
+interface Network {
+  queryLoss: number;
+  answerLoss: number;
+  duplication: number;
+  maxDelayMs: number;
+}
+
+/**
+ * A simulated tunnel: the client's TunnelSession against a gateway built
+ * like GatewaySession (a StreamSender and StreamReceiver, answers cut to the
+ * room, identical queries answered identically from a cache), over a
+ * network that loses, duplicates and reorders. Time is simulated.
+ */
+function simulate(
+  upstream: Uint8Array[],
+  downstream: Uint8Array[],
+  network: Network,
+  random: () => number,
+  limitMs = 600_000,
+): { up: Uint8Array; down: Uint8Array; nowMs: number; queries: number } {
+  const client = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40, maxInFlight: 8 });
+  const gatewaySender = new StreamSender(256);
+  const gatewayReceiver = new StreamReceiver(256);
+  const answered = new Map<number, TunnelAnswer>();
+  const upParts: Uint8Array[] = [];
+  const downParts: Uint8Array[] = [];
+  type Scheduled = { atMs: number; run: () => void };
+  const queue: Scheduled[] = [];
+  let nowMs = 0;
+  let queries = 0;
+  const at = (delayMs: number, run: () => void): void => {
+    queue.push({ atMs: nowMs + delayMs, run });
+  };
+  const delay = (): number => 1 + random() * network.maxDelayMs;
+
+  const gatewayAnswer = (queryId: number, query: OutgoingQuery): TunnelAnswer => {
+    const cached = answered.get(queryId);
+    if (cached !== undefined) return cached;
+    gatewaySender.onAck(query.ack, nowMs, 50);
+    if (query.kind === "data") gatewayReceiver.receive(query.seq, query.chunk, (bytes) => upParts.push(bytes));
+    const chunk = gatewaySender.nextChunk(60 - ANSWER_HEADER_BYTES, nowMs, 500);
+    const ack = gatewayReceiver.ackInfo();
+    const answer: TunnelAnswer =
+      chunk === undefined ? { kind: "empty", ack } : { kind: "data", seq: chunk.seq, ack, chunk: chunk.bytes };
+    answered.set(queryId, answer);
+    return answer;
+  };
+
+  let lastWake = Infinity;
+  const step = (event: TunnelEvent): void => {
+    for (const effect of client.step(event, nowMs)) {
+      if (effect.type === "deliver") downParts.push(effect.bytes);
+      if (effect.type !== "query") continue;
+      queries += 1;
+      const { queryId, query } = effect;
+      at(effect.timeoutMs, () => {
+        step({ type: "failed", queryId, failure: "timeout" });
+      });
+      const copies = random() < network.duplication ? 2 : 1;
+      for (let copy = 0; copy < copies; copy += 1) {
+        if (random() < network.queryLoss) continue;
+        at(delay(), () => {
+          const answer = gatewayAnswer(queryId, query);
+          if (random() < network.answerLoss) return;
+          at(delay(), () => {
+            step({ type: "answer", queryId, answer });
+          });
+        });
+      }
+    }
+    const wake = client.nextWakeMs(nowMs);
+    if (wake !== undefined && wake !== lastWake) {
+      lastWake = wake;
+      at(Math.max(0, wake - nowMs), () => {
+        lastWake = Infinity;
+        step({ type: "tick" });
+      });
+    }
+  };
+
+  for (const bytes of downstream) gatewaySender.write(bytes);
+  step({ type: "tick" });
+  for (const bytes of upstream) step({ type: "write", bytes });
+  const wantUp = upstream.reduce((sum, bytes) => sum + bytes.length, 0);
+  const wantDown = downstream.reduce((sum, bytes) => sum + bytes.length, 0);
+  const total = (parts: Uint8Array[]): number => parts.reduce((sum, bytes) => sum + bytes.length, 0);
+  for (let events = 0; queue.length > 0 && nowMs < limitMs; events += 1) {
+    if (events > 1_000_000) throw new Error("the simulation does not converge");
+    if (total(upParts) >= wantUp && total(downParts) >= wantDown) break;
+    queue.sort((a, b) => a.atMs - b.atMs);
+    const next = queue.shift();
+    if (next === undefined) break;
+    nowMs = next.atMs;
+    next.run();
+  }
+  return { up: concat(upParts), down: concat(downParts), nowMs, queries };
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function seeded(seed: number): () => number {
+  let state = seed >>> 0 || 1;
+  return () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 2 ** 32;
+  };
+}
+
+const payloads = fc.array(fc.uint8Array({ minLength: 1, maxLength: 300 }), { minLength: 0, maxLength: 12 });
+
+describe("TunnelSession over a simulated network", () => {
+  it("delivers both streams whole, in order and once on a clean network", () => {
+    const up = [new Uint8Array(1000).fill(1), new Uint8Array(5).fill(2)];
+    const down = [new Uint8Array(2000).fill(3)];
+    const result = simulate(up, down, { queryLoss: 0, answerLoss: 0, duplication: 0, maxDelayMs: 5 }, seeded(1));
+    expect(result.up).toEqual(concat(up));
+    expect(result.down).toEqual(concat(down));
+  });
+
+  it("delivers both streams whole, in order and once under loss, duplication and reordering (property)", () => {
+    fc.assert(
+      fc.property(
+        payloads,
+        payloads,
+        fc.record({
+          queryLoss: fc.double({ min: 0, max: 0.35, noNaN: true }),
+          answerLoss: fc.double({ min: 0, max: 0.35, noNaN: true }),
+          duplication: fc.double({ min: 0, max: 0.3, noNaN: true }),
+          maxDelayMs: fc.integer({ min: 1, max: 300 }),
+        }),
+        fc.integer(),
+        (up, down, network, seed) => {
+          const result = simulate(up, down, network, seeded(seed));
+          expect(result.up).toEqual(concat(up));
+          expect(result.down).toEqual(concat(down));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it("keeps at most maxInFlight queries outstanding and grows the window while data flows", () => {
+    const session = new TunnelSession({
+      ...DEFAULT_TUNNEL_SESSION_CONFIG,
+      maxChunkBytes: 40,
+      maxInFlight: 6,
+      initialInFlight: 2,
+    });
+    const first = session.step({ type: "write", bytes: new Uint8Array(4000) }, 0);
+    const sent = first.filter((effect) => effect.type === "query");
+    expect(sent.length).toBe(2);
+    let nowMs = 1;
+    let outstanding = sent
+      .map((effect) => (effect.type === "query" ? effect : undefined))
+      .filter((e) => e !== undefined);
+    let maxSeen = outstanding.length;
+    for (let round = 0; round < 30 && outstanding.length > 0; round += 1) {
+      const next = [];
+      for (const query of outstanding) {
+        const acked = query.query.kind === "data" ? query.query.seq + 1 : 0;
+        const effects = session.step(
+          { type: "answer", queryId: query.queryId, answer: { kind: "empty", ack: { next: acked, sack: 0 } } },
+          nowMs,
+        );
+        for (const effect of effects) if (effect.type === "query") next.push(effect);
+      }
+      nowMs += 1;
+      outstanding = next;
+      maxSeen = Math.max(maxSeen, session.inFlightCount);
+      expect(session.inFlightCount).toBeLessThanOrEqual(6);
+    }
+    expect(maxSeen).toBe(6);
+  });
+
+  it("ends the session asking for shorter names when long queries keep failing while short ones pass", () => {
+    const session = new TunnelSession({
+      ...DEFAULT_TUNNEL_SESSION_CONFIG,
+      maxChunkBytes: 40,
+      maxInFlight: 4,
+      longNameFailures: 3,
+    });
+    let effects = session.step({ type: "write", bytes: new Uint8Array(400) }, 0);
+    let ended = false;
+    for (let round = 0; round < 20 && !ended; round += 1) {
+      const next = [];
+      for (const effect of effects) {
+        if (effect.type === "end") {
+          expect(effect.end.isNameBudgetTooLong).toBe(true);
+          ended = true;
+        }
+        if (effect.type !== "query") continue;
+        const isLong = effect.query.kind === "data" || (effect.query.kind === "poll" && effect.query.padding > 0);
+        next.push(
+          ...session.step(
+            isLong
+              ? { type: "failed", queryId: effect.queryId, failure: "servfail" }
+              : { type: "answer", queryId: effect.queryId, answer: { kind: "empty", ack: { next: 0, sack: 0 } } },
+            round * 100_000,
+          ),
+        );
+      }
+      next.push(...session.step({ type: "tick" }, (round + 1) * 100_000));
+      effects = next;
+    }
+    expect(ended).toBe(true);
+  });
+
+  it("ends the session when the gateway no longer knows it (NXDOMAIN)", () => {
+    const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40 });
+    const [query] = session.step({ type: "tick" }, 0);
+    if (query?.type !== "query") throw new Error("expected a poll");
+    const effects = session.step({ type: "failed", queryId: query.queryId, failure: "lost-session" }, 5);
+    expect(effects).toContainEqual({ type: "end", end: expect.objectContaining({ isSessionLost: true }) as unknown });
+    expect(session.isOpen).toBe(false);
+  });
+});
