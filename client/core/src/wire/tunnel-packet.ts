@@ -72,6 +72,8 @@ export type Masker = (domain: number, r: Uint8Array, sid: number, length: number
 export const MASK_SESSION_ID = 1;
 export const MASK_QUERY_HEADER = 2;
 export const MASK_ANSWER_HEADER = 3;
+/** Padding of probe polls: keystream, so a long poll looks like any data query. */
+export const MASK_PADDING = 4;
 
 export class TunnelPacketError extends Error {
   override readonly name = "TunnelPacketError";
@@ -140,8 +142,13 @@ export function encodeQuery(query: TunnelQuery, obfuscation: Masker, session: Ma
     case "data":
     case "poll":
     case "close": {
+      const paddingMasker = query.kind === "poll" && query.padding > 0 ? session : undefined;
       const payload =
-        query.kind === "data" ? query.chunk : query.kind === "poll" ? new Uint8Array(query.padding) : new Uint8Array(0);
+        query.kind === "data"
+          ? query.chunk
+          : paddingMasker !== undefined && query.kind === "poll"
+            ? paddingMasker(MASK_PADDING, query.r, query.sid >>> 0, query.padding)
+            : new Uint8Array(0);
       if (query.kind === "data") {
         checkSeq(query.seq, "seq");
         if (payload.length === 0) throw new Error("a data query carries at least one byte");
