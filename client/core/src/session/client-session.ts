@@ -44,6 +44,7 @@ import {
   type TransportFactory,
   type TransportKind,
 } from "../transport/transport.ts";
+import { textOnlyRefusal } from "../transport/text-only.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
 import { RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
 import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
@@ -806,6 +807,8 @@ export class ClientSession {
   private async sendEntry(entry: OutboxEntry): Promise<{ seq: number; duplicate: boolean; serverTimeMs: number }> {
     const connection = this.live;
     if (connection?.isOpen !== true) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "not connected");
+    const refusal = textOnlyRefusal(this.transports.kind, entry.content);
+    if (refusal !== undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, refusal);
     const sealed = entry.sealed ?? (await this.sealQueued(entry));
     const request = SendMessageRequest.decode(sealed);
     if (request.chatId !== entry.chatId || messageIdToHex(request.messageId) !== entry.messageId) {
