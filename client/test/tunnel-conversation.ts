@@ -4,6 +4,7 @@
  * and in order.
  */
 import { expect } from "vitest";
+import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
 import type { ClientSession } from "../core/src/session/client-session.ts";
 import type { DnsExchange } from "../core/src/transport/dns-exchange.ts";
 import { dnsTunnelTransportFactory } from "../core/src/transport/dns-tunnel-transport.ts";
@@ -11,27 +12,10 @@ import { ChatKind } from "../core/src/wire/proto.ts";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
 import { waitForEvent } from "./wait.ts";
 
-export interface Gateway {
-  zone: string;
-  publicKey: Uint8Array;
-  dns: { host: string; port: number };
-}
+export type Gateway = AnnouncedTunnel;
 
 /** The tunnel of the server's "listening" log line. */
-export function tunnelOf(logs: readonly string[]): Gateway {
-  for (const line of logs) {
-    if (!line.includes('"listening"')) continue;
-    const { tunnel } = JSON.parse(line) as { tunnel?: { zone: string; publicKey: string; dns: string } };
-    if (tunnel === undefined) break;
-    const [host = "", port = ""] = tunnel.dns.split(/:(?=\d+$)/);
-    return {
-      zone: tunnel.zone,
-      publicKey: new Uint8Array(Buffer.from(tunnel.publicKey, "base64url")),
-      dns: { host, port: Number(port) },
-    };
-  }
-  throw new Error("the server announced no tunnel");
-}
+export const tunnelOf = announcedTunnel;
 
 export interface ConversationOptions {
   serverUrl: string;

@@ -110,6 +110,10 @@ export interface UnboundOptions extends ResolverOptions {
   /** Run inside this network namespace (made by the caller), listening on `listenHost`. */
   netns?: string;
   listenHost?: string;
+  /** More plain-DNS listeners ("127.0.0.1@53" inside a namespace, for clients stuck on port 53). */
+  extraInterfaces?: string[];
+  /** More zones stubbed to other servers (a peer tunnel in a benchmark). */
+  extraStubs?: { zone: string; address: Address }[];
 }
 
 export async function startUnbound(options: UnboundOptions): Promise<RunningResolver> {
@@ -141,10 +145,10 @@ export async function startUnbound(options: UnboundOptions): Promise<RunningReso
   num-threads: 1
   qname-minimisation: ${options.qnameMinimisation === false ? "no" : "yes"}
   use-caps-for-id: ${options.capsForId === true ? "yes" : "no"}
-stub-zone:
+${(options.extraInterfaces ?? []).map((address) => `  interface: ${address}\n`).join("")}stub-zone:
   name: "${options.zone}"
   stub-addr: ${options.gateway.host}@${options.gateway.port}
-`;
+${(options.extraStubs ?? []).map((stub) => `stub-zone:\n  name: "${stub.zone}"\n  stub-addr: ${stub.address.host}@${stub.address.port}\n`).join("")}`;
   const file = join(dir, "unbound.conf");
   writeFileSync(file, config);
   const command = ["/usr/sbin/unbound", "-d", "-c", file];

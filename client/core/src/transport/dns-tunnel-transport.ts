@@ -37,7 +37,13 @@ import { RemessengerError } from "../wire/errors.ts";
 import { randomBytes } from "../wire/ids.ts";
 import { MAX_FRAME_BYTES } from "../wire/limits.ts";
 import { ErrorCode } from "../wire/proto.ts";
-import { NAME_BUDGET_STEPS, encodeTunnelName, normalizeZone, upstreamCapacityBytes } from "../wire/tunnel-name.ts";
+import {
+  NAME_BUDGET_STEPS,
+  downstreamCapacityBytes,
+  encodeTunnelName,
+  normalizeZone,
+  upstreamCapacityBytes,
+} from "../wire/tunnel-name.ts";
 import {
   HANDSHAKE_QUERY_HEADER_BYTES,
   MAX_HANDSHAKE_FRAGMENTS,
@@ -116,6 +122,23 @@ export function dnsTunnelTransportFactory(options: DnsTunnelOptions): DnsTunnelT
   };
 }
 
+/** What one tunnel connection sent and got, for the connection state and the benchmark. */
+export interface TunnelStats {
+  handshakeQueries: number;
+  dataQueries: number;
+  pollQueries: number;
+  failedQueries: number;
+  /** Upstream chunk bytes in data queries (retransmissions included). */
+  upstreamPayloadBytes: number;
+  /** The most those data queries' names could have carried at this name budget. */
+  upstreamCapacityBytes: number;
+  /** Answers that carried a downstream chunk. */
+  dataAnswers: number;
+  downstreamPayloadBytes: number;
+  /** The most those answers could have carried (EDNS0 1232, owner name compressed). */
+  downstreamCapacityBytes: number;
+}
+
 type Phase = "new" | "connecting" | "open" | "closed";
 
 interface PendingQuery {
@@ -145,6 +168,17 @@ export class DnsTunnelTransport implements Transport {
   private cancelWake: (() => void) | undefined;
   private wakeAtMs = Infinity;
   private nextExchange = 0;
+  readonly stats: TunnelStats = {
+    handshakeQueries: 0,
+    dataQueries: 0,
+    pollQueries: 0,
+    failedQueries: 0,
+    upstreamPayloadBytes: 0,
+    upstreamCapacityBytes: 0,
+    dataAnswers: 0,
+    downstreamPayloadBytes: 0,
+    downstreamCapacityBytes: 0,
+  };
 
   constructor(
     options: DnsTunnelOptions & { nameBudget: number },
@@ -294,6 +328,7 @@ export class DnsTunnelTransport implements Transport {
     const exchange = this.pickExchange();
     const bytes = encodeQuery(query, this.obfuscation, this.keys?.queryMasker);
     const name = encodeTunnelName(bytes, this.options.tunnel.zone, this.options.nameBudget);
+    this.count(query);
     const id = (randomBytes(2)[0] ?? 0) * 256 + (randomBytes(1)[0] ?? 0);
     const message = encodeDnsQuery({ id, name, type: DNS_TYPE_TXT, ednsUdpBytes: EDNS_BUFFER_BYTES });
     this.inFlightPerExchange.set(exchange, (this.inFlightPerExchange.get(exchange) ?? 0) + 1);
@@ -323,9 +358,33 @@ export class DnsTunnelTransport implements Transport {
     const txt = response.answers.find((record) => record.type === DNS_TYPE_TXT && record.txt !== undefined);
     if (txt?.txt === undefined) throw new QueryError("servfail", `no TXT answer from ${exchange.name}`);
     try {
-      return decodeAnswer(fromTxtStrings(txt.txt), query.r, this.sid, answerMasker);
+      const answer = decodeAnswer(fromTxtStrings(txt.txt), query.r, this.sid, answerMasker);
+      if (answer.kind === "data") {
+        this.stats.dataAnswers += 1;
+        this.stats.downstreamPayloadBytes += answer.chunk.length;
+        this.stats.downstreamCapacityBytes += downstreamCapacityBytes(name.length, EDNS_BUFFER_BYTES);
+      }
+      return answer;
     } catch (cause) {
       throw new QueryError("servfail", `undecodable tunnel answer via ${exchange.name}`, { cause });
+    }
+  }
+
+  private count(query: TunnelQuery): void {
+    const { stats } = this;
+    switch (query.kind) {
+      case "handshake":
+        stats.handshakeQueries += 1;
+        break;
+      case "data":
+        stats.dataQueries += 1;
+        stats.upstreamPayloadBytes += query.chunk.length;
+        stats.upstreamCapacityBytes += upstreamCapacityBytes(this.options.nameBudget, this.options.tunnel.zone);
+        break;
+      case "poll":
+      case "close":
+        stats.pollQueries += 1;
+        break;
     }
   }
 
@@ -391,6 +450,7 @@ export class DnsTunnelTransport implements Transport {
       (error: unknown) => {
         if (isClose || this.phase !== "open") return;
         const failure = describeFailure(error);
+        this.stats.failedQueries += 1;
         this.logger.debug({ transport: this.kind, failure, err: error }, "tunnel query failed");
         this.step({
           type: "failed",
