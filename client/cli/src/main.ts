@@ -10,6 +10,7 @@
  *   remessenger listen [--exit-after N]
  */
 import { homedir } from "node:os";
+import { createInterface } from "node:readline";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import packageJson from "../package.json" with { type: "json" };
 import { type CliConfig, type GlobalFlags, parseCliConfig } from "./cli-config.ts";
@@ -22,6 +23,7 @@ import { inviteCommand } from "./commands/invite.ts";
 import { listenCommand } from "./commands/listen.ts";
 import { DEFAULT_WAIT_TIMEOUT_MS, sendCommand } from "./commands/send.ts";
 import { statusCommand } from "./commands/status.ts";
+import { verifyCommand } from "./commands/verify.ts";
 import { Output } from "./output.ts";
 import { configureKeyVault } from "./profile.ts";
 
@@ -33,6 +35,14 @@ function positiveInteger(name: string, allowZero: boolean): (value: string) => n
     }
     return parsed;
   };
+}
+
+/** Standard input's lines (empty lines skipped), for send --stdin. */
+async function readLines(): Promise<string[]> {
+  const lines: string[] = [];
+  const reader = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of reader) if (line.length > 0) lines.push(line);
+  return lines;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -123,12 +133,27 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .command("send")
     .description("queue a message (stored before anything is sent) and try to deliver it")
     .argument("<chatId>", "the chat")
-    .argument("<text>", "the message")
+    .argument("[text]", "the message (or --stdin)")
+    .option("--stdin", "send each line of standard input as a message, in order")
     .option("--wait", "wait until the server has the message (its seq), retrying")
     .option("--timeout <ms>", "how long --wait waits", positiveInteger("--timeout", false), DEFAULT_WAIT_TIMEOUT_MS)
-    .action(async (chatId: string, text: string, options: { wait?: boolean; timeout: number }, command: Command) => {
-      await sendCommand(contextOf(command), chatId, text, { wait: options.wait === true, timeoutMs: options.timeout });
-    });
+    .action(
+      async (
+        chatId: string,
+        text: string | undefined,
+        options: { wait?: boolean; stdin?: boolean; timeout: number },
+        command: Command,
+      ) => {
+        const context = contextOf(command);
+        const texts = options.stdin === true ? await readLines() : text === undefined ? [] : [text];
+        if (options.stdin !== true && text === undefined)
+          throw new InvalidArgumentError("give the message text, or --stdin");
+        await sendCommand(context, chatId, texts, {
+          wait: options.wait === true || options.stdin === true,
+          timeoutMs: options.timeout,
+        });
+      },
+    );
 
   program
     .command("listen")
@@ -136,6 +161,15 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .option("--exit-after <n>", "exit after receiving (and acking) n messages", positiveInteger("--exit-after", true))
     .action(async (options: { exitAfter?: number }, command: Command) => {
       await listenCommand(contextOf(command), { exitAfter: options.exitAfter });
+    });
+
+  program
+    .command("verify")
+    .description("show the safety number with a user and whether their keys changed; --accept trusts the keys shown")
+    .argument("<userId>", "the other user")
+    .option("--accept", "trust the user's current device keys (after comparing the safety number)")
+    .action(async (userId: string, options: { accept?: boolean }, command: Command) => {
+      await verifyCommand(contextOf(command), userId, { accept: options.accept === true });
     });
 
   program

@@ -5,7 +5,11 @@
  * connection changes (stderr, or JSON lines on stdout with --json).
  *
  * JSON lines have a `type`: "message" (chatId, seq, messageId, sender,
- * senderDevice, text, state "received", serverTimeMs), "outbox" (chatId,
+ * senderDevice, text, state "received" — or "undecryptable" with text null
+ * and a `reason` — serverTimeMs), "session" (event "healing": this device
+ * could not decrypt a message and reset the session with its sender;
+ * "reset": another device did so with this one; chatId, user, device,
+ * reason), "outbox" (chatId,
  * messageId, state, seq, reason) or "connection" (state, transport, reason,
  * nextRetryAtMs, queued).
  *
@@ -48,6 +52,32 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
     });
     session.events.on("outbox", (entry) => {
       printOutbox(context, entry);
+    });
+    session.events.on("healing", (event) => {
+      context.output.status(
+        {
+          type: "session",
+          event: "healing",
+          chatId: event.chatId,
+          user: event.userId,
+          device: event.deviceId,
+          reason: event.reason,
+        },
+        `[session] could not decrypt a message from ${event.userId} (device ${event.deviceId}: ${event.reason}); starting a new session with it`,
+      );
+    });
+    session.events.on("sessionReset", (event) => {
+      context.output.status(
+        {
+          type: "session",
+          event: "reset",
+          chatId: event.chatId,
+          user: event.fromUserId,
+          device: event.fromDeviceId,
+          reason: event.reason,
+        },
+        `[session] ${event.fromUserId} (device ${event.fromDeviceId}) could not decrypt a message (${event.reason}) and started a new session`,
+      );
     });
     let shown = "";
     session.events.on("connection", (status) => {
@@ -96,10 +126,11 @@ function printMessage(context: CommandContext, { message }: ReceivedMessageEvent
       sender: message.senderUserId,
       senderDevice: message.senderDeviceId,
       text: text ?? null,
-      state: "received",
+      state: message.problem === undefined ? "received" : "undecryptable",
+      reason: message.problem,
       serverTimeMs: message.serverTimeMs,
     },
-    `${message.chatId} #${message.seq} ${message.senderUserId}: ${text ?? "(unreadable message)"}`,
+    `${message.chatId} #${message.seq} ${message.senderUserId}: ${text ?? `(could not be decrypted: ${message.problem ?? "unreadable"})`}`,
   );
 }
 

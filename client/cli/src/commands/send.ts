@@ -40,16 +40,20 @@ export interface SendOptions {
 export async function sendCommand(
   context: CommandContext,
   chatId: string,
-  text: string,
+  texts: readonly string[],
   options: SendOptions,
 ): Promise<void> {
   if (!isId("chat", chatId)) throw usageError(`not a chat id: ${chatId}`);
-  if (text.length === 0) throw usageError("the message text is empty");
+  if (texts.length === 0 || texts.some((text) => text.length === 0)) throw usageError("the message text is empty");
   await withSession(context, { subscribe: false, sendOutbox: true }, async (session, opened) => {
     const deadlineAt = Date.now() + (options.wait ? options.timeoutMs : FIRST_ATTEMPT_TIMEOUT_MS);
     if (!(await opened.store.hasChat(chatId))) await checkChat(context, session, opened, chatId);
-    const queued = await session.send(chatId, text);
+    // Sealed and stored in order; the chat's messages go out in that order, so the last one settles last.
+    let queued: OutboxEntry | undefined;
+    for (const text of texts) queued = await session.send(chatId, text);
+    if (queued === undefined) return;
     const entry = await settled(context, session, opened, queued.messageId, deadlineAt, options.wait);
+    if (texts.length > 1) context.output.note(`${texts.length} messages queued in order; the last one:`);
     report(context, session, entry, options);
   });
 }

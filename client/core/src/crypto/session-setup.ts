@@ -38,6 +38,8 @@ export interface DeviceIdentity {
 export interface SetupDeps {
   x25519: X25519Provider;
   ed25519: Ed25519Provider;
+  /** Makes the setup's ephemeral key (default x25519.generateKeyPair; a hook for key logs). */
+  generateEphemeral?: () => Promise<X25519KeyPair>;
 }
 
 /** A setup failed because of what the peer sent: a bad signature, a missing prekey. */
@@ -99,7 +101,7 @@ export async function initiateSession(
   const pqPreKey = bundle.pqPreKey;
   if (signedPreKey === undefined || pqPreKey === undefined) throw new SetupError("incomplete bundle");
   const { x25519 } = deps;
-  const ephemeral = await x25519.generateKeyPair();
+  const ephemeral = await (deps.generateEphemeral ?? (() => x25519.generateKeyPair()))();
   const dhs = [
     await x25519.sharedSecret(own.dh.privateKey, signedPreKey.publicKey),
     await x25519.sharedSecret(ephemeral.privateKey, bundle.identityDhKey),

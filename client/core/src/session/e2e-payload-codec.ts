@@ -34,7 +34,7 @@ import {
 } from "../crypto/e2e-session.ts";
 import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
 import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
-import { type DeviceIdentity, SetupError } from "../crypto/session-setup.ts";
+import { type DeviceIdentity, type SetupDeps, SetupError } from "../crypto/session-setup.ts";
 import type { X25519KeyPair, X25519Provider } from "../crypto/x25519.ts";
 import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
 import { linkApprovalProof } from "../wire/auth-proof.ts";
@@ -532,12 +532,17 @@ export class E2eCodec {
     return this.server;
   }
 
-  private setupDeps(): { x25519: X25519Provider; ed25519: Ed25519Provider } {
+  private setupDeps(): SetupDeps {
     const { x25519, ed25519, onKeyMade } = this.options;
     if (onKeyMade === undefined) return { x25519, ed25519 };
-    // Every key pair a session makes (ratchet and setup keys) goes through here.
+    // Every key pair a session makes goes through here: the setup's ephemeral key, then ratchet keys.
     return {
       ed25519,
+      generateEphemeral: async () => {
+        const pair = await x25519.generateKeyPair();
+        onKeyMade("setup-ephemeral", pair);
+        return pair;
+      },
       x25519: {
         ...x25519,
         name: x25519.name,
