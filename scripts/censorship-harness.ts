@@ -170,6 +170,11 @@ export async function runScenario(
     }
     return result;
   } finally {
+    const dump = process.env["HARNESS_DUMP"];
+    if (dump !== undefined) {
+      const { writeFileSync } = await import("node:fs");
+      writeFileSync(dump, JSON.stringify(Object.fromEntries(clients.map((c) => [c.name, c.events]))));
+    }
     for (const client of clients) {
       client.send({ cmd: "stop" });
       client.process.kill("SIGTERM");
@@ -288,7 +293,17 @@ async function startLabClient(lab: Lab, name: string): Promise<LabClient> {
         };
         const timer = setTimeout(() => {
           waiters.delete(wake);
-          reject(new Error(`${name}: timed out waiting for ${what}\n${stderr.join("").slice(-2000)}`));
+          const received = events.filter((e) => e.type === "received").length;
+          const recent = events
+            .filter((e) => e.type !== "received")
+            .slice(-8)
+            .map((e) => JSON.stringify(e))
+            .join("\n");
+          reject(
+            new Error(
+              `${name}: timed out waiting for ${what} (received ${received}); last events:\n${recent}\n${stderr.join("").slice(-2000)}`,
+            ),
+          );
         }, timeoutMs);
         waiters.add(wake);
         check();

@@ -14,6 +14,9 @@ import { createInterface } from "node:readline";
 import { TransportLadder } from "../../client/core/src/manager/ladder-transports.ts";
 import { MemoryClientStore } from "../../client/core/src/outbox/memory-client-store.ts";
 import { selectEd25519Provider } from "../../client/core/src/crypto/select-ed25519-provider.ts";
+import { selectX25519Provider } from "../../client/core/src/crypto/select-x25519-provider.ts";
+import { makeDeviceIdentity } from "../../client/core/src/crypto/session-setup.ts";
+import { randomBytes } from "../../client/core/src/wire/ids.ts";
 import { ClientSession } from "../../client/core/src/session/client-session.ts";
 import { systemClock } from "../../client/core/src/session/clock.ts";
 import { registerNewDevice } from "../../client/core/src/session/device-auth.ts";
@@ -70,7 +73,15 @@ async function main(): Promise<void> {
     registeredAtMs: registered.serverTimeMs,
   };
   await store.saveProfile(profile);
-  const session = new ClientSession({ profile, signer, store, transports: ladderFor(config), timing: LAB_TIMING });
+  const identity = await makeDeviceIdentity(signer, await (await selectX25519Provider()).generateKeyPair());
+  const session = new ClientSession({
+    profile,
+    signer,
+    store,
+    e2e: { identity, storageKey: randomBytes(32) },
+    transports: ladderFor(config),
+    timing: LAB_TIMING,
+  });
   session.events.on("connection", (status) => {
     emit({
       type: "state",
