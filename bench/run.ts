@@ -13,11 +13,12 @@
  */
 import { parseArgs } from "node:util";
 import type { BenchReport, Benchmark } from "./benchmark.ts";
+import { e2eCrypto } from "./e2e-crypto.ts";
 import { spineThroughput } from "./spine-throughput.ts";
 import { formatReport } from "./table.ts";
 import { stopAll } from "./teardown.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [spineThroughput];
+const BENCHMARKS: readonly Benchmark[] = [spineThroughput, e2eCrypto];
 
 const USAGE = `Usage: npm run bench -- [--only NAME]... [--quick] [--json]
 

@@ -40,7 +40,17 @@ export async function registerTestDevice(serverUrl: string, displayName: string)
   const store = new MemoryClientStore();
   await store.saveProfile(profile);
   const identity = await makeDeviceIdentity(signer, await (await selectX25519Provider()).generateKeyPair());
-  return { profile, signer, store, e2e: { identity, storageKey: randomBytes(32) } };
+  const device: TestDevice = { profile, signer, store, e2e: { identity, storageKey: randomBytes(32) } };
+  // As `remessenger init` does: publish the prekey bundle, so others can start sessions at once.
+  const session = sessionFor(device, { subscribe: false, sendOutbox: false });
+  await session.start();
+  try {
+    await session.whenLoggedIn({ timeoutMs: 10_000 });
+    await session.e2e.exclusive(() => session.e2e.maintainPreKeys(undefined));
+  } finally {
+    await session.stop();
+  }
+  return device;
 }
 
 /** Fast timings so tests see reconnects and stalls in well under a second. */

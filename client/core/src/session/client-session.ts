@@ -71,7 +71,7 @@ import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
 import type { DeviceIdentity } from "../crypto/session-setup.ts";
 import type { X25519Provider } from "../crypto/x25519.ts";
 import { StaleE2eStateError } from "../outbox/client-store.ts";
-import { E2eCodec, type E2eServer, NeedsServerError } from "./e2e-payload-codec.ts";
+import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError } from "./e2e-payload-codec.ts";
 import { textContent } from "./payload-codec.ts";
 
 export interface SessionTiming {
@@ -367,7 +367,13 @@ export class ClientSession {
         try {
           sealed = await codec.seal(chatId, message.messageId, content);
         } catch (error) {
-          if (error instanceof NeedsServerError) return this.store.addToOutbox(message);
+          // A changed identity blocks sending: the message is refused, not queued.
+          if (error instanceof IdentityChangedError) throw error;
+          // Anything else (offline, no bundle yet, an unknown chat) queues it unsealed:
+          // the first send seals it, or shows why it cannot be sent.
+          if (error instanceof NeedsServerError || error instanceof RemessengerError) {
+            return this.store.addToOutbox(message);
+          }
           throw error;
         }
         try {
