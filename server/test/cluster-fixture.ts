@@ -60,7 +60,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const admin = new Cluster(seedNodes, { keyPrefix: KEY_PREFIX, scaleReads: "master" });
   const store = await RedisStore.open({ clusterNodes: seedNodes, keyPrefix: KEY_PREFIX });
   const readLease = async (shard: number) => {
-    const value = await admin.get(`{shard:${shard}}:lease`);
+    const value = await admin.get(`{leases}:lease:${shard}`);
     if (value === null) return undefined;
     const colon = value.indexOf(":");
     return { token: Number(value.slice(0, colon)), nodeId: value.slice(colon + 1) };

@@ -86,6 +86,8 @@ export interface ShardLeasesOptions {
 interface OwnedShard {
   token: number;
   isReleasing: boolean;
+  /** When the lease was last taken or renewed (this node's clock). */
+  renewedAtMs: number;
 }
 
 export class ShardLeases {
@@ -197,7 +199,7 @@ export class ShardLeases {
     const { store, ttlMs } = this.options;
     const result = await store.acquire(shard, this.nodeId, ttlMs);
     if (result.kind === "acquired" || result.nodeId === this.nodeId) {
-      this.owned.set(shard, { token: result.token, isReleasing: false });
+      this.owned.set(shard, { token: result.token, isReleasing: false, renewedAtMs: this.options.clock.nowMs() });
       this.holders[shard] = { nodeId: this.nodeId, token: result.token };
       this.options.onAcquired(shard, result.token);
       return { kind: "local", token: result.token };
@@ -209,41 +211,60 @@ export class ShardLeases {
       : { kind: "remote", node };
   }
 
+  /**
+   * One round of upkeep. Each step fails on its own (a Redis failover makes
+   * some keys unreachable for seconds): a renewal that could not be asked
+   * keeps the shard until the lease must have expired by this node's clock;
+   * only a definite "not yours" or that expiry loses it.
+   */
   private async tick(): Promise<void> {
     if (this.isStopped) return;
-    const { store, ttlMs, self } = this.options;
+    const { store, ttlMs, self, clock } = this.options;
     try {
       const nodes = await store.heartbeat(self, ttlMs);
       this.live = new Map(nodes.map((node) => [node.nodeId, node]));
       this.liveIds = [...this.live.keys()].sort();
-      await Promise.all(
-        [...this.owned].map(async ([shard, lease]) => {
-          if (lease.isReleasing) return;
-          if (!(await store.renew(shard, this.nodeId, lease.token, ttlMs))) this.markLost(shard);
-        }),
-      );
-      this.holders = await store.readLeases(this.shardCount);
-      const work: Array<Promise<unknown>> = [];
-      for (let shard = 0; shard < this.shardCount; shard += 1) {
-        const preferred = preferredOwner(shard, this.liveIds);
-        const holder = this.holders[shard];
-        const mine = this.owned.get(shard);
-        if (mine !== undefined && holder?.nodeId !== this.nodeId) {
-          this.markLost(shard); // expired and taken while we were away
-        } else if (mine === undefined && holder?.nodeId === this.nodeId) {
-          // Held under a token this node forgot (restarted with the same id): adopt it.
-          this.owned.set(shard, { token: holder.token, isReleasing: false });
-          this.options.onAcquired(shard, holder.token);
-        } else if (holder === undefined && preferred === this.nodeId) {
-          work.push(this.resolve(shard, true));
-        } else if (mine !== undefined && !mine.isReleasing && preferred !== undefined && preferred !== this.nodeId) {
-          work.push(this.handOver(shard));
-        }
-      }
-      await Promise.all(work);
     } catch (error) {
       this.options.onError(error);
     }
+    await Promise.all(
+      [...this.owned].map(async ([shard, lease]) => {
+        if (lease.isReleasing) return;
+        const startedAtMs = clock.nowMs();
+        try {
+          if (await store.renew(shard, this.nodeId, lease.token, ttlMs)) lease.renewedAtMs = startedAtMs;
+          else this.markLost(shard);
+        } catch (error) {
+          if (clock.nowMs() - lease.renewedAtMs >= ttlMs) this.markLost(shard);
+          this.options.onError(error);
+        }
+      }),
+    );
+    try {
+      this.holders = await store.readLeases(this.shardCount);
+    } catch (error) {
+      this.options.onError(error);
+      return;
+    }
+    const work: Array<Promise<unknown>> = [];
+    for (let shard = 0; shard < this.shardCount; shard += 1) {
+      const preferred = preferredOwner(shard, this.liveIds);
+      const holder = this.holders[shard];
+      const mine = this.owned.get(shard);
+      if (mine !== undefined && holder !== undefined && holder.nodeId !== this.nodeId) {
+        this.markLost(shard); // expired and taken while we were away
+      } else if (mine === undefined && holder?.nodeId === this.nodeId) {
+        // Held under a token this node forgot (restarted with the same id): adopt it.
+        this.owned.set(shard, { token: holder.token, isReleasing: false, renewedAtMs: clock.nowMs() });
+        this.options.onAcquired(shard, holder.token);
+      } else if (holder === undefined && mine === undefined && preferred === this.nodeId) {
+        work.push(this.resolve(shard, true));
+      } else if (mine !== undefined && !mine.isReleasing && preferred !== undefined && preferred !== this.nodeId) {
+        work.push(this.handOver(shard));
+      }
+    }
+    const results = await Promise.allSettled(work);
+    for (const result of results) if (result.status === "rejected") this.options.onError(result.reason);
   }
 
   /** Stops routing the shard here, finishes its writes, then frees the lease. */

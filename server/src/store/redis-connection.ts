@@ -31,6 +31,13 @@ export interface RedisClientOptions {
   isSubscriber?: boolean;
 }
 
+/**
+ * No command waits longer than this: one queued for a master that died (while
+ * the cluster fails over) fails instead, and the caller's retry finds the new
+ * master. Longer than every WAIT timeout the adapters use.
+ */
+const COMMAND_TIMEOUT_MS = 5_000;
+
 export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;
 }
@@ -42,7 +49,12 @@ export async function connectRedis(target: RedisTarget, options: RedisClientOpti
     throw new Error(`keyPrefix must not contain braces (they would move the hash tag): ${keyPrefix}`);
   const client: RedisClient =
     "url" in target
-      ? new Redis(target.url, { keyPrefix, enableAutoPipelining: true, lazyConnect: true })
+      ? new Redis(target.url, {
+          keyPrefix,
+          enableAutoPipelining: true,
+          lazyConnect: true,
+          commandTimeout: COMMAND_TIMEOUT_MS,
+        })
       : new Cluster(
           target.clusterNodes.map((node) => ({ host: node.host, port: node.port })),
           {
@@ -57,7 +69,10 @@ export async function connectRedis(target: RedisTarget, options: RedisClientOpti
             retryDelayOnTryAgain: 100,
             maxRedirections: 32,
             slotsRefreshTimeout: 2_000,
-            redisOptions: { connectTimeout: 2_000 },
+            // A redirect can point at a master that just died (another node's
+            // view was older); a refresh every second corrects the map soon.
+            slotsRefreshInterval: 1_000,
+            redisOptions: { connectTimeout: 2_000, commandTimeout: COMMAND_TIMEOUT_MS },
             shardedSubscribers: options.isSubscriber === true,
           },
         );
@@ -94,4 +109,10 @@ export function connectionTo(client: RedisClient, master: string): Redis {
   const node = client.nodes("master").find((redis) => `${redis.options.host}:${redis.options.port}` === master);
   if (node === undefined) throw new Error(`no connection to master ${master}`);
   return node;
+}
+
+/** How many replicas are attached to the master on this connection (ROLE). */
+export async function attachedReplicas(connection: Redis): Promise<number> {
+  const role = (await connection.call("ROLE")) as unknown[];
+  return role[0] === "master" && Array.isArray(role[2]) ? role[2].length : 0;
 }

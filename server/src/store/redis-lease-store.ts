@@ -2,19 +2,23 @@
  * The LeaseStore (core/lease.ts) on Redis or a Redis Cluster, beside the
  * RedisStore on the same connection.
  *
- * Key layout (after the store's key prefix):
- *   {shard:N}:lease   string  "token:nodeId", expires with the lease (PX)
- *   {shard:N}:token   string  the shard's highest token (INCR), never expires
- *   {nodes}:info      hash    nodeId -> address of its node listener
- *   {nodes}:alive     zset    nodeId, score = expiry in ms by Redis' clock
+ * Key layout (after the store's key prefix), all under one hash tag:
+ *   {leases}:lease:N    string  shard N's "token:nodeId", expires with the lease (PX)
+ *   {leases}:token:N    string  shard N's highest token (INCR), never expires
+ *   {leases}:nodes      hash    nodeId -> address of its node listener
+ *   {leases}:alive      zset    nodeId, score = expiry in ms by Redis' clock
  *
- * Each step is one Lua script on one hash tag (lua/*-lease-*.lua,
- * lua/heartbeat-node-2.lua). On a cluster with replicas, a newly acquired
- * lease is WAITed for, so a master failover cannot hand out its token twice.
+ * One tag puts the leases on one master: a tick reads them all with one MGET,
+ * and a failover of any other master leaves them alone (spread over every
+ * master, each failover stalled some renewals and flooded the client with
+ * MOVED redirects to the dead node). Each step is one Lua script
+ * (lua/*-lease-*.lua, lua/heartbeat-node-2.lua). On a cluster with replicas,
+ * a newly acquired lease is WAITed for, so a failover cannot hand out its
+ * token twice.
  */
 import { readFile } from "node:fs/promises";
 import type { AcquireResult, LeaseHolder, LeaseStore, NodeInfo } from "../core/lease.ts";
-import { type RedisClient, connectionTo, masterOf } from "./redis-connection.ts";
+import { type RedisClient, attachedReplicas, connectionTo, masterOf } from "./redis-connection.ts";
 
 const SCRIPTS = {
   acquireLease: "acquire-lease-2",
@@ -26,11 +30,15 @@ const SCRIPTS = {
 type ScriptCommand = (...args: Array<string | number>) => Promise<unknown>;
 type LeaseClient = RedisClient & { [Name in keyof typeof SCRIPTS]: ScriptCommand };
 
+/** How long a lease's WAIT may hold the shared connection. */
+const LEASE_WAIT_MS = 200;
+const REPLICA_COUNT_TTL_MS = 2_000;
+
 const keys = {
-  lease: (shard: number) => `{shard:${shard}}:lease`,
-  token: (shard: number) => `{shard:${shard}}:token`,
-  nodeInfo: () => "{nodes}:info",
-  nodeAlive: () => "{nodes}:alive",
+  lease: (shard: number) => `{leases}:lease:${shard}`,
+  token: (shard: number) => `{leases}:token:${shard}`,
+  nodeInfo: () => "{leases}:nodes",
+  nodeAlive: () => "{leases}:alive",
 };
 
 export interface RedisLeaseStoreOptions {
@@ -42,6 +50,7 @@ export interface RedisLeaseStoreOptions {
 export class RedisLeaseStore implements LeaseStore {
   private readonly client: LeaseClient;
   private readonly options: RedisLeaseStoreOptions;
+  private readonly replicaCounts = new Map<string, { count: number; atMs: number }>();
 
   /** Adds the lease scripts to an open client (the RedisStore's). */
   static async on(client: RedisClient, options: RedisLeaseStoreOptions): Promise<RedisLeaseStore> {
@@ -99,11 +108,24 @@ export class RedisLeaseStore implements LeaseStore {
     await this.client.releaseLease(keys.lease(shard), `${token}:${nodeId}`);
   }
 
-  /** Best effort: a token a failover forgot would only weaken fencing, never break order. */
+  /**
+   * Best effort: a token a failover forgot would only weaken fencing, never
+   * break order. WAIT blocks the connection every node command shares, so it
+   * is skipped while the master has no replica (just after a failover) and
+   * kept short otherwise.
+   */
   private async waitForReplicas(key: string): Promise<void> {
     if (this.options.waitReplicas === 0) return;
-    const connection = connectionTo(this.client, masterOf(this.client, key));
-    await connection.wait(this.options.waitReplicas, this.options.waitTimeoutMs);
+    const master = masterOf(this.client, key);
+    const connection = connectionTo(this.client, master);
+    const known = this.replicaCounts.get(master);
+    let replicas = known?.count;
+    if (known === undefined || Date.now() - known.atMs > REPLICA_COUNT_TTL_MS) {
+      replicas = await attachedReplicas(connection);
+      this.replicaCounts.set(master, { count: replicas, atMs: Date.now() });
+    }
+    const wanted = Math.min(this.options.waitReplicas, replicas ?? 0);
+    if (wanted > 0) await connection.wait(wanted, Math.min(this.options.waitTimeoutMs, LEASE_WAIT_MS));
   }
 }
 

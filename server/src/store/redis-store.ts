@@ -46,7 +46,14 @@ import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
-import { type RedisClient, type RedisTarget, connectRedis, connectionTo, masterOf } from "./redis-connection.ts";
+import {
+  type RedisClient,
+  type RedisTarget,
+  attachedReplicas,
+  connectRedis,
+  connectionTo,
+  masterOf,
+} from "./redis-connection.ts";
 import { RedisDeviceKeys } from "./redis-device-keys.ts";
 import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import {
@@ -444,12 +451,6 @@ export class RedisStore implements Store {
     }
     return error;
   }
-}
-
-/** How many replicas are attached to the master on this connection (ROLE). */
-async function attachedReplicas(connection: Redis): Promise<number> {
-  const role = (await connection.call("ROLE")) as unknown[];
-  return role[0] === "master" && Array.isArray(role[2]) ? role[2].length : 0;
 }
 
 function appendKeys(chatId: string): [string, string, string, string] {

@@ -3,8 +3,8 @@
   earlier one of the shard.
 
   Input:
-    KEYS[1] lease string        {shard:N}:lease     "token:nodeId", expires (PX)
-    KEYS[2] token counter       {shard:N}:token     the shard's highest token, never expires
+    KEYS[1] lease string        {leases}:lease:N    "token:nodeId", expires (PX)
+    KEYS[2] token counter       {leases}:token:N    the shard's highest token, never expires
 
     ARGV[1] nodeId
     ARGV[2] ttlMs

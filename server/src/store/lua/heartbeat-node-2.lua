@@ -3,8 +3,8 @@
   nodes' clocks need not agree).
 
   Input:
-    KEYS[1] node info hash      {nodes}:info        nodeId -> address
-    KEYS[2] expiry sorted set   {nodes}:alive       nodeId, score = expiry (ms, Redis TIME)
+    KEYS[1] node info hash      {leases}:nodes      nodeId -> address
+    KEYS[2] expiry sorted set   {leases}:alive      nodeId, score = expiry (ms, Redis TIME)
 
     ARGV[1] nodeId ("" to only list)
     ARGV[2] address

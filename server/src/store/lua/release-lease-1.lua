@@ -2,7 +2,7 @@
   Gives a shard's lease up, only for the holder with its token.
 
   Input:
-    KEYS[1] lease string        {shard:N}:lease     "token:nodeId", expires (PX)
+    KEYS[1] lease string        {leases}:lease:N    "token:nodeId", expires (PX)
 
     ARGV[1] "token:nodeId" as acquired
 

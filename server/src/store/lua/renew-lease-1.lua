@@ -2,7 +2,7 @@
   Extends a shard's lease, only for the holder with its token.
 
   Input:
-    KEYS[1] lease string        {shard:N}:lease     "token:nodeId", expires (PX)
+    KEYS[1] lease string        {leases}:lease:N    "token:nodeId", expires (PX)
 
     ARGV[1] "token:nodeId" as acquired
     ARGV[2] ttlMs
