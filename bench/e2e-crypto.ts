@@ -47,7 +47,8 @@ import {
   sealEnvelope,
   startSession,
 } from "../client/core/src/crypto/e2e-session.ts";
-import { mlKemGenerateKeyPair } from "../client/core/src/crypto/ml-kem.ts";
+import { type MlKemProvider, mlKemGenerateKeyPair, nobleMlKem } from "../client/core/src/crypto/ml-kem.ts";
+import { nodeMlKem } from "../client/cli/src/crypto/node-ml-kem.ts";
 import { type DeviceIdentity, makeDeviceIdentity } from "../client/core/src/crypto/session-setup.ts";
 import { stablelibX25519 } from "../client/core/src/crypto/stablelib-x25519.ts";
 import { webCryptoEd25519 } from "../client/core/src/crypto/webcrypto-ed25519.ts";
@@ -125,8 +126,13 @@ async function ourBundle(device: OurDevice, oneTime: X25519KeyPair): Promise<Pre
   };
 }
 
-async function measureOurs(x25519: X25519Provider, ed25519: Ed25519Provider, windowMs: number): Promise<Rates> {
-  const deps = { x25519, ed25519, nowMs: 0 };
+async function measureOurs(
+  x25519: X25519Provider,
+  ed25519: Ed25519Provider,
+  mlKem: MlKemProvider,
+  windowMs: number,
+): Promise<Rates> {
+  const deps = { x25519, ed25519, mlKem, nowMs: 0 };
   const alice = await ourDevice(x25519, ed25519);
   const bob = await ourDevice(x25519, ed25519);
   const oneTime = await x25519.generateKeyPair();
@@ -364,11 +370,11 @@ export const e2eCrypto: Benchmark = {
     options.log("libsignal-client ...");
     const signal = await measureLibsignal(windowMs);
     options.log("ours, native curves (node:crypto) ...");
-    const native = await measureOurs(nodeX25519, nodeEd25519, windowMs);
+    const native = await measureOurs(nodeX25519, nodeEd25519, nodeMlKem, windowMs);
     options.log("ours, browser-native curves (WebCrypto in Node) ...");
-    const webCrypto = await measureOurs(webCryptoX25519, webCryptoEd25519, windowMs);
+    const webCrypto = await measureOurs(webCryptoX25519, webCryptoEd25519, nobleMlKem, windowMs);
     options.log("ours, portable curves (@stablelib X25519, @noble Ed25519) ...");
-    const portable = await measureOurs(stablelibX25519, nobleEd25519, windowMs);
+    const portable = await measureOurs(stablelibX25519, nobleEd25519, nobleMlKem, windowMs);
     const row = (name: string, r: Rates) => ({
       impl: name,
       setups: r.setups,
@@ -398,8 +404,8 @@ export const e2eCrypto: Benchmark = {
       ],
       notes: [
         "a message = one 200-byte text sealed and opened; setup = bundle -> session -> first message sealed and opened",
-        "ours: PQXDH with X25519 + ML-KEM-768 (@noble/post-quantum), Double Ratchet with header encryption, XChaCha20-Poly1305, padding; libsignal: X3DH + Kyber1024 and its own ratchet",
-        "records kept in memory on both sides; native = node:crypto X25519 and Ed25519 (the CLI's providers); WebCrypto = the browser providers run in Node; portable = @stablelib X25519 + @noble Ed25519",
+        "ours: PQXDH with X25519 + ML-KEM-768 (node:crypto in the native row, @noble/post-quantum in the others), Double Ratchet with header encryption, XChaCha20-Poly1305, padding; libsignal: X3DH + Kyber1024 and its own ratchet",
+        "records kept in memory on both sides; native = node:crypto X25519, Ed25519 and ML-KEM (the CLI's providers); WebCrypto = the browser providers run in Node; portable = @stablelib X25519 + @noble Ed25519",
         `each figure is a ${windowMs} ms window after one warm-up step on this machine (${String(navigator.hardwareConcurrency)} cores)`,
       ],
     };

@@ -27,6 +27,7 @@ import {
 import type { CliConfig } from "./cli-config.ts";
 import { usageError } from "./cli-error.ts";
 import { nodeEd25519 } from "./crypto/node-ed25519.ts";
+import { nodeMlKem } from "./crypto/node-ml-kem.ts";
 import { nodeX25519 } from "./crypto/node-x25519.ts";
 import {
   type DeviceSecrets,
@@ -170,8 +171,8 @@ export async function openProfile(dir: string, serverUrl: string | undefined): P
 /** The session's E2E keys; with REMESSENGER_KEY_LOG set, every key pair made is appended there (tests only). */
 export function keyMaterial(identity: DeviceIdentity, storageKey: Uint8Array): E2eKeyMaterial {
   const logFile = vault.keyLogFile;
-  // Node's native curves (node:crypto): several times faster than its WebCrypto per call.
-  const providers = { x25519: nodeX25519, ed25519: nodeEd25519 };
+  // Node's native curves and ML-KEM (node:crypto): several times faster than WebCrypto or pure JS.
+  const providers = { x25519: nodeX25519, ed25519: nodeEd25519, mlKem: nodeMlKem };
   if (logFile === undefined) return { identity, storageKey, ...providers };
   return {
     identity,

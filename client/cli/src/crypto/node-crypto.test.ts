@@ -1,9 +1,11 @@
 import { hex } from "@scure/base";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { mlKemGenerateKeyPair, nobleMlKem } from "../../../core/src/crypto/ml-kem.ts";
 import { nobleEd25519 } from "../../../core/src/crypto/noble-ed25519.ts";
 import { stablelibX25519 } from "../../../core/src/crypto/stablelib-x25519.ts";
 import { nodeEd25519 } from "./node-ed25519.ts";
+import { nodeMlKem } from "./node-ml-kem.ts";
 import { nodeX25519 } from "./node-x25519.ts";
 
 describe("node:crypto X25519", () => {
@@ -85,5 +87,21 @@ describe("node:crypto Ed25519", () => {
       ),
       { numRuns: 30 },
     );
+  });
+});
+
+describe("node:crypto ML-KEM-768", () => {
+  it("interoperates with the portable provider both ways, and refuses wrong sizes", () => {
+    const pair = mlKemGenerateKeyPair();
+    const toNoble = nodeMlKem.encapsulate(pair.publicKey);
+    expect(hex.encode(nobleMlKem.decapsulate(toNoble.cipherText, pair.secretKey))).toBe(
+      hex.encode(toNoble.sharedSecret),
+    );
+    const toNode = nobleMlKem.encapsulate(pair.publicKey);
+    expect(hex.encode(nodeMlKem.decapsulate(toNode.cipherText, pair.secretKey))).toBe(hex.encode(toNode.sharedSecret));
+    const tampered = toNode.cipherText.slice();
+    tampered[0] = (tampered[0] ?? 0) ^ 1;
+    expect(hex.encode(nodeMlKem.decapsulate(tampered, pair.secretKey))).not.toBe(hex.encode(toNode.sharedSecret));
+    expect(() => nodeMlKem.encapsulate(new Uint8Array(10))).toThrow(/1184 bytes/);
   });
 });

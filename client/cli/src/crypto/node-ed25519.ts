@@ -29,7 +29,12 @@ export const nodeEd25519: Ed25519Provider = {
   },
   verify(publicKey, data, signature) {
     try {
-      const key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: "der", type: "spki" });
+      if (publicKey.length !== 32) return Promise.resolve(false);
+      // JWK imports faster than DER (measured), and raw bytes map onto it directly.
+      const key = createPublicKey({
+        key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey).toString("base64url") },
+        format: "jwk",
+      });
       return Promise.resolve(verify(null, data, key, signature));
     } catch {
       return Promise.resolve(false);

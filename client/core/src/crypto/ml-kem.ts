@@ -1,8 +1,12 @@
 /**
- * ML-KEM-768 (FIPS 203) from @noble/post-quantum: the post-quantum half of
- * the session setup. A KEM, not a DH: the sender encapsulates to a public key
- * and gets a ciphertext and a shared secret; the holder of the decapsulation
- * key recovers the same secret from the ciphertext.
+ * ML-KEM-768 (FIPS 203): the post-quantum half of the session setup. A KEM,
+ * not a DH: the sender encapsulates to a public key and gets a ciphertext and
+ * a shared secret; the holder of the decapsulation key recovers the same
+ * secret from the ciphertext. The portable implementation is
+ * @noble/post-quantum; platforms with a native one (Node 24's node:crypto,
+ * client/cli/src/crypto/node-ml-kem.ts) plug in an MlKemProvider. Keys are the
+ * FIPS 203 byte strings (1,184-byte encapsulation key, 2,400-byte
+ * decapsulation key) whatever the provider, so they interoperate.
  */
 import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
 
@@ -15,6 +19,19 @@ export interface MlKemKeyPair {
   publicKey: Uint8Array;
   secretKey: Uint8Array;
 }
+
+export interface MlKemProvider {
+  readonly name: string;
+  encapsulate(publicKey: Uint8Array): { cipherText: Uint8Array; sharedSecret: Uint8Array };
+  decapsulate(cipherText: Uint8Array, secretKey: Uint8Array): Uint8Array;
+}
+
+/** The portable provider (@noble/post-quantum), with the size checks below. */
+export const nobleMlKem: MlKemProvider = {
+  name: "noble",
+  encapsulate: (publicKey) => mlKemEncapsulate(publicKey),
+  decapsulate: (cipherText, secretKey) => mlKemDecapsulate(cipherText, secretKey),
+};
 
 export function mlKemGenerateKeyPair(): MlKemKeyPair {
   return ml_kem768.keygen();

@@ -20,7 +20,7 @@ import { ErrorCode, type PreKeyBundle, type PreKeyMessage } from "../wire/proto.
 import type { DeviceSigner, Ed25519Provider } from "./device-signer.ts";
 import { type RatchetState, concat, initReceiver, initSender } from "./double-ratchet.ts";
 import { hkdfSha256 } from "./hkdf.ts";
-import { mlKemDecapsulate, mlKemEncapsulate } from "./ml-kem.ts";
+import { type MlKemProvider, nobleMlKem } from "./ml-kem.ts";
 import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
@@ -40,6 +40,8 @@ export interface SetupDeps {
   ed25519: Ed25519Provider;
   /** Makes the setup's ephemeral key (default x25519.generateKeyPair; a hook for key logs). */
   generateEphemeral?: () => Promise<X25519KeyPair>;
+  /** ML-KEM-768 (default the portable @noble one). */
+  mlKem?: MlKemProvider;
 }
 
 /** A setup failed because of what the peer sent: a bad signature, a missing prekey. */
@@ -111,7 +113,7 @@ export async function initiateSession(
   if (oneTime !== undefined) dhs.push(await x25519.sharedSecret(ephemeral.privateKey, oneTime.publicKey));
   let encapsulated;
   try {
-    encapsulated = mlKemEncapsulate(pqPreKey.publicKey);
+    encapsulated = (deps.mlKem ?? nobleMlKem).encapsulate(pqPreKey.publicKey);
   } catch (cause) {
     throw new SetupError(`the PQ prekey of device ${bundle.deviceId} is unusable: ${String(cause)}`);
   }
@@ -175,7 +177,7 @@ export async function acceptSession(
   }
   let pqSecret: Uint8Array;
   try {
-    pqSecret = mlKemDecapsulate(message.pqCiphertext, keys.pqSecretKey);
+    pqSecret = (deps.mlKem ?? nobleMlKem).decapsulate(message.pqCiphertext, keys.pqSecretKey);
   } catch (cause) {
     throw new SetupError(`the PQ ciphertext is unusable: ${String(cause)}`);
   }

@@ -69,6 +69,7 @@ import type { Ed25519Provider } from "../crypto/device-signer.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
 import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
 import type { DeviceIdentity } from "../crypto/session-setup.ts";
+import type { MlKemProvider } from "../crypto/ml-kem.ts";
 import type { X25519Provider } from "../crypto/x25519.ts";
 import { StaleE2eStateError } from "../outbox/client-store.ts";
 import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError } from "./e2e-payload-codec.ts";
@@ -136,6 +137,7 @@ export interface E2eKeyMaterial {
   /** Providers; selected for the platform at start() when omitted. */
   x25519?: X25519Provider;
   ed25519?: Ed25519Provider;
+  mlKem?: MlKemProvider;
   /** Test hook: every ratchet and prekey pair made (like SSLKEYLOGFILE). */
   onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
 }
@@ -283,6 +285,7 @@ export class ClientSession {
       ed25519: this.e2eKeys.ed25519 ?? (await selectEd25519Provider()),
       clock: this.clock,
       ...(this.e2eKeys.onKeyMade === undefined ? {} : { onKeyMade: this.e2eKeys.onKeyMade }),
+      ...(this.e2eKeys.mlKem === undefined ? {} : { mlKem: this.e2eKeys.mlKem }),
     });
     this.codecValue.setServer(this.e2eServer());
     this.refreshQueuedCount();

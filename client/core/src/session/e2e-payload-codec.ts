@@ -33,7 +33,7 @@ import {
   startSession,
 } from "../crypto/e2e-session.ts";
 import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
-import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
+import { type MlKemProvider, mlKemGenerateKeyPair, nobleMlKem } from "../crypto/ml-kem.ts";
 import { type DeviceIdentity, type SetupDeps, SetupError } from "../crypto/session-setup.ts";
 import type { X25519KeyPair, X25519Provider } from "../crypto/x25519.ts";
 import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
@@ -79,6 +79,8 @@ export interface E2eCodecOptions {
   store: ClientStore;
   x25519: X25519Provider;
   ed25519: Ed25519Provider;
+  /** ML-KEM-768 (the portable one when omitted). */
+  mlKem?: MlKemProvider;
   clock: Clock;
   /** Told about every ratchet and prekey key pair made here (SSLKEYLOGFILE-style test hook). */
   onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
@@ -534,10 +536,12 @@ export class E2eCodec {
 
   private setupDeps(): SetupDeps {
     const { x25519, ed25519, onKeyMade } = this.options;
-    if (onKeyMade === undefined) return { x25519, ed25519 };
+    const mlKem = this.options.mlKem ?? nobleMlKem;
+    if (onKeyMade === undefined) return { x25519, ed25519, mlKem };
     // Every key pair a session makes goes through here: the setup's ephemeral key, then ratchet keys.
     return {
       ed25519,
+      mlKem,
       generateEphemeral: async () => {
         const pair = await x25519.generateKeyPair();
         onKeyMade("setup-ephemeral", pair);
