@@ -18,6 +18,7 @@ import { startTunnel, type RunningTunnel } from "./edge/tunnel-start.ts";
 import { ConfigError, USAGE, parseConfig, type ServerConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
 import { ClusterNode } from "./cluster-node.ts";
+import { GrpcWebEdge } from "./edge/grpc-web-edge.ts";
 import { OperationsEndpoints } from "./edge/metrics.ts";
 import type { RedisTarget } from "./store/redis-connection.ts";
 import type { RedisStore } from "./store/redis-store.ts";
@@ -101,13 +102,15 @@ export async function startServer(config: ServerConfig, baseLog: Logger): Promis
       actors: () => messenger.actors.size,
       mailboxDepth: () => messenger.actors.queuedSends,
       delivery: () => messenger.deliveryStats,
-      connections: () => ({ ws: ws.connectionCount, grpc: grpc?.streamCount ?? 0 }),
+      connections: () => ({ ws: ws.connectionCount, grpc: grpc?.streamCount ?? 0, grpcWeb: grpcWeb.streamCount }),
       ...(cluster ? { cluster: () => cluster.stats } : {}),
       isReady: () => isReady,
     },
     { nodeId },
   );
   http.onRequest((request, response) => operations.handle(request, response));
+  const grpcWeb = new GrpcWebEdge({ messenger, log });
+  http.onRequest((request, response) => grpcWeb.handle(request, response));
   const { url } = await http.listen();
 
   let grpc: GrpcEdge | null = null;
