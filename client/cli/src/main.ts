@@ -24,6 +24,7 @@ import { listenCommand } from "./commands/listen.ts";
 import { DEFAULT_WAIT_TIMEOUT_MS, sendCommand } from "./commands/send.ts";
 import { statusCommand } from "./commands/status.ts";
 import { verifyCommand } from "./commands/verify.ts";
+import { linkApproveCommand, linkFinishCommand, linkRequestCommand } from "./commands/link.ts";
 import { Output } from "./output.ts";
 import { configureKeyVault } from "./profile.ts";
 
@@ -161,6 +162,31 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .option("--exit-after <n>", "exit after receiving (and acking) n messages", positiveInteger("--exit-after", true))
     .action(async (options: { exitAfter?: number }, command: Command) => {
       await listenCommand(contextOf(command), { exitAfter: options.exitAfter });
+    });
+
+  const link = program
+    .command("link")
+    .description("add a device to your user: request (new), approve (old), finish (new)");
+  link
+    .command("request")
+    .description("on the new device: make its keys and print a link code")
+    .action(async (_options: unknown, command: Command) => {
+      await linkRequestCommand(contextOf(command));
+    });
+  link
+    .command("approve")
+    .description("on an existing device: approve a link code; prints the approval for the new device")
+    .argument("<code>", "the code `link request` printed")
+    .action(async (code: string, _options: unknown, command: Command) => {
+      await linkApproveCommand(contextOf(command), code);
+    });
+  link
+    .command("finish")
+    .description("on the new device: join the user with the approval")
+    .argument("<approval>", "what `link approve` printed")
+    .requiredOption("--name <name>", "this device's display name")
+    .action(async (approval: string, options: { name: string }, command: Command) => {
+      await linkFinishCommand(contextOf(command), approval, options);
     });
 
   program

@@ -54,7 +54,14 @@ export {
 } from "./session/client-session.ts";
 export { type Clock, systemClock } from "./session/clock.ts";
 export type { RequestKind, RequestValue, ResponseValue } from "./session/connection.ts";
-export { type RegisteredDevice, registerNewDevice, type RegisterNewDeviceOptions } from "./session/device-auth.ts";
+export {
+  type LinkApproval,
+  linkNewDevice,
+  type RegisteredDevice,
+  registerNewDevice,
+  type RegisterNewDeviceOptions,
+} from "./session/device-auth.ts";
+export { linkApprovalProof } from "./wire/auth-proof.ts";
 export { drop } from "./session/drop.ts";
 export { type Logger, silentLogger } from "./session/logger.ts";
 export { contentText, textContent } from "./session/payload-codec.ts";

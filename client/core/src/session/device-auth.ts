@@ -5,9 +5,16 @@
  * round trip; if the server refuses it (expired, used) a fresh one is asked
  * for once. A second refusal is final: the device or its key is not known.
  */
-import { loginProof, registerProof } from "../wire/auth-proof.ts";
+import { linkProof, loginProof, registerProof } from "../wire/auth-proof.ts";
 import { isError } from "../wire/errors.ts";
-import { ErrorCode, type Hello, type LoginResponse, type RegisterResponse, type TunnelInfo } from "../wire/proto.ts";
+import {
+  ErrorCode,
+  type Hello,
+  type LinkDeviceResponse,
+  type LoginResponse,
+  type RegisterResponse,
+  type TunnelInfo,
+} from "../wire/proto.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import { CLOSE_NORMAL, type TransportFactory } from "../transport/transport.ts";
 import { type Clock, deadline, systemClock } from "./clock.ts";
@@ -108,6 +115,66 @@ export async function registerNewDevice(options: RegisterNewDeviceOptions): Prom
       return { ...response, tunnel: hello.tunnel };
     } finally {
       connection.close(CLOSE_NORMAL, "registered");
+    }
+  } finally {
+    limit.dispose();
+  }
+}
+
+/** An existing device's approval for a new device to join its user (see LinkDeviceRequest). */
+export interface LinkApproval {
+  userId: string;
+  approvedByDeviceId: string;
+  expiresAtMs: number;
+  signature: Uint8Array;
+}
+
+export interface LinkNewDeviceOptions {
+  transports: TransportFactory;
+  /** The new device's key (the one the approval names). */
+  signer: DeviceSigner;
+  approval: LinkApproval;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+/** Adds this new device to an existing user on a short-lived connection of its own. */
+export async function linkNewDevice(options: LinkNewDeviceOptions): Promise<LinkDeviceResponse> {
+  const clock = options.clock ?? systemClock;
+  const limit = deadline(clock, options.timeoutMs, "linking", options.signal);
+  try {
+    const { connection, hello } = await Connection.open(
+      {
+        transports: options.transports,
+        clock,
+        logger: options.logger ?? silentLogger,
+        onPush: () => undefined,
+        onClose: () => undefined,
+      },
+      { signal: limit.signal, timeoutMs: options.timeoutMs },
+    );
+    try {
+      const { approval, signer } = options;
+      const requestOptions = { timeoutMs: options.timeoutMs, signal: limit.signal };
+      return await withFreshChallengeOnce(connection, hello, requestOptions, async (nonce) =>
+        connection.request(
+          "linkDevice",
+          {
+            userId: approval.userId,
+            identityKey: signer.publicKey,
+            nonce,
+            signature: await signer.sign(linkProof(nonce, signer.publicKey, approval.userId)),
+            approvedByDeviceId: approval.approvedByDeviceId,
+            approvalExpiresAtMs: approval.expiresAtMs,
+            approvalSignature: approval.signature,
+          },
+          requestOptions,
+        ),
+      );
+    } finally {
+      connection.close(CLOSE_NORMAL, "linked");
     }
   } finally {
     limit.dispose();

@@ -163,6 +163,8 @@ export class E2eCodec {
   private readonly options: E2eCodecOptions;
   private server: E2eServer | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Users whose device list this codec fetched since it was made (each is fetched once per run, then per TTL). */
+  private readonly fetchedThisRun = new Set<string>();
 
   constructor(options: E2eCodecOptions) {
     this.options = options;
@@ -398,9 +400,13 @@ export class E2eCodec {
     const stored = (await this.options.store.readE2e([key])).get(key);
     let known = stored === undefined ? undefined : openRecord<KnownUser>(this.options.storageKey, key, stored.value);
     const isStale =
-      known === undefined || isRefresh || this.options.clock.nowMs() - known.fetchedAtMs > DEVICE_LIST_TTL_MS;
+      known === undefined ||
+      isRefresh ||
+      !this.fetchedThisRun.has(userId) ||
+      this.options.clock.nowMs() - known.fetchedAtMs > DEVICE_LIST_TTL_MS;
     if (isStale && this.server !== undefined) {
       const user = await this.server.getUser(userId);
+      this.fetchedThisRun.add(userId);
       known = await this.merge(userId, known, user);
       await this.options.store.writeE2e([
         { key, expectedVersion: stored?.version ?? 0, value: sealRecord(this.options.storageKey, key, known) },
