@@ -39,8 +39,17 @@ export interface FramePairs {
   close(): Promise<void>;
 }
 
-/** Connects `clientCount` (even) clients to the server at `url` and pairs them. */
-export async function connectFramePairs(url: string, clientCount: number, signal: AbortSignal): Promise<FramePairs> {
+/**
+ * Connects `clientCount` (even) clients to the server at `url` and pairs them.
+ * With several URLs (nodes of one deployment) client i uses url i mod n, so
+ * the two clients of a pair sit on different nodes.
+ */
+export async function connectFramePairs(
+  url: string | readonly string[],
+  clientCount: number,
+  signal: AbortSignal,
+): Promise<FramePairs> {
+  const urls = typeof url === "string" ? [url] : url;
   if (clientCount < 2 || clientCount % 2 !== 0) throw new Error(`clients come in pairs; got ${clientCount}`);
   const drivers: FrameDriver[] = [];
   const closeAll = async (): Promise<void> => {
@@ -49,7 +58,7 @@ export async function connectFramePairs(url: string, clientCount: number, signal
   try {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(SETUP_TIMEOUT_MS)]);
     const identities = await inBatches(clientCount, SETUP_CONCURRENCY, deadline, async (index) => {
-      const driver = await FrameDriver.connect(url);
+      const driver = await FrameDriver.connect(urls[index % urls.length] ?? "");
       drivers[index] = driver;
       return driver.register(`bench-${index}`);
     });
