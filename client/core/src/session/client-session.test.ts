@@ -10,7 +10,7 @@ import { ManualClock, settle } from "../../../test/manual-clock.ts";
 import { type MemoryPipe, memoryTransports } from "../../../test/memory-transport.ts";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
 import type { ClientRequestFrame } from "../wire/frame-codec.ts";
-import type { ChatAck, Message, PreKeyBundle } from "../wire/proto.ts";
+import { type ChatAck, type Message, type PreKeyBundle, SendMessageRequest } from "../wire/proto.ts";
 import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
 import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { ReceivedMessage } from "../outbox/client-store.ts";
@@ -36,6 +36,8 @@ class GatedStore extends MemoryClientStore {
 
 interface Peer {
   isStalled: boolean;
+  /** Sends go unanswered (the answer is lost). */
+  isIgnoringSends: boolean;
   seq: number;
 }
 
@@ -71,7 +73,7 @@ async function setup(store = new MemoryClientStore()) {
   const other = await otherDevice();
   const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32));
   const clock = new ManualClock();
-  const peer: Peer = { isStalled: false, seq: 0 };
+  const peer: Peer = { isStalled: false, isIgnoringSends: false, seq: 0 };
   const answer = (frame: ClientRequestFrame, pipe: MemoryPipe): void => {
     const { requestId, request } = frame;
     switch (request.$case) {
@@ -95,6 +97,7 @@ async function setup(store = new MemoryClientStore()) {
         if (requestId !== 0) pipe.push({ requestId, body: { $case: "ack", value: {} } });
         return;
       case "sendMessage":
+        if (peer.isIgnoringSends) return;
         pipe.push({
           requestId,
           body: { $case: "sendMessage", value: { seq: ++peer.seq, duplicate: false, serverTimeMs: 0 } },
@@ -342,6 +345,33 @@ describe("ClientSession (scripted server)", () => {
     expect(session.status.state).toBe("syncing");
     expect(scenarioRequests(pipe())).toEqual(["login", "subscribe", "sendMessage"]);
     expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
+  });
+
+  it("resends the very same sealed bytes after a lost answer, and moves the ratchet once per message", async () => {
+    const { session, pipe, clock, store, peer } = await setup();
+    peer.isIgnoringSends = true;
+    const entry = await session.send(CHAT, "exactly once");
+    await settle();
+    const sentBytes = (): string[] =>
+      pipe()
+        .received.filter((f) => f.request.$case === "sendMessage")
+        .map((f) =>
+          f.request.$case === "sendMessage"
+            ? Buffer.from(SendMessageRequest.encode(f.request.value).finish()).toString("hex")
+            : "",
+        );
+    const [first] = sentBytes();
+    expect(first).toBeDefined();
+    const sessionKey = `session/${OTHER_DEVICE}`;
+    const versionAfterSeal = (await store.readE2e([sessionKey])).get(sessionKey)?.version;
+    // The answer never comes: the connection drops, the session reconnects and resends.
+    pipe().drop("answer lost");
+    peer.isIgnoringSends = false;
+    await clock.advance(100);
+    await settle();
+    expect(sentBytes()).toEqual([first]);
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
+    expect((await store.readE2e([sessionKey])).get(sessionKey)?.version).toBe(versionAfterSeal);
   });
 
   it("goes degraded when a ping is overdue, and drops the connection at the ping deadline", async () => {
