@@ -366,15 +366,41 @@ export const e2eCrypto: Benchmark = {
   name: "e2e-crypto",
   summary: "E2E session setups/s and 200-byte messages/s (alternating, bursts of 100), ours vs libsignal",
   async run(options: BenchOptions): Promise<BenchReport> {
-    const windowMs = options.isQuick ? 400 : 3_000;
-    options.log("libsignal-client ...");
-    const signal = await measureLibsignal(windowMs);
-    options.log("ours, native curves (node:crypto) ...");
-    const native = await measureOurs(nodeX25519, nodeEd25519, nodeMlKem, windowMs);
-    options.log("ours, browser-native curves (WebCrypto in Node) ...");
-    const webCrypto = await measureOurs(webCryptoX25519, webCryptoEd25519, nobleMlKem, windowMs);
-    options.log("ours, portable curves (@stablelib X25519, @noble Ed25519) ...");
-    const portable = await measureOurs(stablelibX25519, nobleEd25519, nobleMlKem, windowMs);
+    const windowMs = options.isQuick ? 400 : 1_500;
+    const rounds = options.isQuick ? 1 : 3;
+    // The implementations take turns, round after round, and each figure is the best
+    // of its rounds: other load on the machine then hits all of them alike.
+    const runs: Array<{ name: string; measure: () => Promise<Rates> }> = [
+      { name: "libsignal-client", measure: () => measureLibsignal(windowMs) },
+      { name: "ours, native curves", measure: () => measureOurs(nodeX25519, nodeEd25519, nodeMlKem, windowMs) },
+      {
+        name: "ours, WebCrypto curves",
+        measure: () => measureOurs(webCryptoX25519, webCryptoEd25519, nobleMlKem, windowMs),
+      },
+      {
+        name: "ours, portable curves",
+        measure: () => measureOurs(stablelibX25519, nobleEd25519, nobleMlKem, windowMs),
+      },
+    ];
+    const best = new Map<string, Rates>();
+    for (let round = 1; round <= rounds; round += 1) {
+      for (const run of runs) {
+        if (options.signal.aborted) throw new Error("aborted");
+        options.log(`round ${round}/${rounds}: ${run.name} ...`);
+        const rates = await run.measure();
+        const previous = best.get(run.name);
+        best.set(run.name, {
+          setups: Math.max(rates.setups, previous?.setups ?? 0),
+          alternating: Math.max(rates.alternating, previous?.alternating ?? 0),
+          bursts: Math.max(rates.bursts, previous?.bursts ?? 0),
+        });
+      }
+    }
+    const pick = (name: string): Rates => best.get(name) ?? { setups: 0, alternating: 0, bursts: 0 };
+    const signal = pick("libsignal-client");
+    const native = pick("ours, native curves");
+    const webCrypto = pick("ours, WebCrypto curves");
+    const portable = pick("ours, portable curves");
     const row = (name: string, r: Rates) => ({
       impl: name,
       setups: r.setups,
@@ -406,7 +432,7 @@ export const e2eCrypto: Benchmark = {
         "a message = one 200-byte text sealed and opened; setup = bundle -> session -> first message sealed and opened",
         "ours: PQXDH with X25519 + ML-KEM-768 (node:crypto in the native row, @noble/post-quantum in the others), Double Ratchet with header encryption, XChaCha20-Poly1305, padding; libsignal: X3DH + Kyber1024 and its own ratchet",
         "records kept in memory on both sides; native = node:crypto X25519, Ed25519 and ML-KEM (the CLI's providers); WebCrypto = the browser providers run in Node; portable = @stablelib X25519 + @noble Ed25519",
-        `each figure is a ${windowMs} ms window after one warm-up step on this machine (${String(navigator.hardwareConcurrency)} cores)`,
+        `each figure is the best of ${rounds} round(s) of a ${windowMs} ms window (after one warm-up step), the implementations taking turns; ${String(navigator.hardwareConcurrency)} cores`,
       ],
     };
   },

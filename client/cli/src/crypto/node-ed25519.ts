@@ -3,7 +3,7 @@
  * sign and verify, several times faster than Node's WebCrypto per call.
  * Signatures are RFC 8032's (deterministic), identical to the other providers'.
  */
-import { createPrivateKey, createPublicKey, randomBytes, sign, verify } from "node:crypto";
+import { type KeyObject, createPrivateKey, createPublicKey, randomBytes, sign, verify } from "node:crypto";
 import {
   ED25519_SEED_BYTES,
   checkSeed,
@@ -13,6 +13,26 @@ import {
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+/** Imported public keys kept (identity keys of contacts verify again and again). */
+const KEY_CACHE_SIZE = 256;
+const publicKeys = new Map<string, KeyObject>();
+
+function publicKeyObject(raw: Uint8Array): KeyObject {
+  const x = Buffer.from(raw).toString("base64url");
+  let key = publicKeys.get(x);
+  if (key !== undefined) {
+    publicKeys.delete(x);
+  } else {
+    // JWK imports faster than DER (measured), and raw bytes map onto it directly.
+    key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+    if (publicKeys.size >= KEY_CACHE_SIZE) {
+      const oldest = publicKeys.keys().next();
+      if (oldest.done !== true) publicKeys.delete(oldest.value);
+    }
+  }
+  publicKeys.set(x, key);
+  return key;
+}
 
 export const nodeEd25519: Ed25519Provider = {
   name: "webcrypto",
@@ -30,11 +50,7 @@ export const nodeEd25519: Ed25519Provider = {
   verify(publicKey, data, signature) {
     try {
       if (publicKey.length !== 32) return Promise.resolve(false);
-      // JWK imports faster than DER (measured), and raw bytes map onto it directly.
-      const key = createPublicKey({
-        key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey).toString("base64url") },
-        format: "jwk",
-      });
+      const key = publicKeyObject(publicKey);
       return Promise.resolve(verify(null, data, key, signature));
     } catch {
       return Promise.resolve(false);
