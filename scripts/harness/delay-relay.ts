@@ -24,9 +24,13 @@ export async function startDelayRelay(options: {
   oneWayMs: number;
 }): Promise<DelayRelay> {
   const { listenHost, target, oneWayMs } = options;
+  let isStopped = false;
   const later = (run: () => void): void => {
-    if (oneWayMs <= 0) run();
-    else setTimeout(run, oneWayMs);
+    const guarded = (): void => {
+      if (!isStopped) run();
+    };
+    if (oneWayMs <= 0) guarded();
+    else setTimeout(guarded, oneWayMs);
   };
   const udp = dgram.createSocket("udp4");
   await new Promise<void>((resolve, reject) => {
@@ -99,6 +103,7 @@ export async function startDelayRelay(options: {
     host: listenHost,
     port,
     stop: async () => {
+      isStopped = true;
       clearInterval(sweeper);
       for (const flow of flows.values()) flow.socket.close();
       flows.clear();

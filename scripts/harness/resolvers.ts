@@ -68,7 +68,7 @@ export interface RunningResolver {
 }
 
 /** A self-signed certificate for 127.0.0.1 and localhost, in `dir`. */
-export function makeTestCertificate(dir: string): { certFile: string; keyFile: string } {
+export function makeTestCertificate(dir: string, extraIp?: string): { certFile: string; keyFile: string } {
   const certFile = join(dir, "cert.pem");
   const keyFile = join(dir, "key.pem");
   execFileSync(
@@ -90,7 +90,7 @@ export function makeTestCertificate(dir: string): { certFile: string; keyFile: s
       "-subj",
       "/CN=localhost",
       "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+      `subjectAltName=IP:127.0.0.1,DNS:localhost${extraIp === undefined || extraIp === "127.0.0.1" ? "" : `,IP:${extraIp}`}`,
     ],
     { stdio: "pipe" },
   );
@@ -118,7 +118,7 @@ export interface UnboundOptions extends ResolverOptions {
 
 export async function startUnbound(options: UnboundOptions): Promise<RunningResolver> {
   const dir = mkdtempSync(join(tmpdir(), "remessenger-unbound-"));
-  const { certFile, keyFile } = makeTestCertificate(dir);
+  const { certFile, keyFile } = makeTestCertificate(dir, options.listenHost);
   const dnsPort = await freeLoopbackPort();
   const dohPort = await freeLoopbackPort();
   const host = options.listenHost ?? "127.0.0.1";

@@ -29,6 +29,7 @@ export class DnsEdge {
   private udp: dgram.Socket | undefined;
   private tcp: net.Server | undefined;
   private readonly connections = new Set<net.Socket>();
+  private isClosed = false;
 
   constructor(options: DnsEdgeOptions) {
     this.options = options;
@@ -77,6 +78,7 @@ export class DnsEdge {
   }
 
   async close(): Promise<void> {
+    this.isClosed = true;
     this.udp?.close();
     for (const socket of this.connections) socket.destroy();
     await new Promise<void>((resolve) => {
@@ -92,7 +94,8 @@ export class DnsEdge {
     const bytes = new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
     this.options.gateway.handle({ bytes, source: remote.address, carrier: "udp" }).then(
       (response) => {
-        if (response.kind !== "answer") return;
+        // A query answered after close() (a held poll) has no socket left to go out on.
+        if (response.kind !== "answer" || this.isClosed) return;
         udp.send(response.bytes, remote.port, remote.address, (error) => {
           if (error) this.options.log.debug({ err: error }, "DNS UDP send failed");
         });

@@ -318,7 +318,15 @@ export class TunnelGateway {
     const { x25519, key, zone } = { ...this.options, zone: this.zone };
     let result;
     try {
-      result = await answerClientHandshake(x25519, key.privateKey, key.publicKey, zone, sid, message1);
+      result = await answerClientHandshake(
+        x25519,
+        key.privateKey,
+        key.publicKey,
+        zone,
+        sid,
+        message1,
+        this.options.holdMs,
+      );
     } catch (error) {
       this.options.log.debug({ err: error, sid }, "tunnel handshake refused");
       return undefined;

@@ -1,13 +1,32 @@
 /**
- * Plain DNS for the tunnel in Node: each query on a fresh UDP socket (a new
- * source port per query, since some networks block a UDP 4-tuple after a
- * few seconds), and again over TCP when the answer comes back truncated.
- * Responses must come from the resolver's address and port and carry the
- * query's id; anything else on the socket is ignored.
+ * Plain DNS for the tunnel in Node over UDP, and again over TCP when the
+ * answer comes back truncated. Some networks block a UDP 4-tuple after a few
+ * seconds, so the source port changes often: a socket takes queries for at
+ * most SOCKET_LIFETIME_MS or SOCKET_QUERIES queries, then a fresh one (new
+ * port) takes over while the old one finishes what it has in flight. (A
+ * socket per query costs a bind and a close each, measured as the largest
+ * client cost at thousands of queries a second.) Responses must come from
+ * the resolver's address and port and carry a pending query's id; anything
+ * else on the socket is ignored.
  */
 import dgram from "node:dgram";
 import net from "node:net";
 import { type DnsExchange, DnsExchangeError, type DnsExchangeOptions } from "../../../core/src/index.ts";
+
+/** A UDP socket stops taking new queries after this long or this many queries. */
+const SOCKET_LIFETIME_MS = 1_000;
+const SOCKET_QUERIES = 512;
+
+interface UdpPort {
+  socket: dgram.Socket;
+  createdAt: number;
+  uses: number;
+  pending: Map<number, (error: Error | undefined, response?: Uint8Array) => void>;
+  isRetired: boolean;
+  isClosed?: boolean;
+  /** Sends held until the socket is connected; undefined once it is. */
+  waiting: (() => void)[] | undefined;
+}
 
 export interface NodeDnsExchangeOptions {
   host: string;
@@ -20,12 +39,13 @@ export class NodeDnsExchange implements DnsExchange {
   readonly maxInFlight: number;
   private readonly host: string;
   private readonly port: number;
+  private current: UdpPort | undefined;
 
   constructor(options: NodeDnsExchangeOptions) {
     this.host = options.host;
     this.port = options.port;
     this.name = `DNS ${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
-    this.maxInFlight = options.maxInFlight ?? 32;
+    this.maxInFlight = options.maxInFlight ?? 64;
   }
 
   async exchange(query: Uint8Array, options: DnsExchangeOptions): Promise<Uint8Array> {
@@ -36,7 +56,10 @@ export class NodeDnsExchange implements DnsExchange {
   }
 
   close(): void {
-    // Every query has its own socket, closed with it.
+    const current = this.current;
+    if (current === undefined) return;
+    current.isRetired = true;
+    this.release(current);
   }
 
   private overUdp(query: Uint8Array, { signal, timeoutMs }: DnsExchangeOptions): Promise<Uint8Array> {
@@ -45,11 +68,13 @@ export class NodeDnsExchange implements DnsExchange {
         reject(abortError(signal));
         return;
       }
-      const socket = dgram.createSocket(this.host.includes(":") ? "udp6" : "udp4");
+      const id = ((query[0] ?? 0) << 8) | (query[1] ?? 0);
+      const port = this.socketFor(id);
       const finish = (error: Error | undefined, response?: Uint8Array): void => {
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
-        socket.close();
+        port.pending.delete(id);
+        this.release(port);
         if (response !== undefined) resolve(response);
         else reject(error ?? new Error("no answer"));
       };
@@ -60,18 +85,65 @@ export class NodeDnsExchange implements DnsExchange {
         finish(new DnsExchangeError("timeout", `${this.name}: no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       signal.addEventListener("abort", onAbort, { once: true });
-      socket.on("error", (error) => {
-        finish(new DnsExchangeError("network", `${this.name}: ${error.message}`, { cause: error }));
-      });
-      socket.on("message", (message, remote) => {
-        if (remote.port !== this.port || message.length < 2) return;
-        if (message[0] !== query[0] || message[1] !== query[1]) return;
-        finish(undefined, new Uint8Array(message));
-      });
-      socket.send(query, this.port, this.host, (error) => {
-        if (error) finish(new DnsExchangeError("network", `${this.name}: ${error.message}`, { cause: error }));
-      });
+      port.pending.set(id, finish);
+      const send = (): void => {
+        port.socket.send(query, (error) => {
+          if (error) finish(new DnsExchangeError("network", `${this.name}: ${error.message}`, { cause: error }));
+        });
+      };
+      if (port.waiting === undefined) send();
+      else port.waiting.push(send);
     });
+  }
+
+  /** The socket for a query with this id: the current one unless it is old, busy with the id, or used up. */
+  private socketFor(id: number): UdpPort {
+    const now = Date.now();
+    const current = this.current;
+    if (
+      current !== undefined &&
+      now - current.createdAt < SOCKET_LIFETIME_MS &&
+      current.uses < SOCKET_QUERIES &&
+      !current.pending.has(id)
+    ) {
+      current.uses += 1;
+      return current;
+    }
+    if (current !== undefined) {
+      current.isRetired = true;
+      this.release(current);
+    }
+    const socket = dgram.createSocket(this.host.includes(":") ? "udp6" : "udp4");
+    const port: UdpPort = { socket, createdAt: now, uses: 1, pending: new Map(), isRetired: false, waiting: [] };
+    socket.on("error", (error) => {
+      for (const finish of [...port.pending.values()]) {
+        finish(new DnsExchangeError("network", `${this.name}: ${error.message}`, { cause: error }));
+      }
+      port.isRetired = true;
+      this.release(port);
+    });
+    socket.on("message", (message, remote) => {
+      if (remote.port !== this.port || message.length < 12) return;
+      const finish = port.pending.get(message.readUInt16BE(0));
+      finish?.(undefined, new Uint8Array(message));
+    });
+    socket.unref();
+    // Connected: no address lookup per send, and the kernel drops datagrams from anyone but the resolver.
+    socket.connect(this.port, this.host, () => {
+      const waiting = port.waiting ?? [];
+      port.waiting = undefined;
+      for (const send of waiting) send();
+    });
+    this.current = port;
+    return port;
+  }
+
+  /** Closes a retired socket once nothing is pending on it. */
+  private release(port: UdpPort): void {
+    if (!port.isRetired || port.pending.size > 0 || port.isClosed === true) return;
+    port.isClosed = true;
+    if (this.current === port) this.current = undefined;
+    port.socket.close();
   }
 
   private overTcp(query: Uint8Array, { signal, timeoutMs }: DnsExchangeOptions): Promise<Uint8Array> {

@@ -88,7 +88,7 @@ export class FetchDohExchange implements DnsExchange {
   constructor(options: FetchDohExchangeOptions) {
     this.url = new URL(options.url).toString();
     this.name = `DoH ${this.url}`;
-    this.maxInFlight = options.maxInFlight ?? 16;
+    this.maxInFlight = options.maxInFlight ?? 32;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
   }
 

@@ -162,6 +162,7 @@ export class DnsTunnelTransport implements Transport {
   private reason: TransportCloseReason | undefined;
   private sid = 0;
   private keys: TunnelKeys | undefined;
+  private gatewayHoldMs = 0;
   private session: TunnelSession | undefined;
   private sealer: RecordSealer | undefined;
   private opener: RecordOpener | undefined;
@@ -223,7 +224,7 @@ export class DnsTunnelTransport implements Transport {
         this.options.tunnel.zone,
         this.sid,
       );
-      this.keys = await this.runHandshake(handshake, deadlineAt, connectAbort);
+      ({ keys: this.keys, holdMs: this.gatewayHoldMs } = await this.runHandshake(handshake, deadlineAt, connectAbort));
     } catch (error) {
       this.phase = "closed";
       this.reason = {
@@ -241,6 +242,7 @@ export class DnsTunnelTransport implements Transport {
       ...this.options.session,
       maxChunkBytes,
       maxInFlight,
+      gatewayHoldMs: this.gatewayHoldMs,
     });
     this.sealer = new RecordSealer(this.keys.upstream);
     this.opener = new RecordOpener(this.keys.downstream, MAX_FRAME_BYTES);
@@ -268,7 +270,11 @@ export class DnsTunnelTransport implements Transport {
       if (effect.type === "query") this.dispatch(effect.queryId, effect.query, effect.timeoutMs);
   }
 
-  private async runHandshake(handshake: ClientHandshake, deadlineAt: number, signal: AbortSignal): Promise<TunnelKeys> {
+  private async runHandshake(
+    handshake: ClientHandshake,
+    deadlineAt: number,
+    signal: AbortSignal,
+  ): Promise<{ keys: TunnelKeys; holdMs: number }> {
     const { zone } = this.options.tunnel;
     const room =
       upstreamCapacityBytes(Math.min(HANDSHAKE_NAME_BUDGET, this.options.nameBudget), zone) -
@@ -329,7 +335,8 @@ export class DnsTunnelTransport implements Transport {
     const bytes = encodeQuery(query, this.obfuscation, this.keys?.queryMasker);
     const name = encodeTunnelName(bytes, this.options.tunnel.zone, this.options.nameBudget);
     this.count(query);
-    const id = (randomBytes(2)[0] ?? 0) * 256 + (randomBytes(1)[0] ?? 0);
+    const idBytes = takeRandom(2);
+    const id = ((idBytes[0] ?? 0) << 8) | (idBytes[1] ?? 0);
     const message = encodeDnsQuery({ id, name, type: DNS_TYPE_TXT, ednsUdpBytes: EDNS_BUFFER_BYTES });
     this.inFlightPerExchange.set(exchange, (this.inFlightPerExchange.get(exchange) ?? 0) + 1);
     let responseBytes: Uint8Array;
@@ -430,7 +437,7 @@ export class DnsTunnelTransport implements Transport {
   }
 
   private dispatch(queryId: number, outgoing: OutgoingQuery, timeoutMs: number): void {
-    const r = randomBytes(4);
+    const r = takeRandom(4);
     const base = { sid: this.sid, r };
     const query: TunnelQuery =
       outgoing.kind === "data"
@@ -544,6 +551,19 @@ function toQueryError(error: unknown): QueryError {
 
 function describeFailure(error: unknown): QueryFailure {
   return error instanceof QueryError ? error.failure : "network";
+}
+
+/** Random bytes from a pool refilled 4 KiB at a time: two draws per query add up at thousands of queries a second. */
+let pool: Uint8Array = new Uint8Array(0);
+let poolAt = 0;
+function takeRandom(n: number): Uint8Array {
+  if (poolAt + n > pool.length) {
+    pool = randomBytes(4096);
+    poolAt = 0;
+  }
+  const out = pool.slice(poolAt, poolAt + n);
+  poolAt += n;
+  return out;
 }
 
 function randomSid(): number {

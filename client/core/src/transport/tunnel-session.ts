@@ -11,8 +11,10 @@
  *   answer that moved data, halves on a timeout or a rate limit, never above
  *   `maxInFlight` (the per-resolver budget);
  * - polling: while data flows (either way, within `activeMs`) every free
- *   slot polls; when idle one poll at a time, at an interval that doubles
- *   from `idlePollMinMs` to `idlePollMaxMs` and snaps back on any data;
+ *   slot polls; when idle one poll at a time — sent again as soon as it is
+ *   answered when the gateway holds polls (long poll), else at an interval
+ *   that doubles from `idlePollMinMs` to `idlePollMaxMs` and snaps back on
+ *   any data;
  * - loss: a failed or timed-out query's chunk is resent (same seq, same
  *   bytes); a chunk the gateway reports missing behind later ones is resent;
  * - when long names keep failing while short polls get through, it ends the
@@ -38,16 +40,19 @@ export interface TunnelSessionConfig {
   idlePollMaxMs: number;
   /** Consecutive failed data queries (while polls succeed) that mean "names too long". */
   longNameFailures: number;
+  /** How long the gateway holds an idle poll (from the handshake); > 0: keep one poll always out. */
+  gatewayHoldMs: number;
 }
 
 export const DEFAULT_TUNNEL_SESSION_CONFIG: Omit<TunnelSessionConfig, "maxChunkBytes"> = {
-  maxInFlight: 32,
+  maxInFlight: 64,
   initialInFlight: 4,
   windowChunks: 512,
   activeMs: 1_000,
   idlePollMinMs: 50,
   idlePollMaxMs: 1_000,
   longNameFailures: 6,
+  gatewayHoldMs: 0,
 };
 
 export type QueryFailure = "timeout" | "servfail" | "refused" | "rate-limited" | "network" | "lost-session";
@@ -213,7 +218,9 @@ export class TunnelSession {
       this.idlePollMs = this.config.idlePollMinMs;
       this.window = Math.min(this.config.maxInFlight, this.window + 1);
     } else if (query.seq === undefined && !this.isActive(nowMs)) {
-      this.idlePollMs = Math.min(this.config.idlePollMaxMs, this.idlePollMs * 2);
+      // A gateway that holds polls paces them itself: ask again at once, so a push never waits for a poll.
+      this.idlePollMs =
+        this.config.gatewayHoldMs > 0 ? 0 : Math.min(this.config.idlePollMaxMs, Math.max(1, this.idlePollMs * 2));
     }
   }
 

@@ -107,21 +107,29 @@ class Writer {
     this.buffer[at + 1] = value & 0xff;
   }
 
-  /** Writes a name, compressed against earlier names when `compress`; registers its suffixes. */
+  /** Writes a name, compressed against earlier names when `compress` (then also registers its suffixes). */
   name(name: string, compress = true): void {
     const labels = splitName(name);
     checkNameLength(labels);
     for (let i = 0; i < labels.length; i += 1) {
-      const suffix = labels.slice(i).join(".").toLowerCase();
-      const known = compress ? this.names.get(suffix) : undefined;
-      if (known !== undefined) {
-        this.u16(0xc000 | known);
-        return;
+      const label = labels[i] ?? "";
+      if (compress) {
+        const suffix = labels.slice(i).join(".").toLowerCase();
+        const known = this.names.get(suffix);
+        if (known !== undefined) {
+          this.u16(0xc000 | known);
+          return;
+        }
+        if (this.length < 0x4000) this.names.set(suffix, this.length);
       }
-      if (this.length < 0x4000 && !this.names.has(suffix)) this.names.set(suffix, this.length);
-      const label = encodeLabel(labels[i] ?? "");
       this.u8(label.length);
-      this.bytes(label);
+      this.ensure(label.length);
+      for (let j = 0; j < label.length; j += 1) {
+        const code = label.charCodeAt(j);
+        if (code < 0x21 || code > 0x7e)
+          throw new DnsMessageError(`label ${JSON.stringify(label)} is not printable ASCII`);
+        this.buffer[this.length++] = code;
+      }
     }
     this.u8(0);
   }
@@ -136,20 +144,17 @@ class Writer {
     for (let at = 0; at < raw.length;) {
       const length = raw[at] ?? 0;
       if (length === 0 || length > MAX_LABEL_BYTES) break;
-      let text = "";
-      for (let i = 1; i <= length; i += 1) text += String.fromCharCode(raw[at + i] ?? 0);
+      const text = String.fromCharCode(...raw.subarray(at + 1, at + 1 + length)).toLowerCase();
       labels.push({ text: text.replace(/[.\\]/g, "\\$&"), at: offset + at });
       at += 1 + length;
     }
-    for (let i = 0; i < labels.length; i += 1) {
+    // Suffixes from the root up, each built from the one after it.
+    let suffix = "";
+    for (let i = labels.length - 1; i >= 0; i -= 1) {
       const label = labels[i];
-      if (label === undefined || label.at >= 0x4000) break;
-      const suffix = labels
-        .slice(i)
-        .map((entry) => entry.text)
-        .join(".")
-        .toLowerCase();
-      if (!this.names.has(suffix)) this.names.set(suffix, label.at);
+      if (label === undefined) break;
+      suffix = suffix === "" ? label.text : `${label.text}.${suffix}`;
+      if (label.at < 0x4000 && !this.names.has(suffix)) this.names.set(suffix, label.at);
     }
   }
 
@@ -161,13 +166,6 @@ class Writer {
 function splitName(name: string): string[] {
   const trimmed = name.replace(/\.$/, "");
   return trimmed === "" ? [] : trimmed.split(".");
-}
-
-const encoder = new TextEncoder();
-
-function encodeLabel(label: string): Uint8Array {
-  if (!/^[\x21-\x7e]+$/.test(label)) throw new DnsMessageError(`label ${JSON.stringify(label)} is not printable ASCII`);
-  return encoder.encode(label);
 }
 
 function checkNameLength(labels: readonly string[]): void {

@@ -221,7 +221,8 @@ describe("tunnel crypto", () => {
       42,
       client.message1,
     );
-    const keys = await client.finish(answered.message2);
+    const { keys, holdMs } = await client.finish(answered.message2);
+    expect(holdMs).toBe(0);
     const up = new RecordSealer(keys.upstream);
     const opener = new RecordOpener(answered.keys.upstream, 1 << 20);
     const frames = [new Uint8Array([1, 2, 3]), new Uint8Array(5000).fill(9)];

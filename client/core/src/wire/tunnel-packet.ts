@@ -183,21 +183,22 @@ export function encodeQuery(query: TunnelQuery, obfuscation: Masker, session: Ma
 export function decodeQuery(bytes: Uint8Array, obfuscation: Masker, session: Masker | undefined): TunnelQuery {
   const { sid, r } = peekQuery(bytes, obfuscation);
   const attempt = (masker: Masker): TunnelQuery | undefined => {
-    const flags = (bytes[8] ?? 0) ^ (masker(MASK_QUERY_HEADER, r, sid, 1)[0] ?? 0);
+    // One keystream call covers the whole header; its first byte unmasks the flags.
+    const mask = masker(MASK_QUERY_HEADER, r, sid, QUERY_HEADER_BYTES - 8);
+    const flags = (bytes[8] ?? 0) ^ (mask[0] ?? 0);
     const kind = QUERY_KINDS[flags];
     if (kind === undefined) return undefined;
     if (kind === "handshake") {
       if (masker !== obfuscation || bytes.length <= HANDSHAKE_QUERY_HEADER_BYTES) return undefined;
-      const header = bytes.slice(8, 10);
-      xorInto(header, 0, masker(MASK_QUERY_HEADER, r, sid, 2));
-      const fragIndex = (header[1] ?? 0) >>> 4;
-      const fragCount = (header[1] ?? 0) & 0x0f;
+      const fragments = (bytes[9] ?? 0) ^ (mask[1] ?? 0);
+      const fragIndex = fragments >>> 4;
+      const fragCount = fragments & 0x0f;
       if (fragCount === 0 || fragIndex >= fragCount) return undefined;
       return { kind, sid, r, fragIndex, fragCount, fragment: bytes.slice(HANDSHAKE_QUERY_HEADER_BYTES) };
     }
     if (masker === obfuscation || bytes.length < QUERY_HEADER_BYTES) return undefined;
     const header = bytes.slice(8, QUERY_HEADER_BYTES);
-    xorInto(header, 0, masker(MASK_QUERY_HEADER, r, sid, header.length));
+    xorInto(header, 0, mask);
     const seq = readU24(header, 1);
     const ack = readAck(header, 4);
     const payload = bytes.slice(QUERY_HEADER_BYTES);
@@ -251,7 +252,8 @@ export function encodeAnswer(answer: TunnelAnswer, r: Uint8Array, sid: number, m
 /** Decodes an answer to the query with nonce `r`. */
 export function decodeAnswer(bytes: Uint8Array, r: Uint8Array, sid: number, masker: Masker): TunnelAnswer {
   if (bytes.length < 1) throw new TunnelPacketError("empty answer");
-  const flags = (bytes[0] ?? 0) ^ (masker(MASK_ANSWER_HEADER, r, sid >>> 0, 1)[0] ?? 0);
+  const mask = masker(MASK_ANSWER_HEADER, r, sid >>> 0, ANSWER_HEADER_BYTES);
+  const flags = (bytes[0] ?? 0) ^ (mask[0] ?? 0);
   const kind = ANSWER_KINDS[flags];
   switch (kind) {
     case undefined:
@@ -265,7 +267,7 @@ export function decodeAnswer(bytes: Uint8Array, r: Uint8Array, sid: number, mask
     case "empty": {
       if (bytes.length < ANSWER_HEADER_BYTES) throw new TunnelPacketError("answer too short");
       const header = bytes.slice(0, ANSWER_HEADER_BYTES);
-      xorInto(header, 0, masker(MASK_ANSWER_HEADER, r, sid >>> 0, ANSWER_HEADER_BYTES));
+      xorInto(header, 0, mask);
       const ack = readAck(header, 4);
       if (kind === "empty") {
         if (bytes.length !== ANSWER_HEADER_BYTES) throw new TunnelPacketError("an empty answer has no payload");

@@ -1,0 +1,592 @@
+/**
+ * DNS tunnel: how much of each query and answer is payload, how fast the
+ * tunnel moves messages, and how that compares with dns2tcp (Debian's),
+ * both through the same Unbound in the same run.
+ *
+ * Layout: Unbound runs in a network namespace (dns2tcpc only speaks to port
+ * 53, which is free there), stubbing our zone to our gateway and dns2tcp's
+ * zone to dns2tcpd, both on the host side of a veth pair. For the 100 ms
+ * rows a userspace relay (this kernel has no netem) adds 50 ms each way
+ * between Unbound and both gateways. QNAME minimisation is off for both
+ * (dns2tcp does not survive it; ours does, see the tests).
+ *
+ * Ours, per pipe (DoH to Unbound's HTTP/2 listener, plain DNS to its UDP
+ * port) and added RTT:
+ * - efficiency up: upstream chunk bytes per data query ÷ what a name of 253
+ *   characters under the zone can carry (150 B for t.example);
+ * - efficiency down: chunk bytes per data answer ÷ what a 1232-byte answer
+ *   to that question can carry with a compressed owner name;
+ * - goodput up: message payload bytes a second, one device sending 16 KiB
+ *   messages (4 in flight) until the server has them all;
+ * - goodput down: payload bytes a second the receiving device gets, from the
+ *   first push to the last, while another device sends over WebSocket;
+ * - p50/p95 latency: a 200-byte message from one tunnel device to another.
+ * dns2tcp: bytes a second through `dns2tcpc -l -` (stdin/stdout), up to a
+ * TCP sink and down from a TCP source, first byte to last.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import { NodeDnsExchange } from "../client/cli/src/transport/node-dns-exchange.ts";
+import { NodeHttp2DohExchange } from "../client/cli/src/transport/node-http2-doh-exchange.ts";
+import { type TunnelStats, dnsTunnelTransportFactory } from "../client/core/src/transport/dns-tunnel-transport.ts";
+import { newMessageId } from "../client/core/src/wire/ids.ts";
+import { ChatKind } from "../client/core/src/wire/proto.ts";
+import { startDelayRelay, type DelayRelay } from "../scripts/harness/delay-relay.ts";
+import { FrameDriver, type Identity } from "../scripts/harness/frame-driver.ts";
+import { makeNetnsLab, type NetnsLab } from "../scripts/harness/netns.ts";
+import {
+  type Address,
+  ensureResolverPackages,
+  startUnbound,
+  type RunningResolver,
+} from "../scripts/harness/resolvers.ts";
+import { startServer, type TestServer } from "../scripts/harness/server.ts";
+import { type AnnouncedTunnel, announcedTunnel } from "../scripts/harness/tunnel.ts";
+import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
+import { track } from "./teardown.ts";
+import { TunnelFrameClient } from "./tunnel-frame-client.ts";
+
+const ZONE = "t.example";
+const DNS2TCP_ZONE = "d.example";
+const MESSAGE_BYTES = 16 * 1024;
+const LATENCY_MESSAGE_BYTES = 200;
+const KIB = 1024;
+
+interface Plan {
+  upBytes: number;
+  downBytes: number;
+  latencyMessages: number;
+  dns2tcpUpBytes: number;
+  dns2tcpDownBytes: number;
+}
+
+function planFor(rttMs: number, isQuick: boolean): Plan {
+  const scale = isQuick ? 0.25 : 1;
+  const slow = rttMs > 0;
+  return {
+    upBytes: Math.round((slow ? 512 : 2048) * KIB * scale),
+    downBytes: Math.round((slow ? 1024 : 4096) * KIB * scale),
+    latencyMessages: isQuick ? 10 : 40,
+    dns2tcpUpBytes: Math.round((slow ? 64 : 2048) * KIB * scale),
+    dns2tcpDownBytes: Math.round((slow ? 16 : 4096) * KIB * scale),
+  };
+}
+
+interface Row {
+  rttMs: number;
+  pipe: string;
+  effUp: number | null;
+  effDown: number | null;
+  upBps: number;
+  downBps: number;
+  p50: number | null;
+  p95: number | null;
+  upRatio: number | null;
+  downRatio: number | null;
+}
+
+export const dnsTunnel: Benchmark = {
+  name: "dns-tunnel",
+  summary: "DNS tunnel (DoH, plain DNS) through Unbound vs dns2tcp: efficiency, goodput, latency at 0/100 ms RTT",
+  run,
+};
+
+async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport> {
+  ensureResolverPackages();
+  const lab = makeNetnsLab();
+  const untrackLab = track(
+    "network namespace",
+    async () => lab.cleanup(),
+    () => lab.cleanup(),
+  );
+  const cleanups: Array<() => Promise<void>> = [];
+  const rows: Row[] = [];
+  try {
+    const server = await startServer({
+      extraArgs: ["--dns-zone", ZONE, "--dns-listen", `${lab.hostAddress}:0`, "--dns-rate-limit", "0"],
+    });
+    cleanups.push(() => server.cleanup());
+    const gateway = announcedTunnel(server.logs);
+    const sink = await startSink(lab.hostAddress);
+    cleanups.push(() => sink.stop());
+    const dns2tcpd = await startDns2tcpd(lab.hostAddress, sink);
+    cleanups.push(dns2tcpd.stop);
+    const sender = await FrameDriver.connect(server.url);
+    const receiver = await FrameDriver.connect(server.url);
+    cleanups.push(async () => {
+      sender.socket.close();
+      receiver.socket.close();
+    });
+    const alice = await sender.register("alice");
+    const bob = await receiver.register("bob");
+    const { chat } = await sender.call({
+      $case: "createChat",
+      value: { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [bob.userId], title: "" },
+    });
+    if (chat === undefined) throw new Error("no chat");
+    const context: Context = { server, gateway, lab, sender, alice, bob, chatId: chat.chatId, signal, log };
+
+    for (const rttMs of [0, 100]) {
+      if (signal.aborted) break;
+      const plan = planFor(rttMs, isQuick);
+      const relays: DelayRelay[] = [];
+      const via = async (target: Address): Promise<Address> => {
+        if (rttMs === 0) return target;
+        const relay = await startDelayRelay({ listenHost: lab.hostAddress, target, oneWayMs: rttMs / 2 });
+        relays.push(relay);
+        return relay;
+      };
+      const unbound = await startUnbound({
+        zone: ZONE,
+        gateway: await via(gateway.dns),
+        netns: lab.name,
+        listenHost: lab.innerAddress,
+        qnameMinimisation: false,
+        extraInterfaces: ["127.0.0.1@53"],
+        extraStubs: [{ zone: DNS2TCP_ZONE, address: await via(dns2tcpd.address) }],
+      });
+      try {
+        log(`dns2tcp at +${rttMs} ms`);
+        const peer = await measureDns2tcp(lab, sink, plan, signal);
+        log(`  dns2tcp: up ${kbps(peer.upBps)} kB/s, down ${kbps(peer.downBps)} kB/s`);
+        for (const pipe of ["doh", "dns"] as const) {
+          if (signal.aborted) break;
+          log(`ours over ${pipe} at +${rttMs} ms`);
+          const ours = await measureOurs(context, unbound, pipe, plan);
+          log(`  ours: up ${kbps(ours.upBps)} kB/s, down ${kbps(ours.downBps)} kB/s, p50 ${ours.p50} ms`);
+          rows.push({
+            rttMs,
+            pipe: `ours ${pipe === "doh" ? "DoH" : "plain DNS"}`,
+            ...ours,
+            upRatio: ours.upBps / peer.upBps,
+            downRatio: ours.downBps / peer.downBps,
+          });
+        }
+        rows.push({
+          rttMs,
+          pipe: "dns2tcp (plain DNS)",
+          effUp: null,
+          effDown: null,
+          upBps: peer.upBps,
+          downBps: peer.downBps,
+          p50: null,
+          p95: null,
+          upRatio: null,
+          downRatio: null,
+        });
+      } finally {
+        await unbound.stop();
+        for (const relay of relays) await relay.stop();
+      }
+    }
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+    lab.cleanup();
+    untrackLab();
+  }
+  return {
+    name: "dns-tunnel",
+    title: "DNS tunnel through Unbound 1.17 (QNAME minimisation off) vs dns2tcp 0.5.2, same resolver, same run",
+    columns: [
+      { key: "rtt", label: "added RTT ms" },
+      { key: "pipe", label: "pipe" },
+      { key: "effUp", label: "eff. up", digits: 2 },
+      { key: "effDown", label: "eff. down", digits: 2 },
+      { key: "up", label: "up kB/s", digits: 1 },
+      { key: "down", label: "down kB/s", digits: 1 },
+      { key: "p50", label: "p50 ms" },
+      { key: "p95", label: "p95 ms" },
+      { key: "upRatio", label: "up ÷ dns2tcp", digits: 1 },
+      { key: "downRatio", label: "down ÷ dns2tcp", digits: 1 },
+    ],
+    rows: rows.map((row): Record<string, Cell> => ({
+      rtt: row.rttMs,
+      pipe: row.pipe,
+      effUp: row.effUp,
+      effDown: row.effDown,
+      up: row.upBps / 1000,
+      down: row.downBps / 1000,
+      p50: row.p50,
+      p95: row.p95,
+      upRatio: row.upRatio,
+      downRatio: row.downRatio,
+    })),
+    notes: [
+      `Efficiency: tunnel payload per data query ÷ the ${ZONE} maximum for a 253-character name (150 B), and per data answer ÷ the maximum of a 1232-byte answer to that question (owner compressed). dns2tcp measured here earlier: 0.61 up, 0.63 down (dns-lab notes).`,
+      `Goodput is message payload (16 KiB messages, E2E-sized opaque bytes) per second; up = until the server answered every send, down = first to last push at the receiver. dns2tcp: raw TCP bytes through dns2tcpc's stdin/stdout.`,
+      "Latency: 200-byte messages between two tunnel devices on the same pipe, one every 250 ms, send to receive.",
+      "Added RTT: a userspace relay holds every packet 50 ms each way between Unbound and both gateways (no netem on this kernel).",
+    ],
+  };
+}
+
+interface Context {
+  server: TestServer;
+  gateway: AnnouncedTunnel;
+  lab: NetnsLab;
+  sender: FrameDriver;
+  alice: Identity;
+  bob: Identity;
+  chatId: string;
+  signal: AbortSignal;
+  log: (line: string) => void;
+}
+
+interface OursResult {
+  effUp: number | null;
+  effDown: number | null;
+  upBps: number;
+  downBps: number;
+  p50: number | null;
+  p95: number | null;
+}
+
+function factoryFor(
+  context: Context,
+  resolver: RunningResolver,
+  pipe: "doh" | "dns",
+): ReturnType<typeof dnsTunnelTransportFactory> {
+  const ca = readFileSync(resolver.caFile, "utf8");
+  return dnsTunnelTransportFactory({
+    kind: pipe,
+    exchanges: [
+      pipe === "doh" ? new NodeHttp2DohExchange({ url: resolver.dohUrl, ca }) : new NodeDnsExchange(resolver.dns),
+    ],
+    tunnel: { zone: context.gateway.zone, publicKey: context.gateway.publicKey },
+  });
+}
+
+function ratio(stats: TunnelStats, which: "up" | "down"): number | null {
+  if (which === "up")
+    return stats.upstreamCapacityBytes === 0 ? null : stats.upstreamPayloadBytes / stats.upstreamCapacityBytes;
+  return stats.downstreamCapacityBytes === 0 ? null : stats.downstreamPayloadBytes / stats.downstreamCapacityBytes;
+}
+
+async function measureOurs(
+  context: Context,
+  resolver: RunningResolver,
+  pipe: "doh" | "dns",
+  plan: Plan,
+): Promise<OursResult> {
+  const { signal, chatId } = context;
+  // Upstream: Alice sends 16 KiB messages over the tunnel, 4 in flight.
+  const up = await TunnelFrameClient.login(factoryFor(context, resolver, pipe), context.alice, signal);
+  const count = Math.max(1, Math.round(plan.upBytes / MESSAGE_BYTES));
+  const upStarted = performance.now();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count && !signal.aborted) {
+      next += 1;
+      await up.call({
+        $case: "sendMessage",
+        value: {
+          chatId,
+          messageId: newMessageId(),
+          payload: new Uint8Array(MESSAGE_BYTES).fill(next & 0xff),
+          devicePayloads: [],
+        },
+      });
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  const upBps = (count * MESSAGE_BYTES) / ((performance.now() - upStarted) / 1000);
+  const upStats = statsOf(up);
+  up.close();
+
+  // Downstream: Bob subscribes over the tunnel; Alice sends over WebSocket.
+  const down = await TunnelFrameClient.login(factoryFor(context, resolver, pipe), context.bob, signal);
+  let firstAt = 0;
+  let lastAt = 0;
+  let gotBytes = 0;
+  const downCount = Math.max(1, Math.round(plan.downBytes / MESSAGE_BYTES));
+  let got = 0;
+  const allIn = Promise.withResolvers<void>();
+  down.onMessage = (message) => {
+    if (message.senderUserId === context.bob.userId) return;
+    if (message.payload.length !== MESSAGE_BYTES) return;
+    const now = performance.now();
+    if (got === 0) firstAt = now;
+    lastAt = now;
+    got += 1;
+    gotBytes += message.payload.length;
+    down.ack(message.chatId, message.seq);
+    if (got >= downCount) allIn.resolve();
+  };
+  await down.call({ $case: "subscribe", value: {} });
+  await drainBacklog(down);
+  const sends: Promise<unknown>[] = [];
+  for (let i = 0; i < downCount; i += 1) {
+    sends.push(
+      context.sender.call({
+        $case: "sendMessage",
+        value: {
+          chatId,
+          messageId: newMessageId(),
+          payload: new Uint8Array(MESSAGE_BYTES).fill(i & 0xff),
+          devicePayloads: [],
+        },
+      }),
+    );
+  }
+  await withDeadline(allIn.promise, 600_000, `${got} of ${downCount} messages down`);
+  await Promise.all(sends);
+  const downBps = got <= 1 ? 0 : ((gotBytes - MESSAGE_BYTES) / (lastAt - firstAt)) * 1000;
+  const downStats = statsOf(down);
+
+  // Latency: Alice (tunnel) → Bob (tunnel), small messages at a chat's pace.
+  const talker = await TunnelFrameClient.login(factoryFor(context, resolver, pipe), context.alice, signal);
+  const sentAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const marker = LATENCY_MESSAGE_BYTES;
+  const done = Promise.withResolvers<void>();
+  const talkerSends: Promise<unknown>[] = [];
+  down.onMessage = (message) => {
+    down.ack(message.chatId, message.seq);
+    if (message.payload.length !== marker) return;
+    const index = message.payload[0] ?? 0;
+    const at = sentAt.get(index);
+    if (at !== undefined) latencies.push(performance.now() - at);
+    if (latencies.length >= plan.latencyMessages) done.resolve();
+  };
+  for (let i = 0; i < plan.latencyMessages && !signal.aborted; i += 1) {
+    sentAt.set(i, performance.now());
+    const payload = new Uint8Array(marker);
+    payload[0] = i;
+    talkerSends.push(
+      talker.call({ $case: "sendMessage", value: { chatId, messageId: newMessageId(), payload, devicePayloads: [] } }),
+    );
+    await sleep(250);
+  }
+  await withDeadline(done.promise, 60_000, `${latencies.length} latency samples`);
+  await Promise.all(talkerSends);
+  talker.close();
+  down.close();
+  latencies.sort((a, b) => a - b);
+  return {
+    effUp: ratio(upStats, "up"),
+    effDown: ratio(downStats, "down"),
+    upBps,
+    downBps,
+    p50: percentile(latencies, 0.5),
+    p95: percentile(latencies, 0.95),
+  };
+}
+
+function statsOf(client: TunnelFrameClient): TunnelStats {
+  return (client.transport as unknown as { stats: TunnelStats }).stats;
+}
+
+/** Waits until no push arrived for a moment: the backlog of earlier rows is through. */
+async function drainBacklog(client: TunnelFrameClient): Promise<void> {
+  const previous = client.onMessage;
+  let last = performance.now();
+  client.onMessage = (message) => {
+    last = performance.now();
+    client.ack(message.chatId, message.seq);
+  };
+  const deadline = performance.now() + 30_000;
+  while (performance.now() - last < 1_500 && performance.now() < deadline) await sleep(100);
+  client.onMessage = previous;
+}
+
+interface Sink {
+  port: number;
+  host: string;
+  /** Resolves when `bytes` bytes arrived on one connection; rejects after the deadline. */
+  expect(bytes: number, timeoutMs: number): Promise<{ firstAt: number; lastAt: number }>;
+  /** The next connection to the source port gets `bytes` bytes. */
+  sourcePort: number;
+  setSourceBytes(bytes: number): void;
+  stop(): Promise<void>;
+}
+
+async function startSink(host: string): Promise<Sink> {
+  let waiter: { bytes: number; resolve: (value: { firstAt: number; lastAt: number }) => void } | undefined;
+  const sinkServer = net.createServer((socket) => {
+    let total = 0;
+    let firstAt = 0;
+    socket.on("data", (chunk) => {
+      if (total === 0) firstAt = performance.now();
+      total += chunk.length;
+      if (waiter !== undefined && total >= waiter.bytes) {
+        waiter.resolve({ firstAt, lastAt: performance.now() });
+        waiter = undefined;
+      }
+    });
+    socket.on("error", () => undefined);
+  });
+  let sourceBytes = 0;
+  const sourceServer = net.createServer((socket) => {
+    socket.on("error", () => undefined);
+    socket.end(Buffer.alloc(sourceBytes, 0x5a));
+  });
+  const listen = (server: net.Server): Promise<number> =>
+    new Promise((resolve) => {
+      server.listen(0, host, () => {
+        resolve((server.address() as net.AddressInfo).port);
+      });
+    });
+  const port = await listen(sinkServer);
+  const sourcePort = await listen(sourceServer);
+  return {
+    port,
+    host,
+    sourcePort,
+    setSourceBytes: (bytes) => {
+      sourceBytes = bytes;
+    },
+    expect: (bytes, timeoutMs) =>
+      withDeadline(
+        new Promise((resolve) => {
+          waiter = { bytes, resolve };
+        }),
+        timeoutMs,
+        `dns2tcp carrying ${bytes} bytes`,
+      ),
+    stop: async () => {
+      await Promise.all([
+        new Promise<void>((resolve) => sinkServer.close(() => resolve())),
+        new Promise<void>((resolve) => sourceServer.close(() => resolve())),
+      ]);
+    },
+  };
+}
+
+async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Address; stop: () => Promise<void> }> {
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "remessenger-dns2tcpd-"));
+  const port = await freeUdpPort(host);
+  const config = join(dir, "dns2tcpd.conf");
+  writeFileSync(
+    config,
+    `listen = ${host}\nport = ${port}\ndomain = ${DNS2TCP_ZONE}\nresources = sink:${host}:${sink.port} , source:${host}:${sink.sourcePort}\n`,
+  );
+  const child = spawn("/usr/bin/dns2tcpd", ["-F", "-f", config], { stdio: ["ignore", "pipe", "pipe"] });
+  const untrack = track(
+    "dns2tcpd",
+    async () => undefined,
+    () => child.kill("SIGKILL"),
+  );
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("dns2tcpd did not start")), 10_000);
+    const onData = (chunk: Buffer): void => {
+      if (chunk.toString().includes("Starting Server")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`dns2tcpd exited with ${code}`));
+    });
+  });
+  return {
+    address: { host, port },
+    stop: async () => {
+      child.kill("SIGTERM");
+      untrack();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function measureDns2tcp(
+  lab: NetnsLab,
+  sink: Sink,
+  plan: Plan,
+  signal: AbortSignal,
+): Promise<{ upBps: number; downBps: number }> {
+  const client = (resource: string): ChildProcess =>
+    spawn(
+      "/usr/sbin/ip",
+      ["netns", "exec", lab.name, "/usr/bin/dns2tcpc", "-z", DNS2TCP_ZONE, "-r", resource, "-l", "-", "127.0.0.1"],
+      {
+        stdio: ["pipe", "pipe", "pipe"],
+      },
+    );
+  // Up: bytes into dns2tcpc's stdin until the sink has them all.
+  const upClient = client("sink");
+  const untrackUp = track(
+    "dns2tcpc",
+    async () => undefined,
+    () => upClient.kill("SIGKILL"),
+  );
+  const arrived = sink.expect(plan.dns2tcpUpBytes, 300_000);
+  const chunk = Buffer.alloc(4096, 0x41);
+  for (let sent = 0; sent < plan.dns2tcpUpBytes && !signal.aborted; sent += chunk.length) {
+    if (!upClient.stdin?.write(chunk)) await new Promise((resolve) => upClient.stdin?.once("drain", resolve));
+  }
+  const up = await arrived;
+  upClient.kill("SIGTERM");
+  untrackUp();
+  // Down: the source sends, we read dns2tcpc's stdout.
+  sink.setSourceBytes(plan.dns2tcpDownBytes);
+  const downClient = client("source");
+  const untrackDown = track(
+    "dns2tcpc",
+    async () => undefined,
+    () => downClient.kill("SIGKILL"),
+  );
+  let total = 0;
+  let firstAt = 0;
+  let lastAt = 0;
+  const done = Promise.withResolvers<void>();
+  downClient.stdout?.on("data", (data: Buffer) => {
+    if (total === 0) firstAt = performance.now();
+    total += data.length;
+    lastAt = performance.now();
+    if (total >= plan.dns2tcpDownBytes) done.resolve();
+  });
+  await withDeadline(done.promise, 300_000, `dns2tcp down: ${total} of ${plan.dns2tcpDownBytes} bytes`);
+  downClient.kill("SIGTERM");
+  untrackDown();
+  return {
+    upBps: (plan.dns2tcpUpBytes / (up.lastAt - up.firstAt)) * 1000,
+    downBps: (total / (lastAt - firstAt)) * 1000,
+  };
+}
+
+function freeUdpPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    import("node:dgram").then(({ default: dgram }) => {
+      const socket = dgram.createSocket("udp4");
+      socket.once("error", reject);
+      socket.bind(0, host, () => {
+        const { port } = socket.address();
+        socket.close(() => resolve(port));
+      });
+    }, reject);
+  });
+}
+
+function percentile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
+}
+
+function kbps(bytesPerSecond: number): string {
+  return (bytesPerSecond / 1000).toFixed(1);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

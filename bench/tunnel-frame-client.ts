@@ -1,0 +1,95 @@
+/**
+ * A raw frame client over any Transport (here: the DNS tunnel pipes), for
+ * the DNS tunnel benchmark: log in with a device key made by the frame
+ * driver, send requests, take pushes, ack. The benchmark measures the pipe,
+ * not the session's bookkeeping.
+ */
+import { sign } from "node:crypto";
+import type { TransportFactory, Transport } from "../client/core/src/transport/transport.ts";
+import { loginProof } from "../client/core/src/wire/auth-proof.ts";
+import {
+  type ClientRequest,
+  type ServerBodyFrame,
+  decodeServerFrame,
+  encodeClientFrame,
+} from "../client/core/src/wire/frame-codec.ts";
+import type { Message } from "../client/core/src/wire/proto.ts";
+import type { Identity } from "../scripts/harness/frame-driver.ts";
+
+const REQUEST_TIMEOUT_MS = 60_000;
+
+export class TunnelFrameClient {
+  readonly transport: Transport;
+  private readonly waiters = new Map<number, (frame: ServerBodyFrame) => void>();
+  private nextRequestId = 1;
+  private helloNonce: Uint8Array | undefined;
+  private readonly hello = Promise.withResolvers<void>();
+  onMessage: (message: Message) => void = () => undefined;
+
+  private constructor(factory: TransportFactory) {
+    this.transport = factory.create({
+      onFrame: (bytes) => {
+        this.onFrame(bytes);
+      },
+      onClose: (reason) => {
+        this.hello.reject(new Error(`tunnel closed: ${reason.reason}`));
+      },
+    });
+  }
+
+  static async login(factory: TransportFactory, identity: Identity, signal: AbortSignal): Promise<TunnelFrameClient> {
+    const client = new TunnelFrameClient(factory);
+    await client.transport.connect({ signal, timeoutMs: 30_000 });
+    await client.hello.promise;
+    const nonce = client.helloNonce ?? new Uint8Array(0);
+    const signature = new Uint8Array(sign(null, loginProof(nonce, identity.deviceId), identity.key.privateKey));
+    await client.call({ $case: "login", value: { deviceId: identity.deviceId, nonce, signature } });
+    return client;
+  }
+
+  async call(request: ClientRequest): Promise<ServerBodyFrame["body"]> {
+    const requestId = this.nextRequestId++;
+    const answer = new Promise<ServerBodyFrame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(requestId);
+        reject(new Error(`no answer to ${request.$case} within ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      this.waiters.set(requestId, (frame) => {
+        clearTimeout(timer);
+        resolve(frame);
+      });
+    });
+    this.transport.send(encodeClientFrame({ requestId, request }));
+    const { body } = await answer;
+    if (body.$case === "error") throw new Error(`${request.$case}: ${body.value.message}`);
+    return body;
+  }
+
+  ack(chatId: string, throughSeq: number): void {
+    this.transport.send(
+      encodeClientFrame({ requestId: 0, request: { $case: "ack", value: { acks: [{ chatId, throughSeq }] } } }),
+    );
+  }
+
+  close(): void {
+    this.transport.close(1000, "done");
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    const frame = decodeServerFrame(bytes);
+    if (frame.body.$case === "hello") {
+      this.helloNonce = frame.body.value.challenge?.nonce;
+      this.hello.resolve();
+      return;
+    }
+    if (frame.body.$case === "push") {
+      const push = frame.body.value.push;
+      if (push?.$case === "message") this.onMessage(push.value);
+      return;
+    }
+    const waiter = this.waiters.get(frame.requestId);
+    if (waiter === undefined) return;
+    this.waiters.delete(frame.requestId);
+    waiter(frame);
+  }
+}
