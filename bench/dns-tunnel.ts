@@ -25,11 +25,14 @@
  * TCP sink and down from a TCP source, first byte to last.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import net from "node:net";
 import { NodeDnsExchange } from "../client/cli/src/transport/node-dns-exchange.ts";
 import { NodeHttp2DohExchange } from "../client/cli/src/transport/node-http2-doh-exchange.ts";
 import { type TunnelStats, dnsTunnelTransportFactory } from "../client/core/src/transport/dns-tunnel-transport.ts";
+import { webSocketTransportFactory } from "../client/core/src/transport/websocket-transport.ts";
 import { newMessageId } from "../client/core/src/wire/ids.ts";
 import { ChatKind } from "../client/core/src/wire/proto.ts";
 import { startDelayRelay, type DelayRelay } from "../scripts/harness/delay-relay.ts";
@@ -97,8 +100,13 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
   const lab = makeNetnsLab();
   const untrackLab = track(
     "network namespace",
-    async () => lab.cleanup(),
-    () => lab.cleanup(),
+    () => {
+      lab.cleanup();
+      return Promise.resolve();
+    },
+    () => {
+      lab.cleanup();
+    },
   );
   const cleanups: Array<() => Promise<void>> = [];
   const rows: Row[] = [];
@@ -111,12 +119,13 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
     const sink = await startSink(lab.hostAddress);
     cleanups.push(() => sink.stop());
     const dns2tcpd = await startDns2tcpd(lab.hostAddress, sink);
-    cleanups.push(dns2tcpd.stop);
+    cleanups.push(() => dns2tcpd.stop());
     const sender = await FrameDriver.connect(server.url);
     const receiver = await FrameDriver.connect(server.url);
-    cleanups.push(async () => {
+    cleanups.push(() => {
       sender.socket.close();
       receiver.socket.close();
+      return Promise.resolve();
     });
     const alice = await sender.register("alice");
     const bob = await receiver.register("bob");
@@ -126,6 +135,30 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
     });
     if (chat === undefined) throw new Error("no chat");
     const context: Context = { server, gateway, lab, sender, alice, bob, chatId: chat.chatId, signal, log };
+    {
+      // Reference: the same latency over the WebSocket, to tell the tunnel's share from the server's.
+      const ws = webSocketTransportFactory({ serverUrl: server.url });
+      const listener = await TunnelFrameClient.login(ws, bob, signal);
+      await listener.call({ $case: "subscribe", value: {} });
+      await drainBacklog(listener);
+      const talker = await TunnelFrameClient.login(ws, alice, signal);
+      const latencies = await measureLatency(context, talker, listener, planFor(0, isQuick).latencyMessages);
+      talker.close();
+      listener.close();
+      log(`  WebSocket reference: p50 ${percentile(latencies, 0.5)} ms`);
+      rows.push({
+        rttMs: 0,
+        pipe: "ours WebSocket (reference)",
+        effUp: null,
+        effDown: null,
+        upBps: Number.NaN,
+        downBps: Number.NaN,
+        p50: percentile(latencies, 0.5),
+        p95: percentile(latencies, 0.95),
+        upRatio: null,
+        downRatio: null,
+      });
+    }
 
     for (const rttMs of [0, 100]) {
       if (signal.aborted) break;
@@ -205,8 +238,8 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       pipe: row.pipe,
       effUp: row.effUp,
       effDown: row.effDown,
-      up: row.upBps / 1000,
-      down: row.downBps / 1000,
+      up: Number.isNaN(row.upBps) ? null : row.upBps / 1000,
+      down: Number.isNaN(row.downBps) ? null : row.downBps / 1000,
       p50: row.p50,
       p95: row.p95,
       upRatio: row.upRatio,
@@ -336,30 +369,7 @@ async function measureOurs(
 
   // Latency: Alice (tunnel) → Bob (tunnel), small messages at a chat's pace.
   const talker = await TunnelFrameClient.login(factoryFor(context, resolver, pipe), context.alice, signal);
-  const sentAt = new Map<number, number>();
-  const latencies: number[] = [];
-  const marker = LATENCY_MESSAGE_BYTES;
-  const done = Promise.withResolvers<void>();
-  const talkerSends: Promise<unknown>[] = [];
-  down.onMessage = (message) => {
-    down.ack(message.chatId, message.seq);
-    if (message.payload.length !== marker) return;
-    const index = message.payload[0] ?? 0;
-    const at = sentAt.get(index);
-    if (at !== undefined) latencies.push(performance.now() - at);
-    if (latencies.length >= plan.latencyMessages) done.resolve();
-  };
-  for (let i = 0; i < plan.latencyMessages && !signal.aborted; i += 1) {
-    sentAt.set(i, performance.now());
-    const payload = new Uint8Array(marker);
-    payload[0] = i;
-    talkerSends.push(
-      talker.call({ $case: "sendMessage", value: { chatId, messageId: newMessageId(), payload, devicePayloads: [] } }),
-    );
-    await sleep(250);
-  }
-  await withDeadline(done.promise, 60_000, `${latencies.length} latency samples`);
-  await Promise.all(talkerSends);
+  const latencies = await measureLatency(context, talker, down, plan.latencyMessages);
   talker.close();
   down.close();
   latencies.sort((a, b) => a - b);
@@ -371,6 +381,39 @@ async function measureOurs(
     p50: percentile(latencies, 0.5),
     p95: percentile(latencies, 0.95),
   };
+}
+
+/** Latency of small messages from `talker` to `listener` (subscribed), one every 250 ms; sorted. */
+async function measureLatency(
+  context: Context,
+  talker: TunnelFrameClient,
+  listener: TunnelFrameClient,
+  count: number,
+): Promise<number[]> {
+  const { chatId, signal } = context;
+  const sentAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const done = Promise.withResolvers<void>();
+  const talkerSends: Promise<unknown>[] = [];
+  listener.onMessage = (message) => {
+    listener.ack(message.chatId, message.seq);
+    if (message.payload.length !== LATENCY_MESSAGE_BYTES) return;
+    const at = sentAt.get(message.payload[0] ?? 0);
+    if (at !== undefined) latencies.push(performance.now() - at);
+    if (latencies.length >= count) done.resolve();
+  };
+  for (let i = 0; i < count && !signal.aborted; i += 1) {
+    sentAt.set(i, performance.now());
+    const payload = new Uint8Array(LATENCY_MESSAGE_BYTES);
+    payload[0] = i;
+    talkerSends.push(
+      talker.call({ $case: "sendMessage", value: { chatId, messageId: newMessageId(), payload, devicePayloads: [] } }),
+    );
+    await sleep(250);
+  }
+  await withDeadline(done.promise, 60_000, `${latencies.length} latency samples`);
+  await Promise.all(talkerSends);
+  return latencies.sort((x, y) => x - y);
 }
 
 function statsOf(client: TunnelFrameClient): TunnelStats {
@@ -454,9 +497,6 @@ async function startSink(host: string): Promise<Sink> {
 }
 
 async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Address; stop: () => Promise<void> }> {
-  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
-  const { tmpdir } = await import("node:os");
-  const { join } = await import("node:path");
   const dir = mkdtempSync(join(tmpdir(), "remessenger-dns2tcpd-"));
   const port = await freeUdpPort(host);
   const config = join(dir, "dns2tcpd.conf");
@@ -467,8 +507,10 @@ async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Addre
   const child = spawn("/usr/bin/dns2tcpd", ["-F", "-f", config], { stdio: ["ignore", "pipe", "pipe"] });
   const untrack = track(
     "dns2tcpd",
-    async () => undefined,
-    () => child.kill("SIGKILL"),
+    () => Promise.resolve(),
+    () => {
+      child.kill("SIGKILL");
+    },
   );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("dns2tcpd did not start")), 10_000);
@@ -487,10 +529,11 @@ async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Addre
   });
   return {
     address: { host, port },
-    stop: async () => {
+    stop: () => {
       child.kill("SIGTERM");
       untrack();
       rmSync(dir, { recursive: true, force: true });
+      return Promise.resolve();
     },
   };
 }
@@ -513,8 +556,10 @@ async function measureDns2tcp(
   const upClient = client("sink");
   const untrackUp = track(
     "dns2tcpc",
-    async () => undefined,
-    () => upClient.kill("SIGKILL"),
+    () => Promise.resolve(),
+    () => {
+      upClient.kill("SIGKILL");
+    },
   );
   const arrived = sink.expect(plan.dns2tcpUpBytes, 300_000);
   const chunk = Buffer.alloc(4096, 0x41);
@@ -529,8 +574,10 @@ async function measureDns2tcp(
   const downClient = client("source");
   const untrackDown = track(
     "dns2tcpc",
-    async () => undefined,
-    () => downClient.kill("SIGKILL"),
+    () => Promise.resolve(),
+    () => {
+      downClient.kill("SIGKILL");
+    },
   );
   let total = 0;
   let firstAt = 0;

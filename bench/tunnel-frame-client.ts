@@ -20,7 +20,12 @@ const REQUEST_TIMEOUT_MS = 60_000;
 
 export class TunnelFrameClient {
   readonly transport: Transport;
-  private readonly waiters = new Map<number, (frame: ServerBodyFrame) => void>();
+  private readonly waiters = new Map<
+    number,
+    { resolve: (frame: ServerBodyFrame) => void; reject: (error: Error) => void }
+  >();
+  /** Why the tunnel closed, once it did. */
+  closedBecause: string | undefined;
   private nextRequestId = 1;
   private helloNonce: Uint8Array | undefined;
   private readonly hello = Promise.withResolvers<void>();
@@ -32,7 +37,11 @@ export class TunnelFrameClient {
         this.onFrame(bytes);
       },
       onClose: (reason) => {
-        this.hello.reject(new Error(`tunnel closed: ${reason.reason}`));
+        this.closedBecause = reason.reason;
+        const error = new Error(`tunnel closed: ${reason.reason}`);
+        this.hello.reject(error);
+        for (const waiter of this.waiters.values()) waiter.reject(error);
+        this.waiters.clear();
       },
     });
   }
@@ -54,9 +63,15 @@ export class TunnelFrameClient {
         this.waiters.delete(requestId);
         reject(new Error(`no answer to ${request.$case} within ${REQUEST_TIMEOUT_MS} ms`));
       }, REQUEST_TIMEOUT_MS);
-      this.waiters.set(requestId, (frame) => {
-        clearTimeout(timer);
-        resolve(frame);
+      this.waiters.set(requestId, {
+        resolve: (frame) => {
+          clearTimeout(timer);
+          resolve(frame);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       });
     });
     this.transport.send(encodeClientFrame({ requestId, request }));
@@ -90,6 +105,6 @@ export class TunnelFrameClient {
     const waiter = this.waiters.get(frame.requestId);
     if (waiter === undefined) return;
     this.waiters.delete(frame.requestId);
-    waiter(frame);
+    waiter.resolve(frame);
   }
 }

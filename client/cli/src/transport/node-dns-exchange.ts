@@ -45,7 +45,7 @@ export class NodeDnsExchange implements DnsExchange {
     this.host = options.host;
     this.port = options.port;
     this.name = `DNS ${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
-    this.maxInFlight = options.maxInFlight ?? 64;
+    this.maxInFlight = options.maxInFlight ?? 128;
   }
 
   async exchange(query: Uint8Array, options: DnsExchangeOptions): Promise<Uint8Array> {

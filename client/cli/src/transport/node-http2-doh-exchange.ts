@@ -40,7 +40,7 @@ export class NodeHttp2DohExchange implements DnsExchange {
     }
     this.options = options;
     this.name = `DoH ${this.url.toString()}`;
-    this.maxInFlight = options.maxInFlight ?? 64;
+    this.maxInFlight = options.maxInFlight ?? 96;
   }
 
   async exchange(query: Uint8Array, options: DnsExchangeOptions): Promise<Uint8Array> {

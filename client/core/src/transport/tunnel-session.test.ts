@@ -160,7 +160,7 @@ describe("TunnelSession over a simulated network", () => {
     );
   });
 
-  it("keeps at most maxInFlight queries outstanding and grows the window while data flows", () => {
+  it("keeps at most maxInFlight data queries outstanding and grows the window while data flows", () => {
     const session = new TunnelSession({
       ...DEFAULT_TUNNEL_SESSION_CONFIG,
       maxChunkBytes: 40,
@@ -187,8 +187,9 @@ describe("TunnelSession over a simulated network", () => {
       }
       nowMs += 1;
       outstanding = next;
-      maxSeen = Math.max(maxSeen, session.inFlightCount);
-      expect(session.inFlightCount).toBeLessThanOrEqual(6);
+      maxSeen = Math.max(maxSeen, session.dataInFlightCount);
+      expect(session.dataInFlightCount).toBeLessThanOrEqual(6);
+      expect(session.inFlightCount).toBeLessThanOrEqual(12);
     }
     expect(maxSeen).toBe(6);
   });

@@ -9,7 +9,8 @@
  *   then polls for downstream data; every query carries the downstream ack;
  * - how many queries are in flight: starts small, grows by one for every
  *   answer that moved data, halves on a timeout or a rate limit, never above
- *   `maxInFlight` (the per-resolver budget);
+ *   `maxInFlight` (the per-resolver budget) for data; polls fill what data
+ *   leaves, and data never waits behind polls a gateway holds;
  * - polling: while data flows (either way, within `activeMs`) every free
  *   slot polls; when idle one poll at a time — sent again as soon as it is
  *   answered when the gateway holds polls (long poll), else at an interval
@@ -22,7 +23,8 @@
  *   name budget (censors cap QNAME length).
  *
  * Invariants: bytes are delivered in order, each once; at most `maxInFlight`
- * queries are outstanding; every query id is used once.
+ * data queries and 2 × `maxInFlight` queries in all are outstanding; every
+ * query id is used once.
  */
 import type { AckInfo, TunnelAnswer } from "../wire/tunnel-packet.ts";
 import { StreamReceiver, StreamSender } from "../wire/tunnel-stream.ts";
@@ -100,6 +102,7 @@ export class TunnelSession {
   private readonly sender: StreamSender;
   private readonly receiver: StreamReceiver;
   private readonly inFlight = new Map<number, InFlight>();
+  private dataInFlight = 0;
   private nextQueryId = 1;
   private window: number;
   private srttMs: number | undefined;
@@ -133,6 +136,11 @@ export class TunnelSession {
 
   get inFlightCount(): number {
     return this.inFlight.size;
+  }
+
+  /** Data queries in flight (polls excluded). */
+  get dataInFlightCount(): number {
+    return this.dataInFlight;
   }
 
   get isOpen(): boolean {
@@ -192,7 +200,7 @@ export class TunnelSession {
   private onAnswer(queryId: number, answer: TunnelAnswer, nowMs: number, effects: TunnelEffect[]): void {
     const query = this.inFlight.get(queryId);
     if (query === undefined) return; // answered already, or timed out and given up
-    this.inFlight.delete(queryId);
+    this.settle(queryId, query);
     this.failuresInARow = 0;
     this.sampleRtt(nowMs - query.sentAtMs);
     if (answer.kind !== "data" && answer.kind !== "empty") {
@@ -233,7 +241,7 @@ export class TunnelSession {
   ): void {
     const query = this.inFlight.get(queryId);
     if (query === undefined) return;
-    this.inFlight.delete(queryId);
+    this.settle(queryId, query);
     if (failure === "lost-session") {
       this.end(effects, "the gateway no longer knows this tunnel session", false, true);
       return;
@@ -264,7 +272,8 @@ export class TunnelSession {
     if (nowMs < this.pausedUntilMs) return;
     const limit = Math.max(1, Math.floor(this.window));
     const rtoMs = this.queryTimeoutMs * 2;
-    while (this.inFlight.size < limit) {
+    // Data never waits behind polls (a gateway may hold those for a while): it has its own share of the window.
+    while (this.dataInFlight < limit && this.inFlight.size < 2 * this.config.maxInFlight) {
       const chunk = this.sender.nextChunk(this.config.maxChunkBytes, nowMs, rtoMs);
       if (chunk === undefined) break;
       this.lastDataAtMs = nowMs;
@@ -309,7 +318,13 @@ export class TunnelSession {
   ): void {
     const queryId = this.takeQueryId();
     this.inFlight.set(queryId, { sentAtMs: nowMs, seq, isLong });
+    if (seq !== undefined) this.dataInFlight += 1;
     effects.push({ type: "query", queryId, query, timeoutMs: this.queryTimeoutMs });
+  }
+
+  private settle(queryId: number, query: InFlight): void {
+    this.inFlight.delete(queryId);
+    if (query.seq !== undefined) this.dataInFlight -= 1;
   }
 
   private takeQueryId(): number {
