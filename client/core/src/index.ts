@@ -108,7 +108,7 @@ export {
 } from "./transport/dns-tunnel-transport.ts";
 export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
 
-export { RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
+export { DevicesChangedError, RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
 export {
   type Invite,
   InviteError,

@@ -40,6 +40,13 @@ export const ErrorCode = {
   ERROR_CODE_UNIMPLEMENTED: 11,
   /** ERROR_CODE_DEADLINE_EXCEEDED - The request's deadline passed before it completed; it may or may not have taken effect. */
   ERROR_CODE_DEADLINE_EXCEEDED: 12,
+  /**
+   * ERROR_CODE_DEVICES_CHANGED - A send to a direct chat did not carry one ciphertext for each current
+   * device of the chat's members (other than the sending device): nothing was
+   * stored. `devices_changed` lists what to add and what to drop; the client
+   * seals for the missing devices only and sends the same message id again.
+   */
+  ERROR_CODE_DEVICES_CHANGED: 13,
 } as const;
 
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
@@ -58,6 +65,7 @@ export namespace ErrorCode {
   export type ERROR_CODE_INTERNAL = typeof ErrorCode.ERROR_CODE_INTERNAL;
   export type ERROR_CODE_UNIMPLEMENTED = typeof ErrorCode.ERROR_CODE_UNIMPLEMENTED;
   export type ERROR_CODE_DEADLINE_EXCEEDED = typeof ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED;
+  export type ERROR_CODE_DEVICES_CHANGED = typeof ErrorCode.ERROR_CODE_DEVICES_CHANGED;
 }
 
 /** The body of an error response or an unsolicited error push. */
@@ -66,10 +74,20 @@ export interface ErrorDetail {
   message: string;
   /** Set with RATE_LIMITED and UNAVAILABLE when the server knows how long to wait. */
   retryAfterMs: number;
+  /** Set with DEVICES_CHANGED. */
+  devicesChanged: DevicesChanged | undefined;
+}
+
+/** Which device payloads a refused send lacked, and which it should not carry. */
+export interface DevicesChanged {
+  /** Current devices of the members that have published prekeys but got no payload. */
+  missingDeviceIds: string[];
+  /** Payloads addressed to devices that are not (or no longer) recipients. */
+  staleDeviceIds: string[];
 }
 
 function createBaseErrorDetail(): ErrorDetail {
-  return { code: 0, message: "", retryAfterMs: 0 };
+  return { code: 0, message: "", retryAfterMs: 0, devicesChanged: undefined };
 }
 
 export const ErrorDetail: MessageFns<ErrorDetail> = {
@@ -82,6 +100,9 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     }
     if (message.retryAfterMs !== 0) {
       writer.uint32(24).uint32(message.retryAfterMs);
+    }
+    if (message.devicesChanged !== undefined) {
+      DevicesChanged.encode(message.devicesChanged, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -123,6 +144,14 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
             message.retryAfterMs = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.devicesChanged = DevicesChanged.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -143,6 +172,76 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     message.code = object.code ?? 0;
     message.message = object.message ?? "";
     message.retryAfterMs = object.retryAfterMs ?? 0;
+    message.devicesChanged = (object.devicesChanged !== undefined && object.devicesChanged !== null)
+      ? DevicesChanged.fromPartial(object.devicesChanged)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDevicesChanged(): DevicesChanged {
+  return { missingDeviceIds: [], staleDeviceIds: [] };
+}
+
+export const DevicesChanged: MessageFns<DevicesChanged> = {
+  encode(message: DevicesChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.missingDeviceIds) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.staleDeviceIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DevicesChanged {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDevicesChanged();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.missingDeviceIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.staleDeviceIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DevicesChanged>): DevicesChanged {
+    return DevicesChanged.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DevicesChanged>): DevicesChanged {
+    const message = createBaseDevicesChanged();
+    message.missingDeviceIds = object.missingDeviceIds?.map((e) => e) || [];
+    message.staleDeviceIds = object.staleDeviceIds?.map((e) => e) || [];
     return message;
   },
 };

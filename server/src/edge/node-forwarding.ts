@@ -31,7 +31,7 @@ import {
   Metadata,
 } from "nice-grpc";
 import type { Logger } from "pino";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import { RemessengerError, errorFromDetail } from "../../../client/core/src/wire/errors.ts";
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
 import {
   ErrorCode,
@@ -249,12 +249,17 @@ class PeerLink {
       waiting.resolve(result.value);
       return;
     }
-    const detail = result?.value ?? { code: ErrorCode.ERROR_CODE_INTERNAL, message: "empty answer", retryAfterMs: 0 };
+    const detail = result?.value ?? {
+      code: ErrorCode.ERROR_CODE_INTERNAL,
+      message: "empty answer",
+      retryAfterMs: 0,
+      devicesChanged: undefined,
+    };
     if (response.isNotOwner) {
       waiting.reject(new NotOwnerError(-1, `is not owned by node ${this.address} (${detail.message})`));
       return;
     }
-    waiting.reject(new RemessengerError(detail.code, detail.message, { retryAfterMs: detail.retryAfterMs }));
+    waiting.reject(errorFromDetail(detail));
   }
 
   private failAll(error: RemessengerError): void {

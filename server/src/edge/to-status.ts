@@ -4,15 +4,15 @@
  * sees INTERNAL.
  */
 import { Status } from "nice-grpc";
-import { RemessengerError, assertNever } from "../../../client/core/src/wire/errors.ts";
+import { RemessengerError, assertNever, errorToDetail } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode, type ErrorDetail } from "../../../client/core/src/wire/proto.ts";
 import { recordError } from "./metrics.ts";
 
 export function toErrorDetail(error: unknown): ErrorDetail {
   const detail: ErrorDetail =
     error instanceof RemessengerError
-      ? { code: error.code, message: error.message, retryAfterMs: error.retryAfterMs }
-      : { code: ErrorCode.ERROR_CODE_INTERNAL, message: "internal error", retryAfterMs: 0 };
+      ? errorToDetail(error)
+      : { code: ErrorCode.ERROR_CODE_INTERNAL, message: "internal error", retryAfterMs: 0, devicesChanged: undefined };
   recordError(detail.code);
   return detail;
 }
@@ -43,6 +43,8 @@ export function toGrpcStatus(code: ErrorCode): Status {
       return Status.UNIMPLEMENTED;
     case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
       return Status.DEADLINE_EXCEEDED;
+    case ErrorCode.ERROR_CODE_DEVICES_CHANGED:
+      return Status.FAILED_PRECONDITION;
     case ErrorCode.ERROR_CODE_INTERNAL:
     case ErrorCode.ERROR_CODE_UNSPECIFIED:
       return Status.INTERNAL;

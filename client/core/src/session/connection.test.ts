@@ -97,7 +97,12 @@ describe("Connection", () => {
       requestId: pipe.received[0]?.requestId ?? 0,
       body: {
         $case: "error",
-        value: { code: ErrorCode.ERROR_CODE_RATE_LIMITED, message: "slow down", retryAfterMs: 700 },
+        value: {
+          code: ErrorCode.ERROR_CODE_RATE_LIMITED,
+          message: "slow down",
+          retryAfterMs: 700,
+          devicesChanged: undefined,
+        },
       },
     });
     const error = await request.catch((e: unknown) => e);

@@ -11,7 +11,7 @@
  *   the request waits for the buffer to drain, within its deadline.
  * - A frame that does not decode is counted; too many close the pipe.
  */
-import { RemessengerError, errorCodeName } from "../wire/errors.ts";
+import { RemessengerError, errorCodeName, errorFromDetail } from "../wire/errors.ts";
 import {
   type ClientRequest,
   FrameError,
@@ -213,11 +213,7 @@ export class Connection {
       return;
     }
     if (body.$case === "error") {
-      waiter.reject(
-        new RemessengerError(body.value.code, body.value.message || errorCodeName(body.value.code), {
-          retryAfterMs: body.value.retryAfterMs,
-        }),
-      );
+      waiter.reject(errorFromDetail(body.value));
     } else if (body.$case !== waiter.kind) {
       waiter.reject(new RemessengerError(ErrorCode.ERROR_CODE_BAD_FRAME, `asked ${waiter.kind}, got ${body.$case}`));
     } else {

@@ -2,7 +2,7 @@
  * The one error type of the protocol. Every failure a peer reports carries a
  * stable ErrorCode from proto/; callers branch on the code, never on text.
  */
-import { ErrorCode } from "./proto.ts";
+import { type DevicesChanged, ErrorCode, type ErrorDetail } from "./proto.ts";
 
 export class RemessengerError extends Error {
   override readonly name = "RemessengerError";
@@ -15,6 +15,44 @@ export class RemessengerError extends Error {
     this.code = code;
     this.retryAfterMs = options?.retryAfterMs ?? 0;
   }
+}
+
+/**
+ * DEVICES_CHANGED: a send did not cover exactly the recipient devices the
+ * server knows. The sender seals for `missingDeviceIds`, drops the payloads of
+ * `staleDeviceIds`, and sends the same message id again.
+ */
+export class DevicesChangedError extends RemessengerError {
+  readonly missingDeviceIds: readonly string[];
+  readonly staleDeviceIds: readonly string[];
+
+  constructor(message: string, devices: DevicesChanged) {
+    super(ErrorCode.ERROR_CODE_DEVICES_CHANGED, message);
+    this.missingDeviceIds = [...devices.missingDeviceIds];
+    this.staleDeviceIds = [...devices.staleDeviceIds];
+  }
+}
+
+/** The error a peer reported in an ErrorDetail, with its details (the one decoder of error frames). */
+export function errorFromDetail(detail: ErrorDetail): RemessengerError {
+  const message = detail.message || errorCodeName(detail.code);
+  if (detail.code === ErrorCode.ERROR_CODE_DEVICES_CHANGED) {
+    return new DevicesChangedError(message, detail.devicesChanged ?? { missingDeviceIds: [], staleDeviceIds: [] });
+  }
+  return new RemessengerError(detail.code, message, { retryAfterMs: detail.retryAfterMs });
+}
+
+/** The ErrorDetail that reports `error` to a peer (the one encoder; unknown errors are the caller's to hide). */
+export function errorToDetail(error: RemessengerError): ErrorDetail {
+  return {
+    code: error.code,
+    message: error.message,
+    retryAfterMs: error.retryAfterMs,
+    devicesChanged:
+      error instanceof DevicesChangedError
+        ? { missingDeviceIds: [...error.missingDeviceIds], staleDeviceIds: [...error.staleDeviceIds] }
+        : undefined,
+  };
 }
 
 /** True when `err` is a RemessengerError with this code. */
@@ -35,6 +73,8 @@ export function shouldRetry(err: unknown): boolean {
     case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
     case ErrorCode.ERROR_CODE_UNSPECIFIED:
       return true;
+    // DEVICES_CHANGED: the same bytes would be refused again; a sender that reseals makes a new request.
+    case ErrorCode.ERROR_CODE_DEVICES_CHANGED:
     case ErrorCode.ERROR_CODE_BAD_FRAME:
     case ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
     case ErrorCode.ERROR_CODE_UNAUTHENTICATED:

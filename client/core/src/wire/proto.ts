@@ -14,7 +14,7 @@ export {
 } from "../../../../gen/remessenger/v1/chat.ts";
 export { Content, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
 export { E2eEnvelope, PreKeyMessage } from "../../../../gen/remessenger/v1/e2e.ts";
-export { ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
+export { DevicesChanged, ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
 export { ClientFrame, Hello, ServerFrame, TunnelInfo } from "../../../../gen/remessenger/v1/frame.ts";
 export {
   Device,
