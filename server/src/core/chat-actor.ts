@@ -47,6 +47,12 @@ export interface ChatActorDeps {
   fenceTokenOf?(chatId: string): number | undefined;
   /** Many nodes: the store refused a write with our token (a newer owner wrote). */
   onFenced?(chatId: string): void;
+  /**
+   * Checks a batch's sends against the chat before the append (device
+   * coverage, core/device-coverage.ts): an error refuses that send and
+   * nothing of it is stored. Runs in the actor, so sends keep their order.
+   */
+  checkSends?(chat: ChatState, drafts: readonly MessageDraft[]): Promise<Array<RemessengerError | undefined>>;
 }
 
 export class ChatActor {
@@ -130,11 +136,22 @@ export class ChatActor {
       return;
     }
     const members = new Set(chat.memberUserIds);
-    const accepted: PendingSend[] = [];
+    let accepted: PendingSend[] = [];
     for (const pending of batch) {
       if (members.has(pending.draft.senderUserId)) accepted.push(pending);
       else
         pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_PERMISSION_DENIED, `not a member of ${this.chatId}`));
+    }
+    if (this.deps.checkSends !== undefined && accepted.length > 0) {
+      const refusals = await this.deps.checkSends(
+        chat,
+        accepted.map((p) => p.draft),
+      );
+      accepted = accepted.filter((pending, index) => {
+        const refusal = refusals[index];
+        if (refusal !== undefined) pending.reject(refusal);
+        return refusal === undefined;
+      });
     }
     if (accepted.length === 0) return;
 

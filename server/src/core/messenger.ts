@@ -49,6 +49,7 @@ import { ChatActorRegistry } from "./chat-actor.ts";
 import type { ChatRouter } from "./chat-routing.ts";
 import type { Clock } from "./clock.ts";
 import { DeliveryPump, type PushSink } from "./delivery-pump.ts";
+import { checkDeviceCoverage } from "./device-coverage.ts";
 import { ChallengeBook, SessionTokens, verifyDeviceSignature } from "./device-auth.ts";
 import { DeviceKeys } from "./device-keys.ts";
 import type { PushBus } from "./push-bus.ts";
@@ -143,6 +144,7 @@ export class Messenger {
       onStoreError: (chatId, error) => {
         deps.log.error({ chatId, err: error }, "append failed in the store");
       },
+      checkSends: (chat, drafts) => checkDeviceCoverage(deps.store, chat, drafts),
       ...(deps.router === undefined
         ? {}
         : {
@@ -332,8 +334,11 @@ export class Messenger {
       throw invalid(`at most ${MAX_DEVICE_PAYLOADS} device payloads`);
     }
     let size = request.payload.length;
+    const addressed = new Set<string>();
     for (const entry of request.devicePayloads) {
       requireId("device", entry.deviceId, "device_payloads.device_id");
+      if (addressed.has(entry.deviceId)) throw invalid(`two device payloads for ${entry.deviceId}`);
+      addressed.add(entry.deviceId);
       size += entry.ciphertext.length;
     }
     if (size === 0) throw invalid("message is empty");
