@@ -207,13 +207,15 @@ async function measureProsody(
   }
 }
 
-interface CpuUse {
+export interface CpuUse {
   /** Cores the system under test used: the server process (and redis-server). */
   serverCpuCores: number;
   /** Cores this process (the load generator) used. */
   loadCpuCores: number;
   /** Cores everything else on the machine used meanwhile. */
   otherCpuCores: number;
+  /** Cores of the `partPids` given to executeWithCpu (all server processes unless told). */
+  partCpuCores: number;
 }
 
 async function measureProsodyRow(
@@ -246,14 +248,20 @@ async function measureProsodyRow(
   }
 }
 
-/** Runs the load and samples CPU time at the edges of the measured window. */
-async function executeWithCpu(
+/**
+ * Runs the load and samples CPU time at the edges of the measured window.
+ * `partPids` (a subset of the server's, e.g. without redis-server) is
+ * reported apart as `partCpuCores`.
+ */
+export async function executeWithCpu(
   run: LoadRun,
   serverPids: readonly number[],
   signal: AbortSignal,
+  partPids: readonly number[] = serverPids,
 ): Promise<{ outcome: LoadOutcome } & CpuUse> {
-  const sample = (): { server: number; load: number; machine: number; at: number } => ({
+  const sample = (): { server: number; part: number; load: number; machine: number; at: number } => ({
     server: serverPids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+    part: partPids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
     load: ownCpuSeconds(),
     machine: machineBusySeconds(),
     at: performance.now(),
@@ -270,6 +278,7 @@ async function executeWithCpu(
   const machineCores = (end.machine - start.machine) / seconds;
   return {
     outcome,
+    partCpuCores: (end.part - start.part) / seconds,
     serverCpuCores,
     loadCpuCores,
     otherCpuCores: Math.max(0, machineCores - serverCpuCores - loadCpuCores),

@@ -78,6 +78,8 @@ export interface LoadSummary {
   deliveredPerSecond: number;
   latencyMs: { p50: number; p95: number; p99: number; max: number; count: number };
   errors: Record<string, number>;
+  /** One message per error code, as the server worded it. */
+  errorExamples: Record<string, string>;
   lost: number;
   duplicated: number;
   notSentBackpressure: number;
@@ -164,6 +166,7 @@ export async function runLoad(options: Options, progress: (line: string) => void
       numberOfSignificantValueDigits: 3,
     });
     const errors: Record<string, number> = {};
+    const examples: Record<string, string> = {};
     let delivered = 0;
     let duplicated = 0;
     let answered = 0;
@@ -224,6 +227,7 @@ export async function runLoad(options: Options, progress: (line: string) => void
           inFlight -= 1;
           const name = errorName(error);
           errors[name] = (errors[name] ?? 0) + 1;
+          examples[name] ??= error instanceof Error ? error.message.slice(0, 200) : String(error);
           sent.delete(id); // never acked: not owed to anyone
         },
       );
@@ -289,6 +293,7 @@ export async function runLoad(options: Options, progress: (line: string) => void
         count: histogram.totalCount,
       },
       errors,
+      errorExamples: examples,
       lost,
       duplicated,
       notSentBackpressure: notSent,
@@ -311,6 +316,7 @@ export function formatSummary(summary: LoadSummary): string {
     `delivered   ${summary.delivered} (${summary.deliveredPerSecond.toFixed(0)}/s)`,
     `latency     send → deliver p50 ${l.p50.toFixed(2)} ms  p95 ${l.p95.toFixed(2)} ms  p99 ${l.p99.toFixed(2)} ms  max ${l.max.toFixed(2)} ms (${l.count} samples)`,
     `errors      ${errorText === "" ? "none" : errorText}`,
+    ...Object.entries(summary.errorExamples).map(([code, text]) => `            ${code}: e.g. "${text}"`),
     `lost        ${summary.lost} (answered by the server, never delivered to a member)`,
     `duplicated  ${summary.duplicated} (the same chat seq delivered twice to one device)`,
     ...(summary.notSentBackpressure > 0

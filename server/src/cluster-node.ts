@@ -140,12 +140,35 @@ export class ClusterNode {
     };
   }
 
-  /** Hands every shard over, then closes the node link and the bus. */
+  /**
+   * Hands every shard over, then closes the node link and the bus. Bounded:
+   * with Redis unreachable the handover cannot finish, and the leases then
+   * expire by themselves (the other nodes take the shards after one TTL).
+   */
   async stop(): Promise<void> {
-    await this.leases?.stop();
-    await this.messenger?.drain();
+    const { log, config } = this.options;
+    const deadlineMs = 2 * config.leaseTtlMs + 5_000;
+    const handedOver = await withDeadline(this.leases?.stop() ?? Promise.resolve(), deadlineMs);
+    if (!handedOver)
+      log.warn({ deadlineMs }, "shards not handed over in time (Redis unreachable?); their leases will expire");
+    await withDeadline(this.messenger?.drain() ?? Promise.resolve(), deadlineMs);
     await this.server?.close();
     this.links.close();
     await this.bus.close();
+  }
+}
+
+/** Whether `work` finished within `ms` (it keeps running either way). */
+async function withDeadline(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(false);
+    }, ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true), expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }

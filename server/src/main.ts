@@ -25,6 +25,7 @@ import type { RedisStore } from "./store/redis-store.ts";
 import type { Store } from "./store/store.ts";
 
 const ACTOR_IDLE_MS = 60_000;
+const SHUTDOWN_DEADLINE_MS = 60_000;
 
 export interface RunningServer {
   url: string;
@@ -171,6 +172,11 @@ async function main(): Promise<void> {
     if (isStopping) return;
     isStopping = true;
     log.info({ signal }, "shutting down");
+    // Whatever hangs (a store that cannot be reached), the process ends.
+    setTimeout(() => {
+      log.error({ deadlineMs: SHUTDOWN_DEADLINE_MS }, "shutdown took too long; exiting");
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
     server.stop().then(
       () => process.exit(0),
       (error: unknown) => {

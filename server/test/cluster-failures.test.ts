@@ -80,6 +80,44 @@ async function fencedAppends(url: string): Promise<number> {
 }
 
 describe("three nodes on a Redis Cluster, when things die", () => {
+  it("hands a stopping node's shards over on SIGTERM, mid-stream, and loses nothing", async () => {
+    const { a, b, chatId } = await pair(["gina", "hal"]);
+    const before = await owner(chatId);
+    const stopping = cluster.nodes[before.nodeIndex];
+    if (stopping === undefined) throw new Error("no owner node");
+    a.current = before.nodeIndex;
+    b.current = (before.nodeIndex + 2) % 3;
+    await a.createDirectChat(b.identity?.userId ?? "");
+    await b.connection();
+
+    // The operations endpoints of the owner, before it goes.
+    expect((await fetch(`${stopping.url}/readyz`)).status).toBe(200);
+    expect((await fetch(`${stopping.url}/healthz`)).status).toBe(200);
+    const metrics = await (await fetch(`${stopping.url}/metrics`)).text();
+    const sample = (series: string) => new RegExp(`^${series}\\{[^}]*node="${before.nodeId}"[^}]*\\} (\\d+)`, "m");
+    expect(Number(sample("remessenger_shards_owned").exec(metrics)?.[1])).toBeGreaterThan(0);
+    expect(Number(sample("remessenger_connections").exec(metrics)?.[1])).toBeGreaterThan(0);
+    for (const series of ["remessenger_chat_actors", "remessenger_mailbox_depth", "remessenger_fenced_appends"]) {
+      expect(metrics).toMatch(sample(series));
+    }
+
+    let exitCode: number | null | undefined;
+    const stopped = (async () => {
+      await waitUntil(() => a.acked.size >= 60, 20_000, "60 of gina's sends answered");
+      exitCode = await stopping.stop();
+    })();
+    await Promise.all([stream(a, chatId, 150, "g"), stream(b, chatId, 50, "h"), stopped]);
+    expect(exitCode).toBe(0);
+    // Released, not expired: no shard is held by the stopped node.
+    expect((await cluster.shardCounts()).has(before.nodeId)).toBe(false);
+    expect(stopping.logs.some((line) => line.includes('"msg":"stopped"') && line.includes(before.nodeId))).toBe(true);
+    expect(a.reconnects).toBeGreaterThanOrEqual(1);
+    await expectNothingLostOrRepeated(chatId, 200, a, b);
+
+    await stopping.restart();
+    await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three again");
+  });
+
   it("moves a killed owner's shards to the survivors; its clients reconnect elsewhere and lose nothing", async () => {
     const { a, b, chatId } = await pair(["alice", "bob"]);
     const before = await owner(chatId);

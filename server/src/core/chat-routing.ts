@@ -7,8 +7,8 @@
  *   order; sends that wait for an owner to be found wait on one shared
  *   promise per shard and keep their order too.
  * - A send refused because the owner changed (NotOwnerError: lease lost,
- *   fenced, handed over) is routed again, at most MAX_ROUTE_ATTEMPTS times;
- *   the same message id makes a repeat harmless.
+ *   fenced, handed over) is routed again after a short pause, at most
+ *   MAX_ROUTE_ATTEMPTS times; the same message id makes a repeat harmless.
  * - A forwarded send is never forwarded again: its receiver owns the shard,
  *   takes it when free, or refuses.
  */
@@ -20,7 +20,9 @@ import { type NodeInfo, NotOwnerError, type ShardLeases, type ShardRoute } from 
 export type ShardDirectory = Pick<ShardLeases, "route" | "resolve" | "tokenFor" | "markLost" | "forget">;
 import { shardOf } from "./shard-placement.ts";
 
-export const MAX_ROUTE_ATTEMPTS = 3;
+/** Pauses before routing a send again: the owner is changing (a handover, a takeover) and settles within a lease tick. */
+export const ROUTE_RETRY_DELAYS_MS = [20, 100, 300, 1_000] as const;
+export const MAX_ROUTE_ATTEMPTS = ROUTE_RETRY_DELAYS_MS.length + 1;
 
 /** A device as its own node authenticated it. */
 export interface SendingDevice {
@@ -43,10 +45,16 @@ export class ChatRouter {
   private readonly leases: ShardDirectory;
   private readonly forwarder: SendForwarder;
   private readonly counters: ChatRouterStats = { forwarded: 0, rerouted: 0, fenced: 0 };
+  private readonly sleep: (ms: number) => Promise<void>;
 
-  constructor(leases: ShardDirectory, forwarder: SendForwarder) {
+  constructor(
+    leases: ShardDirectory,
+    forwarder: SendForwarder,
+    sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  ) {
     this.leases = leases;
     this.forwarder = forwarder;
+    this.sleep = sleep;
   }
 
   get stats(): ChatRouterStats {
@@ -99,10 +107,11 @@ export class ChatRouter {
       known !== undefined
         ? this.via(known, device, request, sendLocal)
         : this.leases.resolve(shard).then((route) => this.via(route, device, request, sendLocal));
-    return sending.catch((error: unknown) => {
+    return sending.catch(async (error: unknown) => {
       if (!isRoutingError(error) || attempt >= MAX_ROUTE_ATTEMPTS) throw error;
       this.counters.rerouted += 1;
       this.leases.forget(shard);
+      await this.sleep(ROUTE_RETRY_DELAYS_MS[attempt - 1] ?? 1_000);
       return this.attempt(device, request, sendLocal, attempt + 1);
     });
   }

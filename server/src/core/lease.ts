@@ -99,6 +99,8 @@ export class ShardLeases {
   private live = new Map<string, NodeInfo>();
   private liveIds: string[] = [];
   private readonly acquiring = new Map<number, Promise<ShardRoute>>();
+  /** Shards being handed over: done once drained and released. */
+  private readonly handovers = new Map<number, Promise<void>>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private ticking: Promise<void> | undefined;
   private isStopped = false;
@@ -141,8 +143,11 @@ export class ShardLeases {
   resolve(shard: number, mayTake = false): Promise<ShardRoute> {
     const known = this.route(shard);
     if (known !== undefined) return Promise.resolve(known);
-    if (this.owned.get(shard)?.isReleasing === true) {
-      return Promise.resolve({ kind: "unavailable", reason: "is being handed over" });
+    const handingOver = this.handovers.get(shard);
+    if (handingOver !== undefined) {
+      // Sends wait for the drain and the release (ordered behind the mailbox),
+      // then go to the new owner; this node does not take the shard back.
+      return handingOver.then(() => this.resolve(shard, false));
     }
     const preferred = preferredOwner(shard, this.liveIds);
     if (!mayTake && preferred !== undefined && preferred !== this.nodeId) {
@@ -268,19 +273,26 @@ export class ShardLeases {
   }
 
   /** Stops routing the shard here, finishes its writes, then frees the lease. */
-  private async handOver(shard: number): Promise<void> {
+  private handOver(shard: number): Promise<void> {
+    const running = this.handovers.get(shard);
+    if (running !== undefined) return running;
     const mine = this.owned.get(shard);
-    if (mine === undefined) return;
+    if (mine === undefined) return Promise.resolve();
     mine.isReleasing = true;
-    try {
-      await this.options.drain(shard);
-      await this.options.store.release(shard, this.nodeId, mine.token);
-    } catch (error) {
-      this.options.onError(error);
-    } finally {
-      this.owned.delete(shard);
-      this.holders[shard] = undefined;
-      this.options.onLost(shard);
-    }
+    const handover = (async () => {
+      try {
+        await this.options.drain(shard);
+        await this.options.store.release(shard, this.nodeId, mine.token);
+      } catch (error) {
+        this.options.onError(error);
+      } finally {
+        this.owned.delete(shard);
+        this.holders[shard] = undefined;
+        this.handovers.delete(shard);
+        this.options.onLost(shard);
+      }
+    })();
+    this.handovers.set(shard, handover);
+    return handover;
   }
 }

@@ -46,6 +46,28 @@ export interface StreamCounter {
 }
 
 export function serviceTable(messenger: Messenger, streams: StreamCounter): ServiceEntry[] {
+  return implementedServices(messenger, streams).map(withEveryMethod);
+}
+
+/**
+ * A method the proto has and the table lacks (a new RPC not written yet)
+ * answers UNIMPLEMENTED instead of keeping the server from starting.
+ */
+function withEveryMethod(entry: ServiceEntry): ServiceEntry {
+  const methods: Record<string, Method> = { ...entry.methods };
+  for (const [key, method] of Object.entries(entry.definition.methods)) {
+    methods[key] ??= () =>
+      Promise.reject(
+        new RemessengerError(
+          ErrorCode.ERROR_CODE_UNIMPLEMENTED,
+          `${entry.definition.fullName}/${method.name} is not served yet`,
+        ),
+      );
+  }
+  return { ...entry, methods };
+}
+
+function implementedServices(messenger: Messenger, streams: StreamCounter): ServiceEntry[] {
   return [
     {
       definition: AuthServiceDefinition,

@@ -37,6 +37,7 @@ export interface RedisClientOptions {
  * master. Longer than every WAIT timeout the adapters use.
  */
 const COMMAND_TIMEOUT_MS = 5_000;
+const SUBSCRIBER_SLOTS_REFRESH_MS = 2_000;
 
 export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;
@@ -69,11 +70,12 @@ export async function connectRedis(target: RedisTarget, options: RedisClientOpti
             retryDelayOnTryAgain: 100,
             maxRedirections: 32,
             slotsRefreshTimeout: 2_000,
-            // A redirect can point at a master that just died (another node's
-            // view was older); a refresh every second corrects the map soon.
-            slotsRefreshInterval: 1_000,
             redisOptions: { connectTimeout: 2_000, commandTimeout: COMMAND_TIMEOUT_MS },
             shardedSubscribers: options.isSubscriber === true,
+            // A subscriber learns a failover only from a slot refresh (it sends
+            // no commands that could be redirected): refresh it often, so its
+            // channels move to the promoted replica within seconds.
+            ...(options.isSubscriber === true ? { slotsRefreshInterval: SUBSCRIBER_SLOTS_REFRESH_MS } : {}),
           },
         );
   let lastConnectionError: Error | undefined;
