@@ -34,7 +34,7 @@ import { NodeHttp2DohExchange } from "../client/cli/src/transport/node-http2-doh
 import { type TunnelStats, dnsTunnelTransportFactory } from "../client/core/src/transport/dns-tunnel-transport.ts";
 import { webSocketTransportFactory } from "../client/core/src/transport/websocket-transport.ts";
 import { newMessageId } from "../client/core/src/wire/ids.ts";
-import { ChatKind } from "../client/core/src/wire/proto.ts";
+import { ChatKind, CreateChatRequest, SendMessageRequest } from "../client/core/src/wire/proto.ts";
 import { startDelayRelay, type DelayRelay } from "../scripts/harness/delay-relay.ts";
 import { FrameDriver, type Identity } from "../scripts/harness/frame-driver.ts";
 import { makeNetnsLab, type NetnsLab } from "../scripts/harness/netns.ts";
@@ -47,7 +47,7 @@ import {
 import { startServer, type TestServer } from "../scripts/harness/server.ts";
 import { type AnnouncedTunnel, announcedTunnel } from "../scripts/harness/tunnel.ts";
 import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
-import { track } from "./teardown.ts";
+import { killPid, track } from "./teardown.ts";
 import { TunnelFrameClient } from "./tunnel-frame-client.ts";
 
 const ZONE = "t.example";
@@ -131,7 +131,7 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
     const bob = await receiver.register("bob");
     const { chat } = await sender.call({
       $case: "createChat",
-      value: { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [bob.userId], title: "" },
+      value: CreateChatRequest.fromPartial({ kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [bob.userId] }),
     });
     if (chat === undefined) throw new Error("no chat");
     const context: Context = { server, gateway, lab, sender, alice, bob, chatId: chat.chatId, signal, log };
@@ -179,6 +179,13 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
         extraInterfaces: ["127.0.0.1@53"],
         extraStubs: [{ zone: DNS2TCP_ZONE, address: await via(dns2tcpd.address) }],
       });
+      const untrackUnbound = track(
+        "unbound",
+        () => unbound.stop(),
+        () => {
+          killPid(unbound.pid);
+        },
+      );
       try {
         log(`dns2tcp at +${rttMs} ms`);
         const peer = await measureDns2tcp(lab, sink, plan, signal);
@@ -187,7 +194,9 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
           if (signal.aborted) break;
           log(`ours over ${pipe} at +${rttMs} ms`);
           const ours = await measureOurs(context, unbound, pipe, plan);
-          log(`  ours: up ${kbps(ours.upBps)} kB/s, down ${kbps(ours.downBps)} kB/s, p50 ${ours.p50} ms`);
+          log(
+            `  ours: up ${kbps(ours.upBps)} kB/s, down ${kbps(ours.downBps)} kB/s, p50 ${ours.p50} ms; ${ours.detail}`,
+          );
           rows.push({
             rttMs,
             pipe: `ours ${pipe === "doh" ? "DoH" : "plain DNS"}`,
@@ -209,6 +218,7 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
           downRatio: null,
         });
       } finally {
+        untrackUnbound();
         await unbound.stop();
         for (const relay of relays) await relay.stop();
       }
@@ -273,6 +283,8 @@ interface OursResult {
   downBps: number;
   p50: number | null;
   p95: number | null;
+  /** For the progress log: what the tunnel did. */
+  detail: string;
 }
 
 function factoryFor(
@@ -313,12 +325,11 @@ async function measureOurs(
       next += 1;
       await up.call({
         $case: "sendMessage",
-        value: {
+        value: SendMessageRequest.fromPartial({
           chatId,
           messageId: newMessageId(),
           payload: new Uint8Array(MESSAGE_BYTES).fill(next & 0xff),
-          devicePayloads: [],
-        },
+        }),
       });
     }
   };
@@ -353,12 +364,11 @@ async function measureOurs(
     sends.push(
       context.sender.call({
         $case: "sendMessage",
-        value: {
+        value: SendMessageRequest.fromPartial({
           chatId,
           messageId: newMessageId(),
           payload: new Uint8Array(MESSAGE_BYTES).fill(i & 0xff),
-          devicePayloads: [],
-        },
+        }),
       }),
     );
   }
@@ -380,7 +390,12 @@ async function measureOurs(
     downBps,
     p50: percentile(latencies, 0.5),
     p95: percentile(latencies, 0.95),
+    detail: `up ${describeStats(upStats)}; down ${describeStats(downStats)}`,
   };
+}
+
+function describeStats(stats: TunnelStats): string {
+  return `${stats.dataQueries} data + ${stats.pollQueries} polls, ${stats.failedQueries} failed, ${stats.dataAnswers} data answers`;
 }
 
 /** Latency of small messages from `talker` to `listener` (subscribed), one every 250 ms; sorted. */
@@ -407,7 +422,10 @@ async function measureLatency(
     const payload = new Uint8Array(LATENCY_MESSAGE_BYTES);
     payload[0] = i;
     talkerSends.push(
-      talker.call({ $case: "sendMessage", value: { chatId, messageId: newMessageId(), payload, devicePayloads: [] } }),
+      talker.call({
+        $case: "sendMessage",
+        value: SendMessageRequest.fromPartial({ chatId, messageId: newMessageId(), payload }),
+      }),
     );
     await sleep(250);
   }

@@ -13,7 +13,7 @@ import {
   decodeServerFrame,
   encodeClientFrame,
 } from "../client/core/src/wire/frame-codec.ts";
-import type { Message } from "../client/core/src/wire/proto.ts";
+import { AckRequest, LoginRequest, type Message } from "../client/core/src/wire/proto.ts";
 import type { Identity } from "../scripts/harness/frame-driver.ts";
 
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -32,6 +32,8 @@ export class TunnelFrameClient {
   onMessage: (message: Message) => void = () => undefined;
 
   private constructor(factory: TransportFactory) {
+    // A close before the hello rejects it; login() awaits it, later closes have nobody waiting.
+    this.hello.promise.catch(() => undefined);
     this.transport = factory.create({
       onFrame: (bytes) => {
         this.onFrame(bytes);
@@ -52,7 +54,10 @@ export class TunnelFrameClient {
     await client.hello.promise;
     const nonce = client.helloNonce ?? new Uint8Array(0);
     const signature = new Uint8Array(sign(null, loginProof(nonce, identity.deviceId), identity.key.privateKey));
-    await client.call({ $case: "login", value: { deviceId: identity.deviceId, nonce, signature } });
+    await client.call({
+      $case: "login",
+      value: LoginRequest.fromPartial({ deviceId: identity.deviceId, nonce, signature }),
+    });
     return client;
   }
 
@@ -82,7 +87,10 @@ export class TunnelFrameClient {
 
   ack(chatId: string, throughSeq: number): void {
     this.transport.send(
-      encodeClientFrame({ requestId: 0, request: { $case: "ack", value: { acks: [{ chatId, throughSeq }] } } }),
+      encodeClientFrame({
+        requestId: 0,
+        request: { $case: "ack", value: AckRequest.fromPartial({ acks: [{ chatId, throughSeq }] }) },
+      }),
     );
   }
 

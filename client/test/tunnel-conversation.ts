@@ -7,8 +7,11 @@ import { expect } from "vitest";
 import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
 import type { ClientSession } from "../core/src/session/client-session.ts";
 import type { DnsExchange } from "../core/src/transport/dns-exchange.ts";
-import { dnsTunnelTransportFactory } from "../core/src/transport/dns-tunnel-transport.ts";
-import { ChatKind } from "../core/src/wire/proto.ts";
+import {
+  type DnsTunnelTransportFactory,
+  dnsTunnelTransportFactory,
+} from "../core/src/transport/dns-tunnel-transport.ts";
+import { ChatKind, CreateChatRequest } from "../core/src/wire/proto.ts";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
 import { waitForEvent } from "./wait.ts";
 
@@ -25,6 +28,8 @@ export interface ConversationOptions {
   nameBudget?: number;
   messages: number;
   deadlineMs?: number;
+  /** Called at the end with the sender's transport factory (what it learned, e.g. the name budget). */
+  onFactory?: (factory: DnsTunnelTransportFactory) => void;
 }
 
 /** Bob sends `messages` texts to Alice over the tunnel; all must arrive once, in order. */
@@ -32,16 +37,20 @@ export async function conversation(options: ConversationOptions): Promise<void> 
   const { serverUrl, gateway, kind, exchanges, nameBudget, messages } = options;
   const alice = await registerTestDevice(serverUrl, "alice");
   const bob = await registerTestDevice(serverUrl, "bob");
-  const tunnelSession = (device: TestDevice): ClientSession =>
-    sessionFor(device, {
-      transports: dnsTunnelTransportFactory({
-        kind,
-        exchanges: exchanges(),
-        tunnel: { zone: gateway.zone, publicKey: gateway.publicKey },
-        ...(nameBudget === undefined ? {} : { nameBudget }),
-      }),
+  const factories: DnsTunnelTransportFactory[] = [];
+  const tunnelSession = (device: TestDevice): ClientSession => {
+    const transports = dnsTunnelTransportFactory({
+      kind,
+      exchanges: exchanges(),
+      tunnel: { zone: gateway.zone, publicKey: gateway.publicKey },
+      ...(nameBudget === undefined ? {} : { nameBudget }),
+    });
+    factories.push(transports);
+    return sessionFor(device, {
+      transports,
       timing: { connectTimeoutMs: 10_000, requestTimeoutMs: 15_000, pingIntervalMs: 5_000, pingTimeoutMs: 10_000 },
     });
+  };
   const receiver = tunnelSession(alice);
   const sender = tunnelSession(bob);
   const received: { seq: number; text: string | undefined }[] = [];
@@ -67,7 +76,7 @@ export async function conversation(options: ConversationOptions): Promise<void> 
     );
     const { chat } = await sender.request(
       "createChat",
-      { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [alice.profile.userId], title: "" },
+      CreateChatRequest.fromPartial({ kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [alice.profile.userId] }),
       { timeoutMs: 20_000 },
     );
     if (chat === undefined) throw new Error("no chat");
@@ -87,6 +96,8 @@ export async function conversation(options: ConversationOptions): Promise<void> 
     );
     expect(received.map((message) => message.seq)).toEqual(Array.from({ length: messages }, (_, i) => i + 1));
     expect(sender.status.transport).toBe(kind);
+    const senderFactory = factories[1];
+    if (senderFactory !== undefined) options.onFactory?.(senderFactory);
   } finally {
     await Promise.all([receiver.stop(), sender.stop()]);
   }

@@ -33,8 +33,8 @@ const HIGH_WATER_BYTES = 512 * 1024;
 const LOW_WATER_BYTES = 128 * 1024;
 const MIN_RTO_MS = 400;
 const MAX_RTO_MS = 5_000;
-/** Held polls per session (the client keeps at most its in-flight budget). */
-const MAX_HELD_POLLS = 64;
+/** Held polls per session: above a client's window (128 on plain DNS), so no poll comes back empty at once. */
+const MAX_HELD_POLLS = 256;
 
 export interface GatewaySessionOptions {
   sid: number;

@@ -68,7 +68,7 @@ export interface TunnelGatewayOptions {
   messenger: Messenger;
   clock: Clock;
   log: Logger;
-  /** Longest a poll with nothing to answer is held (0: answer at once). */
+  /** Longest a poll with nothing to answer is held (0: answer at once); only for direct DoH clients. */
   holdMs: number;
   /** Queries per second per source address (burst: twice that). */
   rateLimitPerSecond: number;
@@ -236,7 +236,7 @@ export class TunnelGateway {
       this.stats.cacheHits += 1;
     } else {
       const roomBytes = downstreamCapacityBytes(name.replace(/\.$/, "").length, limit, opt !== undefined);
-      cached = { atMs: now, result: this.tunnel(name, roomBytes) };
+      cached = { atMs: now, result: this.tunnel(name, roomBytes, carrier) };
       this.cache.set(key, cached);
       if (this.cache.size > MAX_ANSWER_CACHE) this.trimCache();
     }
@@ -249,6 +249,7 @@ export class TunnelGateway {
   private async tunnel(
     name: string,
     roomBytes: number,
+    carrier: Carrier,
   ): Promise<{ rcode: number; answers: ResourceRecord[]; authority: ResourceRecord[] }> {
     const nxdomain = { rcode: RCODE_NXDOMAIN, answers: [], authority: [this.soa()] };
     let bytes: Uint8Array;
@@ -267,7 +268,7 @@ export class TunnelGateway {
     let answer: TunnelAnswer;
     let masker: Masker;
     if (query.kind === "handshake") {
-      const reply = await this.onHandshake(query);
+      const reply = await this.onHandshake(query, carrier);
       if (reply === undefined) return nxdomain;
       answer = reply === "pending" ? { kind: "pending" } : { kind: "handshake", message: reply };
       masker = this.obfuscation;
@@ -287,6 +288,7 @@ export class TunnelGateway {
 
   private async onHandshake(
     query: Extract<TunnelQuery, { kind: "handshake" }>,
+    carrier: Carrier,
   ): Promise<Uint8Array | "pending" | undefined> {
     const now = this.options.clock.nowMs();
     let pending = this.handshakes.get(query.sid);
@@ -308,25 +310,24 @@ export class TunnelGateway {
       if (pending.fragments.some((fragment) => fragment === undefined)) return "pending";
       const message1 = concat(pending.fragments.filter((fragment) => fragment !== undefined));
       pending.message1 = message1;
-      pending.reply = this.accept(query.sid, message1);
+      pending.reply = this.accept(query.sid, message1, carrier);
     }
     return pending.reply;
   }
 
-  private async accept(sid: number, message1: Uint8Array): Promise<Uint8Array | undefined> {
+  /**
+   * Opens a session. Polls are held (long poll) only for clients that reach
+   * us over DoH directly: a recursive resolver mixes our fast answers and the
+   * held ones into one round-trip estimate, times the held ones out and
+   * retries them, and backs off from the gateway (seen with Unbound).
+   */
+  private async accept(sid: number, message1: Uint8Array, carrier: Carrier): Promise<Uint8Array | undefined> {
     if (this.sessions.has(sid) || this.sessions.size >= MAX_SESSIONS) return undefined;
+    const holdMs = carrier === "doh" ? this.options.holdMs : 0;
     const { x25519, key, zone } = { ...this.options, zone: this.zone };
     let result;
     try {
-      result = await answerClientHandshake(
-        x25519,
-        key.privateKey,
-        key.publicKey,
-        zone,
-        sid,
-        message1,
-        this.options.holdMs,
-      );
+      result = await answerClientHandshake(x25519, key.privateKey, key.publicKey, zone, sid, message1, holdMs);
     } catch (error) {
       this.options.log.debug({ err: error, sid }, "tunnel handshake refused");
       return undefined;
@@ -337,7 +338,7 @@ export class TunnelGateway {
       messenger: this.options.messenger,
       clock: this.options.clock,
       log: this.options.log.child({ transport: "dns-tunnel", sid }),
-      holdMs: this.options.holdMs,
+      holdMs,
       onClosed: (closed) => {
         if (this.sessions.get(closed) === session) this.sessions.delete(closed);
       },

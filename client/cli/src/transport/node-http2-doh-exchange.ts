@@ -105,7 +105,8 @@ export class NodeHttp2DohExchange implements DnsExchange {
         isDone = true;
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
-        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        // Cancel only a stream that did not finish (timeout, abort): a reset per answered query costs the resolver.
+        if (body === undefined && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
         if (body !== undefined) resolve(body);
         else reject(error ?? new Error("no answer"));
       };

@@ -11,11 +11,12 @@
  *   answer that moved data, halves on a timeout or a rate limit, never above
  *   `maxInFlight` (the per-resolver budget) for data; polls fill what data
  *   leaves, and data never waits behind polls a gateway holds;
- * - polling: while data flows (either way, within `activeMs`) every free
- *   slot polls; when idle one poll at a time — sent again as soon as it is
- *   answered when the gateway holds polls (long poll), else at an interval
- *   that doubles from `idlePollMinMs` to `idlePollMaxMs` and snaps back on
- *   any data;
+ * - polling: while data flows (either way, within `activeMs`) as many
+ *   polls as bring data back (one more per poll that carried data, one fewer
+ *   per empty one; every free slot when the gateway holds polls); when idle
+ *   one poll at a time — sent again as soon as it is answered when the
+ *   gateway holds polls (long poll), else at an interval that doubles from
+ *   `idlePollMinMs` to `idlePollMaxMs` and snaps back on any data;
  * - loss: a failed or timed-out query's chunk is resent (same seq, same
  *   bytes); a chunk the gateway reports missing behind later ones is resent;
  * - when long names keep failing while short polls get through, it ends the
@@ -52,7 +53,7 @@ export const DEFAULT_TUNNEL_SESSION_CONFIG: Omit<TunnelSessionConfig, "maxChunkB
   windowChunks: 512,
   activeMs: 1_000,
   idlePollMinMs: 50,
-  idlePollMaxMs: 1_000,
+  idlePollMaxMs: 500,
   longNameFailures: 6,
   gatewayHoldMs: 0,
 };
@@ -105,6 +106,8 @@ export class TunnelSession {
   private dataInFlight = 0;
   private nextQueryId = 1;
   private window: number;
+  /** Polls worth keeping out while active: +1 for a poll that brought data, -1 for one that came back empty. */
+  private pollWindow = 1;
   private srttMs: number | undefined;
   private rttVarMs = 0;
   private lastDataAtMs = -Infinity;
@@ -221,6 +224,12 @@ export class TunnelSession {
       });
       if (result === "delivered" || result === "buffered") hasMovedData = true;
     }
+    if (query.seq === undefined) {
+      this.pollWindow =
+        answer.kind === "data"
+          ? Math.min(this.config.maxInFlight, this.pollWindow + 1)
+          : Math.max(1, this.pollWindow - 1);
+    }
     if (hasMovedData) {
       this.lastDataAtMs = nowMs;
       this.idlePollMs = this.config.idlePollMinMs;
@@ -262,10 +271,16 @@ export class TunnelSession {
     if (failure === "timeout" || failure === "rate-limited" || failure === "refused" || failure === "servfail") {
       this.window = Math.max(1, this.window / 2);
     }
-    // A path that fails at once (refused, unreachable) must not turn into a busy loop.
-    this.failuresInARow += 1;
-    const backoffMs = Math.min(FAILURE_BACKOFF_MAX_MS, FAILURE_BACKOFF_MS * 2 ** Math.min(this.failuresInARow - 1, 10));
-    this.pausedUntilMs = Math.max(this.pausedUntilMs, nowMs + Math.max(retryAfterMs, backoffMs));
+    // A path that fails at once (refused, unreachable) must not turn into a busy loop; a timeout
+    // has waited already, and pausing after it would only stall a lossy path further.
+    if (failure !== "timeout") {
+      this.failuresInARow += 1;
+      const backoffMs = Math.min(
+        FAILURE_BACKOFF_MAX_MS,
+        FAILURE_BACKOFF_MS * 2 ** Math.min(this.failuresInARow - 1, 10),
+      );
+      this.pausedUntilMs = Math.max(this.pausedUntilMs, nowMs + Math.max(retryAfterMs, backoffMs));
+    }
   }
 
   private fill(nowMs: number, effects: TunnelEffect[]): void {
@@ -298,7 +313,9 @@ export class TunnelSession {
       this.send(effects, nowMs, { kind: "poll", ack: this.receiver.ackInfo(), padding: 0 }, undefined, false);
     }
     if (this.isActive(nowMs)) {
-      while (this.inFlight.size < limit)
+      // As many polls as downstream data keeps busy (a held poll costs nothing, so then the whole window).
+      const polls = this.config.gatewayHoldMs > 0 ? limit : Math.min(limit, Math.floor(this.pollWindow));
+      while (this.inFlight.size - this.dataInFlight < polls)
         this.send(effects, nowMs, { kind: "poll", ack: this.receiver.ackInfo(), padding: 0 }, undefined, false);
       this.nextIdlePollAtMs = nowMs + this.idlePollMs;
       return;
