@@ -113,16 +113,22 @@ export class ShardLeases {
 
   /** Joins: the first tick (announce, take this node's shards), then one every ttl/3. */
   async start(): Promise<void> {
-    await this.tick();
+    await this.tickNow();
     this.timer = setInterval(
       () => {
-        this.ticking ??= this.tick().finally(() => {
-          this.ticking = undefined;
-        });
+        void this.tickNow();
       },
       Math.max(50, Math.floor(this.options.ttlMs / 3)),
     );
     this.timer.unref();
+  }
+
+  /** One round of upkeep now (the timer's; tests drive it by hand). Never two at once. */
+  tickNow(): Promise<void> {
+    this.ticking ??= this.tick().finally(() => {
+      this.ticking = undefined;
+    });
+    return this.ticking;
   }
 
   /** Where the chat's shard is served now, without waiting; undefined when it must be resolved. */
