@@ -265,6 +265,27 @@ export function clientStoreContract(name: string, open: () => Promise<StoreFixtu
       expect((await store.nextQueued(CHAT_A))?.sealed).toEqual(blob(7));
     });
 
+    it("reseals a queued message only over the bytes it read, with its writes, all or nothing", async () => {
+      const { store } = await fresh();
+      const entry = await store.addToOutbox({ ...message(CHAT_A), sealed: blob(7) });
+      expect(
+        await store.resealOutboxEntry(entry.messageId, blob(6), blob(8), [put("session/d2", 0, 1)]),
+      ).toBeUndefined();
+      expect((await store.readE2e(["session/d2"])).size).toBe(0);
+      await expect(
+        store.resealOutboxEntry(entry.messageId, blob(7), blob(8), [put("session/d2", 1, 1)]),
+      ).rejects.toBeInstanceOf(StaleE2eStateError);
+      expect((await store.getOutboxEntry(entry.messageId))?.sealed).toEqual(blob(7));
+      const resealed = await store.resealOutboxEntry(entry.messageId, blob(7), blob(8), [put("session/d2", 0, 1)]);
+      expect(resealed?.sealed).toEqual(blob(8));
+      expect((await store.nextQueued(CHAT_A))?.sealed).toEqual(blob(8));
+      expect((await store.readE2e(["session/d2"])).get("session/d2")?.version).toBe(1);
+      // Once sent, the bytes are final.
+      await store.markSent(entry.messageId, 1);
+      expect(await store.resealOutboxEntry(entry.messageId, blob(8), blob(9), [])).toBeUndefined();
+      expect((await store.getOutboxEntry(entry.messageId))?.sealed).toEqual(blob(8));
+    });
+
     it("sees another handle's E2E writes and refuses a write based on what it replaced", async () => {
       const fixture = await fresh();
       if (fixture.openSibling === undefined) return; // single-handle adapter

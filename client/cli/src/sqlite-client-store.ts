@@ -214,6 +214,24 @@ export class SqliteClientStore implements ClientStore {
     );
   }
 
+  resealOutboxEntry(
+    messageId: string,
+    previous: Uint8Array,
+    sealed: Uint8Array,
+    writes: readonly E2eWrite[],
+  ): Promise<OutboxEntry | undefined> {
+    return this.run(() =>
+      this.transaction(() => {
+        const row = this.db
+          .prepare(`UPDATE outbox SET sealed = ? WHERE message_id = ? AND state = 'queued' AND sealed = ? RETURNING *`)
+          .get(sealed, messageId, previous) as OutboxRow | undefined;
+        if (row === undefined) return undefined;
+        this.applyE2e(writes);
+        return toEntry(row);
+      }),
+    );
+  }
+
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined> {
     return this.run(() => this.oneEntry("SELECT * FROM outbox WHERE message_id = ?", messageId));
   }

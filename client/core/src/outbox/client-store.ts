@@ -22,8 +22,10 @@
  *   a message (the ratchet step of sealing it, of opening it) commit in the
  *   same transaction as the outbox insert or the received message, so a crash
  *   never leaves a message sealed twice or a key used without its message.
- * - A message's sealed payload is stored once and never replaced: every retry
- *   sends the same bytes.
+ * - A message's sealed payload is stored once; every retry sends the same
+ *   bytes. It is replaced only by `resealOutboxEntry` (the server said the
+ *   recipient devices changed), which adds payloads for new devices and drops
+ *   those of gone ones; the caller keeps every other payload byte for byte.
  */
 import { type Chat, ChatKind, type Content } from "../wire/proto.ts";
 
@@ -162,6 +164,17 @@ export interface ClientStore {
    * sealed already; StaleE2eStateError when a write is stale.
    */
   sealOutboxEntry(messageId: string, sealed: Uint8Array, writes: readonly E2eWrite[]): Promise<OutboxEntry | undefined>;
+  /**
+   * Replaces the sealed payload of a queued message, with `writes`, atomically,
+   * only while it is still `previous` (compared byte for byte). Undefined
+   * (nothing applied) otherwise; StaleE2eStateError when a write is stale.
+   */
+  resealOutboxEntry(
+    messageId: string,
+    previous: Uint8Array,
+    sealed: Uint8Array,
+    writes: readonly E2eWrite[],
+  ): Promise<OutboxEntry | undefined>;
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined>;
   /** The oldest queued message of the chat: the next one to send there. */
   nextQueued(chatId: string): Promise<OutboxEntry | undefined>;

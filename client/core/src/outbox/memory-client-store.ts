@@ -90,6 +90,25 @@ export class MemoryClientStore implements ClientStore {
     return Promise.resolve(copy(entry));
   }
 
+  resealOutboxEntry(
+    messageId: string,
+    previous: Uint8Array,
+    sealed: Uint8Array,
+    writes: readonly E2eWrite[],
+  ): Promise<OutboxEntry | undefined> {
+    const entry = this.outbox.get(messageId);
+    if (entry?.state !== "queued" || entry.sealed === undefined || !sameBytes(entry.sealed, previous)) {
+      return Promise.resolve(undefined);
+    }
+    try {
+      this.applyE2e(writes);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    entry.sealed = sealed.slice();
+    return Promise.resolve(copy(entry));
+  }
+
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined> {
     const entry = this.outbox.get(messageId);
     return Promise.resolve(entry && copy(entry));
@@ -292,4 +311,8 @@ function indexOf(index: Map<string, Set<string>>, chatId: string): Set<string> {
 
 function copy(entry: OutboxEntry): OutboxEntry {
   return { ...entry, problem: entry.problem && { ...entry.problem }, sealed: entry.sealed?.slice() };
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

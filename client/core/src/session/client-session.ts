@@ -46,7 +46,7 @@ import {
 } from "../transport/transport.ts";
 import { textOnlyRefusal } from "../transport/text-only.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
-import { RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
+import { DevicesChangedError, RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
 import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
 import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
 import {
@@ -144,6 +144,8 @@ export interface E2eKeyMaterial {
 
 /** Optimistic E2E state writes retried this often when another process moved the state. */
 const MAX_STALE_RETRIES = 8;
+/** A send refused with DEVICES_CHANGED is sealed again and resent at most this often in a row. */
+export const MAX_RESEAL_ROUNDS = 3;
 /** A session with a device is reset at most this often (a burst of undecryptable messages heals once). */
 export const HEAL_INTERVAL_MS = 60_000;
 
@@ -818,17 +820,73 @@ export class ClientSession {
     if (connection?.isOpen !== true) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "not connected");
     const refusal = textOnlyRefusal(this.transports.kind, entry.content);
     if (refusal !== undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, refusal);
-    const sealed = entry.sealed ?? (await this.sealQueued(entry));
-    const request = SendMessageRequest.decode(sealed);
-    if (request.chatId !== entry.chatId || messageIdToHex(request.messageId) !== entry.messageId) {
-      throw new RemessengerError(
-        ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
-        `sealed payload of ${entry.messageId} is not its own`,
-      );
+    let sealed = entry.sealed ?? (await this.sealQueued(entry));
+    for (let round = 0; ; round += 1) {
+      const request = SendMessageRequest.decode(sealed);
+      if (request.chatId !== entry.chatId || messageIdToHex(request.messageId) !== entry.messageId) {
+        throw new RemessengerError(
+          ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
+          `sealed payload of ${entry.messageId} is not its own`,
+        );
+      }
+      try {
+        return await connection.request("sendMessage", request, {
+          timeoutMs: this.timing.requestTimeoutMs,
+          signal: this.lifetime.signal,
+        });
+      } catch (error) {
+        if (!(error instanceof DevicesChangedError)) throw error;
+        if (round >= MAX_RESEAL_ROUNDS) {
+          // The devices keep changing under us: keep the message queued and try again later.
+          throw new RemessengerError(
+            ErrorCode.ERROR_CODE_UNAVAILABLE,
+            `the recipients' devices changed ${round + 1} times while sending; will retry`,
+            { cause: error, retryAfterMs: 2_000 },
+          );
+        }
+        this.logger.info(
+          {
+            chatId: entry.chatId,
+            messageId: entry.messageId,
+            missing: error.missingDeviceIds.length,
+            stale: error.staleDeviceIds.length,
+          },
+          "the chat's devices changed: sealing for the new ones and sending again",
+        );
+        sealed = await this.resealQueued(entry, sealed, error);
+      }
     }
-    return connection.request("sendMessage", request, {
-      timeoutMs: this.timing.requestTimeoutMs,
-      signal: this.lifetime.signal,
+  }
+
+  /**
+   * Seals a queued message again after DEVICES_CHANGED (only for the devices
+   * that changed; see E2eCodec.reseal) and stores the new bytes with their
+   * ratchet steps, in place of exactly the bytes that were refused.
+   */
+  private resealQueued(entry: OutboxEntry, previous: Uint8Array, change: DevicesChangedError): Promise<Uint8Array> {
+    const codec = this.e2e;
+    return codec.exclusive(async () => {
+      for (let attempt = 1; attempt <= MAX_STALE_RETRIES; attempt += 1) {
+        const current = await this.store.getOutboxEntry(entry.messageId);
+        if (current?.state !== "queued" || current.sealed === undefined) {
+          throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `message ${entry.messageId} left the queue`);
+        }
+        // Another process on this profile resealed it already: send its bytes.
+        if (!sameBytes(current.sealed, previous)) return current.sealed;
+        const resealed = await codec.reseal(previous, entry.content, change);
+        try {
+          const stored = await this.store.resealOutboxEntry(
+            entry.messageId,
+            previous,
+            resealed.sealed,
+            resealed.writes,
+          );
+          if (stored?.sealed !== undefined) return stored.sealed;
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError)) throw error;
+        }
+      }
+      throw new Error(`message ${entry.messageId} could not be sealed again`);
     });
   }
 
@@ -924,4 +982,8 @@ export class ClientSession {
       failure === undefined ? prefix : `${prefix}: ${failure.reason}`,
     );
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

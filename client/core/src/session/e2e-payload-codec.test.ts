@@ -5,8 +5,16 @@ import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 import { MemoryClientStore } from "../outbox/memory-client-store.ts";
 import { linkApprovalProof } from "../wire/auth-proof.ts";
 import { randomBytes } from "../wire/ids.ts";
-import { ChatKind, type Device, type Message, type PreKeyBundle, SendMessageRequest } from "../wire/proto.ts";
-import { type E2eServer, E2eCodec, IdentityChangedError } from "./e2e-payload-codec.ts";
+import { isError } from "../wire/errors.ts";
+import {
+  ChatKind,
+  type Device,
+  ErrorCode,
+  type Message,
+  type PreKeyBundle,
+  SendMessageRequest,
+} from "../wire/proto.ts";
+import { type E2eServer, E2eCodec, IdentityChangedError, applyReseal, planReseal } from "./e2e-payload-codec.ts";
 import { systemClock } from "./clock.ts";
 import { contentText, textContent } from "./payload-codec.ts";
 
@@ -167,5 +175,124 @@ describe("E2eCodec trust", () => {
     const message = await sealFor(fresh, "three");
     expect(await openAt(laptop, message)).toBe("three");
     expect(await openAt(bob, message)).toBe("three");
+  });
+});
+
+function toMessage(from: TestDevice, sealed: Uint8Array): Message {
+  const request = SendMessageRequest.decode(sealed);
+  return {
+    chatId: CHAT,
+    seq: 1,
+    messageId: request.messageId,
+    senderUserId: from.userId,
+    senderDeviceId: from.deviceId,
+    serverTimeMs: 0,
+    payload: request.payload,
+    devicePayloads: request.devicePayloads,
+  };
+}
+
+async function linkApproved(server: FakeServer, approver: TestDevice, deviceId: string): Promise<TestDevice> {
+  const expiresAtMs = Date.now() + 60_000;
+  const linked = await device(server, approver.userId, deviceId, {
+    approvedByDeviceId: approver.deviceId,
+    approvalExpiresAtMs: expiresAtMs,
+  });
+  const entry = server.devices.get(approver.userId)?.find((d) => d.deviceId === deviceId);
+  if (entry === undefined) throw new Error("not linked");
+  entry.approvalSignature = await approver.signer.sign(
+    linkApprovalProof(approver.userId, linked.signer.publicKey, expiresAtMs),
+  );
+  return linked;
+}
+
+describe("planReseal and applyReseal", () => {
+  const request: SendMessageRequest = {
+    chatId: CHAT,
+    messageId: new Uint8Array(16),
+    payload: new Uint8Array(0),
+    devicePayloads: [
+      { deviceId: "d1", ciphertext: new Uint8Array([1]) },
+      { deviceId: "d2", ciphertext: new Uint8Array([2]) },
+    ],
+  };
+
+  it("drops stale payloads, adds missing devices, and keeps every other payload as it was", () => {
+    const plan = planReseal(["d1", "d2"], ["d1", "d3"], { missingDeviceIds: ["d3"], staleDeviceIds: ["d2"] });
+    expect(plan).toEqual({ drop: ["d2"], add: ["d3"] });
+    const next = applyReseal(request, plan.drop, [{ deviceId: "d3", ciphertext: new Uint8Array([3]) }]);
+    expect(next.devicePayloads.map((p) => p.deviceId)).toEqual(["d1", "d3"]);
+    expect(next.devicePayloads[0]).toBe(request.devicePayloads[0]);
+    expect(next.messageId).toBe(request.messageId);
+  });
+
+  it("refuses (retryably) a missing device it cannot see, and a change that changes nothing", () => {
+    expect(() => planReseal(["d1"], ["d1"], { missingDeviceIds: ["d9"], staleDeviceIds: [] })).toThrow(/cannot see/);
+    expect(() => planReseal(["d1"], ["d1"], { missingDeviceIds: ["d1"], staleDeviceIds: ["d7"] })).toThrow(
+      /already matches/,
+    );
+    const refusal = ((): unknown => {
+      try {
+        return planReseal(["d1"], ["d1"], { missingDeviceIds: [], staleDeviceIds: [] });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(isError(refusal, ErrorCode.ERROR_CODE_UNAVAILABLE)).toBe(true);
+  });
+});
+
+describe("E2eCodec reseal", () => {
+  it("seals only for a device linked after the first seal, keeps the other payloads byte for byte, and both devices read it", async () => {
+    const server = new FakeServer();
+    const alice = await device(server, ALICE, "d" + "a".repeat(26));
+    const bob = await device(server, BOB, "d" + "b".repeat(26));
+    expect(await openAt(bob, await sealFor(alice, "first"))).toBe("first");
+
+    const messageId = "ab".repeat(16);
+    const content = textContent("after the link", 0);
+    const sealed = await alice.codec.seal(CHAT, messageId, content);
+    await alice.store.writeE2e(sealed.writes);
+    const laptop = await linkApproved(server, bob, "d" + "c".repeat(26));
+    const phoneSession = await alice.store.readE2e([`session/${bob.deviceId}`]);
+
+    const resealed = await alice.codec.reseal(sealed.sealed, content, {
+      missingDeviceIds: [laptop.deviceId],
+      staleDeviceIds: [],
+    });
+    // Only the new device's session is written: the phone's ratchet does not move again.
+    expect(resealed.writes.map((w) => w.key)).toEqual([`session/${laptop.deviceId}`]);
+    await alice.store.writeE2e(resealed.writes);
+    expect(await alice.store.readE2e([`session/${bob.deviceId}`])).toEqual(phoneSession);
+    const before = SendMessageRequest.decode(sealed.sealed).devicePayloads;
+    const after = SendMessageRequest.decode(resealed.sealed).devicePayloads;
+    expect(after.slice(0, before.length)).toEqual(before);
+    expect(after.map((p) => p.deviceId)).toEqual([bob.deviceId, laptop.deviceId]);
+
+    const message = toMessage(alice, resealed.sealed);
+    expect(await openAt(bob, message)).toBe("after the link");
+    expect(await openAt(laptop, message)).toBe("after the link");
+  });
+
+  it("drops the payload of a device the server calls stale", async () => {
+    const server = new FakeServer();
+    const alice = await device(server, ALICE, "d" + "a".repeat(26));
+    const bob = await device(server, BOB, "d" + "b".repeat(26));
+    const laptop = await linkApproved(server, bob, "d" + "c".repeat(26));
+    const content = textContent("only the phone", 0);
+    const sealed = await alice.codec.seal(CHAT, "cd".repeat(16), content);
+    expect(SendMessageRequest.decode(sealed.sealed).devicePayloads).toHaveLength(2);
+    server.devices.set(
+      BOB,
+      (server.devices.get(BOB) ?? []).filter((d) => d.deviceId !== laptop.deviceId),
+    );
+    const resealed = await alice.codec.reseal(sealed.sealed, content, {
+      missingDeviceIds: [],
+      staleDeviceIds: [laptop.deviceId],
+    });
+    expect(resealed.writes).toEqual([]);
+    expect(SendMessageRequest.decode(resealed.sealed).devicePayloads).toEqual(
+      SendMessageRequest.decode(sealed.sealed).devicePayloads.filter((p) => p.deviceId === bob.deviceId),
+    );
   });
 });

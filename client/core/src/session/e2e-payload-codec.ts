@@ -44,6 +44,7 @@ import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import {
   type Chat,
   Content,
+  type DevicePayload,
   ErrorCode,
   type Message,
   type PreKeyBundle,
@@ -144,6 +145,60 @@ export interface KnownUser {
   fetchedAtMs: number;
 }
 
+interface Recipient {
+  userId: string;
+  deviceId: string;
+  identityKey: Uint8Array;
+}
+
+/** What the server said about a send's devices (DEVICES_CHANGED). */
+export interface DeviceChange {
+  missingDeviceIds: readonly string[];
+  staleDeviceIds: readonly string[];
+}
+
+/**
+ * Which payloads a reseal drops and which devices it seals for: stale ones
+ * present in the message go; missing ones not yet covered are added, and
+ * each must be a recipient we know after the refresh (else a retryable
+ * UNAVAILABLE: the device list has not caught up). Pure.
+ */
+export function planReseal(
+  payloadDeviceIds: readonly string[],
+  recipientDeviceIds: readonly string[],
+  change: DeviceChange,
+): { drop: string[]; add: string[] } {
+  const present = new Set(payloadDeviceIds);
+  const drop = change.staleDeviceIds.filter((id) => present.has(id));
+  const add = [...new Set(change.missingDeviceIds)].filter((id) => !present.has(id));
+  const unknown = add.filter((id) => !recipientDeviceIds.includes(id));
+  if (unknown.length > 0) {
+    throw new RemessengerError(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      `the server lists device ${unknown.join(", ")} that this device cannot see yet`,
+      { retryAfterMs: 1_000 },
+    );
+  }
+  if (drop.length === 0 && add.length === 0) {
+    throw new RemessengerError(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      "the server reports changed devices, but the message already matches them",
+      { retryAfterMs: 1_000 },
+    );
+  }
+  return { drop, add };
+}
+
+/** The request with the `drop` payloads removed and `added` appended; every kept payload is the same object. Pure. */
+export function applyReseal(
+  request: SendMessageRequest,
+  drop: readonly string[],
+  added: readonly DevicePayload[],
+): SendMessageRequest {
+  const gone = new Set(drop);
+  return { ...request, devicePayloads: [...request.devicePayloads.filter((p) => !gone.has(p.deviceId)), ...added] };
+}
+
 const sessionKey = (deviceId: string): string => `session/${deviceId}`;
 const userKey = (userId: string): string => `devices/${userId}`;
 const PREKEYS_KEY = "prekeys";
@@ -184,13 +239,67 @@ export class E2eCodec {
 
   /** Seals `content` for every other device in the chat. Throws NeedsServerError, IdentityChangedError. */
   async seal(chatId: string, messageIdHex: string, content: Content): Promise<Sealed> {
-    const { deviceId } = this.options;
     const messageId = messageIdFromHex(messageIdHex);
-    const plaintext = Content.encode(content).finish();
     const targets = await this.recipients(chatId);
+    const { devicePayloads, writes } = await this.sealFor(targets, chatId, messageId, content);
+    if (devicePayloads.length === 0) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_UNAVAILABLE,
+        `no device in ${chatId} can receive encrypted messages yet`,
+      );
+    }
+    const request: SendMessageRequest = { chatId, messageId, payload: new Uint8Array(0), devicePayloads };
+    return { sealed: SendMessageRequest.encode(request).finish(), writes };
+  }
+
+  /**
+   * Seals a sealed message again for a changed set of recipient devices (the
+   * server answered DEVICES_CHANGED): the device lists are fetched anew, the
+   * payloads of stale devices are dropped, each missing device gets one
+   * (through its session, or a new one from its prekey bundle), and every
+   * other payload stays byte for byte — no ratchet moves twice for one
+   * message. Throws IdentityChangedError for a new device nobody we trust
+   * approved, and a retryable UNAVAILABLE when a missing device cannot be
+   * sealed for yet.
+   */
+  async reseal(sealed: Uint8Array, content: Content, change: DeviceChange): Promise<Sealed> {
+    const request = SendMessageRequest.decode(sealed);
+    const targets = await this.recipients(request.chatId, true);
+    const plan = planReseal(
+      request.devicePayloads.map((p) => p.deviceId),
+      targets.map((t) => t.deviceId),
+      change,
+    );
+    const { devicePayloads, writes } = await this.sealFor(
+      targets.filter((t) => plan.add.includes(t.deviceId)),
+      request.chatId,
+      request.messageId,
+      content,
+    );
+    const unsealed = plan.add.filter((id) => !devicePayloads.some((p) => p.deviceId === id));
+    if (unsealed.length > 0) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_UNAVAILABLE,
+        `cannot encrypt for device ${unsealed.join(", ")} yet (no prekeys)`,
+        { retryAfterMs: 1_000 },
+      );
+    }
+    const next = applyReseal(request, plan.drop, devicePayloads);
+    return { sealed: SendMessageRequest.encode(next).finish(), writes };
+  }
+
+  /** One payload per target that has (or can start) a session; the ratchet writes that go with them. */
+  private async sealFor(
+    targets: readonly Recipient[],
+    chatId: string,
+    messageId: Uint8Array,
+    content: Content,
+  ): Promise<{ devicePayloads: DevicePayload[]; writes: E2eWrite[] }> {
+    const { deviceId } = this.options;
+    const plaintext = Content.encode(content).finish();
     const records = await this.options.store.readE2e(targets.map((t) => sessionKey(t.deviceId)));
     const writes: E2eWrite[] = [];
-    const devicePayloads = [];
+    const devicePayloads: DevicePayload[] = [];
     const missing = new Map<string, string[]>();
     const sessions = new Map<string, { record: SessionRecord; version: number }>();
     for (const target of targets) {
@@ -231,14 +340,7 @@ export class E2eCodec {
       devicePayloads.push({ deviceId: target.deviceId, ciphertext: sealed.envelope });
       writes.push(this.sessionWrite(target.deviceId, entry.version, sealed.record));
     }
-    if (devicePayloads.length === 0) {
-      throw new RemessengerError(
-        ErrorCode.ERROR_CODE_UNAVAILABLE,
-        `no device in ${chatId} can receive encrypted messages yet`,
-      );
-    }
-    const request: SendMessageRequest = { chatId, messageId, payload: new Uint8Array(0), devicePayloads };
-    return { sealed: SendMessageRequest.encode(request).finish(), writes };
+    return { devicePayloads, writes };
   }
 
   /** Opens this device's envelope of a received message. */
@@ -435,9 +537,8 @@ export class E2eCodec {
 
   // ── internals ────────────────────────────────────────────────────────
 
-  private async recipients(
-    chatId: string,
-  ): Promise<Array<{ userId: string; deviceId: string; identityKey: Uint8Array }>> {
+  /** The chat's devices to seal for (all but this one); `isRefresh` fetches the device lists anew. */
+  private async recipients(chatId: string, isRefresh = false): Promise<Recipient[]> {
     const { store, userId, deviceId } = this.options;
     let members = (await store.getChat(chatId))?.memberUserIds;
     if (members === undefined) {
@@ -449,7 +550,7 @@ export class E2eCodec {
     }
     const out = [];
     for (const member of members) {
-      const known = await this.knownUser(member);
+      const known = await this.knownUser(member, isRefresh);
       if (known === undefined) throw new NeedsServerError(`the devices of ${member} are not known yet`);
       const changed = known.devices.filter((d) => d.trust === "changed");
       if (changed.length > 0) {
