@@ -21,6 +21,8 @@ export interface NetnsLab {
   readonly innerAddress: string;
   /** Drops `percent`% of UDP packets the namespace sends to host:port (a counted nftables rule). */
   dropUdpTo(host: string, port: number, percent: number): void;
+  /** Drops every UDP packet the namespace sends to host:port whose IP length is over `maxBytes` (a QNAME cap). */
+  dropLongUdpTo(host: string, port: number, maxBytes: number): void;
   /** Packets the drop rule has dropped so far. */
   droppedPackets(): number;
   cleanup(): void;
@@ -86,6 +88,16 @@ export function makeNetnsLab(): NetnsLab {
   chain out {
     type filter hook output priority 0; policy accept;
     ip daddr ${host} udp dport ${port} numgen random mod 100 < ${percent} counter drop
+  }
+}
+`;
+      execFileSync(IP, ["netns", "exec", name, NFT, "-f", "-"], { input: rules, stdio: ["pipe", "pipe", "pipe"] });
+    },
+    dropLongUdpTo(host, port, maxBytes) {
+      const rules = `table inet rmloss {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr ${host} udp dport ${port} ip length > ${maxBytes} counter drop
   }
 }
 `;
