@@ -15,6 +15,7 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { type Censorship, LAB_ADDRESS, type Lab, startLab } from "./harness/netns-lab.ts";
 import { type TestServer, startServer } from "./harness/server.ts";
+import { RUNG_STABLE_AFTER_MS } from "../client/core/src/manager/transport-ladder.ts";
 
 const SERVER_PORT = 8080;
 const SERVER_URL = `http://${LAB_ADDRESS.server}:${SERVER_PORT}`;
@@ -81,7 +82,7 @@ export interface ScenarioResult {
   delivered: number;
   duplicates: number;
   isOrderKept: boolean;
-  /** Per client: block start → the next message it received. */
+  /** Per client and block: block start → the first message written after it arrives. */
   failoverMs: number[];
   /** Per client: block lifted → reported connected over WebSocket again. */
   climbBackMs: number[];
@@ -100,6 +101,7 @@ export async function runScenario(
   name: string,
   messages: number,
   log: (line: string) => void = () => undefined,
+  cycles = 1,
 ): Promise<ScenarioResult> {
   const scenario = SCENARIOS[name];
   if (scenario === undefined) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(", ")}`);
@@ -121,25 +123,43 @@ export async function runScenario(
     const chatId = String(chatEvent["chatId"]);
     for (const client of clients) await waitConnected(client, "websocket", 30_000);
 
-    // The conversation runs across the block: a third before, a third during, a third after.
+    // The conversation runs across every block: some before, during, between and after.
     const perSender = Math.ceil(messages / 2);
-    const totalMs = scenario.blockMs * 3;
+    const totalMs = scenario.blockMs * (1 + 2 * cycles) + (cycles - 1) * RUNG_STABLE_AFTER_MS;
     const intervalMs = totalMs / perSender;
+    const sentAtMs = new Map<string, number>();
     const sending = (async () => {
       for (let i = 1; i <= perSender; i++) {
-        alice.send({ cmd: "send", chatId, text: `alice ${i}` });
-        bob.send({ cmd: "send", chatId, text: `bob ${i}` });
+        for (const [client, text] of [
+          [alice, `alice ${i}`],
+          [bob, `bob ${i}`],
+        ] as const) {
+          sentAtMs.set(text, Date.now());
+          client.send({ cmd: "send", chatId, text });
+        }
         await sleep(intervalMs);
       }
     })();
     await sleep(scenario.blockMs);
-    const blockStart = Date.now();
-    await lab.censor(scenario.censorship);
-    log(`${name}: censor on`);
-    await sleep(scenario.blockMs);
-    await lab.censor({});
-    const liftedAt = Date.now();
-    log(`${name}: censor off`);
+    const windows: BlockWindow[] = [];
+    const climbBackMs: number[] = [];
+    for (let cycle = 1; cycle <= cycles; cycle++) {
+      const startMs = Date.now();
+      await lab.censor(scenario.censorship);
+      log(`${name}: censor on (${cycle}/${cycles})`);
+      await sleep(scenario.blockMs);
+      await lab.censor({});
+      const liftedMs = Date.now();
+      windows.push({ startMs, liftedMs });
+      log(`${name}: censor off`);
+      for (const client of clients) {
+        const event = await waitConnected(client, "websocket", CLIMB_TIMEOUT_MS, liftedMs);
+        climbBackMs.push(Math.max(0, event.atMs - liftedMs));
+      }
+      // Between blocks the path has time to prove itself stable again, so each block starts
+      // afresh; blocks closer together are flapping, which the ladder answers with caution.
+      if (cycle < cycles) await sleep(RUNG_STABLE_AFTER_MS + 1_000);
+    }
     await sending;
 
     const expectedEach = perSender;
@@ -152,12 +172,8 @@ export async function runScenario(
         ),
       ),
     );
-    const climbBackMs: number[] = [];
-    for (const client of clients) {
-      const event = await waitConnected(client, "websocket", CLIMB_TIMEOUT_MS, liftedAt);
-      climbBackMs.push(Math.max(0, event.atMs - liftedAt));
-    }
-    const result = summarise(name, clients, messages, blockStart, liftedAt, scenario, climbBackMs);
+    const blockStart = windows[0]?.startMs ?? 0;
+    const result = summarise(name, clients, messages, windows, scenario, climbBackMs, sentAtMs);
     for (const mismatch of result.stateMismatches.slice(0, 5)) log(`${name}: mismatch: ${mismatch}`);
     if (process.env["HARNESS_TRACE"] === "1") {
       for (const client of clients) {
@@ -188,14 +204,19 @@ function received(client: LabClient): ClientEvent[] {
   return client.events.filter((e) => e.type === "received");
 }
 
+interface BlockWindow {
+  startMs: number;
+  liftedMs: number;
+}
+
 function summarise(
   name: string,
   clients: LabClient[],
   messages: number,
-  blockStart: number,
-  liftedAt: number,
+  windows: readonly BlockWindow[],
   scenario: Scenario,
   climbBackMs: number[],
+  sentAtMs: ReadonlyMap<string, number>,
 ): ScenarioResult {
   let delivered = 0;
   let duplicates = 0;
@@ -209,15 +230,18 @@ function summarise(
     duplicates += texts.length - unique.size;
     const numbers = texts.map((t) => Number(t.split(" ")[1]));
     if (numbers.some((n, i) => i > 0 && n <= (numbers[i - 1] ?? 0))) isOrderKept = false;
-    const next = received(client).find((e) => e.atMs >= blockStart);
-    if (next !== undefined) failoverMs.push(next.atMs - blockStart);
-    for (const event of client.events) {
-      if (event.type !== "state" || event.state !== "connected") continue;
-      if (event.atMs < blockStart + DETECTION_GRACE_MS || event.atMs > liftedAt) continue;
-      if (scenario.blocked.includes(String(event["transport"]))) {
-        stateMismatches.push(
-          `${client.name} said connected over ${String(event["transport"])} at +${event.atMs - blockStart} ms`,
-        );
+    for (const { startMs, liftedMs } of windows) {
+      // Failover: the filter went on → the first message written after it arrived.
+      const next = received(client).find((e) => (sentAtMs.get(String(e["text"])) ?? 0) >= startMs);
+      if (next !== undefined) failoverMs.push(next.atMs - startMs);
+      for (const event of client.events) {
+        if (event.type !== "state" || event.state !== "connected") continue;
+        if (event.atMs < startMs + DETECTION_GRACE_MS || event.atMs > liftedMs) continue;
+        if (scenario.blocked.includes(String(event["transport"]))) {
+          stateMismatches.push(
+            `${client.name} said connected over ${String(event["transport"])} at +${event.atMs - startMs} ms`,
+          );
+        }
       }
     }
   }
@@ -329,13 +353,22 @@ function sleep(ms: number): Promise<void> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { scenario: { type: "string" }, messages: { type: "string", default: "300" } },
+    options: {
+      scenario: { type: "string" },
+      messages: { type: "string", default: "300" },
+      cycles: { type: "string", default: "1" },
+    },
   });
   const names = values.scenario === undefined || values.scenario === "all" ? Object.keys(SCENARIOS) : [values.scenario];
   for (const name of names) {
-    const result = await runScenario(name, Number(values.messages), (line) => {
-      console.error(line);
-    });
+    const result = await runScenario(
+      name,
+      Number(values.messages),
+      (line) => {
+        console.error(line);
+      },
+      Number(values.cycles),
+    );
     console.log(summaryLine(result));
   }
 }
