@@ -59,6 +59,8 @@ export interface TestServer {
 interface Listening {
   url: string;
   grpcPort: number | null;
+  /** The DNS tunnel's UDP/TCP listener, "host:port", when it has one. */
+  tunnelDns: string | null;
 }
 
 function waitForListening(child: ChildProcess, logs: string[]): Promise<Listening> {
@@ -75,11 +77,16 @@ function waitForListening(child: ChildProcess, logs: string[]): Promise<Listenin
     lines.on("line", (line) => {
       logs.push(line);
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string; grpcPort?: number | null };
+        const entry = JSON.parse(line) as {
+          msg?: string;
+          url?: string;
+          grpcPort?: number | null;
+          tunnel?: { dns?: string | null };
+        };
         if (entry.msg === "listening" && entry.url !== undefined) {
           clearTimeout(timer);
           child.off("exit", onExit);
-          resolvePromise({ url: entry.url, grpcPort: entry.grpcPort ?? null });
+          resolvePromise({ url: entry.url, grpcPort: entry.grpcPort ?? null, tunnelDns: entry.tunnel?.dns ?? null });
         }
       } catch {
         // not JSON: kept in logs as it is
@@ -94,6 +101,13 @@ function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolvePromise) => child.once("exit", (code) => resolvePromise(code)));
 }
 
+/** `--dns-listen HOST:0` becomes the port the first run bound, so a restart keeps the tunnel's address. */
+function withBoundDnsListen(args: readonly string[], bound: string | null): string[] {
+  const at = args.indexOf("--dns-listen");
+  if (at < 0 || bound === null || !(args[at + 1] ?? "").endsWith(":0")) return [...args];
+  return args.map((arg, i) => (i === at + 1 ? bound : arg));
+}
+
 export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
   let ownRedis: { url: string; stop(): Promise<void> } | undefined;
   if (options.redisUrl === undefined && options.store === "redis") {
@@ -106,13 +120,14 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const logs: string[] = [];
   let listenArg = options.listen ?? "127.0.0.1:0";
   let grpcArg = "127.0.0.1:0";
+  let extraArgs = options.extraArgs ?? [];
   let child: ChildProcess;
 
   const launch = async (): Promise<Listening> => {
     const args = [MAIN, "--listen", listenArg, "--grpc-listen", grpcArg, "--data", dataDir];
     if (options.redisUrl !== undefined) args.push("--redis", options.redisUrl);
     if (options.redisCluster !== undefined) args.push("--redis-cluster", options.redisCluster);
-    args.push("--log-level", options.logLevel ?? "info", ...(options.extraArgs ?? []));
+    args.push("--log-level", options.logLevel ?? "info", ...extraArgs);
     const [command, ...prefix] = [...(options.wrapCommand ?? []), process.execPath];
     child = spawn(command ?? process.execPath, [...prefix, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
@@ -132,6 +147,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const firstUrl = new URL(first.url);
   listenArg = `${firstUrl.hostname}:${firstUrl.port}`;
   grpcArg = grpcArg === "off" ? "off" : `127.0.0.1:${first.grpcPort ?? 0}`;
+  extraArgs = withBoundDnsListen(extraArgs, first.tunnelDns);
 
   const server: TestServer = {
     url: first.url,
