@@ -7,10 +7,11 @@
  *   subscribes by server streaming on one node and receives a message sent
  *   over gRPC on another;
  * - bad input on both paths (no or wrong token, oversized messages, a wrong
- *   chat) gets its gRPC status, and the nodes keep serving.
+ *   chat, bytes that are no request at all) gets its gRPC status, and the
+ *   nodes keep serving.
  */
 import { sign } from "node:crypto";
-import { Client, credentials } from "@grpc/grpc-js";
+import { Client, Metadata as RawMetadata, credentials } from "@grpc/grpc-js";
 import { create, createFileRegistry, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import {
@@ -208,27 +209,84 @@ describe("gRPC-web, served by the nodes themselves", () => {
   });
 });
 
+/** Health SERVING on every node, and a node-crossing send on each path still answered. */
+async function expectEveryNodeServing(): Promise<void> {
+  for (const index of [0, 1, 2]) {
+    expect((await createGrpcClient(HealthDefinition, grpcChannel(index)).check({ service: "" })).status).toBe(1);
+    expect((await fetch(`${cluster.nodes[index]?.url ?? ""}/readyz`)).status).toBe(200);
+  }
+  const a = await registerOverWeb(0, "after-a");
+  const b = await registerOverWeb(1, "after-b");
+  const { chat } = await createGrpcClient(ChatServiceDefinition, grpcChannel(2)).createChat(
+    { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [b.userId] },
+    { metadata: Metadata({ authorization: a.bearer }) },
+  );
+  const request = () => ({ chatId: chat?.chatId ?? "", messageId: newMessageId(), payload: new Uint8Array(10) });
+  const viaGrpc = createGrpcClient(MessageServiceDefinition, grpcChannel(1));
+  const viaWeb = createWebClient(MessageServiceDefinition, webChannel(2));
+  expect((await viaGrpc.sendMessage(request(), { metadata: Metadata({ authorization: a.bearer }) })).seq).toBe(1);
+  expect((await viaWeb.sendMessage(request(), { metadata: WebMetadata({ authorization: b.bearer }) })).seq).toBe(2);
+}
+
+/** A unary gRPC call carrying `body` as the request bytes, as they are: its status. */
+function rawGrpcStatus(nodeIndex: number, path: string, body: Buffer, authorization: string): Promise<number> {
+  const raw = new Client(cluster.nodes[nodeIndex]?.grpcAddress ?? "", credentials.createInsecure());
+  const metadata = new RawMetadata();
+  metadata.set("authorization", authorization);
+  return new Promise<number>((resolve, reject) => {
+    raw.makeUnaryRequest(
+      path,
+      (bytes: Buffer) => bytes,
+      (bytes: Buffer) => bytes,
+      body,
+      metadata,
+      (error) => {
+        raw.close();
+        if (error === null) reject(new Error(`${path} succeeded`));
+        else resolve(error.code);
+      },
+    );
+  });
+}
+
+/** A gRPC-web POST of raw bytes: the HTTP status and the grpc-status (header, or the trailer frame in the body). */
+async function rawWeb(
+  nodeIndex: number,
+  path: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): Promise<{ http: number; status: number | undefined }> {
+  const response = await fetch(`${cluster.nodes[nodeIndex]?.url ?? ""}${path}`, {
+    method: "POST",
+    body: new Uint8Array(body),
+    headers: { "content-type": "application/grpc-web+proto", ...headers },
+  });
+  const text = Buffer.from(await response.arrayBuffer()).toString("latin1");
+  const status = response.headers.get("grpc-status") ?? /grpc-status: ?(\d+)/i.exec(text)?.[1];
+  return { http: response.status, status: status === undefined ? undefined : Number(status) };
+}
+
+async function webStatus(call: () => Promise<unknown>): Promise<Status> {
+  try {
+    await call();
+  } catch (error) {
+    if (error instanceof WebClientError) return error.code;
+    throw error;
+  }
+  throw new Error("the call succeeded");
+}
+
+async function grpcStatus(call: () => Promise<unknown>): Promise<Status> {
+  try {
+    await call();
+  } catch (error) {
+    if (error instanceof ClientError) return error.code;
+    throw error;
+  }
+  throw new Error("the call succeeded");
+}
+
 describe("bad input on the gRPC and gRPC-web paths", () => {
-  async function webStatus(call: () => Promise<unknown>): Promise<Status> {
-    try {
-      await call();
-    } catch (error) {
-      if (error instanceof WebClientError) return error.code;
-      throw error;
-    }
-    throw new Error("the call succeeded");
-  }
-
-  async function grpcStatus(call: () => Promise<unknown>): Promise<Status> {
-    try {
-      await call();
-    } catch (error) {
-      if (error instanceof ClientError) return error.code;
-      throw error;
-    }
-    throw new Error("the call succeeded");
-  }
-
   it("answers each with its status and keeps every node serving", async () => {
     const user = await registerOverWeb(1, "careful");
     const other = await registerOverWeb(2, "other");
@@ -286,5 +344,100 @@ describe("bad input on the gRPC and gRPC-web paths", () => {
     }
     expect((await grpc.sendMessage(send(chatId, 10), { metadata: Metadata(good) })).seq).toBe(1);
     expect((await web.sendMessage(send(chatId, 10), { metadata: WebMetadata(good) })).seq).toBe(2);
+  });
+
+  it("refuses another pair's chat and unauthenticated subscriptions on both paths", async () => {
+    const user = await registerOverWeb(0, "nosy");
+    const other = await registerOverWeb(1, "owner-a");
+    const third = await registerOverWeb(2, "owner-b");
+    // A chat that exists, between two other users, so it has an owner node somewhere.
+    const { chat } = await createGrpcClient(ChatServiceDefinition, grpcChannel(1)).createChat(
+      { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: [third.userId] },
+      { metadata: Metadata({ authorization: other.bearer }) },
+    );
+    const theirs = chat?.chatId ?? "";
+    const good = { authorization: user.bearer };
+    const grpcMessages = createGrpcClient(MessageServiceDefinition, grpcChannel(0));
+    const webMessages = createWebClient(MessageServiceDefinition, webChannel(0));
+    const grpcChats = createGrpcClient(ChatServiceDefinition, grpcChannel(0));
+    const webChats = createWebClient(ChatServiceDefinition, webChannel(0));
+    const request = () => ({ chatId: theirs, messageId: newMessageId(), payload: new Uint8Array(10) });
+    const acks = { acks: [{ chatId: theirs, throughSeq: 1 }] };
+    const drain = async (stream: AsyncIterable<unknown>): Promise<void> => {
+      const first = await stream[Symbol.asyncIterator]().next();
+      if (first.done !== true) throw new Error("an unauthenticated subscription got a push");
+    };
+
+    const grpcCases: Array<[string, Status, () => Promise<unknown>]> = [
+      ["send", Status.NOT_FOUND, () => grpcMessages.sendMessage(request(), { metadata: Metadata(good) })],
+      ["ack", Status.NOT_FOUND, () => grpcMessages.ack(acks, { metadata: Metadata(good) })],
+      ["get chat", Status.NOT_FOUND, () => grpcChats.getChat({ chatId: theirs }, { metadata: Metadata(good) })],
+      ["subscribe, no token", Status.UNAUTHENTICATED, () => drain(grpcMessages.subscribe({}))],
+      [
+        "subscribe, forged token",
+        Status.UNAUTHENTICATED,
+        () => drain(grpcMessages.subscribe({}, { metadata: Metadata({ authorization: "Bearer x.y" }) })),
+      ],
+    ];
+    const webCases: Array<[string, Status, () => Promise<unknown>]> = [
+      ["send", Status.NOT_FOUND, () => webMessages.sendMessage(request(), { metadata: WebMetadata(good) })],
+      ["ack", Status.NOT_FOUND, () => webMessages.ack(acks, { metadata: WebMetadata(good) })],
+      ["get chat", Status.NOT_FOUND, () => webChats.getChat({ chatId: theirs }, { metadata: WebMetadata(good) })],
+      ["subscribe, no token", Status.UNAUTHENTICATED, () => drain(webMessages.subscribe({}))],
+      [
+        "subscribe, forged token",
+        Status.UNAUTHENTICATED,
+        () => drain(webMessages.subscribe({}, { metadata: WebMetadata({ authorization: "Bearer x.y" }) })),
+      ],
+    ];
+    for (const [what, expected, run] of grpcCases) {
+      expect({ what, status: Status[await grpcStatus(run)] }).toEqual({ what, status: Status[expected] });
+    }
+    for (const [what, expected, run] of webCases) {
+      expect({ what, status: Status[await webStatus(run)] }).toEqual({ what, status: Status[expected] });
+    }
+    await expectEveryNodeServing();
+  });
+
+  it("answers bytes that are no request, and bodies over the limit, with a status and no crash", async () => {
+    const user = await registerOverWeb(2, "raw");
+    const send = "/remessenger.v1.MessageService/SendMessage";
+    const notProtobuf = Buffer.from([0x0f, 1, 2, 3]); // field 1, wire type 7: no message decodes from it
+    const huge = Buffer.alloc(8 * 1024 * 1024, 7);
+
+    // gRPC, as a client with a broken codec (or none) would call.
+    const grpcCases: Array<[string, Status, string, Buffer]> = [
+      ["not protobuf", Status.INTERNAL, send, notProtobuf], // "error parsing request proto" is INTERNAL in gRPC's status table
+      ["8 MiB request", Status.RESOURCE_EXHAUSTED, send, huge],
+      ["unknown method", Status.UNIMPLEMENTED, "/remessenger.v1.MessageService/Nope", Buffer.alloc(0)],
+      ["unknown service", Status.UNIMPLEMENTED, "/remessenger.v9.Nothing/Nope", Buffer.alloc(0)],
+    ];
+    for (const [what, expected, path, body] of grpcCases) {
+      const status = await rawGrpcStatus(2, path, body, user.bearer);
+      expect({ what, status: Status[status] }).toEqual({ what, status: Status[expected] });
+    }
+
+    // gRPC-web, as raw POSTs: each message is a 5-byte envelope (flag, big-endian length) and its bytes.
+    const envelope = (bytes: Uint8Array, length = bytes.length): Buffer => {
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(length, 1);
+      return Buffer.concat([head, bytes]);
+    };
+    const webCases: Array<[string, Status, Buffer]> = [
+      ["a cut envelope", Status.INVALID_ARGUMENT, Buffer.from([0, 0, 0])],
+      ["not protobuf", Status.INTERNAL, envelope(notProtobuf)],
+      ["a length of 4 GiB", Status.RESOURCE_EXHAUSTED, envelope(Buffer.from([1, 2]), 0xffff_ffff)],
+      ["8 MiB request", Status.RESOURCE_EXHAUSTED, envelope(huge)],
+    ];
+    for (const [what, expected, body] of webCases) {
+      const answer = await rawWeb(2, send, body, { authorization: user.bearer });
+      expect({ what, http: answer.http, status: answer.status }).toEqual({ what, http: 200, status: expected });
+    }
+    // Not gRPC-web at all: plain HTTP answers (404 maps to UNIMPLEMENTED in gRPC's HTTP table).
+    expect((await rawWeb(2, "/remessenger.v1.MessageService/Nope", envelope(Buffer.alloc(0)))).http).toBe(404);
+    expect((await rawWeb(2, send, envelope(Buffer.alloc(0)), { "content-type": "text/plain" })).http).toBe(415);
+
+    await expectEveryNodeServing();
+    expect(cluster.nodes.flatMap((node) => node.logs.filter((line) => /"level":60/.test(line)))).toEqual([]);
   });
 });
