@@ -6,7 +6,8 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import { Receipt } from "./message.ts";
+import { GroupInfo, SignedGroupOperation } from "./group.ts";
+import { Message, Receipt } from "./message.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -42,6 +43,8 @@ export interface Chat {
    * what a client needs to show "delivered" for messages it sent while it was away.
    */
   receipts: Receipt[];
+  /** Groups: admins, epoch and the head of the membership chain. */
+  group?: GroupInfo | undefined;
 }
 
 export interface CreateChatRequest {
@@ -49,6 +52,15 @@ export interface CreateChatRequest {
   /** The other members; the caller is always a member. A direct chat takes exactly one. */
   memberUserIds: string[];
   title: string;
+  /**
+   * A group's id, chosen by the creator (27 characters, see ids.ts) because
+   * the genesis operation signs it.
+   */
+  chatId?:
+    | string
+    | undefined;
+  /** A group's first operation (CREATE), signed by the caller's device. */
+  genesis?: SignedGroupOperation | undefined;
 }
 
 export interface CreateChatResponse {
@@ -74,6 +86,22 @@ export interface ListChatsResponse {
   chats: Chat[];
 }
 
+/**
+ * The group's operations after `after_seq`, in order (the chain from its
+ * creation is kept, even after the messages around it were delivered).
+ */
+export interface GetGroupOperationsRequest {
+  chatId: string;
+  afterSeq: number;
+  /** At most this many (the server may give fewer; 0: its default). */
+  limit: number;
+}
+
+export interface GetGroupOperationsResponse {
+  /** Messages with `group_operation` set, seq ascending. */
+  operations: Message[];
+}
+
 function createBaseChat(): Chat {
   return {
     chatId: "",
@@ -84,6 +112,7 @@ function createBaseChat(): Chat {
     createdAtMs: 0,
     createdByUserId: "",
     receipts: [],
+    group: undefined,
   };
 }
 
@@ -112,6 +141,9 @@ export const Chat: MessageFns<Chat> = {
     }
     for (const v of message.receipts) {
       Receipt.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.group !== undefined) {
+      GroupInfo.encode(message.group, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -193,6 +225,14 @@ export const Chat: MessageFns<Chat> = {
             message.receipts.push(Receipt.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.group = GroupInfo.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -218,12 +258,15 @@ export const Chat: MessageFns<Chat> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.createdByUserId = object.createdByUserId ?? "";
     message.receipts = object.receipts?.map((e) => Receipt.fromPartial(e)) || [];
+    message.group = (object.group !== undefined && object.group !== null)
+      ? GroupInfo.fromPartial(object.group)
+      : undefined;
     return message;
   },
 };
 
 function createBaseCreateChatRequest(): CreateChatRequest {
-  return { kind: 0, memberUserIds: [], title: "" };
+  return { kind: 0, memberUserIds: [], title: "", chatId: undefined, genesis: undefined };
 }
 
 export const CreateChatRequest: MessageFns<CreateChatRequest> = {
@@ -236,6 +279,12 @@ export const CreateChatRequest: MessageFns<CreateChatRequest> = {
     }
     if (message.title !== "") {
       writer.uint32(26).string(message.title);
+    }
+    if (message.chatId !== undefined) {
+      writer.uint32(34).string(message.chatId);
+    }
+    if (message.genesis !== undefined) {
+      SignedGroupOperation.encode(message.genesis, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -277,6 +326,22 @@ export const CreateChatRequest: MessageFns<CreateChatRequest> = {
             message.title = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.chatId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.genesis = SignedGroupOperation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -297,6 +362,10 @@ export const CreateChatRequest: MessageFns<CreateChatRequest> = {
     message.kind = object.kind ?? 0;
     message.memberUserIds = object.memberUserIds?.map((e) => e) || [];
     message.title = object.title ?? "";
+    message.chatId = object.chatId ?? undefined;
+    message.genesis = (object.genesis !== undefined && object.genesis !== null)
+      ? SignedGroupOperation.fromPartial(object.genesis)
+      : undefined;
     return message;
   },
 };
@@ -572,6 +641,140 @@ export const ListChatsResponse: MessageFns<ListChatsResponse> = {
   fromPartial(object: DeepPartial<ListChatsResponse>): ListChatsResponse {
     const message = createBaseListChatsResponse();
     message.chats = object.chats?.map((e) => Chat.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetGroupOperationsRequest(): GetGroupOperationsRequest {
+  return { chatId: "", afterSeq: 0, limit: 0 };
+}
+
+export const GetGroupOperationsRequest: MessageFns<GetGroupOperationsRequest> = {
+  encode(message: GetGroupOperationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chatId !== "") {
+      writer.uint32(10).string(message.chatId);
+    }
+    if (message.afterSeq !== 0) {
+      writer.uint32(16).uint64(message.afterSeq);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(24).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetGroupOperationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetGroupOperationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chatId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetGroupOperationsRequest>): GetGroupOperationsRequest {
+    return GetGroupOperationsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetGroupOperationsRequest>): GetGroupOperationsRequest {
+    const message = createBaseGetGroupOperationsRequest();
+    message.chatId = object.chatId ?? "";
+    message.afterSeq = object.afterSeq ?? 0;
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetGroupOperationsResponse(): GetGroupOperationsResponse {
+  return { operations: [] };
+}
+
+export const GetGroupOperationsResponse: MessageFns<GetGroupOperationsResponse> = {
+  encode(message: GetGroupOperationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.operations) {
+      Message.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetGroupOperationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetGroupOperationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operations.push(Message.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetGroupOperationsResponse>): GetGroupOperationsResponse {
+    return GetGroupOperationsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetGroupOperationsResponse>): GetGroupOperationsResponse {
+    const message = createBaseGetGroupOperationsResponse();
+    message.operations = object.operations?.map((e) => Message.fromPartial(e)) || [];
     return message;
   },
 };

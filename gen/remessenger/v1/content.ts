@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { SenderKeyDistribution } from "./group.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -24,6 +25,9 @@ export interface Content {
      * and started a new session with it. Not shown as a message.
      */
     { $case: "sessionReset"; value: SessionReset }
+    | //
+    /** A control message: the sender device's key for a group epoch (pairwise, never shown). */
+    { $case: "senderKey"; value: SenderKeyDistribution }
     | undefined;
   /** Sender's clock when the user wrote it. */
   composedAtMs: number;
@@ -52,6 +56,9 @@ export const Content: MessageFns<Content> = {
         break;
       case "sessionReset":
         SessionReset.encode(message.body.value, writer.uint32(18).fork()).join();
+        break;
+      case "senderKey":
+        SenderKeyDistribution.encode(message.body.value, writer.uint32(26).fork()).join();
         break;
     }
     if (message.composedAtMs !== 0) {
@@ -89,6 +96,14 @@ export const Content: MessageFns<Content> = {
             message.body = { $case: "sessionReset", value: SessionReset.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.body = { $case: "senderKey", value: SenderKeyDistribution.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 10: {
             if (tag !== 80) {
               break;
@@ -124,6 +139,12 @@ export const Content: MessageFns<Content> = {
       case "sessionReset": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "sessionReset", value: SessionReset.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "senderKey": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "senderKey", value: SenderKeyDistribution.fromPartial(object.body.value) };
         }
         break;
       }

@@ -47,6 +47,12 @@ export const ErrorCode = {
    * seals for the missing devices only and sends the same message id again.
    */
   ERROR_CODE_DEVICES_CHANGED: 13,
+  /**
+   * ERROR_CODE_GROUP_CHANGED - A group operation did not follow the group's last operation (another
+   * admin changed the group first): nothing was applied. Fetch the group's
+   * operations, draft the change again on top of them, and send it again.
+   */
+  ERROR_CODE_GROUP_CHANGED: 14,
 } as const;
 
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
@@ -66,6 +72,7 @@ export namespace ErrorCode {
   export type ERROR_CODE_UNIMPLEMENTED = typeof ErrorCode.ERROR_CODE_UNIMPLEMENTED;
   export type ERROR_CODE_DEADLINE_EXCEEDED = typeof ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED;
   export type ERROR_CODE_DEVICES_CHANGED = typeof ErrorCode.ERROR_CODE_DEVICES_CHANGED;
+  export type ERROR_CODE_GROUP_CHANGED = typeof ErrorCode.ERROR_CODE_GROUP_CHANGED;
 }
 
 /** The body of an error response or an unsolicited error push. */

@@ -11,6 +11,8 @@ import {
   CreateChatResponse,
   GetChatRequest,
   GetChatResponse,
+  GetGroupOperationsRequest,
+  GetGroupOperationsResponse,
   ListChatsRequest,
   ListChatsResponse,
 } from "./chat.ts";
@@ -71,6 +73,7 @@ export interface ClientFrame {
     | { $case: "publishPreKeys"; value: PublishPreKeysRequest }
     | { $case: "getPreKeyBundles"; value: GetPreKeyBundlesRequest }
     | { $case: "linkDevice"; value: LinkDeviceRequest }
+    | { $case: "getGroupOperations"; value: GetGroupOperationsRequest }
     | undefined;
 }
 
@@ -117,6 +120,7 @@ export interface ServerFrame {
     | { $case: "publishPreKeys"; value: PublishPreKeysResponse }
     | { $case: "getPreKeyBundles"; value: GetPreKeyBundlesResponse }
     | { $case: "linkDevice"; value: LinkDeviceResponse }
+    | { $case: "getGroupOperations"; value: GetGroupOperationsResponse }
     | undefined;
 }
 
@@ -171,6 +175,9 @@ export const ClientFrame: MessageFns<ClientFrame> = {
         break;
       case "linkDevice":
         LinkDeviceRequest.encode(message.request.value, writer.uint32(258).fork()).join();
+        break;
+      case "getGroupOperations":
+        GetGroupOperationsRequest.encode(message.request.value, writer.uint32(266).fork()).join();
         break;
     }
     return writer;
@@ -312,6 +319,17 @@ export const ClientFrame: MessageFns<ClientFrame> = {
             message.request = { $case: "linkDevice", value: LinkDeviceRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.request = {
+              $case: "getGroupOperations",
+              value: GetGroupOperationsRequest.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -415,6 +433,15 @@ export const ClientFrame: MessageFns<ClientFrame> = {
       case "linkDevice": {
         if (object.request?.value !== undefined && object.request?.value !== null) {
           message.request = { $case: "linkDevice", value: LinkDeviceRequest.fromPartial(object.request.value) };
+        }
+        break;
+      }
+      case "getGroupOperations": {
+        if (object.request?.value !== undefined && object.request?.value !== null) {
+          message.request = {
+            $case: "getGroupOperations",
+            value: GetGroupOperationsRequest.fromPartial(object.request.value),
+          };
         }
         break;
       }
@@ -658,6 +685,9 @@ export const ServerFrame: MessageFns<ServerFrame> = {
       case "linkDevice":
         LinkDeviceResponse.encode(message.body.value, writer.uint32(258).fork()).join();
         break;
+      case "getGroupOperations":
+        GetGroupOperationsResponse.encode(message.body.value, writer.uint32(266).fork()).join();
+        break;
     }
     return writer;
   },
@@ -822,6 +852,17 @@ export const ServerFrame: MessageFns<ServerFrame> = {
             message.body = { $case: "linkDevice", value: LinkDeviceResponse.decode(reader, reader.uint32()) };
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.body = {
+              $case: "getGroupOperations",
+              value: GetGroupOperationsResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -940,6 +981,15 @@ export const ServerFrame: MessageFns<ServerFrame> = {
       case "linkDevice": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "linkDevice", value: LinkDeviceResponse.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "getGroupOperations": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = {
+            $case: "getGroupOperations",
+            value: GetGroupOperationsResponse.fromPartial(object.body.value),
+          };
         }
         break;
       }

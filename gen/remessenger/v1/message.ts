@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { SignedGroupOperation } from "./group.ts";
 
 export const protobufPackage = "remessenger.v1";
 
@@ -34,6 +35,8 @@ export interface Message {
   payload: Uint8Array;
   /** Opaque to the server: on delivery, only the entry for the receiving device is kept. */
   devicePayloads: DevicePayload[];
+  /** Set on a group's membership operations (the server checked it; clients check again). */
+  groupOperation?: SignedGroupOperation | undefined;
 }
 
 export interface SendMessageRequest {
@@ -41,6 +44,11 @@ export interface SendMessageRequest {
   messageId: Uint8Array;
   payload: Uint8Array;
   devicePayloads: DevicePayload[];
+  /**
+   * A membership operation on a group instead of a message (payload and
+   * device_payloads stay empty); appended to the group's sequence when valid.
+   */
+  groupOperation?: SignedGroupOperation | undefined;
 }
 
 export interface SendMessageResponse {
@@ -182,6 +190,7 @@ function createBaseMessage(): Message {
     serverTimeMs: 0,
     payload: new Uint8Array(0),
     devicePayloads: [],
+    groupOperation: undefined,
   };
 }
 
@@ -210,6 +219,9 @@ export const Message: MessageFns<Message> = {
     }
     for (const v of message.devicePayloads) {
       DevicePayload.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.groupOperation !== undefined) {
+      SignedGroupOperation.encode(message.groupOperation, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -291,6 +303,14 @@ export const Message: MessageFns<Message> = {
             message.devicePayloads.push(DevicePayload.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.groupOperation = SignedGroupOperation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -316,12 +336,21 @@ export const Message: MessageFns<Message> = {
     message.serverTimeMs = object.serverTimeMs ?? 0;
     message.payload = object.payload ?? new Uint8Array(0);
     message.devicePayloads = object.devicePayloads?.map((e) => DevicePayload.fromPartial(e)) || [];
+    message.groupOperation = (object.groupOperation !== undefined && object.groupOperation !== null)
+      ? SignedGroupOperation.fromPartial(object.groupOperation)
+      : undefined;
     return message;
   },
 };
 
 function createBaseSendMessageRequest(): SendMessageRequest {
-  return { chatId: "", messageId: new Uint8Array(0), payload: new Uint8Array(0), devicePayloads: [] };
+  return {
+    chatId: "",
+    messageId: new Uint8Array(0),
+    payload: new Uint8Array(0),
+    devicePayloads: [],
+    groupOperation: undefined,
+  };
 }
 
 export const SendMessageRequest: MessageFns<SendMessageRequest> = {
@@ -337,6 +366,9 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
     }
     for (const v of message.devicePayloads) {
       DevicePayload.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.groupOperation !== undefined) {
+      SignedGroupOperation.encode(message.groupOperation, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -386,6 +418,14 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
             message.devicePayloads.push(DevicePayload.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.groupOperation = SignedGroupOperation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -407,6 +447,9 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
     message.messageId = object.messageId ?? new Uint8Array(0);
     message.payload = object.payload ?? new Uint8Array(0);
     message.devicePayloads = object.devicePayloads?.map((e) => DevicePayload.fromPartial(e)) || [];
+    message.groupOperation = (object.groupOperation !== undefined && object.groupOperation !== null)
+      ? SignedGroupOperation.fromPartial(object.groupOperation)
+      : undefined;
     return message;
   },
 };

@@ -11,6 +11,8 @@ import {
   CreateChatResponse,
   GetChatRequest,
   GetChatResponse,
+  GetGroupOperationsRequest,
+  GetGroupOperationsResponse,
   ListChatsRequest,
   ListChatsResponse,
 } from "./chat.ts";
@@ -212,6 +214,14 @@ export const ChatServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    getGroupOperations: {
+      name: "GetGroupOperations",
+      requestType: GetGroupOperationsRequest as typeof GetGroupOperationsRequest,
+      requestStream: false,
+      responseType: GetGroupOperationsResponse as typeof GetGroupOperationsResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -222,6 +232,10 @@ export interface ChatServiceImplementation<CallContextExt = {}> {
   ): Promise<DeepPartial<CreateChatResponse>>;
   getChat(request: GetChatRequest, context: CallContext & CallContextExt): Promise<DeepPartial<GetChatResponse>>;
   listChats(request: ListChatsRequest, context: CallContext & CallContextExt): Promise<DeepPartial<ListChatsResponse>>;
+  getGroupOperations(
+    request: GetGroupOperationsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<GetGroupOperationsResponse>>;
 }
 
 export interface ChatServiceClient<CallOptionsExt = {}> {
@@ -231,6 +245,10 @@ export interface ChatServiceClient<CallOptionsExt = {}> {
   ): Promise<CreateChatResponse>;
   getChat(request: DeepPartial<GetChatRequest>, options?: CallOptions & CallOptionsExt): Promise<GetChatResponse>;
   listChats(request: DeepPartial<ListChatsRequest>, options?: CallOptions & CallOptionsExt): Promise<ListChatsResponse>;
+  getGroupOperations(
+    request: DeepPartial<GetGroupOperationsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<GetGroupOperationsResponse>;
 }
 
 export type MessageServiceDefinition = typeof MessageServiceDefinition;

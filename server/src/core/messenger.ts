@@ -29,6 +29,8 @@ import {
   type GetChallengeResponse,
   type GetChatRequest,
   type GetChatResponse,
+  type GetGroupOperationsRequest,
+  type GetGroupOperationsResponse,
   type GetUserRequest,
   type GetUserResponse,
   type ListChatsResponse,
@@ -79,6 +81,9 @@ export interface Subscription {
   readonly synced: Promise<void>;
   close(): void;
 }
+
+/** Operations one GetGroupOperations answer carries at most (a client pages on). */
+const MAX_GROUP_OPERATIONS_PER_READ = 500;
 
 function invalid(message: string): RemessengerError {
   return new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message);
@@ -302,6 +307,21 @@ export class Messenger {
     const chats = (await Promise.all(ids.map((id) => this.deps.store.getChat(id)))).filter((c) => c !== undefined);
     const owners = new Map<string, string>();
     return { chats: await Promise.all(chats.map(async (chat) => toChat(chat, await this.receiptsOf(chat, owners)))) };
+  }
+
+  /** A group's membership operations after a seq, for members checking the chain. */
+  async getGroupOperations(
+    device: AuthedDevice,
+    request: GetGroupOperationsRequest,
+  ): Promise<GetGroupOperationsResponse> {
+    requireId("chat", request.chatId, "chat_id");
+    const chat = await this.memberChat(device, request.chatId);
+    if (chat.kind !== ChatKind.CHAT_KIND_GROUP) return { operations: [] };
+    const limit = Math.min(
+      request.limit === 0 ? MAX_GROUP_OPERATIONS_PER_READ : request.limit,
+      MAX_GROUP_OPERATIONS_PER_READ,
+    );
+    return { operations: await this.deps.store.readGroupOperations(chat.chatId, request.afterSeq, limit) };
   }
 
   /**

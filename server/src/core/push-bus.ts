@@ -14,6 +14,8 @@ export type BusEvent =
   | { kind: "message"; message: Message; senderCaughtUp: boolean }
   /** A device's delivery cursor moved in a chat the user is a member of. */
   | { kind: "receipt"; receipt: Receipt }
+  /** The user is no longer a member of the chat (removed from a group, or left): forget it. */
+  | { kind: "left"; chatId: string }
   /**
    * Events may have been lost (the bus' connection dropped and came back):
    * whoever delivers must read the store again instead of waiting for them.

@@ -168,6 +168,10 @@ export class FrameSession {
         return messenger.getChat(this.loggedIn(), request.value).then((value) => ({ $case: "getChat", value }));
       case "listChats":
         return messenger.listChats(this.loggedIn()).then((value) => ({ $case: "listChats", value }));
+      case "getGroupOperations":
+        return messenger
+          .getGroupOperations(this.loggedIn(), request.value)
+          .then((value) => ({ $case: "getGroupOperations", value }));
       case "getUser":
         return messenger.getUser(this.loggedIn(), request.value).then((value) => ({ $case: "getUser", value }));
       case "sendMessage":

@@ -106,6 +106,8 @@ function implementedServices(messenger: Messenger, streams: StreamCounter): Serv
           messenger.createChat(device, request),
         getChat: (request: Parameters<Messenger["getChat"]>[1], { device }) => messenger.getChat(device, request),
         listChats: (_request: unknown, { device }) => messenger.listChats(device),
+        getGroupOperations: (request: Parameters<Messenger["getGroupOperations"]>[1], { device }) =>
+          messenger.getGroupOperations(device, request),
       },
     },
     {

@@ -44,6 +44,7 @@ export function toGrpcStatus(code: ErrorCode): Status {
     case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
       return Status.DEADLINE_EXCEEDED;
     case ErrorCode.ERROR_CODE_DEVICES_CHANGED:
+    case ErrorCode.ERROR_CODE_GROUP_CHANGED:
       return Status.FAILED_PRECONDITION;
     case ErrorCode.ERROR_CODE_INTERNAL:
     case ErrorCode.ERROR_CODE_UNSPECIFIED:

@@ -17,6 +17,7 @@ export function encodeMessageBody(draft: MessageDraft): Uint8Array {
     serverTimeMs: draft.serverTimeMs,
     payload: draft.payload,
     devicePayloads: draft.devicePayloads,
+    ...(draft.groupOperation === undefined ? {} : { groupOperation: draft.groupOperation }),
   }).finish();
 }
 

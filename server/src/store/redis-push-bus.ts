@@ -79,7 +79,9 @@ export class RedisPushBus implements PushBus {
         event:
           event.kind === "message"
             ? { $case: "message", value: { message: event.message, senderCaughtUp: event.senderCaughtUp } }
-            : { $case: "receipt", value: event.receipt },
+            : event.kind === "left"
+              ? { $case: "left", value: { chatId: event.chatId } }
+              : { $case: "receipt", value: event.receipt },
       }).finish(),
     );
     for (const userId of userIds) {
@@ -160,6 +162,8 @@ export class RedisPushBus implements PushBus {
     if (event.$case === "message") {
       const { message, senderCaughtUp } = event.value;
       if (message !== undefined) this.deliverLocally([userId], { kind: "message", message, senderCaughtUp });
+    } else if (event.$case === "left") {
+      this.deliverLocally([userId], { kind: "left", chatId: event.value.chatId });
     } else {
       this.deliverLocally([userId], { kind: "receipt", receipt: event.value });
     }

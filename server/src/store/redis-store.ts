@@ -3,10 +3,12 @@
  * already laid out for it).
  *
  * Key layout (every key starts with `keyPrefix`):
- *   {chat:ID}:meta      hash   record (JSON), head, trimmed (highest seq deleted)
+ *   {chat:ID}:meta      hash   record (JSON), head, trimmed (highest seq deleted),
+ *                              ophash (hex), opseq: a group's chain head
  *   {chat:ID}:ids       hash   message id -> "seq:firstSenderDeviceId", never trimmed
  *   {chat:ID}:messages  hash   seq -> protobuf Message without chatId/seq
  *   {chat:ID}:cursors   zset   device id, score = throughSeq
+ *   {chat:ID}:ops       hash   seq -> a group operation's message body, never trimmed
  *   {user:ID}:record    string JSON
  *   {user:ID}:devices   hash   device id -> JSON
  *   {user:ID}:chats     set    chat ids
@@ -43,7 +45,7 @@
 import { readFile } from "node:fs/promises";
 import type { Redis } from "ioredis";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
 import {
@@ -64,6 +66,7 @@ import {
   type DeviceCursor,
   type DeviceRecord,
   FencedError,
+  type GroupChange,
   type MessageDraft,
   type Store,
   type UserRecord,
@@ -112,6 +115,8 @@ const SCRIPTS = {
   createChat: "create-chat-2",
   createUser: "create-user-2",
   readMessages: "read-messages-2",
+  applyGroupOperation: "apply-group-operation-5",
+  readGroupOperations: "read-group-operations-1",
 } as const;
 
 type ScriptArg = string | Buffer | number;
@@ -132,6 +137,7 @@ const keys = {
   chatIds: (chatId: string) => `{chat:${chatId}}:ids`,
   chatMessages: (chatId: string) => `{chat:${chatId}}:messages`,
   chatCursors: (chatId: string) => `{chat:${chatId}}:cursors`,
+  chatOperations: (chatId: string) => `{chat:${chatId}}:ops`,
   userRecord: (userId: string) => `{user:${userId}}:record`,
   userDevices: (userId: string) => `{user:${userId}}:devices`,
   userChats: (userId: string) => `{user:${userId}}:chats`,
@@ -240,13 +246,29 @@ export class RedisStore implements Store {
     const stored = parseChat(json);
     // After the chat exists, and on every call: see the module header.
     await Promise.all(stored.memberUserIds.map((userId) => this.client.sadd(keys.userChats(userId), stored.chatId)));
-    return { chat: { ...stored, headSeq: head }, created: created === 1 };
+    if (stored.kind !== ChatKind.CHAT_KIND_GROUP) return { chat: { ...stored, headSeq: head }, created: created === 1 };
+    // A group's chain head lives beside the record: read it as getChat does (groups are created rarely).
+    const group = await this.getChat(stored.chatId);
+    if (group === undefined) throw unexpectedReply("createChat", reply);
+    return { chat: group, created: created === 1 };
   }
 
   async getChat(chatId: string): Promise<ChatState | undefined> {
-    const [json, head] = await this.client.hmget(keys.chatMeta(chatId), "record", "head");
+    const [json, head, opHash, opSeq] = await this.client.hmget(
+      keys.chatMeta(chatId),
+      "record",
+      "head",
+      "ophash",
+      "opseq",
+    );
     if (json === null || json === undefined) return undefined;
-    return { ...parseChat(json), headSeq: Number(head) };
+    const chat: ChatState = { ...parseChat(json), headSeq: Number(head) };
+    if (chat.kind !== ChatKind.CHAT_KIND_GROUP) return chat;
+    return {
+      ...chat,
+      lastOperationHash: new Uint8Array(Buffer.from(opHash ?? "", "hex")),
+      lastOperationSeq: Number(opSeq ?? 0),
+    };
   }
 
   listUserChatIds(userId: string): Promise<string[]> {
@@ -296,6 +318,73 @@ export class RedisStore implements Store {
     if (reply === null) return undefined;
     if (typeof reply !== "number") throw unexpectedReply("ackDelivered", reply);
     return reply;
+  }
+
+  async getCursor(chatId: string, deviceId: string): Promise<number | undefined> {
+    const score = await this.client.zscore(keys.chatCursors(chatId), deviceId);
+    return score === null ? undefined : Number(score);
+  }
+
+  async applyGroupOperation(
+    chatId: string,
+    draft: MessageDraft,
+    change: GroupChange,
+    options: AppendOptions = {},
+  ): Promise<AppendOutcome> {
+    // Listed before the operation (a listing without membership reads as nothing),
+    // unlisted after it: a crash between the steps leaves no member unlisted.
+    await Promise.all(change.addedUserIds.map((userId) => this.client.sadd(keys.userChats(userId), chatId)));
+    let reply: unknown;
+    try {
+      reply = await this.client.applyGroupOperation(
+        keys.chatMeta(chatId),
+        keys.chatIds(chatId),
+        keys.chatMessages(chatId),
+        keys.chatCursors(chatId),
+        keys.chatOperations(chatId),
+        options.fenceToken ?? 0,
+        Buffer.from(change.previousHash).toString("hex"),
+        Buffer.from(change.operationHash).toString("hex"),
+        JSON.stringify(chatToJson(change.record)),
+        bufferView(draft.messageId),
+        draft.senderDeviceId,
+        bufferView(encodeMessageBody(draft)),
+        change.addedDeviceIds.length,
+        ...change.addedDeviceIds,
+        ...change.removedDeviceIds,
+      );
+    } catch (error) {
+      if (error instanceof Error && error.message.startsWith("FENCED ")) {
+        throw new FencedError(chatId, Number(error.message.slice("FENCED ".length)));
+      }
+      if (error instanceof Error && error.message.startsWith("CONFLICT ")) {
+        throw new RemessengerError(
+          ErrorCode.ERROR_CODE_GROUP_CHANGED,
+          "the group changed: this operation does not follow its last one; fetch the group and retry",
+        );
+      }
+      throw error;
+    }
+    if (reply === null) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${chatId} not found`);
+    const [outcome] = parseAppendReply([reply], 1);
+    if (outcome === undefined) throw unexpectedReply("applyGroupOperation", reply);
+    if (outcome.kind === "appended") {
+      await Promise.all(change.removedUserIds.map((userId) => this.client.srem(keys.userChats(userId), chatId)));
+    }
+    return outcome;
+  }
+
+  async readGroupOperations(chatId: string, afterSeq: number, limit: number): Promise<Message[]> {
+    if (limit <= 0) return [];
+    const reply = await this.client.readGroupOperationsBuffer(keys.chatOperations(chatId), afterSeq, limit);
+    if (!Array.isArray(reply)) throw unexpectedReply("readGroupOperations", reply);
+    const out: Message[] = [];
+    for (let i = 0; i + 1 < reply.length; i += 2) {
+      const [seq, body] = [reply[i] as unknown, reply[i + 1] as unknown];
+      if (typeof seq !== "number" || !(body instanceof Buffer)) throw unexpectedReply("readGroupOperations", reply);
+      out.push(decodeMessageBody(chatId, seq, toUint8Array(body)));
+    }
+    return out;
   }
 
   async getCursors(chatId: string): Promise<DeviceCursor[]> {
@@ -550,6 +639,9 @@ function chatToJson(chat: ChatRecord): ChatRecord {
     memberUserIds: [...chat.memberUserIds],
     createdByUserId: chat.createdByUserId,
     createdAtMs: chat.createdAtMs,
+    ...(chat.kind === ChatKind.CHAT_KIND_GROUP
+      ? { adminUserIds: [...(chat.adminUserIds ?? [])], epoch: chat.epoch ?? 0 }
+      : {}),
   };
 }
 
@@ -559,7 +651,7 @@ function parseChat(json: string): ChatRecord {
   if (!Array.isArray(members) || !members.every((member) => typeof member === "string")) {
     throw new Error("stored chat: memberUserIds is not a list of strings");
   }
-  return {
+  const chat: ChatRecord = {
     chatId: stringField(value, "chatId"),
     // Written from a ChatKind by chatToJson and never rewritten.
     kind: numberField(value, "kind") as ChatRecord["kind"],
@@ -568,6 +660,12 @@ function parseChat(json: string): ChatRecord {
     createdByUserId: stringField(value, "createdByUserId"),
     createdAtMs: numberField(value, "createdAtMs"),
   };
+  if (chat.kind !== ChatKind.CHAT_KIND_GROUP) return chat;
+  const admins = value["adminUserIds"] ?? [];
+  if (!Array.isArray(admins) || !admins.every((admin) => typeof admin === "string")) {
+    throw new Error("stored chat: adminUserIds is not a list of strings");
+  }
+  return { ...chat, adminUserIds: admins, epoch: typeof value["epoch"] === "number" ? value["epoch"] : 0 };
 }
 
 function parseObject(json: string, what: string): Record<string, unknown> {

@@ -5,7 +5,7 @@
  * members), so each answer is consistent without an explicit read transaction.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import type { ChatKind, Message } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind, type Message } from "../../../client/core/src/wire/proto.ts";
 import { decodeMessageBody } from "./message-body.ts";
 import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
 import type { ChatState, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
@@ -19,6 +19,8 @@ export class SqliteReader {
   private readonly selectUserChatIds: StatementSync;
   private readonly selectMessages: StatementSync;
   private readonly selectCursors: StatementSync;
+  private readonly selectCursor: StatementSync;
+  private readonly selectOperations: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.selectUser = db.prepare("SELECT user_id, display_name, created_at_ms FROM users WHERE user_id = ?");
@@ -29,9 +31,12 @@ export class SqliteReader {
       "SELECT device_id, user_id, identity_key, created_at_ms FROM devices WHERE user_id = ? ORDER BY created_at_ms, device_id",
     );
     this.selectChat = db.prepare(
-      "SELECT chat_key, chat_id, kind, title, created_by_user_id, created_at_ms, head_seq FROM chats WHERE chat_id = ?",
+      `SELECT chat_key, chat_id, kind, title, created_by_user_id, created_at_ms, head_seq, epoch, last_op_hash, last_op_seq
+       FROM chats WHERE chat_id = ?`,
     );
-    this.selectChatMembers = db.prepare("SELECT user_id FROM chat_members WHERE chat_key = ? ORDER BY position");
+    this.selectChatMembers = db.prepare(
+      "SELECT user_id, is_admin FROM chat_members WHERE chat_key = ? ORDER BY position",
+    );
     this.selectUserChatIds = db.prepare(
       "SELECT DISTINCT chats.chat_id FROM chat_members JOIN chats USING (chat_key) WHERE chat_members.user_id = ?",
     );
@@ -42,6 +47,14 @@ export class SqliteReader {
     this.selectCursors = db.prepare(
       `SELECT device_id, through_seq FROM cursors
        WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?)`,
+    );
+    this.selectCursor = db.prepare(
+      `SELECT through_seq FROM cursors
+       WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND device_id = ?`,
+    );
+    this.selectOperations = db.prepare(
+      `SELECT seq, body FROM group_operations
+       WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND seq > ? ORDER BY seq LIMIT ?`,
     );
   }
 
@@ -67,17 +80,29 @@ export class SqliteReader {
   getChat(chatId: string): ChatState | undefined {
     const row = this.selectChat.get(chatId);
     if (row === undefined) return undefined;
-    return {
+    // The kind was written from a ChatKind and is never rewritten.
+    const kind = integerColumn(row, "kind") as ChatKind;
+    const members = this.selectChatMembers.all(integerColumn(row, "chat_key"));
+    const chat: ChatState = {
       chatId: textColumn(row, "chat_id"),
-      // The kind was written from a ChatKind and is never rewritten.
-      kind: integerColumn(row, "kind") as ChatKind,
+      kind,
       title: textColumn(row, "title"),
-      memberUserIds: this.selectChatMembers
-        .all(integerColumn(row, "chat_key"))
-        .map((member) => textColumn(member, "user_id")),
+      memberUserIds: members.map((member) => textColumn(member, "user_id")),
       createdByUserId: textColumn(row, "created_by_user_id"),
       createdAtMs: integerColumn(row, "created_at_ms"),
       headSeq: integerColumn(row, "head_seq"),
+    };
+    if (kind !== ChatKind.CHAT_KIND_GROUP) return chat;
+    const hash = row["last_op_hash"];
+    return {
+      ...chat,
+      adminUserIds: members
+        .filter((member) => integerColumn(member, "is_admin") === 1)
+        .map((member) => textColumn(member, "user_id"))
+        .sort(),
+      epoch: integerColumn(row, "epoch"),
+      lastOperationHash: hash instanceof Uint8Array ? hash : new Uint8Array(0),
+      lastOperationSeq: integerColumn(row, "last_op_seq"),
     };
   }
 
@@ -88,6 +113,18 @@ export class SqliteReader {
   readMessages(chatId: string, afterSeq: number, limit: number): Message[] {
     if (limit <= 0) return [];
     return this.selectMessages
+      .all(chatId, afterSeq, limit)
+      .map((row) => decodeMessageBody(chatId, integerColumn(row, "seq"), blobColumn(row, "body")));
+  }
+
+  getCursor(chatId: string, deviceId: string): number | undefined {
+    const row = this.selectCursor.get(chatId, deviceId);
+    return row === undefined ? undefined : integerColumn(row, "through_seq");
+  }
+
+  readGroupOperations(chatId: string, afterSeq: number, limit: number): Message[] {
+    if (limit <= 0) return [];
+    return this.selectOperations
       .all(chatId, afterSeq, limit)
       .map((row) => decodeMessageBody(chatId, integerColumn(row, "seq"), blobColumn(row, "body")));
   }

@@ -72,6 +72,22 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   `,
   DEVICE_KEYS_MIGRATION,
+  // Groups: admins, epoch and the membership chain (kept after its messages
+  // are trimmed); cursors indexed by seq so the trim's MIN does not scan
+  // every member device of a large group on each ack.
+  `
+  ALTER TABLE chats ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE chats ADD COLUMN last_op_hash BLOB;
+  ALTER TABLE chats ADD COLUMN last_op_seq INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE chat_members ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;
+  CREATE TABLE group_operations (
+    chat_key INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (chat_key, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX cursors_by_seq ON cursors (chat_key, through_seq);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -45,6 +45,7 @@ import type {
   ChatState,
   DeviceCursor,
   DeviceRecord,
+  GroupChange,
   MessageDraft,
   Store,
   UserRecord,
@@ -175,6 +176,23 @@ export class SqliteStore implements Store {
 
   getCursors(chatId: string): Promise<DeviceCursor[]> {
     return this.read(() => this.reader.getCursors(chatId));
+  }
+
+  getCursor(chatId: string, deviceId: string): Promise<number | undefined> {
+    return this.read(() => this.reader.getCursor(chatId, deviceId));
+  }
+
+  applyGroupOperation(chatId: string, draft: MessageDraft, change: GroupChange): Promise<AppendOutcome> {
+    const encoded = {
+      messageId: draft.messageId,
+      senderDeviceId: draft.senderDeviceId,
+      body: encodeMessageBody(draft),
+    };
+    return this.write({ kind: "applyGroupOperation", chatId, draft: encoded, change });
+  }
+
+  readGroupOperations(chatId: string, afterSeq: number, limit: number): Promise<Message[]> {
+    return this.read(() => this.reader.readGroupOperations(chatId, afterSeq, limit));
   }
 
   publishPreKeys(deviceId: string, upload: PreKeyUpload): Promise<PreKeyCounts> {

@@ -21,7 +21,7 @@ import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./de
 import { SqliteDeviceKeyWriter } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";
 import { blobColumn, integerColumn, textColumn } from "./sqlite-rows.ts";
-import type { AppendOutcome, ChatRecord, ChatState, DeviceRecord, UserRecord } from "./store.ts";
+import type { AppendOutcome, ChatRecord, ChatState, DeviceRecord, GroupChange, UserRecord } from "./store.ts";
 
 export type WriteOp =
   | { kind: "loadOrCreateServerSecret"; candidate: Uint8Array }
@@ -32,7 +32,8 @@ export type WriteOp =
   | { kind: "publishPreKeys"; deviceId: string; upload: PreKeyUpload }
   | { kind: "takePreKeyBundle"; deviceId: string }
   | { kind: "addDevice"; device: LinkedDevice }
-  | { kind: "addChatCursor"; chatId: string; deviceId: string };
+  | { kind: "addChatCursor"; chatId: string; deviceId: string }
+  | { kind: "applyGroupOperation"; chatId: string; draft: EncodedDraft; change: GroupChange };
 
 /**
  * A draft as it crosses to the writer: the body already encoded on the calling
@@ -56,6 +57,7 @@ export interface WriteResults {
   takePreKeyBundle: TakenBundle | undefined;
   addDevice: undefined;
   addChatCursor: boolean;
+  applyGroupOperation: AppendOutcome;
 }
 
 /** An error as it crosses the worker boundary (structured clone drops classes). */
@@ -86,6 +88,12 @@ export class SqliteWriter {
   private readonly updateCursor: StatementSync;
   private readonly selectMinCursor: StatementSync;
   private readonly deleteMessagesThrough: StatementSync;
+  private readonly selectChainHead: StatementSync;
+  private readonly updateGroup: StatementSync;
+  private readonly deleteMembers: StatementSync;
+  private readonly insertOperation: StatementSync;
+  private readonly insertCursorAt: StatementSync;
+  private readonly deleteCursor: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.db = db;
@@ -100,7 +108,9 @@ export class SqliteWriter {
     this.insertChat = db.prepare(
       "INSERT INTO chats (chat_id, kind, title, created_by_user_id, created_at_ms, head_seq) VALUES (?, ?, ?, ?, ?, 0)",
     );
-    this.insertMember = db.prepare("INSERT INTO chat_members (chat_key, position, user_id) VALUES (?, ?, ?)");
+    this.insertMember = db.prepare(
+      "INSERT INTO chat_members (chat_key, position, user_id, is_admin) VALUES (?, ?, ?, ?)",
+    );
     this.insertCursor = db.prepare(
       "INSERT INTO cursors (chat_key, device_id, through_seq) VALUES (?, ?, 0) ON CONFLICT DO NOTHING",
     );
@@ -117,6 +127,16 @@ export class SqliteWriter {
     this.updateCursor = db.prepare("UPDATE cursors SET through_seq = ? WHERE chat_key = ? AND device_id = ?");
     this.selectMinCursor = db.prepare("SELECT MIN(through_seq) AS through_seq FROM cursors WHERE chat_key = ?");
     this.deleteMessagesThrough = db.prepare("DELETE FROM messages WHERE chat_key = ? AND seq <= ?");
+    this.selectChainHead = db.prepare("SELECT chat_key, last_op_hash FROM chats WHERE chat_id = ?");
+    this.updateGroup = db.prepare(
+      "UPDATE chats SET title = ?, epoch = ?, last_op_hash = ?, last_op_seq = ? WHERE chat_key = ?",
+    );
+    this.deleteMembers = db.prepare("DELETE FROM chat_members WHERE chat_key = ?");
+    this.insertOperation = db.prepare("INSERT INTO group_operations (chat_key, seq, body) VALUES (?, ?, ?)");
+    this.insertCursorAt = db.prepare(
+      "INSERT INTO cursors (chat_key, device_id, through_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    );
+    this.deleteCursor = db.prepare("DELETE FROM cursors WHERE chat_key = ? AND device_id = ?");
   }
 
   /**
@@ -170,6 +190,8 @@ export class SqliteWriter {
         return undefined;
       case "addChatCursor":
         return this.deviceKeys.addChatCursor(op.chatId, op.deviceId);
+      case "applyGroupOperation":
+        return this.applyGroupOperation(op.chatId, op.draft, op.change);
     }
   }
 
@@ -201,9 +223,50 @@ export class SqliteWriter {
       chat.createdByUserId,
       chat.createdAtMs,
     );
-    chat.memberUserIds.forEach((userId, position) => this.insertMember.run(chatKey, position, userId));
+    this.insertMembers(chatKey, chat);
     for (const deviceId of memberDeviceIds) this.insertCursor.run(chatKey, deviceId);
-    return { chat: { ...copyChatRecord(chat), headSeq: 0 }, created: true };
+    const created = this.reader.getChat(chat.chatId);
+    if (created === undefined) throw new Error("chat vanished inside its own transaction");
+    return { chat: created, created: true };
+  }
+
+  private insertMembers(chatKey: number | bigint, chat: ChatRecord): void {
+    const admins = new Set(chat.adminUserIds ?? []);
+    chat.memberUserIds.forEach((userId, position) =>
+      this.insertMember.run(chatKey, position, userId, admins.has(userId) ? 1 : 0),
+    );
+  }
+
+  private applyGroupOperation(chatId: string, draft: EncodedDraft, change: GroupChange): AppendOutcome {
+    const head = this.selectChainHead.get(chatId);
+    if (head === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${chatId} not found`);
+    const chatKey = integerColumn(head, "chat_key");
+    const stored = head["last_op_hash"];
+    // A repeat of the operation's message id answers like any duplicate, before the chain check.
+    const first = this.selectMessageId.get(chatKey, draft.messageId);
+    if (first !== undefined) {
+      return {
+        kind: "duplicate",
+        seq: integerColumn(first, "seq"),
+        senderDeviceId: textColumn(first, "sender_device_id"),
+      };
+    }
+    if (!sameBytes(stored instanceof Uint8Array ? stored : new Uint8Array(0), change.previousHash)) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_GROUP_CHANGED,
+        "the group changed: this operation does not follow its last one; fetch the group and retry",
+      );
+    }
+    const [appended] = this.appendMessages(chatId, [draft]);
+    if (appended?.kind !== "appended") throw new Error("group operation was not appended");
+    const { seq } = appended;
+    this.updateGroup.run(change.record.title, change.record.epoch ?? 0, change.operationHash, seq, chatKey);
+    this.deleteMembers.run(chatKey);
+    this.insertMembers(chatKey, change.record);
+    this.insertOperation.run(chatKey, seq, draft.body);
+    for (const deviceId of change.addedDeviceIds) this.insertCursorAt.run(chatKey, deviceId, seq - 1);
+    for (const deviceId of change.removedDeviceIds) this.deleteCursor.run(chatKey, deviceId);
+    return appended;
   }
 
   private appendMessages(chatId: string, drafts: readonly EncodedDraft[]): AppendOutcome[] {
@@ -269,15 +332,8 @@ export class SqliteWriter {
   }
 }
 
-function copyChatRecord(chat: ChatRecord): ChatRecord {
-  return {
-    chatId: chat.chatId,
-    kind: chat.kind,
-    title: chat.title,
-    memberUserIds: [...chat.memberUserIds],
-    createdByUserId: chat.createdByUserId,
-    createdAtMs: chat.createdAtMs,
-  };
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 export function toWireError(error: unknown): WireError {

@@ -15,7 +15,16 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newId } from "../../../client/core/src/wire/ids.ts";
 import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
 import { describeDeviceKeyStoreContract } from "./device-keys-contract.ts";
-import type { AppendOutcome, ChatRecord, DeviceRecord, MessageDraft, Store, UserRecord } from "./store.ts";
+import type {
+  AppendOutcome,
+  ChatRecord,
+  ChatState,
+  DeviceRecord,
+  GroupChange,
+  MessageDraft,
+  Store,
+  UserRecord,
+} from "./store.ts";
 
 export interface StoreFixture {
   /** A store over fresh, empty data. */
@@ -105,8 +114,8 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
       it("creates a chat at head 0 and lists it under every member", async () => {
         const chat = chatRecord(["u-a", "u-b", "u-c"]);
         const result = await store.createChat(chat, ["d-a", "d-b"]);
-        expect(result).toEqual({ chat: { ...chat, headSeq: 0 }, created: true });
-        expect(await store.getChat(chat.chatId)).toEqual({ ...chat, headSeq: 0 });
+        expect(result).toEqual({ chat: stored(chat, 0), created: true });
+        expect(await store.getChat(chat.chatId)).toEqual(stored(chat, 0));
         for (const userId of chat.memberUserIds) expect(await store.listUserChatIds(userId)).toEqual([chat.chatId]);
       });
 
@@ -127,7 +136,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         const again = await store.createChat({ ...chat, title: "other", memberUserIds: ["u-x"], createdAtMs: 9 }, [
           "d-x",
         ]);
-        expect(again).toEqual({ chat: { ...chat, headSeq: 1 }, created: false });
+        expect(again).toEqual({ chat: stored(chat, 1), created: false });
         expect(await store.getCursors(chat.chatId)).toEqual([{ deviceId: "d-a", throughSeq: 1 }]);
         expect(await store.listUserChatIds("u-x")).toEqual([]);
       });
@@ -434,6 +443,144 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
       });
     });
 
+    describe("group operations", () => {
+      /** A change to `chat` that makes `members`/`admins`, on top of `previous`. */
+      function change(
+        chat: ChatRecord,
+        previous: Uint8Array,
+        hashByte: number,
+        edit: Partial<GroupChange> & { members: string[]; admins: string[]; epoch: number },
+      ): GroupChange {
+        return {
+          previousHash: previous,
+          operationHash: bytes(32, hashByte),
+          record: { ...chat, memberUserIds: edit.members, adminUserIds: edit.admins, epoch: edit.epoch },
+          addedDeviceIds: edit.addedDeviceIds ?? [],
+          addedUserIds: edit.addedUserIds ?? [],
+          removedDeviceIds: edit.removedDeviceIds ?? [],
+          removedUserIds: edit.removedUserIds ?? [],
+        };
+      }
+
+      function operationDraft(n: number, senderDeviceId: string): MessageDraft {
+        return {
+          ...draft(n, senderDeviceId),
+          payload: new Uint8Array(0),
+          groupOperation: { operation: bytes(8, n), signature: bytes(64, n) },
+        };
+      }
+
+      it("appends an operation on the chain head and applies its membership, cursors and listing", async () => {
+        const chat = chatRecord(["u-a", "u-b", "u-c"]);
+        await store.createChat(chat, ["d-a", "d-b", "d-c"]);
+        const genesis = change(chat, new Uint8Array(0), 1, {
+          members: ["u-a", "u-b", "u-c"],
+          admins: ["u-a"],
+          epoch: 1,
+        });
+        expect(await store.applyGroupOperation(chat.chatId, operationDraft(1, "d-a"), genesis)).toEqual({
+          kind: "appended",
+          seq: 1,
+          senderCaughtUp: true,
+        });
+        await store.appendMessages(chat.chatId, [draft(2, "d-b"), draft(3, "d-b")]);
+        const add = change(chat, bytes(32, 1), 2, {
+          members: ["u-a", "u-b", "u-d"],
+          admins: ["u-a", "u-d"],
+          epoch: 2,
+          addedDeviceIds: ["d-d1", "d-d2"],
+          addedUserIds: ["u-d"],
+          removedDeviceIds: ["d-c"],
+          removedUserIds: ["u-c"],
+        });
+        expect(await store.applyGroupOperation(chat.chatId, operationDraft(4, "d-b"), add)).toEqual(
+          expect.objectContaining({ kind: "appended", seq: 4 }),
+        );
+        expect(await store.getChat(chat.chatId)).toEqual({
+          ...chat,
+          memberUserIds: ["u-a", "u-b", "u-d"],
+          adminUserIds: ["u-a", "u-d"],
+          epoch: 2,
+          headSeq: 4,
+          lastOperationHash: bytes(32, 2),
+          lastOperationSeq: 4,
+        });
+        // New members' devices start just below the operation; the removed member's device has no cursor.
+        expect(await store.getCursor(chat.chatId, "d-d1")).toBe(3);
+        expect(await store.getCursor(chat.chatId, "d-d2")).toBe(3);
+        expect(await store.getCursor(chat.chatId, "d-c")).toBeUndefined();
+        expect(await store.getCursor(chat.chatId, "d-b")).toBe(0);
+        expect(sortCursors(await store.getCursors(chat.chatId)).map((c) => c.deviceId)).toEqual([
+          "d-a",
+          "d-b",
+          "d-d1",
+          "d-d2",
+        ]);
+        expect(await store.listUserChatIds("u-d")).toEqual([chat.chatId]);
+        expect(await store.listUserChatIds("u-c")).toEqual([]);
+        const operations = await store.readGroupOperations(chat.chatId, 0, 10);
+        expect(seqs(operations)).toEqual([1, 4]);
+        expect(operations[1]?.groupOperation).toEqual({ operation: bytes(8, 4), signature: bytes(64, 4) });
+        expect(seqs(await store.readGroupOperations(chat.chatId, 1, 10))).toEqual([4]);
+        expect(seqs(await store.readGroupOperations(chat.chatId, 0, 1))).toEqual([1]);
+        expect((await store.readMessages(chat.chatId, 3, 10))[0]?.groupOperation?.signature).toEqual(bytes(64, 4));
+      });
+
+      it("refuses an operation that does not follow the chain head and changes nothing", async () => {
+        const chat = chatRecord(["u-a", "u-b"]);
+        await store.createChat(chat, ["d-a", "d-b"]);
+        const members = { members: ["u-a", "u-b"], admins: ["u-a"], epoch: 1 };
+        await store.applyGroupOperation(
+          chat.chatId,
+          operationDraft(1, "d-a"),
+          change(chat, new Uint8Array(0), 1, members),
+        );
+        const stale = change(chat, bytes(32, 9), 2, { ...members, epoch: 2, removedDeviceIds: ["d-b"] });
+        await expect(store.applyGroupOperation(chat.chatId, operationDraft(2, "d-a"), stale)).rejects.toMatchObject({
+          code: ErrorCode.ERROR_CODE_GROUP_CHANGED,
+        });
+        const after = await store.getChat(chat.chatId);
+        expect(after).toMatchObject({ headSeq: 1, epoch: 1, lastOperationSeq: 1, lastOperationHash: bytes(32, 1) });
+        expect(await store.getCursor(chat.chatId, "d-b")).toBe(0);
+        expect(seqs(await store.readGroupOperations(chat.chatId, 0, 10))).toEqual([1]);
+        // The refused message id stays free.
+        expect(await store.appendMessages(chat.chatId, [draft(2, "d-a")])).toEqual([appended(2)]);
+      });
+
+      it("answers a repeated operation as a duplicate and applies nothing again", async () => {
+        const chat = chatRecord(["u-a", "u-b"]);
+        await store.createChat(chat, ["d-a"]);
+        const genesis = change(chat, new Uint8Array(0), 1, { members: ["u-a", "u-b"], admins: ["u-a"], epoch: 1 });
+        await store.applyGroupOperation(chat.chatId, operationDraft(1, "d-a"), genesis);
+        expect(await store.applyGroupOperation(chat.chatId, operationDraft(1, "d-a"), genesis)).toEqual(
+          duplicate(1, "d-a"),
+        );
+        expect(await store.getChat(chat.chatId)).toMatchObject({ headSeq: 1, lastOperationSeq: 1 });
+        expect(seqs(await store.readGroupOperations(chat.chatId, 0, 10))).toEqual([1]);
+      });
+
+      it("keeps the chain after its messages were delivered and trimmed", async () => {
+        const chat = chatRecord(["u-a"]);
+        await store.createChat(chat, ["d-a"]);
+        const genesis = change(chat, new Uint8Array(0), 1, { members: ["u-a"], admins: ["u-a"], epoch: 1 });
+        await store.applyGroupOperation(chat.chatId, operationDraft(1, "d-a"), genesis);
+        await store.appendMessages(chat.chatId, [draft(2, "d-x")]);
+        expect(await store.ackDelivered(chat.chatId, "d-a", 2)).toBe(2);
+        expect(await store.readMessages(chat.chatId, 0, 10)).toEqual([]);
+        expect(seqs(await store.readGroupOperations(chat.chatId, 0, 10))).toEqual([1]);
+      });
+
+      it("refuses an operation on an unknown chat", async () => {
+        const chat = chatRecord(["u-a"]);
+        const genesis = change(chat, new Uint8Array(0), 1, { members: ["u-a"], admins: ["u-a"], epoch: 1 });
+        await expect(store.applyGroupOperation(chat.chatId, operationDraft(1, "d-a"), genesis)).rejects.toMatchObject({
+          code: ErrorCode.ERROR_CODE_NOT_FOUND,
+        });
+        expect(await store.readGroupOperations(chat.chatId, 0, 10)).toEqual([]);
+        expect(await store.getCursor(chat.chatId, "d-a")).toBeUndefined();
+      });
+    });
+
     describe("durability", () => {
       it("keeps everything written after close and reopen", async () => {
         const secret = await store.loadOrCreateServerSecret(bytes(32, 9));
@@ -451,7 +598,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         expect(await reopened.getUser(user.userId)).toEqual(user);
         expect(await reopened.getDevice(device.deviceId)).toEqual(device);
         expect(await reopened.listUserDevices(user.userId)).toEqual([device]);
-        expect(await reopened.getChat(chat.chatId)).toEqual({ ...chat, headSeq: 3 });
+        expect(await reopened.getChat(chat.chatId)).toEqual(stored(chat, 3));
         expect(await reopened.listUserChatIds("u-b")).toEqual([chat.chatId]);
         expect(sortCursors(await reopened.getCursors(chat.chatId))).toEqual(
           sortCursors([cursor(device.deviceId, 1), cursor("d-b", 1)]),
@@ -563,7 +710,14 @@ function chatRecord(memberUserIds: string[]): ChatRecord {
     memberUserIds,
     createdByUserId: memberUserIds[0] ?? "u-a",
     createdAtMs: 1_700_000_000_000,
+    adminUserIds: [],
+    epoch: 0,
   };
+}
+
+/** A group as getChat returns it before any operation. */
+function stored(chat: ChatRecord, headSeq: number): ChatState {
+  return { ...chat, headSeq, lastOperationHash: new Uint8Array(0), lastOperationSeq: 0 };
 }
 
 function newUser(): { user: UserRecord; device: DeviceRecord } {

@@ -12,8 +12,13 @@
  *   (survives kill -9 of the server process).
  * - A device's delivery cursor only moves forward and never past the head.
  * - A message is dropped once every device with a cursor in the chat acked it.
+ * - A group operation is applied only on top of the chain head it names
+ *   (compare-and-set), in the same atomic step as its append; its new members'
+ *   devices get cursors just below it (they receive it and what follows, and
+ *   nothing before), its removed members' cursors are dropped, and the
+ *   operation is kept in the group's chain after its message is trimmed.
  */
-import type { ChatKind, DevicePayload, Message } from "../../../client/core/src/wire/proto.ts";
+import type { ChatKind, DevicePayload, Message, SignedGroupOperation } from "../../../client/core/src/wire/proto.ts";
 import type { DeviceKeyStore } from "./device-keys.ts";
 
 export interface UserRecord {
@@ -37,11 +42,33 @@ export interface ChatRecord {
   memberUserIds: string[];
   createdByUserId: string;
   createdAtMs: number;
+  /** Groups only: admins (sorted) and the epoch; before the CREATE, none and 0. */
+  adminUserIds?: string[];
+  epoch?: number;
 }
 
 export interface ChatState extends ChatRecord {
   /** Seq of the newest message; 0 for an empty chat. */
   headSeq: number;
+  /** Groups: the hash and seq of the last operation (empty and 0 before the CREATE). */
+  lastOperationHash?: Uint8Array;
+  lastOperationSeq?: number;
+}
+
+/** A group operation the core validated, as the store applies it (see applyGroupOperation). */
+export interface GroupChange {
+  /** The chain head it follows (empty before the CREATE); another stored head refuses it. */
+  previousHash: Uint8Array;
+  /** The operation's own hash: the new head. */
+  operationHash: Uint8Array;
+  /** The chat after the operation (members, admins, title, epoch). */
+  record: ChatRecord;
+  /** Devices of added members: a cursor just below the operation's seq. */
+  addedDeviceIds: readonly string[];
+  addedUserIds: readonly string[];
+  /** Devices of removed members: cursors dropped. */
+  removedDeviceIds: readonly string[];
+  removedUserIds: readonly string[];
 }
 
 /** A message before the chat assigned its seq. */
@@ -52,6 +79,8 @@ export interface MessageDraft {
   serverTimeMs: number;
   payload: Uint8Array;
   devicePayloads: DevicePayload[];
+  /** A group operation (as signed), for applyGroupOperation's drafts. */
+  groupOperation?: SignedGroupOperation;
 }
 
 export type AppendOutcome =
@@ -145,6 +174,28 @@ export interface Store extends DeviceKeyStore {
   ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined>;
   /** Every device cursor of the chat, in no particular order. */
   getCursors(chatId: string): Promise<DeviceCursor[]>;
+  /** One device's cursor in the chat; undefined without one (not a recipient, or no such chat). */
+  getCursor(chatId: string, deviceId: string): Promise<number | undefined>;
+
+  /**
+   * Appends a group operation's message and applies its change, atomically
+   * and durably: only when the chat's last operation hash is
+   * `change.previousHash` (else rejects with GROUP_CHANGED and changes
+   * nothing); the chat takes `change.record`, the operation becomes the head
+   * of the chain (kept for readGroupOperations), added devices get a cursor at
+   * seq - 1 (unless they have one), removed devices lose theirs, and the chat
+   * is listed (or no longer) under added (removed) users. A message id
+   * already in the chat is a duplicate, as in appendMessages (nothing
+   * applied). NOT_FOUND without the chat; FencedError as appendMessages.
+   */
+  applyGroupOperation(
+    chatId: string,
+    draft: MessageDraft,
+    change: GroupChange,
+    options?: AppendOptions,
+  ): Promise<AppendOutcome>;
+  /** The group's operations with seq > afterSeq, ascending, at most `limit`, kept after trimming. */
+  readGroupOperations(chatId: string, afterSeq: number, limit: number): Promise<Message[]>;
 
   /** Finishes every write already submitted, then releases the store. Idempotent. */
   close(): Promise<void>;

@@ -73,8 +73,10 @@ export function shouldRetry(err: unknown): boolean {
     case ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED:
     case ErrorCode.ERROR_CODE_UNSPECIFIED:
       return true;
-    // DEVICES_CHANGED: the same bytes would be refused again; a sender that reseals makes a new request.
+    // DEVICES_CHANGED, GROUP_CHANGED: the same bytes would be refused again; a sender that
+    // reseals (or drafts the operation again on the group's new head) makes a new request.
     case ErrorCode.ERROR_CODE_DEVICES_CHANGED:
+    case ErrorCode.ERROR_CODE_GROUP_CHANGED:
     case ErrorCode.ERROR_CODE_BAD_FRAME:
     case ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
     case ErrorCode.ERROR_CODE_UNAUTHENTICATED:

@@ -9,10 +9,20 @@ export {
   CreateChatResponse,
   GetChatRequest,
   GetChatResponse,
+  GetGroupOperationsRequest,
+  GetGroupOperationsResponse,
   ListChatsRequest,
   ListChatsResponse,
 } from "../../../../gen/remessenger/v1/chat.ts";
 export { Content, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
+export {
+  GroupEnvelope,
+  GroupInfo,
+  GroupOperation,
+  GroupOperationKind,
+  SenderKeyDistribution,
+  SignedGroupOperation,
+} from "../../../../gen/remessenger/v1/group.ts";
 export { E2eEnvelope, PreKeyMessage } from "../../../../gen/remessenger/v1/e2e.ts";
 export { DevicesChanged, ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
 export { ClientFrame, Hello, ServerFrame, TunnelInfo } from "../../../../gen/remessenger/v1/frame.ts";
@@ -77,6 +87,7 @@ export {
 export { PipeFrames, PipeOpened } from "../../../../gen/remessenger/v1/pipe.ts";
 // Between server nodes only (forwarded sends, the push bus); clients never see these.
 export {
+  ChatLeft,
   ForwardSendsRequest,
   ForwardSendsResponse,
   MessageEvent,

@@ -43,7 +43,15 @@ export interface ForwardSendsResponse {
 export interface PushEvent {
   /** The node that published it; that node delivered it to its own devices. */
   originNodeId: string;
-  event: { $case: "message"; value: MessageEvent } | { $case: "receipt"; value: Receipt } | undefined;
+  event: { $case: "message"; value: MessageEvent } | { $case: "receipt"; value: Receipt } | {
+    $case: "left";
+    value: ChatLeft;
+  } | undefined;
+}
+
+/** The user is no longer a member of the chat: its devices' pumps forget it. */
+export interface ChatLeft {
+  chatId: string;
 }
 
 export interface MessageEvent {
@@ -268,6 +276,9 @@ export const PushEvent: MessageFns<PushEvent> = {
       case "receipt":
         Receipt.encode(message.event.value, writer.uint32(26).fork()).join();
         break;
+      case "left":
+        ChatLeft.encode(message.event.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -309,6 +320,14 @@ export const PushEvent: MessageFns<PushEvent> = {
             message.event = { $case: "receipt", value: Receipt.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.event = { $case: "left", value: ChatLeft.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -340,7 +359,68 @@ export const PushEvent: MessageFns<PushEvent> = {
         }
         break;
       }
+      case "left": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "left", value: ChatLeft.fromPartial(object.event.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseChatLeft(): ChatLeft {
+  return { chatId: "" };
+}
+
+export const ChatLeft: MessageFns<ChatLeft> = {
+  encode(message: ChatLeft, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chatId !== "") {
+      writer.uint32(10).string(message.chatId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatLeft {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatLeft();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chatId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ChatLeft>): ChatLeft {
+    return ChatLeft.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ChatLeft>): ChatLeft {
+    const message = createBaseChatLeft();
+    message.chatId = object.chatId ?? "";
     return message;
   },
 };
