@@ -7,6 +7,7 @@ import fc from "fast-check";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selectX25519Provider } from "../../../client/core/src/crypto/select-x25519-provider.ts";
+import { obfuscationMasker, startClientHandshake } from "../../../client/core/src/crypto/tunnel-cipher.ts";
 import {
   DNS_TYPE_SOA,
   DNS_TYPE_TXT,
@@ -17,8 +18,17 @@ import {
   RCODE_REFUSED,
   decodeDnsMessage,
   encodeDnsQuery,
+  fromTxtStrings,
 } from "../../../client/core/src/wire/dns-message.ts";
 import { encodeTunnelName } from "../../../client/core/src/wire/tunnel-name.ts";
+import {
+  type Masker,
+  type TunnelAnswer,
+  type TunnelQuery,
+  decodeAnswer,
+  decodeQuery,
+  encodeQuery,
+} from "../../../client/core/src/wire/tunnel-packet.ts";
 import { systemClock } from "../core/clock.ts";
 import { Messenger } from "../core/messenger.ts";
 import { LocalPushBus } from "../core/push-bus.ts";
@@ -29,6 +39,7 @@ const ZONE = "t.example";
 let dir: string;
 let store: SqliteStore;
 let gateway: TunnelGateway;
+let gatewayPublicKey: Uint8Array;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "remessenger-gateway-"));
@@ -45,6 +56,7 @@ beforeAll(async () => {
   });
   const x25519 = await selectX25519Provider();
   const keys = await x25519.generateKeyPair();
+  gatewayPublicKey = keys.publicKey;
   gateway = new TunnelGateway({
     zone: ZONE,
     key: keys,
@@ -76,6 +88,62 @@ async function rcodeOf(bytes: Uint8Array): Promise<number> {
 function query(name: string, type: number, edns: number | undefined = 1232): Uint8Array {
   return encodeDnsQuery({ id: 0x4242, name, type, ...(edns === undefined ? {} : { ednsUdpBytes: edns }) });
 }
+
+/** Sends a tunnel query as a TXT question and decodes the tunnel answer in the response. */
+async function tunnelAnswer(
+  packet: TunnelQuery,
+  queryMasker: Masker | undefined,
+  answerMasker: Masker,
+): Promise<TunnelAnswer> {
+  const obfuscation = obfuscationMasker(gatewayPublicKey, ZONE);
+  const name = encodeTunnelName(encodeQuery(packet, obfuscation, queryMasker), ZONE);
+  const response = await ask(query(name, DNS_TYPE_TXT));
+  if (response.kind !== "answer") throw new Error(`no answer: ${response.kind}`);
+  const txt = decodeDnsMessage(response.bytes).answers[0]?.txt;
+  if (txt === undefined) throw new Error(`no TXT answer (rcode ${decodeDnsMessage(response.bytes).rcode})`);
+  return decodeAnswer(fromTxtStrings(txt), packet.r, packet.sid, answerMasker);
+}
+
+describe("TunnelGateway sessions", () => {
+  it("answers a handshake fragment resent after the session opened with the handshake, whatever the session's masks make of it", async () => {
+    const x25519 = await selectX25519Provider();
+    const obfuscation = obfuscationMasker(gatewayPublicKey, ZONE);
+    const sid = 0x0102_0304;
+    const handshake = await startClientHandshake(x25519, gatewayPublicKey, ZONE, sid);
+    const fragment = (r: Uint8Array): TunnelQuery => ({
+      kind: "handshake",
+      sid,
+      r,
+      fragIndex: 0,
+      fragCount: 1,
+      fragment: handshake.message1,
+    });
+    const first = await tunnelAnswer(fragment(new Uint8Array([1, 1, 1, 1])), undefined, obfuscation);
+    if (first.kind !== "handshake") throw new Error(`no handshake answer: ${first.kind}`);
+    const { keys } = await handshake.finish(first.message);
+    // A nonce for which the session's query mask turns the resent fragment into a data, poll or close query.
+    let misread: Uint8Array | undefined;
+    for (let i = 0; i < 65_536 && misread === undefined; i += 1) {
+      const r = new Uint8Array([0, 0, i >>> 8, i & 0xff]);
+      try {
+        const bytes = encodeQuery(fragment(r), obfuscation, undefined);
+        if (decodeQuery(bytes, obfuscation, keys.queryMasker).kind !== "handshake") misread = r;
+      } catch {
+        // not decodable with the session's masks either: not the case we look for
+      }
+    }
+    if (misread === undefined) throw new Error("no nonce makes the session misread a handshake fragment");
+    const again = await tunnelAnswer(fragment(misread), undefined, obfuscation);
+    expect(again).toEqual(first);
+    // The session is intact: a poll gets a session answer, not NXDOMAIN.
+    const poll = await tunnelAnswer(
+      { kind: "poll", sid, r: new Uint8Array([2, 2, 2, 2]), ack: { next: 0, sack: 0 }, padding: 0 },
+      keys.queryMasker,
+      keys.answerMasker,
+    );
+    expect(["data", "empty"]).toContain(poll.kind);
+  });
+});
 
 describe("TunnelGateway answers only its zone, with proper DNS error codes", () => {
   it("answers the apex SOA and NS, so resolvers accept the delegation", async () => {

@@ -260,7 +260,9 @@ export class TunnelGateway {
       bytes = decodeTunnelName(name, this.zone);
       ({ sid, r } = peekQuery(bytes, this.obfuscation));
       const session = this.sessions.get(sid);
-      query = decodeQuery(bytes, this.obfuscation, session?.isOpen === true ? sessionMasker(session) : undefined);
+      query =
+        (session?.isOpen === true ? this.resentHandshake(bytes, sid) : undefined) ??
+        decodeQuery(bytes, this.obfuscation, session?.isOpen === true ? sessionMasker(session) : undefined);
     } catch (error) {
       if (error instanceof TunnelNameError || error instanceof TunnelPacketError) return nxdomain;
       throw error;
@@ -284,6 +286,27 @@ export class TunnelGateway {
       answers: [{ name, ttl: 0, data: { type: "TXT", strings: toTxtStrings(payload) } }],
       authority: [],
     };
+  }
+
+  /**
+   * A handshake fragment the client sent again (with a new nonce) after its
+   * session opened. The session's masks read such a query as a data, poll or
+   * close query 3 times in 256, which would feed the session garbage or end
+   * it; a fragment byte for byte equal to one the pending handshake holds is
+   * the handshake, so it is recognised first.
+   */
+  private resentHandshake(bytes: Uint8Array, sid: number): TunnelQuery | undefined {
+    const pending = this.handshakes.get(sid);
+    if (pending === undefined) return undefined;
+    let query: TunnelQuery;
+    try {
+      query = decodeQuery(bytes, this.obfuscation, undefined);
+    } catch {
+      return undefined;
+    }
+    if (query.kind !== "handshake" || pending.fragments.length !== query.fragCount) return undefined;
+    const known = pending.fragments[query.fragIndex];
+    return known !== undefined && sameBytes(known, query.fragment) ? query : undefined;
   }
 
   private async onHandshake(

@@ -116,7 +116,9 @@ describe("tunnel packets", () => {
       fc.property(query, fc.array(fc.boolean(), { minLength: 1, maxLength: 64 }), (packet, flips) => {
         const bytes = encodeQuery(packet, obfuscation, session);
         const name = encodeTunnelName(bytes, ZONE);
-        const decoded = decodeQuery(decodeTunnelName(randomCase(name, flips), ZONE), obfuscation, session);
+        // A handshake is read before there is a session (the gateway checks resent fragments first).
+        const masker = packet.kind === "handshake" ? undefined : session;
+        const decoded = decodeQuery(decodeTunnelName(randomCase(name, flips), ZONE), obfuscation, masker);
         expect(decoded).toEqual(packet.kind === "poll" ? { ...packet } : packet);
         expect(peekQuery(bytes, obfuscation).sid).toBe(packet.sid >>> 0);
       }),

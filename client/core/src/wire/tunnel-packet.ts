@@ -15,9 +15,13 @@
  * Masks hide, they do not authenticate: a forged header can at worst disturb
  * a session, which the record layer's AEAD then ends (see tunnel-session.ts).
  *
- * Invariants: decode(encode(x)) = x for every packet; decoding never reads
- * out of bounds and rejects reserved bits, unknown kinds and short input
- * with TunnelPacketError.
+ * Invariants: decode(encode(x)) = x for every packet read with the masker
+ * it was written with; decoding never reads out of bounds and rejects
+ * reserved bits, unknown kinds and short input with TunnelPacketError.
+ * The kind is masked too, so a handshake query read with a session's
+ * masker decodes as a session query 3 times in 256: the gateway checks a
+ * handshake fragment against the ones it holds before it tries the session
+ * (tunnel-gateway.ts).
  */
 
 /** Session ids are 32 bits, chosen at random by the client. */
