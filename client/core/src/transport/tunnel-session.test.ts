@@ -227,6 +227,34 @@ describe("TunnelSession over a simulated network", () => {
     expect(ended).toBe(true);
   });
 
+  it("honours a rate limit (HTTP 429): nothing goes out until Retry-After has passed, then one query at a time", () => {
+    const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40, initialInFlight: 4 });
+    const first = session.step({ type: "write", bytes: new Uint8Array(400) }, 0);
+    const data = first.flatMap((effect) =>
+      effect.type === "query" && effect.query.kind === "data"
+        ? [{ queryId: effect.queryId, seq: effect.query.seq }]
+        : [],
+    );
+    expect(data.map((query) => query.seq)).toEqual([0, 1, 2, 3]);
+    for (const query of data) {
+      const effects = session.step(
+        { type: "failed", queryId: query.queryId, failure: "rate-limited", retryAfterMs: 3_000 },
+        10,
+      );
+      expect(effects.filter((effect) => effect.type === "query")).toEqual([]);
+    }
+    expect(session.step({ type: "tick" }, 2_000).filter((effect) => effect.type === "query")).toEqual([]);
+    expect(session.nextWakeMs(2_000)).toBe(3_010);
+    const resumed = session.step({ type: "tick" }, 3_010);
+    const resent = resumed.flatMap((effect) =>
+      effect.type === "query" && effect.query.kind === "data" ? [effect.query] : [],
+    );
+    // The window halved on every 429: one data query, the first lost chunk, byte for byte.
+    expect(resent.map((query) => query.seq)).toEqual([0]);
+    expect(resent[0]?.chunk).toEqual(data[0]?.chunk);
+    expect(session.dataInFlightCount).toBe(1);
+  });
+
   it("ends the session when the gateway no longer knows it (NXDOMAIN)", () => {
     const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40 });
     const [query] = session.step({ type: "tick" }, 0);
