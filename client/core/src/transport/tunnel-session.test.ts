@@ -229,10 +229,11 @@ describe("TunnelSession over a simulated network", () => {
 
   it("honours a rate limit (HTTP 429): nothing goes out until Retry-After has passed, then one query at a time", () => {
     const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40, initialInFlight: 4 });
-    const first = session.step({ type: "write", bytes: new Uint8Array(400) }, 0);
+    const bytes = Uint8Array.from({ length: 400 }, (_, i) => i % 251);
+    const first = session.step({ type: "write", bytes }, 0);
     const data = first.flatMap((effect) =>
       effect.type === "query" && effect.query.kind === "data"
-        ? [{ queryId: effect.queryId, seq: effect.query.seq }]
+        ? [{ queryId: effect.queryId, seq: effect.query.seq, chunk: effect.query.chunk }]
         : [],
     );
     expect(data.map((query) => query.seq)).toEqual([0, 1, 2, 3]);
