@@ -11,7 +11,8 @@
  * sessions (`SenderKeyDistribution`).
  *
  * Invariants:
- * - A fresh message key for every message: key i comes from chain key i, and
+ * - A fresh message key for every message: key i (the AEAD key of message i,
+ *   used once, so with a fixed nonce) comes from chain key i, and
  *   chain key i+1 replaces chain key i; neither side keeps a used key, so a
  *   replay fails and a later snapshot of the state cannot open an older
  *   message (forward secrecy of used keys).
@@ -27,9 +28,9 @@
  *   it was (every step returns a new state and never changes its input).
  */
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
-import { AEAD_KEY_BYTES, AEAD_NONCE_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
+import { AEAD_NONCE_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
 import { concat, equalBytes } from "../crypto/double-ratchet.ts";
-import { hkdfSha256, hmacSha256 } from "../crypto/hkdf.ts";
+import { hmacSha256 } from "../crypto/hkdf.ts";
 import { pad, unpad } from "../crypto/padding.ts";
 import { randomBytes } from "../wire/ids.ts";
 
@@ -45,8 +46,7 @@ export const SIGNATURE_BYTES = 64;
 
 const CHAIN_MESSAGE = Uint8Array.of(1);
 const CHAIN_NEXT = Uint8Array.of(2);
-const ZERO_SALT = new Uint8Array(32);
-const MESSAGE_INFO = "remessenger/v1/sender-key-message";
+const ZERO_NONCE = new Uint8Array(AEAD_NONCE_BYTES);
 const encoder = new TextEncoder();
 const SIGNED_PREFIX = encoder.encode("remessenger/v1/group-message\u0000");
 
@@ -289,17 +289,11 @@ function kdfChain(chainKey: Uint8Array): [Uint8Array, Uint8Array] {
   return [hmacSha256(chainKey, CHAIN_NEXT), hmacSha256(chainKey, CHAIN_MESSAGE)];
 }
 
-function bodyKeys(messageKey: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {
-  const out = hkdfSha256(messageKey, ZERO_SALT, MESSAGE_INFO, AEAD_KEY_BYTES + AEAD_NONCE_BYTES);
-  return { key: out.subarray(0, AEAD_KEY_BYTES), nonce: out.subarray(AEAD_KEY_BYTES) };
-}
-
+// Each message key seals exactly one message, so a fixed nonce never repeats under one key.
 function sealBody(messageKey: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
-  const { key, nonce } = bodyKeys(messageKey);
-  return aeadSeal(key, nonce, plaintext, ad);
+  return aeadSeal(messageKey, ZERO_NONCE, plaintext, ad);
 }
 
 function openBody(messageKey: Uint8Array, body: Uint8Array, ad: Uint8Array): Uint8Array | undefined {
-  const { key, nonce } = bodyKeys(messageKey);
-  return aeadOpen(key, nonce, body, ad);
+  return aeadOpen(messageKey, ZERO_NONCE, body, ad);
 }
