@@ -343,6 +343,42 @@ export class E2eCodec {
     return { devicePayloads, writes };
   }
 
+  /**
+   * Seals `content` pairwise for the devices of `memberUserIds` (all but this
+   * one, and of those only the ones `isWanted` accepts): a group's control
+   * messages (sender key distributions, session resets), which the server
+   * hands each device its own payload of. `deviceIds` are the devices sealed
+   * for (a device without prekeys cannot be). Throws NeedsServerError,
+   * IdentityChangedError.
+   */
+  async sealForMembers(
+    chatId: string,
+    messageIdHex: string,
+    content: Content,
+    memberUserIds: readonly string[],
+    isWanted: (deviceId: string) => boolean = () => true,
+  ): Promise<Sealed & { deviceIds: string[] }> {
+    const messageId = messageIdFromHex(messageIdHex);
+    const targets = (await this.recipientsOf(memberUserIds)).filter((t) => isWanted(t.deviceId));
+    const { devicePayloads, writes } = await this.sealFor(targets, chatId, messageId, content);
+    const request: SendMessageRequest = { chatId, messageId, payload: new Uint8Array(0), devicePayloads };
+    return {
+      sealed: SendMessageRequest.encode(request).finish(),
+      writes,
+      deviceIds: devicePayloads.map((p) => p.deviceId),
+    };
+  }
+
+  /** The devices of `memberUserIds` other than this one (device lists fetched when stale). Throws IdentityChangedError. */
+  async memberDevices(memberUserIds: readonly string[]): Promise<Array<{ userId: string; deviceId: string }>> {
+    return (await this.recipientsOf(memberUserIds)).map((r) => ({ userId: r.userId, deviceId: r.deviceId }));
+  }
+
+  /** The identity key this device knows for a user's device (fetched anew once when unknown). */
+  async identityKeyOf(userId: string, deviceId: string): Promise<Uint8Array | undefined> {
+    return (await this.knownDevice(userId, deviceId))?.identityKey;
+  }
+
   /** Opens this device's envelope of a received message. */
   async open(message: Message): Promise<Opened> {
     const { deviceId, store } = this.options;
@@ -539,7 +575,7 @@ export class E2eCodec {
 
   /** The chat's devices to seal for (all but this one); `isRefresh` fetches the device lists anew. */
   private async recipients(chatId: string, isRefresh = false): Promise<Recipient[]> {
-    const { store, userId, deviceId } = this.options;
+    const { store } = this.options;
     let members = (await store.getChat(chatId))?.memberUserIds;
     if (members === undefined) {
       const chat = await this.requireServer(`look up chat ${chatId}`).getChat(chatId);
@@ -548,6 +584,12 @@ export class E2eCodec {
         { chatId, kind: chat.kind === 2 ? "group" : "direct", title: chat.title, memberUserIds: [...members] },
       ]);
     }
+    return this.recipientsOf(members, isRefresh);
+  }
+
+  /** The devices of `members` (all but this one), with their trusted keys; throws on a changed identity. */
+  private async recipientsOf(members: readonly string[], isRefresh = false): Promise<Recipient[]> {
+    const { userId, deviceId } = this.options;
     const out = [];
     for (const member of members) {
       const known = await this.knownUser(member, isRefresh);
