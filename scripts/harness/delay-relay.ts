@@ -4,13 +4,15 @@
  * and every TCP chunk for `oneWayMs` in each direction, so a path through
  * it gains 2 × oneWayMs of round trip. Each UDP source gets its own upstream
  * socket, so answers find their way back. Bounded: at most MAX_FLOWS UDP
- * sources at once; idle ones are closed.
+ * sources at once; idle ones are closed, and when the table is full the
+ * least recently used flow makes room (a resolver picks a new source port
+ * for every query, so thousands of flows a second are normal).
  */
 import dgram from "node:dgram";
 import net from "node:net";
 
 const MAX_FLOWS = 4_096;
-const FLOW_IDLE_MS = 30_000;
+const FLOW_IDLE_MS = 5_000;
 
 export interface DelayRelay {
   readonly host: string;
@@ -46,7 +48,11 @@ export async function startDelayRelay(options: {
     const key = `${remote.address}:${remote.port}`;
     let flow = flows.get(key);
     if (flow === undefined) {
-      if (flows.size >= MAX_FLOWS) return;
+      if (flows.size >= MAX_FLOWS) {
+        const [oldestKey, oldest] = flows.entries().next().value ?? [];
+        if (oldestKey !== undefined) flows.delete(oldestKey);
+        oldest?.socket.close();
+      }
       const socket = dgram.createSocket("udp4");
       socket.on("message", (answer) => {
         later(() => {
@@ -55,26 +61,29 @@ export async function startDelayRelay(options: {
       });
       socket.on("error", () => {
         socket.close();
-        flows.delete(key);
+        if (flows.get(key)?.socket === socket) flows.delete(key);
       });
       flow = { socket, lastMs: Date.now() };
       flows.set(key, flow);
     }
     flow.lastMs = Date.now();
+    // Most recently used last: the Map's order is the eviction order.
+    flows.delete(key);
+    flows.set(key, flow);
     const { socket } = flow;
     later(() => {
-      socket.send(message, target.port, target.host);
+      // Evicted meanwhile (a full table): the datagram is lost, as on a congested path.
+      if (flows.get(key)?.socket === socket) socket.send(message, target.port, target.host);
     });
   });
   const sweeper = setInterval(() => {
     const now = Date.now();
     for (const [key, flow] of flows) {
-      if (now - flow.lastMs > FLOW_IDLE_MS) {
-        flow.socket.close();
-        flows.delete(key);
-      }
+      if (now - flow.lastMs <= FLOW_IDLE_MS) break;
+      flow.socket.close();
+      flows.delete(key);
     }
-  }, 5_000);
+  }, 1_000);
   sweeper.unref();
   const tcp = net.createServer((client) => {
     const upstream = net.connect(target.port, target.host);
