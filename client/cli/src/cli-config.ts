@@ -27,7 +27,7 @@ export const DEFAULT_SERVER_URL = "http://127.0.0.1:8080";
 export const LOG_LEVELS = ["silent", "fatal", "error", "warn", "info", "debug", "trace"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** Which pipe to use. "auto" is the transport ladder (issue 7); today it means the WebSocket. */
+/** Which pipe to use. "auto" is the transport ladder: every pipe the profile knows, best first. */
 export const TRANSPORT_CHOICES = ["ws", "https", "doh", "dns", "auto"] as const;
 export type TransportChoice = (typeof TRANSPORT_CHOICES)[number];
 

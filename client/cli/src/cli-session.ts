@@ -15,7 +15,7 @@ import {
 import type { CliConfig } from "./cli-config.ts";
 import { CliError } from "./cli-error.ts";
 import type { Output } from "./output.ts";
-import { type OpenProfile, openProfile } from "./profile.ts";
+import { type OpenProfile, endpointsOf, openProfile } from "./profile.ts";
 import { transportFactoryFor } from "./transport/cli-transports.ts";
 
 export function createLogger(config: CliConfig): Logger {
@@ -40,7 +40,7 @@ export function createSession(
 ): ClientSession {
   const { subscribe, sendOutbox, timing } = options;
   const session = new ClientSession({
-    transports: transportFactoryFor(context.config, opened.profile.serverUrl, opened.profile.tunnel, context.logger),
+    transports: transportFactoryFor(context.config, endpointsOf(opened.profile), context.logger),
     profile: opened.profile,
     signer: opened.signer,
     store: opened.store,
@@ -94,12 +94,6 @@ export function firstAttempt(session: ClientSession, timeoutMs: number, signal: 
   });
 }
 
-/** "in 2.3 s" for a retry time, for status lines. */
-export function retryText(status: ConnectionStatus, nowMs: number): string {
-  if (status.nextRetryAtMs === undefined) return "";
-  return `; retrying in ${Math.max(0, (status.nextRetryAtMs - nowMs) / 1000).toFixed(1)} s`;
-}
-
 /** How long one-shot commands give the first connection attempt. */
 export const FIRST_ATTEMPT_TIMEOUT_MS = 5_000;
 /** Deadline of one request once connected. */
@@ -117,7 +111,7 @@ export async function withSession<T>(
   },
   body: (session: ClientSession, opened: OpenProfile) => Promise<T>,
 ): Promise<T> {
-  const opened = await openProfile(context.config.profileDir, context.config.explicitServerUrl);
+  const opened = await openProfile(context.config.profileDir, context.config);
   try {
     const session = createSession(context, opened, options);
     options.setup?.(session);

@@ -72,11 +72,17 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     )
     .option("--json", "machine-readable output: one JSON object per line")
     .option("--log-level <level>", "diagnostics on stderr: silent, error, warn, info, debug")
-    .option("--transport <kind>", "ws, https, doh, dns or auto (default auto: the WebSocket until the ladder lands)")
-    .option("--resolver <host:port>", "plain-DNS resolver for --transport dns (default: the system's)")
+    .option(
+      "--transport <kind>",
+      "ws, https, doh, dns or auto (default auto: all of them, best first, switching by themselves)",
+    )
+    .option(
+      "--resolver <host:port>",
+      "plain-DNS resolver of the tunnel, remembered in the profile (default: the system's)",
+    )
     .option(
       "--doh-url <url>",
-      "DoH resolver for --transport doh (repeatable; default: the server's /dns-query)",
+      "DoH resolver of the tunnel, repeatable, remembered in the profile (default: the server's /dns-query)",
       collect,
       [],
     )
@@ -201,8 +207,9 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
   program
     .command("status")
     .description("connection state, queued messages and the state of every unfinished message")
-    .action(async (_options: unknown, command: Command) => {
-      await statusCommand(contextOf(command));
+    .option("--watch", "then stay connected and print every change of the connection state, until interrupted")
+    .action(async (options: { watch?: boolean }, command: Command) => {
+      await statusCommand(contextOf(command), { watch: options.watch === true });
     });
 
   try {

@@ -38,6 +38,7 @@ import {
   writeKeyFile,
 } from "./key-file.ts";
 import { SqliteClientStore } from "./sqlite-client-store.ts";
+import type { Endpoints } from "./transport/cli-transports.ts";
 
 export const DATABASE_FILE = "client.sqlite";
 
@@ -141,7 +142,41 @@ export interface OpenProfile {
  * Opens a registered profile. `serverUrl`, when given, replaces the stored
  * server and is remembered for next time.
  */
-export async function openProfile(dir: string, serverUrl: string | undefined): Promise<OpenProfile> {
+/** Endpoints named on the command line (or in the environment): they replace the profile's, which remembers them. */
+export type EndpointOverrides = Pick<CliConfig, "explicitServerUrl" | "dohUrls" | "resolver">;
+
+/** The profile with what the command line names instead (the same object when nothing changes). */
+export function withOverrides<P extends Pick<DeviceProfile, "serverUrl" | "dohUrls" | "resolver">>(
+  profile: P,
+  overrides: EndpointOverrides,
+): P {
+  const { explicitServerUrl, dohUrls, resolver } = overrides;
+  let next = profile;
+  if (explicitServerUrl !== undefined && explicitServerUrl !== profile.serverUrl) {
+    next = { ...next, serverUrl: explicitServerUrl };
+  }
+  if (dohUrls.length > 0 && dohUrls.join(" ") !== (profile.dohUrls ?? []).join(" ")) {
+    next = { ...next, dohUrls: [...dohUrls] };
+  }
+  if (resolver !== undefined && (resolver.host !== profile.resolver?.host || resolver.port !== profile.resolver.port)) {
+    next = { ...next, resolver: { ...resolver } };
+  }
+  return next;
+}
+
+/** Where this profile reaches its server. */
+export function endpointsOf(profile: Pick<DeviceProfile, "serverUrl" | "tunnel" | "dohUrls" | "resolver">): Endpoints {
+  return {
+    serverUrls: profile.serverUrl,
+    tunnel: profile.tunnel,
+    dohUrls: profile.dohUrls ?? [],
+    resolver: profile.resolver,
+  };
+}
+
+const NO_OVERRIDES: EndpointOverrides = { explicitServerUrl: undefined, dohUrls: [], resolver: undefined };
+
+export async function openProfile(dir: string, overrides: EndpointOverrides = NO_OVERRIDES): Promise<OpenProfile> {
   const database = join(dir, DATABASE_FILE);
   if (!existsSync(database) || !hasKeyFile(dir)) {
     throw usageError(`no profile in ${dir}; create one with: remessenger --profile ${dir} init --name NAME`);
@@ -156,8 +191,9 @@ export async function openProfile(dir: string, serverUrl: string | undefined): P
     }
     const secrets = await readDeviceSecrets(dir);
     if (secrets === undefined) throw usageError(`no key file in ${dir}`);
-    if (serverUrl !== undefined && serverUrl !== profile.serverUrl) {
-      profile = { ...profile, serverUrl };
+    const changed = withOverrides(profile, overrides);
+    if (changed !== profile) {
+      profile = changed;
       await store.saveProfile(profile);
     }
     const identity = await identityFrom(secrets);

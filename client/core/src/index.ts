@@ -18,10 +18,12 @@ export {
   type ConnectionFailure,
   type ConnectionState,
   type ConnectionStatus,
+  type TransportHealth,
   isFinal,
   isLoggedIn,
 } from "./manager/connection-state.ts";
 export { TypedEmitter } from "./manager/typed-emitter.ts";
+export { type SwitchingTransports, TransportLadder, isSwitchingTransports } from "./manager/ladder-transports.ts";
 
 export type {
   ChatKindName,

@@ -23,12 +23,14 @@ import { CliError, usageError } from "../cli-error.ts";
 import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
 import {
   DATABASE_FILE,
+  endpointsOf,
   ensureProfileDir,
   identityFrom,
   keyMaterial,
   newDeviceSecrets,
   type OpenProfile,
   readDeviceSecrets,
+  withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
 import { SqliteClientStore } from "../sqlite-client-store.ts";
@@ -70,10 +72,12 @@ export async function initCommand(context: CommandContext, options: { name: stri
     // The invite's key is pinned: it came out of band, so it wins over what a hello says.
     const invited =
       invite === undefined ? undefined : { zone: invite.zone, publicKey: encodeTunnelKey(invite.publicKey) };
+    // The endpoints given on the command line are remembered.
+    const endpoints = withOverrides({ serverUrl }, config);
     let registered;
     try {
       registered = await registerNewDevice({
-        transports: transportFactoryFor(config, serverUrl, invited, context.logger),
+        transports: transportFactoryFor(config, { ...endpointsOf(endpoints), tunnel: invited }, context.logger),
         signer: identity.signer,
         displayName: name,
         timeoutMs: REGISTER_TIMEOUT_MS,
@@ -96,7 +100,7 @@ export async function initCommand(context: CommandContext, options: { name: stri
         ? undefined
         : { zone: learned.zone, publicKey: encodeTunnelKey(learned.publicKey) });
     await store.saveProfile({
-      serverUrl,
+      ...endpoints,
       userId: registered.userId,
       deviceId: registered.deviceId,
       displayName: name,

@@ -10,7 +10,7 @@ import type { CommandContext } from "../cli-session.ts";
 import { openProfile } from "../profile.ts";
 
 export async function inviteCommand(context: CommandContext): Promise<void> {
-  const opened = await openProfile(context.config.profileDir, context.config.explicitServerUrl);
+  const opened = await openProfile(context.config.profileDir, context.config);
   try {
     const { profile } = opened;
     if (profile.tunnel === undefined) {

@@ -31,12 +31,14 @@ import { CliError, usageError } from "../cli-error.ts";
 import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
 import {
   DATABASE_FILE,
+  endpointsOf,
   ensureProfileDir,
   identityFrom,
   keyMaterial,
   newDeviceSecrets,
   openProfile,
   readDeviceSecrets,
+  withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
 import { SqliteClientStore } from "../sqlite-client-store.ts";
@@ -123,7 +125,7 @@ export async function linkApproveCommand(context: CommandContext, code: string):
     throw usageError("not a link code (remessenger link request prints one on the new device)");
   }
   if (identityKey.length !== 32) throw usageError("not a link code: it carries no 32-byte key");
-  const opened = await openProfile(context.config.profileDir, context.config.explicitServerUrl);
+  const opened = await openProfile(context.config.profileDir, context.config);
   try {
     const { profile, signer } = opened;
     const expiresAtMs = Date.now() + APPROVAL_VALIDITY_MS;
@@ -162,10 +164,12 @@ export async function linkFinishCommand(
     throw usageError("this approval is for another device's link code");
   }
   const serverUrl = context.config.explicitServerUrl ?? (token.serverUrl === "" ? DEFAULT_SERVER_URL : token.serverUrl);
+  // The endpoints given on the command line are remembered, as at init.
+  const endpoints = withOverrides({ serverUrl }, context.config);
   let linked;
   try {
     linked = await linkNewDevice({
-      transports: transportFactoryFor(context.config, serverUrl, undefined, context.logger),
+      transports: transportFactoryFor(context.config, endpointsOf(endpoints), context.logger),
       signer: identity.signer,
       approval: token,
       timeoutMs: LINK_TIMEOUT_MS,
@@ -181,7 +185,7 @@ export async function linkFinishCommand(
   const store = SqliteClientStore.open(join(dir, DATABASE_FILE));
   try {
     const profile = {
-      serverUrl,
+      ...endpoints,
       userId: linked.userId,
       deviceId: linked.deviceId,
       displayName: options.name,

@@ -11,7 +11,7 @@
  * "reset": another device did so with this one; chatId, user, device,
  * reason), "outbox" (chatId,
  * messageId, state, seq, reason) or "connection" (state, transport, reason,
- * nextRetryAtMs, queued).
+ * nextRetryAtMs, queued, and `transports`: each rung's health).
  *
  * With --exit-after N it stops taking messages after the Nth (later ones stay
  * on the server for next time), confirms the acks, and exits 0.
@@ -25,7 +25,8 @@ import {
   drop,
 } from "../../../core/src/index.ts";
 import { CliError } from "../cli-error.ts";
-import { type CommandContext, REQUEST_TIMEOUT_MS, retryText, withSession } from "../cli-session.ts";
+import { type CommandContext, REQUEST_TIMEOUT_MS, withSession } from "../cli-session.ts";
+import { connectionJson, connectionLine } from "../connection-line.ts";
 
 /** How often `listen` looks for messages other processes put in the outbox. */
 export const LISTEN_OUTBOX_POLL_MS = 300;
@@ -82,7 +83,7 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
     let shown = "";
     session.events.on("connection", (status) => {
       // One line per state (or new failure), not per change of the queued count.
-      const key = `${status.state}/${status.lastFailure?.atMs ?? 0}`;
+      const key = `${status.state}/${status.transport ?? "-"}/${status.lastFailure?.atMs ?? 0}`;
       if (key !== shown) printConnection(context, status);
       shown = key;
       if (status.state === "refused") {
@@ -144,16 +145,5 @@ function printOutbox(context: CommandContext, entry: OutboxEntry): void {
 }
 
 function printConnection(context: CommandContext, status: ConnectionStatus): void {
-  const reason = status.state === "offline" || status.state === "refused" ? status.lastFailure?.reason : undefined;
-  context.output.status(
-    {
-      type: "connection",
-      state: status.state,
-      transport: status.transport,
-      reason,
-      nextRetryAtMs: status.nextRetryAtMs,
-      queued: status.queuedCount,
-    },
-    `[${status.state}]${status.transport === undefined ? "" : ` ${status.transport}`}${reason === undefined ? "" : `: ${reason}`}${retryText(status, Date.now())}${status.queuedCount > 0 ? ` (${status.queuedCount} queued)` : ""}`,
-  );
+  context.output.status(connectionJson(status), connectionLine(status, Date.now()));
 }

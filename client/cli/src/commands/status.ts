@@ -3,14 +3,19 @@
  * reached right now (one brief attempt), and every unfinished outbox message
  * (queued, sent but not yet delivered, failed) with its state and reason.
  * Read-only: it does not send the outbox. Exit 0 whether online or not.
+ *
+ * With --watch it then stays connected (still read-only) and prints a line —
+ * a JSON object of type "connection" with --json — at every change of state
+ * or transport, and whenever a rung's health changes, until interrupted.
  */
-import { type OutboxEntry, contentText } from "../../../core/src/index.ts";
+import { type ClientSession, type ConnectionStatus, type OutboxEntry, contentText } from "../../../core/src/index.ts";
 import { type CommandContext, firstAttempt, withSession } from "../cli-session.ts";
+import { connectionJson, connectionLine } from "../connection-line.ts";
 
 const STATUS_ATTEMPT_MS = 3_000;
 const MAX_LISTED = 1_000;
 
-export async function statusCommand(context: CommandContext): Promise<void> {
+export async function statusCommand(context: CommandContext, options: { watch: boolean }): Promise<void> {
   await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
     const { profile, store } = opened;
     const attempt = await firstAttempt(session, STATUS_ATTEMPT_MS, context.signal);
@@ -20,6 +25,11 @@ export async function statusCommand(context: CommandContext): Promise<void> {
       attempt.kind === "connected"
         ? { state: "connected", transport: session.status.transport }
         : { state: "offline", transport: session.status.transport, reason: attempt.reason };
+    const endpoints = {
+      dohUrls: profile.dohUrls ?? [],
+      resolver: profile.resolver === undefined ? undefined : `${profile.resolver.host}:${profile.resolver.port}`,
+      tunnelZone: profile.tunnel?.zone,
+    };
     const messages = unfinished.map((entry) => ({
       chatId: entry.chatId,
       messageId: entry.messageId,
@@ -30,6 +40,7 @@ export async function statusCommand(context: CommandContext): Promise<void> {
     const lines = [
       `user ${profile.userId} (${profile.displayName}), device ${profile.deviceId}`,
       `server ${profile.serverUrl}: ${connection.state}${connection.transport === undefined ? "" : ` (${connection.transport})`}${attempt.kind === "offline" ? ` — ${attempt.reason}` : ""}`,
+      `tunnel: ${endpoints.tunnelZone ?? "none"}; DoH: ${endpoints.dohUrls.join(", ") || "the server's /dns-query"}; DNS resolver: ${endpoints.resolver ?? "the system's"}`,
       `outbox: ${queued} queued, ${count(unfinished, "sent")} sent and awaiting delivery, ${count(unfinished, "failed")} failed`,
       ...unfinished.map(describeEntry),
     ];
@@ -38,13 +49,43 @@ export async function statusCommand(context: CommandContext): Promise<void> {
         userId: profile.userId,
         deviceId: profile.deviceId,
         server: profile.serverUrl,
-        connection,
+        ...endpoints,
+        connection: { ...connection, transports: connectionJson(session.status)["transports"] },
         queued,
         messages,
       },
       lines.join("\n"),
     );
+    if (options.watch) await watch(context, session);
   });
+}
+
+/** Prints the connection at each change until interrupted. */
+async function watch(context: CommandContext, session: ClientSession): Promise<void> {
+  let shown = "";
+  const show = (status: ConnectionStatus): void => {
+    const json = connectionJson(status);
+    const key = JSON.stringify({
+      ...json,
+      queued: undefined,
+      nextRetryAtMs: undefined,
+      transports: undefined,
+      rungs: status.transports.map((r) => [r.kind, r.failures]),
+    });
+    if (key === shown) return;
+    shown = key;
+    context.output.status(json, connectionLine(status, Date.now()));
+  };
+  show(session.status);
+  const off = session.events.on("connection", show);
+  try {
+    await new Promise<void>((resolve) => {
+      if (context.signal.aborted) resolve();
+      context.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+  } finally {
+    off();
+  }
 }
 
 function count(entries: readonly OutboxEntry[], state: OutboxEntry["state"]): number {

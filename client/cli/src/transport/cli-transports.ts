@@ -5,8 +5,9 @@
  * or the system resolver). The tunnel needs the zone and key the profile
  * learned at init or from an invite.
  *
- * "auto" is where the transport ladder of issue 7 plugs in; until it lands,
- * auto means the WebSocket.
+ * "auto" (the default) is the transport ladder: WebSocket, then HTTPS, then
+ * (when the profile knows the server's tunnel) DoH, then plain DNS, switching
+ * down when a rung fails and back up when a better one heals.
  */
 import { getServers } from "node:dns";
 import {
@@ -20,6 +21,8 @@ import {
   failoverTransportFactory,
   httpsTransportFactory,
   splitServerUrls,
+  TransportLadder,
+  systemClock,
   webSocketTransportFactory,
 } from "../../../core/src/index.ts";
 import type { CliConfig } from "../cli-config.ts";
@@ -32,6 +35,17 @@ export interface ProfileTunnel {
   publicKey: string;
 }
 
+/** Where a client may reach its server: from the profile, overridden by the command line. */
+export interface Endpoints {
+  /** One URL or several nodes, comma-separated. */
+  serverUrls: string;
+  tunnel: ProfileTunnel | undefined;
+  /** DoH resolvers; empty: the server's own /dns-query. */
+  dohUrls: readonly string[];
+  /** The plain-DNS resolver; undefined: the system's. */
+  resolver: { host: string; port: number } | undefined;
+}
+
 /**
  * `serverUrls` may list several nodes of one deployment, comma-separated: the
  * WebSocket and HTTPS pipes then use one until it fails, then the next. The
@@ -39,49 +53,66 @@ export interface ProfileTunnel {
  * first URL only for defaults.
  */
 export function transportFactoryFor(
-  config: CliConfig,
-  serverUrls: string,
-  tunnel: ProfileTunnel | undefined,
+  config: Pick<CliConfig, "transport" | "nameBudget">,
+  endpoints: Endpoints,
   logger: Logger,
 ): TransportFactory {
-  const urls = splitServerUrls(serverUrls);
-  const serverUrl = urls[0] ?? serverUrls;
+  const urls = splitServerUrls(endpoints.serverUrls);
+  const serverUrl = urls[0] ?? endpoints.serverUrls;
+  const webSocket = (): TransportFactory =>
+    failoverTransportFactory(urls.map((url) => webSocketTransportFactory({ serverUrl: url })));
+  const https = (): TransportFactory =>
+    failoverTransportFactory(urls.map((url) => httpsTransportFactory({ serverUrl: url })));
+  const tunnel = (kind: "doh" | "dns", endpoint: TunnelEndpoint): TransportFactory =>
+    dnsTunnelTransportFactory({
+      kind,
+      exchanges: kind === "doh" ? dohExchanges(endpoints.dohUrls, serverUrl) : [dnsExchange(endpoints.resolver)],
+      tunnel: endpoint,
+      logger,
+      ...(config.nameBudget === undefined ? {} : { nameBudget: config.nameBudget }),
+    });
   switch (config.transport) {
-    case "auto":
+    case "auto": {
+      const endpoint = tunnelEndpoint(endpoints.tunnel);
+      const rungs = [webSocket(), https()];
+      if (endpoint !== undefined) {
+        rungs.push(tunnel("doh", endpoint));
+        // Without a resolver to ask (none given, none configured), plain DNS is no rung.
+        if (endpoints.resolver !== undefined || getServers().length > 0) rungs.push(tunnel("dns", endpoint));
+      }
+      return new TransportLadder({ rungs, clock: systemClock });
+    }
     case "ws":
-      return failoverTransportFactory(urls.map((url) => webSocketTransportFactory({ serverUrl: url })));
+      return webSocket();
     case "https":
-      return failoverTransportFactory(urls.map((url) => httpsTransportFactory({ serverUrl: url })));
+      return https();
     case "doh":
     case "dns": {
-      if (tunnel === undefined) {
+      const endpoint = tunnelEndpoint(endpoints.tunnel);
+      if (endpoint === undefined) {
         throw usageError(
           `this profile does not know a DNS tunnel for ${serverUrl}: the server has none, or the profile predates it (init with an invite: remessenger init --invite ...)`,
         );
       }
-      const endpoint: TunnelEndpoint = { zone: tunnel.zone, publicKey: decodeTunnelKey(tunnel.publicKey) };
-      const exchanges = config.transport === "doh" ? dohExchanges(config, serverUrl) : [dnsExchange(config)];
-      return dnsTunnelTransportFactory({
-        kind: config.transport,
-        exchanges,
-        tunnel: endpoint,
-        logger,
-        ...(config.nameBudget === undefined ? {} : { nameBudget: config.nameBudget }),
-      });
+      return tunnel(config.transport, endpoint);
     }
   }
 }
 
-function dohExchanges(config: CliConfig, serverUrl: string): DnsExchange[] {
-  const urls = config.dohUrls.length > 0 ? config.dohUrls : [new URL("/dns-query", serverUrl).toString()];
+function tunnelEndpoint(tunnel: ProfileTunnel | undefined): TunnelEndpoint | undefined {
+  return tunnel === undefined ? undefined : { zone: tunnel.zone, publicKey: decodeTunnelKey(tunnel.publicKey) };
+}
+
+function dohExchanges(dohUrls: readonly string[], serverUrl: string): DnsExchange[] {
+  const urls = dohUrls.length > 0 ? dohUrls : [new URL("/dns-query", serverUrl).toString()];
   // Resolvers serve DoH over HTTP/2 with TLS; a plain http:// URL (our server on loopback) is HTTP/1.1.
   return urls.map((url) =>
     url.startsWith("https:") ? new NodeHttp2DohExchange({ url }) : new FetchDohExchange({ url }),
   );
 }
 
-function dnsExchange(config: CliConfig): DnsExchange {
-  if (config.resolver !== undefined) return new NodeDnsExchange(config.resolver);
+function dnsExchange(resolver: Endpoints["resolver"]): DnsExchange {
+  if (resolver !== undefined) return new NodeDnsExchange(resolver);
   const system = getServers()[0];
   if (system === undefined)
     throw usageError("no system DNS resolver is configured; give one with --resolver HOST:PORT");

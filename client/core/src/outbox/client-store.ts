@@ -140,6 +140,10 @@ export interface DeviceProfile {
   registeredAtMs: number;
   /** The server's DNS tunnel, learned at init (hello) or from an invite; absent when it has none. */
   tunnel?: { zone: string; /** base64url of the gateway's X25519 key */ publicKey: string };
+  /** DoH resolvers the tunnel goes through (absent: the server's own /dns-query). */
+  dohUrls?: string[];
+  /** The plain-DNS resolver of the tunnel (absent: the system's). */
+  resolver?: { host: string; port: number };
 }
 
 export interface OutboxQuery {

@@ -230,7 +230,22 @@ export class ClientSession {
     };
     this.events = new TypedEmitter(onListenerError);
     this.monitor = new ConnectionMonitor(this.clock.nowMs(), onListenerError);
+    let logged: ConnectionStatus | undefined;
     this.monitor.events.on("change", (status) => {
+      // Every change of state or pipe is logged with its reason; counts and health alone are not.
+      if (logged?.state !== status.state || logged.transport !== status.transport) {
+        this.logger.info(
+          {
+            state: status.state,
+            transport: status.transport,
+            from: logged === undefined ? undefined : `${logged.state}/${logged.transport ?? "-"}`,
+            reason: status.state === "connected" || status.state === "syncing" ? undefined : status.lastFailure?.reason,
+            nextRetryAtMs: status.nextRetryAtMs,
+          },
+          "connection state changed",
+        );
+        logged = status;
+      }
       this.events.emit("connection", status);
     });
     if (isSwitchingTransports(this.transports)) {
