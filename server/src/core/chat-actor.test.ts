@@ -114,7 +114,7 @@ describe("ChatActor", () => {
     const counting = countingStore();
     const actor = new ChatActor(chatId, deps(counting.store));
     await expect(actor.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) =>
-      isError(e, ErrorCode.ERROR_CODE_PERMISSION_DENIED),
+      isError(e, ErrorCode.ERROR_CODE_NOT_FOUND),
     );
     const ghost = new ChatActor(newId("chat"), deps(counting.store));
     await expect(ghost.send(draft(newId("user"), deviceId))).rejects.toSatisfy((e) =>

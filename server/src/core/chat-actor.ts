@@ -7,11 +7,20 @@
  * - a seq is given out only once the message is durable;
  * - messages are published per chat in seq order, each once;
  * - one round trip to the store serves every send that arrived meanwhile.
+ *
+ * Groups: a membership operation (core/group-change.ts checks it) is a send
+ * too, so messages and changes share one sequence. A batch is cut at each
+ * operation: the messages before it are appended, then the operation alone
+ * (applied atomically with its membership), then the messages after it are
+ * checked against the new members. A group message is published once for the
+ * whole group (PushBus.publishToGroup), whatever its size.
  */
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode, Message } from "../../../client/core/src/wire/proto.ts";
-import { type ChatState, FencedError, type MessageDraft, type Store } from "../store/store.ts";
+import { operationHash, equalBytes, decodeOperation } from "../../../client/core/src/wire/group-operation.ts";
+import { ChatKind, ErrorCode, Message } from "../../../client/core/src/wire/proto.ts";
+import { type AppendOutcome, type ChatState, FencedError, type MessageDraft, type Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
+import { type PlannedChange, planGroupChange } from "./group-change.ts";
 import { NotOwnerError } from "./lease.ts";
 import { shardOf } from "./shard-placement.ts";
 import type { PushBus } from "./push-bus.ts";
@@ -128,19 +137,80 @@ export class ChatActor {
   }
 
   private async process(batch: PendingSend[]): Promise<void> {
-    let chat: ChatState;
+    let segment: PendingSend[] = [];
+    for (const pending of batch) {
+      if (pending.draft.groupOperation === undefined) {
+        segment.push(pending);
+        continue;
+      }
+      await this.appendSegment(segment);
+      segment = [];
+      await this.applyOperation(pending);
+    }
+    await this.appendSegment(segment);
+  }
+
+  /** The chat, or undefined after rejecting `pending` with why it could not be loaded. */
+  private async loadFor(pending: readonly PendingSend[]): Promise<ChatState | undefined> {
     try {
-      chat = await this.state();
+      return await this.state();
     } catch (error) {
-      for (const pending of batch) pending.reject(error);
+      for (const p of pending) p.reject(error);
+      return undefined;
+    }
+  }
+
+  /** This node's lease token for the chat ({} on one node), or undefined after refusing `pending`. */
+  private fenceFor(pending: readonly PendingSend[]): { fenceToken?: number } | undefined {
+    const fenceToken = this.deps.fenceTokenOf?.(this.chatId);
+    if (this.deps.fenceTokenOf === undefined) return {};
+    if (fenceToken === undefined) {
+      const notOwner = new NotOwnerError(shardOf(this.chatId), "is not owned by this node");
+      for (const p of pending) p.reject(notOwner);
+      return undefined;
+    }
+    return { fenceToken };
+  }
+
+  /** A store failure: the senders learn why; the cached chat is dropped (the store may have moved). */
+  private failInStore(pending: readonly PendingSend[], error: unknown): void {
+    this.chat = undefined;
+    if (error instanceof FencedError) {
+      // Nothing was written: a newer owner has the chat. Route these sends again.
+      this.deps.onFenced?.(this.chatId);
+      const notOwner = new NotOwnerError(shardOf(this.chatId), "moved to another node (fenced)");
+      for (const p of pending) p.reject(notOwner);
       return;
     }
+    if (error instanceof RemessengerError && error.code === ErrorCode.ERROR_CODE_GROUP_CHANGED) {
+      for (const p of pending) p.reject(error);
+      return;
+    }
+    this.deps.onStoreError(this.chatId, error);
+    // The append may or may not have happened; a retry with the same id is safe either way.
+    const unavailable = new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "message store unavailable, retry", {
+      cause: error,
+      retryAfterMs: 500,
+    });
+    for (const p of pending) p.reject(unavailable);
+  }
+
+  private publish(chat: ChatState, message: Message, senderCaughtUp: boolean, userIds = chat.memberUserIds): void {
+    const event = { kind: "message", message, senderCaughtUp } as const;
+    if (chat.kind === ChatKind.CHAT_KIND_GROUP) this.deps.bus.publishToGroup(this.chatId, userIds, event);
+    else this.deps.bus.publish(userIds, event);
+  }
+
+  /** Appends a run of plain messages in one store call. */
+  private async appendSegment(batch: PendingSend[]): Promise<void> {
+    if (batch.length === 0) return;
+    const chat = await this.loadFor(batch);
+    if (chat === undefined) return;
     const members = new Set(chat.memberUserIds);
     let accepted: PendingSend[] = [];
     for (const pending of batch) {
       if (members.has(pending.draft.senderUserId)) accepted.push(pending);
-      else
-        pending.reject(new RemessengerError(ErrorCode.ERROR_CODE_PERMISSION_DENIED, `not a member of ${this.chatId}`));
+      else pending.reject(notAMember(this.chatId));
     }
     if (this.deps.checkSends !== undefined && accepted.length > 0) {
       const refusals = await this.deps.checkSends(
@@ -155,34 +225,17 @@ export class ChatActor {
     }
     if (accepted.length === 0) return;
 
-    const fenceToken = this.deps.fenceTokenOf?.(this.chatId);
-    if (this.deps.fenceTokenOf !== undefined && fenceToken === undefined) {
-      const notOwner = new NotOwnerError(shardOf(this.chatId), "is not owned by this node");
-      for (const pending of accepted) pending.reject(notOwner);
-      return;
-    }
+    const fence = this.fenceFor(accepted);
+    if (fence === undefined) return;
     let outcomes;
     try {
       outcomes = await this.deps.store.appendMessages(
         this.chatId,
         accepted.map((p) => p.draft),
-        fenceToken === undefined ? {} : { fenceToken },
+        fence,
       );
     } catch (error) {
-      if (error instanceof FencedError) {
-        // Nothing was written: a newer owner has the chat. Route these sends again.
-        this.deps.onFenced?.(this.chatId);
-        const notOwner = new NotOwnerError(shardOf(this.chatId), "moved to another node (fenced)");
-        for (const pending of accepted) pending.reject(notOwner);
-        return;
-      }
-      this.deps.onStoreError(this.chatId, error);
-      // The append may or may not have happened; a retry with the same id is safe either way.
-      const unavailable = new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, "message store unavailable, retry", {
-        cause: error,
-        retryAfterMs: 500,
-      });
-      for (const pending of accepted) pending.reject(unavailable);
+      this.failInStore(accepted, error);
       return;
     }
 
@@ -196,30 +249,134 @@ export class ChatActor {
         return;
       }
       if (outcome.kind === "duplicate") {
-        if (outcome.senderDeviceId !== draft.senderDeviceId) {
-          pending.reject(
-            new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, "message id already used by another sender"),
-          );
-        } else {
-          pending.resolve({ seq: outcome.seq, duplicate: true, serverTimeMs: draft.serverTimeMs });
-          // A repeat after an answer that never arrived (a store timeout, a node
-          // or Redis failover) may be the first time anyone hears of the
-          // message: publish it again (unless this batch just did); pumps skip
-          // seqs they already pushed.
-          if (outcome.seq <= firstSeqOfBatch) {
-            published.push({ message: toMessage(this.chatId, outcome.seq, draft), senderCaughtUp: false });
-          }
-        }
+        const again = this.answerDuplicate(pending, outcome, firstSeqOfBatch);
+        if (again !== undefined) published.push({ message: again, senderCaughtUp: false });
         return;
       }
       if (outcome.seq > chat.headSeq) chat.headSeq = outcome.seq;
       pending.resolve({ seq: outcome.seq, duplicate: false, serverTimeMs: draft.serverTimeMs });
       published.push({ message: toMessage(this.chatId, outcome.seq, draft), senderCaughtUp: outcome.senderCaughtUp });
     });
-    for (const { message, senderCaughtUp } of published) {
-      this.deps.bus.publish(chat.memberUserIds, { kind: "message", message, senderCaughtUp });
+    for (const { message, senderCaughtUp } of published) this.publish(chat, message, senderCaughtUp);
+  }
+
+  /**
+   * Answers a send whose message id the chat has already; returns the message
+   * to publish again when its first answer may never have gone out.
+   */
+  private answerDuplicate(
+    pending: PendingSend,
+    outcome: Extract<AppendOutcome, { kind: "duplicate" }>,
+    firstSeqOfBatch: number,
+  ): Message | undefined {
+    const { draft } = pending;
+    if (outcome.senderDeviceId !== draft.senderDeviceId) {
+      pending.reject(
+        new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, "message id already used by another sender"),
+      );
+      return undefined;
+    }
+    pending.resolve({ seq: outcome.seq, duplicate: true, serverTimeMs: draft.serverTimeMs });
+    // A repeat after an answer that never arrived (a store timeout, a node
+    // or Redis failover) may be the first time anyone hears of the
+    // message: publish it again (unless this batch just did); pumps skip
+    // seqs they already pushed.
+    return outcome.seq <= firstSeqOfBatch ? toMessage(this.chatId, outcome.seq, draft) : undefined;
+  }
+
+  /** Checks a group operation against the chain, then appends and applies it in one store step. */
+  private async applyOperation(pending: PendingSend): Promise<void> {
+    let chat = await this.loadFor([pending]);
+    if (chat === undefined) return;
+    if (!chat.memberUserIds.includes(pending.draft.senderUserId)) {
+      pending.reject(notAMember(this.chatId));
+      return;
+    }
+    let planned: PlannedChange;
+    try {
+      planned = await planGroupChange(this.deps.store, chat, pending.draft);
+    } catch (error) {
+      if (!(error instanceof RemessengerError && error.code === ErrorCode.ERROR_CODE_GROUP_CHANGED)) {
+        pending.reject(error);
+        return;
+      }
+      // Our copy of the chain may be behind the store (a lost answer), or this is a repeat of the last operation.
+      this.chat = undefined;
+      chat = await this.loadFor([pending]);
+      if (chat === undefined) return;
+      if (this.isLastOperation(chat, pending.draft)) {
+        pending.resolve({ seq: chat.lastOperationSeq ?? 0, duplicate: true, serverTimeMs: pending.draft.serverTimeMs });
+        this.publish(chat, toMessage(this.chatId, chat.lastOperationSeq ?? 0, pending.draft), false);
+        return;
+      }
+      try {
+        planned = await planGroupChange(this.deps.store, chat, pending.draft);
+      } catch (again) {
+        pending.reject(again);
+        return;
+      }
+    }
+    const fence = this.fenceFor([pending]);
+    if (fence === undefined) return;
+    let outcome: AppendOutcome;
+    try {
+      outcome = await this.deps.store.applyGroupOperation(this.chatId, pending.draft, planned.change, fence);
+    } catch (error) {
+      this.failInStore([pending], error);
+      return;
+    }
+    if (outcome.kind === "duplicate") {
+      this.chat = undefined; // the chain may have moved with it
+      const again = this.answerDuplicate(pending, outcome, chat.headSeq);
+      if (again !== undefined) this.publish(chat, again, false);
+      return;
+    }
+    const before = chat.memberUserIds;
+    const { change } = planned;
+    Object.assign(chat, {
+      title: change.record.title,
+      memberUserIds: change.record.memberUserIds,
+      adminUserIds: change.record.adminUserIds,
+      epoch: change.record.epoch,
+      lastOperationHash: change.operationHash,
+      lastOperationSeq: outcome.seq,
+      headSeq: Math.max(chat.headSeq, outcome.seq),
+    });
+    pending.resolve({ seq: outcome.seq, duplicate: false, serverTimeMs: pending.draft.serverTimeMs });
+    const message = toMessage(this.chatId, outcome.seq, pending.draft);
+    // Everyone before and after: a removed member's devices see their removal, then nothing.
+    this.publish(chat, message, outcome.senderCaughtUp, [...new Set([...before, ...chat.memberUserIds])]);
+    const { bus } = this.deps;
+    // New members are not watching the group's channel yet: their own channels tell their nodes.
+    if (change.addedUserIds.length > 0) {
+      bus.publish(change.addedUserIds, { kind: "message", message, senderCaughtUp: false });
+    }
+    if (change.removedUserIds.length > 0) bus.publish(change.removedUserIds, { kind: "left", chatId: this.chatId });
+  }
+
+  /** Whether `draft` carries the operation the chat's chain ends with (a repeat). */
+  private isLastOperation(chat: ChatState, draft: MessageDraft): boolean {
+    const signed = draft.groupOperation;
+    if (signed === undefined || (chat.lastOperationSeq ?? 0) === 0) return false;
+    try {
+      const operation = decodeOperation(signed);
+      return (
+        operation.actorDeviceId === draft.senderDeviceId &&
+        equalBytes(operationHash(signed.operation), chat.lastOperationHash ?? new Uint8Array(0))
+      );
+    } catch {
+      return false;
     }
   }
+}
+
+/**
+ * A sender outside the chat: NOT_FOUND, the same answer as for a chat that
+ * does not exist (messenger.ts hides which). PERMISSION_DENIED is kept for
+ * members refused something (a non-admin's membership change), so they see why.
+ */
+function notAMember(chatId: string): RemessengerError {
+  return new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `not a member of ${chatId}`);
 }
 
 function toMessage(chatId: string, seq: number, draft: MessageDraft): Message {
@@ -232,6 +389,7 @@ function toMessage(chatId: string, seq: number, draft: MessageDraft): Message {
     serverTimeMs: draft.serverTimeMs,
     payload: draft.payload,
     devicePayloads: draft.devicePayloads,
+    ...(draft.groupOperation === undefined ? {} : { groupOperation: draft.groupOperation }),
   });
 }
 

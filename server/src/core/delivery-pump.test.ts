@@ -50,7 +50,7 @@ interface World {
   senderDevice: string;
 }
 
-async function world(chats: number): Promise<World> {
+async function world(chats: number, kind: ChatKind = ChatKind.CHAT_KIND_DIRECT): Promise<World> {
   const senderUser = newId("user");
   const senderDevice = newId("device");
   const receiverUser = newId("user");
@@ -70,7 +70,7 @@ async function world(chats: number): Promise<World> {
     await store.createChat(
       {
         chatId,
-        kind: ChatKind.CHAT_KIND_GROUP,
+        kind,
         title: "",
         memberUserIds: [senderUser, receiverUser],
         createdByUserId: senderUser,

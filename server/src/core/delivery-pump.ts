@@ -10,10 +10,24 @@
  *   the sink full) marks the chat behind; the pump then reads the store from
  *   sentThrough, so nothing is buffered without bound and nothing is lost;
  * - at most `windowSize` messages are pushed but not acked (flow control).
+ * - groups: the pump watches a group's events only while the device has a
+ *   cursor in it, and forgets the group right after pushing the operation
+ *   that removes its user (or on `forget`): nothing after it is pushed. A read
+ *   from the store is followed by a cursor check, so a removal that lands
+ *   during the read stops it too. Other members' receipts are not sent for
+ *   groups (10,000 members would make every ack a broadcast).
  */
-import type { Message, Receipt, ServerPush } from "../../../client/core/src/wire/proto.ts";
+import { decodeOperation, GroupOperationError } from "../../../client/core/src/wire/group-operation.ts";
+import {
+  ChatKind,
+  GroupOperationKind,
+  type Message,
+  type Receipt,
+  type ServerPush,
+} from "../../../client/core/src/wire/proto.ts";
 import type { Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
+import type { GroupWatch } from "./push-bus.ts";
 
 /** Where pushes go: a WebSocket, a gRPC stream... The pump never buffers beyond it. */
 export interface PushSink {
@@ -24,6 +38,10 @@ export interface PushSink {
 
 export interface DeliveryPumpOptions {
   deviceId: string;
+  /** The device's user: a group operation that removes it ends the group here. */
+  userId?: string;
+  /** Subscribes the group's events for this device's user (PushBus.watchGroup). */
+  watchGroup?(chatId: string): GroupWatch;
   store: Store;
   sink: PushSink;
   clock: Clock;
@@ -37,6 +55,8 @@ export interface DeliveryPumpOptions {
 interface ChatProgress {
   sentThrough: number;
   ackedThrough: number;
+  isGroup: boolean;
+  watch: GroupWatch | undefined;
 }
 
 export const DEFAULT_WINDOW_SIZE = 1024;
@@ -87,7 +107,20 @@ export class DeliveryPump {
 
   stop(): void {
     this.isStopped = true;
+    for (const progress of this.chats.values()) progress.watch?.stop();
     this.onSynced?.();
+  }
+
+  /** The device is no longer a recipient in the chat (removed from a group): push nothing more of it. */
+  forget(chatId: string): void {
+    const progress = this.chats.get(chatId);
+    if (progress === undefined) return;
+    this.chats.delete(chatId);
+    this.behind.delete(chatId);
+    this.syncTargets.delete(chatId);
+    progress.watch?.stop();
+    this.inFlight -= Math.max(0, progress.sentThrough - progress.ackedThrough);
+    this.schedule();
   }
 
   /**
@@ -187,25 +220,48 @@ export class DeliveryPump {
     progress.sentThrough = message.seq;
     if (message.seq > progress.ackedThrough) this.inFlight += 1;
     if (!this.isSynced) this.pushedBySync += 1;
+    if (progress.isGroup && this.removesThisUser(message)) this.forget(message.chatId);
+  }
+
+  /** Whether the message is a group operation that takes this device's user out of the group. */
+  private removesThisUser(message: Message): boolean {
+    const { userId } = this.options;
+    if (message.groupOperation === undefined || userId === undefined) return false;
+    try {
+      const op = decodeOperation(message.groupOperation);
+      const isRemoval =
+        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_REMOVE ||
+        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_LEAVE;
+      return isRemoval && op.userIds.includes(userId);
+    } catch (error) {
+      // The server checked it before storing; an undecodable one removes nobody.
+      if (error instanceof GroupOperationError) return false;
+      throw error;
+    }
   }
 
   private async loadChat(chatId: string): Promise<void> {
     if (this.chats.has(chatId) || this.loading.has(chatId)) return;
     this.loading.add(chatId);
+    let watch: GroupWatch | undefined;
     try {
-      const [cursors, chat] = await Promise.all([
-        this.options.store.getCursors(chatId),
-        this.options.store.getChat(chatId),
-      ]);
-      const cursor = cursors.find((c) => c.deviceId === this.options.deviceId);
-      if (cursor === undefined || chat === undefined) return; // not a recipient here
-      // Always start behind: a message may have landed between the two reads.
-      this.chats.set(chatId, { sentThrough: cursor.throughSeq, ackedThrough: cursor.throughSeq });
+      const chat = await this.options.store.getChat(chatId);
+      if (chat === undefined) return;
+      const isGroup = chat.kind === ChatKind.CHAT_KIND_GROUP;
+      // A group's events come on its own channel: listen before reading, so nothing slips between.
+      watch = isGroup ? this.options.watchGroup?.(chatId) : undefined;
+      await watch?.ready;
+      const cursor = await this.options.store.getCursor(chatId, this.options.deviceId);
+      if (cursor === undefined || this.isStopped) return; // not a recipient here
+      // Always start behind: a message may have landed between the reads.
+      this.chats.set(chatId, { sentThrough: cursor, ackedThrough: cursor, isGroup, watch });
+      watch = undefined;
       this.behind.add(chatId);
       if (!this.isStarted) this.syncTargets.set(chatId, chat.headSeq);
     } catch (error) {
       this.options.onError(error);
     } finally {
+      watch?.stop();
       this.loading.delete(chatId);
     }
   }
@@ -237,16 +293,22 @@ export class DeliveryPump {
           let messages: Message[];
           try {
             messages = await this.options.store.readMessages(chatId, progress.sentThrough, limit);
+            // Removed from the group while reading: what was read may follow the removal.
+            if (progress.isGroup && (await this.options.store.getCursor(chatId, this.options.deviceId)) === undefined) {
+              this.forget(chatId);
+              continue;
+            }
           } catch (error) {
             this.behind.add(chatId); // retried on the next event
             throw error;
           }
           for (const message of messages) {
             if (this.isStopped) return;
+            if (this.chats.get(chatId) !== progress) break; // forgotten: its removal was just pushed
             if (message.seq === progress.sentThrough + 1) this.send(message, progress);
           }
           // A full page means there may be more; so does a live message that came meanwhile.
-          if (messages.length === limit) this.behind.add(chatId);
+          if (messages.length === limit && this.chats.get(chatId) === progress) this.behind.add(chatId);
         }
       }
     } catch (error) {
@@ -273,6 +335,7 @@ export class DeliveryPump {
     try {
       const owners = new Map<string, string | undefined>();
       for (const chatId of this.syncTargets.keys()) {
+        if (this.chats.get(chatId)?.isGroup !== false) continue;
         for (const cursor of await store.getCursors(chatId)) {
           if (cursor.deviceId === deviceId || cursor.throughSeq === 0) continue;
           if (!owners.has(cursor.deviceId))

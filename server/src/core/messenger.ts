@@ -5,9 +5,22 @@
  *
  * `sendMessage` does no await before the chat's mailbox, so sends from one
  * connection reach their chat in the order they arrived.
+ *
+ * Groups: a group is created with its first signed operation (CREATE), and
+ * every membership change is a send carrying a signed operation, checked and
+ * sequenced by the chat actor (core/group-change.ts). Receipts of a group go
+ * only to the acking user's own devices: a broadcast of every member's ack to
+ * every member grows with the square of the group.
  */
 import type { Logger } from "pino";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
+import {
+  GroupOperationError,
+  decodeOperation,
+  nextGroupState,
+  operationMessageId,
+  operationProof,
+} from "../../../client/core/src/wire/group-operation.ts";
 import { directChatId, isId, newId } from "../../../client/core/src/wire/ids.ts";
 import {
   MAX_ACKS_PER_REQUEST,
@@ -26,6 +39,7 @@ import {
   type CreateChatRequest,
   type CreateChatResponse,
   ErrorCode,
+  GroupOperationKind,
   type GetChallengeResponse,
   type GetChatRequest,
   type GetChatResponse,
@@ -33,6 +47,7 @@ import {
   type GetGroupOperationsResponse,
   type GetUserRequest,
   type GetUserResponse,
+  type GroupOperation,
   type ListChatsResponse,
   type LinkDeviceRequest,
   type LinkDeviceResponse,
@@ -45,6 +60,7 @@ import {
   type RegisterResponse,
   type SendMessageRequest,
   type SendMessageResponse,
+  type SignedGroupOperation,
 } from "../../../client/core/src/wire/proto.ts";
 import type { ChatState, Store } from "../store/store.ts";
 import { ChatActorRegistry } from "./chat-actor.ts";
@@ -53,6 +69,7 @@ import type { Clock } from "./clock.ts";
 import { DeliveryPump, type PushSink } from "./delivery-pump.ts";
 import { checkDeviceCoverage } from "./device-coverage.ts";
 import { ChallengeBook, SessionTokens, verifyDeviceSignature } from "./device-auth.ts";
+import { toRemessengerError } from "./group-change.ts";
 import { DeviceKeys } from "./device-keys.ts";
 import type { PushBus } from "./push-bus.ts";
 
@@ -85,6 +102,16 @@ export interface Subscription {
 /** Operations one GetGroupOperations answer carries at most (a client pages on). */
 const MAX_GROUP_OPERATIONS_PER_READ = 500;
 
+/** The state a CREATE makes, or INVALID_ARGUMENT saying why it makes none. */
+function groupGenesisState(chatId: string, genesis: SignedGroupOperation, operation: GroupOperation) {
+  try {
+    return nextGroupState(chatId, undefined, genesis.operation, operation);
+  } catch (error) {
+    if (error instanceof GroupOperationError) throw toRemessengerError(error);
+    throw error;
+  }
+}
+
 function invalid(message: string): RemessengerError {
   return new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message);
 }
@@ -98,14 +125,15 @@ function requireId(kind: "user" | "device" | "chat", value: string, field: strin
   if (!isId(kind, value)) throw invalid(`${field} is not a ${kind} id: ${JSON.stringify(value.slice(0, 40))}`);
 }
 
-/** "No such chat" and "not a member" leave as one answer (see chatNotFound). */
+/**
+ * "No such chat" and "not a member" leave as one answer (see chatNotFound).
+ * PERMISSION_DENIED passes: only members get it (a non-admin's group change).
+ */
 async function hideChat<T>(chatId: string, sending: Promise<T>): Promise<T> {
   try {
     return await sending;
   } catch (error) {
-    const isHidden =
-      error instanceof RemessengerError &&
-      (error.code === ErrorCode.ERROR_CODE_NOT_FOUND || error.code === ErrorCode.ERROR_CODE_PERMISSION_DENIED);
+    const isHidden = error instanceof RemessengerError && error.code === ErrorCode.ERROR_CODE_NOT_FOUND;
     throw isHidden ? chatNotFound(chatId) : error;
   }
 }
@@ -120,6 +148,16 @@ function toChat(state: ChatState, receipts: Receipt[] = []): Chat {
     createdAtMs: state.createdAtMs,
     createdByUserId: state.createdByUserId,
     receipts,
+    ...(state.kind === ChatKind.CHAT_KIND_GROUP
+      ? {
+          group: {
+            adminUserIds: state.adminUserIds ?? [],
+            epoch: state.epoch ?? 0,
+            lastOperationHash: state.lastOperationHash ?? new Uint8Array(0),
+            lastOperationSeq: state.lastOperationSeq ?? 0,
+          },
+        }
+      : {}),
   };
 }
 
@@ -255,32 +293,17 @@ export class Messenger {
   }
 
   async createChat(device: AuthedDevice, request: CreateChatRequest): Promise<CreateChatResponse> {
+    if (request.kind === ChatKind.CHAT_KIND_GROUP) return this.createGroup(device, request);
+    if (request.kind !== ChatKind.CHAT_KIND_DIRECT) throw invalid("chat kind must be DIRECT or GROUP");
     const others = [...new Set(request.memberUserIds)].filter((id) => id !== device.userId);
     for (const id of others) requireId("user", id, "member_user_ids");
     const title = request.title.trim();
     if (title.length > MAX_CHAT_TITLE_CHARS) throw invalid(`title is over ${MAX_CHAT_TITLE_CHARS} characters`);
-
-    let chatId: string;
-    if (request.kind === ChatKind.CHAT_KIND_DIRECT) {
-      const [other] = others;
-      if (others.length !== 1 || other === undefined) throw invalid("a direct chat has exactly one other member");
-      chatId = directChatId(device.userId, other);
-    } else if (request.kind === ChatKind.CHAT_KIND_GROUP) {
-      if (others.length + 1 > MAX_CHAT_MEMBERS_AT_CREATE) {
-        throw invalid(`a group starts with at most ${MAX_CHAT_MEMBERS_AT_CREATE} members`);
-      }
-      chatId = newId("chat", this.deps.random);
-    } else {
-      throw invalid("chat kind must be DIRECT or GROUP");
-    }
+    const [other] = others;
+    if (others.length !== 1 || other === undefined) throw invalid("a direct chat has exactly one other member");
+    const chatId = directChatId(device.userId, other);
 
     const members = [device.userId, ...others];
-    const memberDeviceIds: string[] = [];
-    for (const userId of members) {
-      const devices = await this.deps.store.listUserDevices(userId);
-      if (devices.length === 0) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no user ${userId}`);
-      memberDeviceIds.push(...devices.map((d) => d.deviceId));
-    }
     const { chat, created } = await this.deps.store.createChat(
       {
         chatId,
@@ -290,10 +313,95 @@ export class Messenger {
         createdByUserId: device.userId,
         createdAtMs: this.deps.clock.nowMs(),
       },
-      memberDeviceIds,
+      await this.devicesOfMembers(members),
     );
     if (created) this.deps.log.info({ chatId, userId: device.userId, members: members.length }, "chat created");
     return { chat: toChat(chat), created };
+  }
+
+  /**
+   * A group: its id and members come from the signed CREATE (the genesis),
+   * which becomes seq 1 of the group through its actor. Sending the same
+   * request again finds the group and repeats nothing.
+   */
+  private async createGroup(device: AuthedDevice, request: CreateChatRequest): Promise<CreateChatResponse> {
+    const genesis = request.genesis;
+    const chatId = request.chatId ?? "";
+    requireId("chat", chatId, "chat_id");
+    if (genesis === undefined) throw invalid("a group starts with its signed CREATE operation (genesis)");
+    const operation = this.checkedGenesis(device, chatId, genesis);
+    const state = groupGenesisState(chatId, genesis, operation);
+    if (state.members.length > MAX_CHAT_MEMBERS_AT_CREATE) {
+      throw invalid(`a group starts with at most ${MAX_CHAT_MEMBERS_AT_CREATE} members; add more afterwards`);
+    }
+    const record = await this.deviceRecord(device);
+    verifyDeviceSignature(record.identityKey, operationProof(genesis.operation), genesis.signature);
+    const { created } = await this.deps.store.createChat(
+      {
+        chatId,
+        kind: ChatKind.CHAT_KIND_GROUP,
+        title: state.title,
+        memberUserIds: state.members,
+        createdByUserId: device.userId,
+        createdAtMs: this.deps.clock.nowMs(),
+        adminUserIds: [],
+        epoch: 0,
+      },
+      await this.devicesOfMembers(state.members),
+    );
+    try {
+      await this.sendMessage(device, {
+        chatId,
+        messageId: operationMessageId(genesis.operation),
+        payload: new Uint8Array(0),
+        devicePayloads: [],
+        groupOperation: genesis,
+      });
+    } catch (error) {
+      if (error instanceof RemessengerError && error.code === ErrorCode.ERROR_CODE_GROUP_CHANGED) {
+        throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, `chat id ${chatId} is taken by another group`);
+      }
+      throw error;
+    }
+    if (created) {
+      this.deps.log.info({ chatId, userId: device.userId, members: state.members.length }, "group created");
+    }
+    const chat = await this.actors.get(chatId).state();
+    return { chat: toChat(chat), created };
+  }
+
+  private checkedGenesis(device: AuthedDevice, chatId: string, genesis: SignedGroupOperation): GroupOperation {
+    try {
+      const operation = decodeOperation(genesis);
+      if (operation.kind !== GroupOperationKind.GROUP_OPERATION_KIND_CREATE) {
+        throw invalid("a group's first operation is CREATE");
+      }
+      if (operation.actorUserId !== device.userId || operation.actorDeviceId !== device.deviceId) {
+        throw new RemessengerError(
+          ErrorCode.ERROR_CODE_PERMISSION_DENIED,
+          "the genesis is signed by the device that creates the group",
+        );
+      }
+      if (operation.chatId !== chatId) throw invalid("the genesis names another chat");
+      return operation;
+    } catch (error) {
+      if (error instanceof GroupOperationError) throw toRemessengerError(error);
+      throw error;
+    }
+  }
+
+  private async deviceRecord(device: AuthedDevice): Promise<{ identityKey: Uint8Array }> {
+    const record = await this.deps.store.getDevice(device.deviceId);
+    if (record === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAUTHENTICATED, "unknown device");
+    return record;
+  }
+
+  /** Every device of every member; NOT_FOUND names a user without any (no such user). */
+  private async devicesOfMembers(members: readonly string[]): Promise<string[]> {
+    const lists = await Promise.all(members.map((userId) => this.deps.store.listUserDevices(userId)));
+    const unknown = members.filter((_, i) => (lists[i]?.length ?? 0) === 0);
+    if (unknown.length > 0) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `no user ${unknown.join(", ")}`);
+    return lists.flat().map((d) => d.deviceId);
   }
 
   async getChat(device: AuthedDevice, request: GetChatRequest): Promise<GetChatResponse> {
@@ -350,6 +458,20 @@ export class Messenger {
   private validatedSend(device: AuthedDevice, request: SendMessageRequest): () => Promise<SendMessageResponse> {
     requireId("chat", request.chatId, "chat_id");
     if (request.messageId.length !== MESSAGE_ID_BYTES) throw invalid(`message_id must be ${MESSAGE_ID_BYTES} bytes`);
+    const { groupOperation } = request;
+    if (groupOperation !== undefined) {
+      if (request.payload.length > 0 || request.devicePayloads.length > 0) {
+        throw invalid("a group operation carries no payload");
+      }
+      const size = groupOperation.operation.length + groupOperation.signature.length;
+      if (size > MAX_MESSAGE_BYTES) {
+        throw new RemessengerError(
+          ErrorCode.ERROR_CODE_TOO_LARGE,
+          `operation of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
+        );
+      }
+      return () => this.queueSend(device, request, groupOperation);
+    }
     if (request.devicePayloads.length > MAX_DEVICE_PAYLOADS) {
       throw invalid(`at most ${MAX_DEVICE_PAYLOADS} device payloads`);
     }
@@ -368,17 +490,24 @@ export class Messenger {
         `message of ${size} bytes exceeds ${MAX_MESSAGE_BYTES}`,
       );
     }
-    return async () => {
-      const outcome = await this.actors.get(request.chatId).send({
-        messageId: request.messageId,
-        senderUserId: device.userId,
-        senderDeviceId: device.deviceId,
-        serverTimeMs: this.deps.clock.nowMs(),
-        payload: request.payload,
-        devicePayloads: request.devicePayloads,
-      });
-      return { seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs };
-    };
+    return () => this.queueSend(device, request, undefined);
+  }
+
+  private async queueSend(
+    device: AuthedDevice,
+    request: SendMessageRequest,
+    groupOperation: SignedGroupOperation | undefined,
+  ): Promise<SendMessageResponse> {
+    const outcome = await this.actors.get(request.chatId).send({
+      messageId: request.messageId,
+      senderUserId: device.userId,
+      senderDeviceId: device.deviceId,
+      serverTimeMs: this.deps.clock.nowMs(),
+      payload: request.payload,
+      devicePayloads: request.devicePayloads,
+      ...(groupOperation === undefined ? {} : { groupOperation }),
+    });
+    return { seq: outcome.seq, duplicate: outcome.duplicate, serverTimeMs: outcome.serverTimeMs };
   }
 
   /**
@@ -391,13 +520,16 @@ export class Messenger {
     const results = [];
     for (const ack of request.acks) {
       const cursor = await this.deps.store.ackDelivered(ack.chatId, device.deviceId, ack.throughSeq);
-      if (cursor === undefined) throw chatNotFound(ack.chatId);
-      results.push({ chatId: ack.chatId, throughSeq: cursor });
       const chat = await this.actors.get(ack.chatId).state();
-      this.deps.bus.publish(chat.memberUserIds, {
-        kind: "receipt",
-        receipt: { chatId: ack.chatId, userId: device.userId, deviceId: device.deviceId, throughSeq: cursor },
-      });
+      if (cursor === undefined) {
+        // Removed from a group since the push: its ack has nothing left to move.
+        if (chat.kind === ChatKind.CHAT_KIND_GROUP && !chat.memberUserIds.includes(device.userId)) continue;
+        throw chatNotFound(ack.chatId);
+      }
+      results.push({ chatId: ack.chatId, throughSeq: cursor });
+      const receipt = { chatId: ack.chatId, userId: device.userId, deviceId: device.deviceId, throughSeq: cursor };
+      const audience = chat.kind === ChatKind.CHAT_KIND_GROUP ? [device.userId] : chat.memberUserIds;
+      this.deps.bus.publish(audience, { kind: "receipt", receipt });
     }
     return results;
   }
@@ -410,6 +542,8 @@ export class Messenger {
     const { log, store, bus, clock } = this.deps;
     const pump = new DeliveryPump({
       deviceId: device.deviceId,
+      userId: device.userId,
+      watchGroup: (chatId) => bus.watchGroup(device.userId, chatId),
       store,
       sink,
       clock,
@@ -420,6 +554,7 @@ export class Messenger {
     const unsubscribe = bus.subscribe(device.userId, (event) => {
       if (event.kind === "message") pump.onMessage(event.message, event.senderCaughtUp);
       else if (event.kind === "receipt") pump.onReceipt(event.receipt);
+      else if (event.kind === "left") pump.forget(event.chatId);
       else pump.resync();
     });
     const synced = bus
@@ -454,8 +589,12 @@ export class Messenger {
     await this.actors.drained();
   }
 
-  /** The chat's non-zero delivery cursors, with the user of each device (`owners` caches device → user). */
+  /**
+   * The chat's non-zero delivery cursors, with the user of each device
+   * (`owners` caches device → user). None for groups: see the module header.
+   */
   private async receiptsOf(chat: ChatState, owners: Map<string, string>): Promise<Receipt[]> {
+    if (chat.kind === ChatKind.CHAT_KIND_GROUP) return [];
     const cursors = (await this.deps.store.getCursors(chat.chatId)).filter((c) => c.throughSeq > 0);
     if (cursors.some((c) => !owners.has(c.deviceId))) {
       for (const userId of chat.memberUserIds) {

@@ -24,8 +24,27 @@ export type BusEvent =
 
 export type BusListener = (event: BusEvent) => void;
 
+/** A node's interest in a group's events for one of its users (see PushBus.watchGroup). */
+export interface GroupWatch {
+  /** Resolves once events published to the group anywhere reach this node. */
+  readonly ready: Promise<void>;
+  stop(): void;
+}
+
 export interface PushBus {
   publish(userIds: readonly string[], event: BusEvent): void;
+  /**
+   * A group's event, published once whatever the group's size: this node's
+   * listeners of `memberUserIds` get it at once; other nodes get one copy
+   * through the group's channel and hand it to the users they watch it for
+   * (watchGroup). Never one publish per member.
+   */
+  publishToGroup(chatId: string, memberUserIds: readonly string[], event: BusEvent): void;
+  /**
+   * This node wants the group's events (publishToGroup) for `userId`'s
+   * listeners here, until `stop()`. Watches are counted: the last stop ends it.
+   */
+  watchGroup(userId: string, chatId: string): GroupWatch;
   /** Returns the function that ends the subscription. */
   subscribe(userId: string, listener: BusListener): () => void;
   /**
@@ -60,6 +79,15 @@ export class LocalPushBus implements PushBus {
       current.delete(listener);
       if (current.size === 0) this.listeners.delete(userId);
     };
+  }
+
+  publishToGroup(_chatId: string, memberUserIds: readonly string[], event: BusEvent): void {
+    this.publish(memberUserIds, event);
+  }
+
+  /** One node: every publish reaches every listener already. */
+  watchGroup(): GroupWatch {
+    return { ready: Promise.resolve(), stop: () => undefined };
   }
 
   ready(): Promise<void> {

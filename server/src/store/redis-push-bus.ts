@@ -11,12 +11,17 @@
  * - A node subscribes a user's channel while it has a listener for the user;
  *   ready(user) resolves once SSUBSCRIBE is confirmed, so a pump that reads
  *   the store after it misses nothing published later.
+ * - A group's events go once to the group's channel, `{chat:ID}:push` (the
+ *   chat's slot), whatever its size: a node subscribes it while it watches the
+ *   group for some user connected here (watchGroup) and hands each event to
+ *   those users' listeners. So a message to 10,000 members costs one SPUBLISH,
+ *   not 10,000.
  * - Pub/sub is at most once: when the subscriber connection comes back after
  *   a drop or a failover, every listener gets a `resync` and reads the store.
  *   A lost event delays a push; it never loses a message (the store has it).
  */
 import { PushEvent } from "../../../client/core/src/wire/proto.ts";
-import type { BusEvent, BusListener, PushBus } from "../core/push-bus.ts";
+import type { BusEvent, BusListener, GroupWatch, PushBus } from "../core/push-bus.ts";
 import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";
 
 export interface RedisPushBusOptions {
@@ -29,12 +34,19 @@ function channelKey(userId: string): string {
   return `{user:${userId}}:push`;
 }
 
+function groupChannelKey(chatId: string): string {
+  return `{chat:${chatId}}:push`;
+}
+
 export class RedisPushBus implements PushBus {
   private readonly publisher: RedisClient;
   private readonly subscriber: RedisClient;
   private readonly options: RedisPushBusOptions;
   private readonly listeners = new Map<string, Set<BusListener>>();
   private readonly subscribed = new Map<string, Promise<void>>();
+  /** Per watched group, the users of this node watching it and how many watches each holds. */
+  private readonly groupWatchers = new Map<string, Map<string, number>>();
+  private readonly groupSubscribed = new Map<string, Promise<void>>();
   private hasConnected = false;
   private publishedCount = 0;
   private receivedCount = 0;
@@ -73,7 +85,56 @@ export class RedisPushBus implements PushBus {
   publish(userIds: readonly string[], event: BusEvent): void {
     this.deliverLocally(userIds, event);
     if (event.kind === "resync") return;
-    const bytes = Buffer.from(
+    const bytes = this.encode(event);
+    for (const userId of userIds) this.send(channelKey(userId), bytes);
+  }
+
+  publishToGroup(chatId: string, memberUserIds: readonly string[], event: BusEvent): void {
+    this.deliverLocally(memberUserIds, event);
+    if (event.kind === "resync") return;
+    this.send(groupChannelKey(chatId), this.encode(event));
+  }
+
+  watchGroup(userId: string, chatId: string): GroupWatch {
+    let users = this.groupWatchers.get(chatId);
+    if (users === undefined) {
+      users = new Map();
+      this.groupWatchers.set(chatId, users);
+    }
+    users.set(userId, (users.get(userId) ?? 0) + 1);
+    let ready = this.groupSubscribed.get(chatId);
+    if (ready === undefined) {
+      ready = this.subscriber.ssubscribe(this.prefixed(groupChannelKey(chatId))).then(() => undefined);
+      this.groupSubscribed.set(chatId, ready);
+    }
+    let isStopped = false;
+    return {
+      ready,
+      stop: () => {
+        if (isStopped) return;
+        isStopped = true;
+        const current = this.groupWatchers.get(chatId);
+        const count = current?.get(userId) ?? 0;
+        if (current === undefined || count === 0) return;
+        if (count > 1) current.set(userId, count - 1);
+        else current.delete(userId);
+        if (current.size > 0) return;
+        this.groupWatchers.delete(chatId);
+        const pending = this.groupSubscribed.get(chatId);
+        this.groupSubscribed.delete(chatId);
+        void pending
+          ?.then(() =>
+            this.groupWatchers.has(chatId)
+              ? undefined
+              : this.subscriber.sunsubscribe(this.prefixed(groupChannelKey(chatId))),
+          )
+          .catch((error: unknown) => this.options.onError(error));
+      },
+    };
+  }
+
+  private encode(event: Exclude<BusEvent, { kind: "resync" }>): Buffer {
+    return Buffer.from(
       PushEvent.encode({
         originNodeId: this.options.nodeId,
         event:
@@ -84,14 +145,15 @@ export class RedisPushBus implements PushBus {
               : { $case: "receipt", value: event.receipt },
       }).finish(),
     );
-    for (const userId of userIds) {
-      this.publishedCount += 1;
-      // The publisher is a keyed client: it prepends its key prefix to the channel itself.
-      this.publisher.spublish(channelKey(userId), bytes).catch((error: unknown) => {
-        // The receivers' pumps catch up from the store on their next event or resync.
-        this.options.onError(error);
-      });
-    }
+  }
+
+  private send(channel: string, bytes: Buffer): void {
+    this.publishedCount += 1;
+    // The publisher is a keyed client: it prepends its key prefix to the channel itself.
+    this.publisher.spublish(channel, bytes).catch((error: unknown) => {
+      // The receivers' pumps catch up from the store on their next event or resync.
+      this.options.onError(error);
+    });
   }
 
   subscribe(userId: string, listener: BusListener): () => void {
@@ -138,17 +200,25 @@ export class RedisPushBus implements PushBus {
 
   /** The full channel name: the store's key prefix, then the user's hash tag. */
   private channelOf(userId: string): string {
-    return `${this.publisher.options.keyPrefix ?? ""}${channelKey(userId)}`;
+    return this.prefixed(channelKey(userId));
   }
 
-  private userOf(channel: string): string | undefined {
-    const match = /\{user:([^}]+)\}:push$/.exec(channel);
-    return match?.[1];
+  private prefixed(channel: string): string {
+    return `${this.publisher.options.keyPrefix ?? ""}${channel}`;
+  }
+
+  /** The local users an event on `channel` is for: the channel's user, or the group's watchers. */
+  private recipientsOf(channel: string): string[] {
+    const user = /\{user:([^}]+)\}:push$/.exec(channel)?.[1];
+    if (user !== undefined) return this.listeners.has(user) ? [user] : [];
+    const chatId = /\{chat:([^}]+)\}:push$/.exec(channel)?.[1];
+    const watchers = chatId === undefined ? undefined : this.groupWatchers.get(chatId);
+    return watchers === undefined ? [] : [...watchers.keys()];
   }
 
   private onRemote(channel: string, payload: Buffer): void {
-    const userId = this.userOf(channel);
-    if (userId === undefined || !this.listeners.has(userId)) return;
+    const userIds = this.recipientsOf(channel);
+    if (userIds.length === 0) return;
     let decoded: PushEvent;
     try {
       decoded = PushEvent.decode(payload);
@@ -161,11 +231,11 @@ export class RedisPushBus implements PushBus {
     const { event } = decoded;
     if (event.$case === "message") {
       const { message, senderCaughtUp } = event.value;
-      if (message !== undefined) this.deliverLocally([userId], { kind: "message", message, senderCaughtUp });
+      if (message !== undefined) this.deliverLocally(userIds, { kind: "message", message, senderCaughtUp });
     } else if (event.$case === "left") {
-      this.deliverLocally([userId], { kind: "left", chatId: event.value.chatId });
+      this.deliverLocally(userIds, { kind: "left", chatId: event.value.chatId });
     } else {
-      this.deliverLocally([userId], { kind: "receipt", receipt: event.value });
+      this.deliverLocally(userIds, { kind: "receipt", receipt: event.value });
     }
   }
 

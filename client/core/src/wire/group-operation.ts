@@ -20,7 +20,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import { isId } from "./ids.ts";
-import { MAX_CHAT_TITLE_CHARS } from "./limits.ts";
+import { MAX_CHAT_TITLE_CHARS, MESSAGE_ID_BYTES } from "./limits.ts";
 import { GroupOperation, GroupOperationKind, type SignedGroupOperation } from "./proto.ts";
 
 /** Members a group may have. */
@@ -89,6 +89,11 @@ export function operationProof(operation: Uint8Array): Uint8Array {
 /** What the next operation names as `previous_hash`. */
 export function operationHash(operation: Uint8Array): Uint8Array {
   return sha256(concat([HASH_PREFIX, operation]));
+}
+
+/** The message id a group operation is sent with: from its hash, so sending it again is a duplicate. */
+export function operationMessageId(operation: Uint8Array): Uint8Array {
+  return operationHash(operation).subarray(0, MESSAGE_ID_BYTES);
 }
 
 /** Length-prefixed fields, so no title or id can shift the boundaries of another. */
@@ -334,4 +339,52 @@ export function describeKind(kind: GroupOperationKind): string {
     default:
       return "unknown";
   }
+}
+
+/** A group operation as a member received it (a Message with `group_operation`). */
+export interface ReceivedOperation {
+  seq: number;
+  signed: SignedGroupOperation;
+  /** Who the server says sent it: must be the operation's signer. */
+  senderUserId: string;
+  senderDeviceId: string;
+}
+
+export type OperationVerdict =
+  | { seq: number; isAccepted: true; operation: GroupOperation; state: GroupState }
+  | { seq: number; isAccepted: false; reason: GroupOperationFailure; message: string };
+
+/**
+ * A client's check of the operations it received, in seq order, on top of
+ * the chain it trusts (`state`; undefined before the CREATE): each must be
+ * sent by the device that signed it, carry a valid signature by that device's
+ * identity key as this client knows it (`isSignedByActor`), and follow the
+ * rules. A refused operation changes nothing: the state stays as it was, so
+ * an operation the server forged (or let through) adds or removes no one.
+ */
+export async function checkReceivedOperations(
+  chatId: string,
+  state: GroupState | undefined,
+  received: readonly ReceivedOperation[],
+  isSignedByActor: (operation: GroupOperation, signed: SignedGroupOperation) => Promise<boolean>,
+): Promise<{ state: GroupState | undefined; verdicts: OperationVerdict[] }> {
+  const verdicts: OperationVerdict[] = [];
+  let current = state;
+  for (const entry of received) {
+    try {
+      const operation = decodeOperation(entry.signed);
+      if (operation.actorUserId !== entry.senderUserId || operation.actorDeviceId !== entry.senderDeviceId) {
+        throw new GroupOperationError("bad-signature", "the operation was sent by another device than its signer");
+      }
+      if (!(await isSignedByActor(operation, entry.signed))) {
+        throw new GroupOperationError("bad-signature", `the signature is not ${operation.actorDeviceId}'s`);
+      }
+      current = nextGroupState(chatId, current, entry.signed.operation, operation);
+      verdicts.push({ seq: entry.seq, isAccepted: true, operation, state: current });
+    } catch (error) {
+      if (!(error instanceof GroupOperationError)) throw error;
+      verdicts.push({ seq: entry.seq, isAccepted: false, reason: error.reason, message: error.message });
+    }
+  }
+  return { state: current, verdicts };
 }
