@@ -78,7 +78,7 @@ export class ClusterNode {
     this.router = new ChatRouter(
       {
         route: (shard) => leasesRef().route(shard),
-        resolve: (shard, mayTake) => leasesRef().resolve(shard, mayTake),
+        resolve: (shard, isForwarded) => leasesRef().resolve(shard, isForwarded),
         tokenFor: (shard) => this.leases?.tokenFor(shard),
         markLost: (shard) => this.leases?.markLost(shard),
         forget: (shard) => this.leases?.forget(shard),

@@ -7,7 +7,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
 import { messageIdToHex, newMessageId } from "../../client/core/src/wire/ids.ts";
-import { waitUntil } from "../../client/test/wait.ts";
 import { type ClusterUnderTest, startCluster, storedHistory } from "./cluster-fixture.ts";
 
 let cluster: ClusterUnderTest;
@@ -79,7 +78,7 @@ describe("three nodes on a Redis Cluster", () => {
   it("spreads the shards over all three nodes", async () => {
     // Nodes joined one after another: the first held every shard, and hands
     // the later ones theirs within a lease tick or two.
-    await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three nodes");
+    await cluster.settled();
     const counts = await cluster.shardCounts();
     expect([...counts.keys()].sort()).toEqual(cluster.nodeIds);
     expect([...counts.values()].reduce((a, b) => a + b, 0)).toBe(64);

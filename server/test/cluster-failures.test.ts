@@ -23,7 +23,6 @@ const clients: FailoverClient[] = [];
 
 beforeAll(async () => {
   cluster = await startCluster({ leaseTtlMs: LEASE_TTL_MS });
-  await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three nodes");
 });
 
 afterAll(async () => {
@@ -115,7 +114,7 @@ describe("three nodes on a Redis Cluster, when things die", () => {
     await expectNothingLostOrRepeated(chatId, 200, a, b);
 
     await stopping.restart();
-    await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three again");
+    await cluster.settled();
   });
 
   it("moves a killed owner's shards to the survivors; its clients reconnect elsewhere and lose nothing", async () => {
@@ -141,12 +140,12 @@ describe("three nodes on a Redis Cluster, when things die", () => {
 
     // The node comes back, and the three share the shards again.
     await cluster.nodes[before.nodeIndex]?.restart();
-    await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three again");
+    await cluster.settled();
   });
 
   it("refuses a paused owner's late appends by the fencing token once another node took over and wrote", async () => {
     const { a, b, chatId } = await pair(["carol", "dave"]);
-    await waitUntil(async () => (await cluster.shardCounts()).size === 3, 15_000, "shards on all three nodes");
+    await cluster.settled();
     const before = await owner(chatId);
     const paused = cluster.nodes[before.nodeIndex];
     if (paused === undefined) throw new Error("no owner node");

@@ -4,6 +4,7 @@
  * from the cluster, and a frame client that checks per-chat order.
  */
 import { Cluster } from "ioredis";
+import { waitUntil } from "../../client/test/wait.ts";
 import { type RunningRedisCluster, startRedisCluster } from "../../scripts/harness/redis-cluster.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { SHARD_COUNT, shardOf } from "../src/core/shard-placement.ts";
@@ -23,6 +24,11 @@ export interface ClusterUnderTest {
   ownerOf(chatId: string): Promise<{ nodeIndex: number; nodeId: string; token: number } | undefined>;
   /** How many shards each node holds. */
   shardCounts(): Promise<Map<string, number>>;
+  /**
+   * Waits until every shard is held and `nodeCount` nodes hold them: the
+   * placement settled (a shard handed over is free until its new owner's next tick).
+   */
+  settled(nodeCount?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -59,13 +65,21 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const seedNodes = redis.nodes.map((node) => ({ host: "127.0.0.1", port: node.port }));
   const admin = new Cluster(seedNodes, { keyPrefix: KEY_PREFIX, scaleReads: "master" });
   const store = await RedisStore.open({ clusterNodes: seedNodes, keyPrefix: KEY_PREFIX });
+  const shardCounts = async (): Promise<Map<string, number>> => {
+    const counts = new Map<string, number>();
+    for (let shard = 0; shard < SHARD_COUNT; shard += 1) {
+      const lease = await readLease(shard);
+      if (lease !== undefined) counts.set(lease.nodeId, (counts.get(lease.nodeId) ?? 0) + 1);
+    }
+    return counts;
+  };
   const readLease = async (shard: number) => {
     const value = await admin.get(`{leases}:lease:${shard}`);
     if (value === null) return undefined;
     const colon = value.indexOf(":");
     return { token: Number(value.slice(0, colon)), nodeId: value.slice(colon + 1) };
   };
-  return {
+  const cluster: ClusterUnderTest = {
     redis,
     nodes,
     nodeIds,
@@ -76,13 +90,16 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       if (lease === undefined) return undefined;
       return { ...lease, nodeIndex: nodeIds.indexOf(lease.nodeId) };
     },
-    shardCounts: async () => {
-      const counts = new Map<string, number>();
-      for (let shard = 0; shard < SHARD_COUNT; shard += 1) {
-        const lease = await readLease(shard);
-        if (lease !== undefined) counts.set(lease.nodeId, (counts.get(lease.nodeId) ?? 0) + 1);
-      }
-      return counts;
+    shardCounts,
+    settled: async (nodeCount = nodeIds.length) => {
+      await waitUntil(
+        async () => {
+          const counts = await shardCounts();
+          return counts.size === nodeCount && [...counts.values()].reduce((a, b) => a + b, 0) === SHARD_COUNT;
+        },
+        20_000,
+        `every shard held, by ${nodeCount} nodes`,
+      );
     },
     stop: async () => {
       await Promise.all(nodes.map((node) => node.cleanup()));
@@ -91,6 +108,14 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       await redis.stop();
     },
   };
+  // Suites start from a settled placement: every shard held, spread over all the nodes.
+  try {
+    await cluster.settled();
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
 }
 
 /**

@@ -132,6 +132,25 @@ describe("ShardLeases", () => {
     expect(owned(a).length + owned(b).length).toBe(SHARDS);
   });
 
+  it("refuses a send forwarded by a stale view for a shard it handed over, rather than taking it back", async () => {
+    const store = new MemoryLeaseStore();
+    const a = node(store, "a");
+    await a.leases.tickNow();
+    const b = node(store, "b");
+    await b.leases.tickNow();
+    await a.leases.tickNow(); // a hands b's shards over: released, not yet taken
+    const [handed] = Array.from({ length: SHARDS }, (_, s) => s).filter((s) => preferredOwner(s, ["a", "b"]) === "b");
+    if (handed === undefined) throw new Error("b should be preferred for some shard");
+    expect(store.holderOf(handed)).toBeUndefined();
+
+    // Another node still believes a holds it and forwards a send there.
+    expect(await a.leases.resolve(handed, true)).toEqual({ kind: "unavailable", reason: "belongs to b" });
+    expect(store.holderOf(handed)).toBeUndefined();
+    // The preferred node takes it when the send reaches it, forwarded or not.
+    expect((await b.leases.resolve(handed, true)).kind).toBe("local");
+    expect(store.holderOf(handed)?.nodeId).toBe("b");
+  });
+
   it("lets the survivors take a silent node's shards once its lease expired, with a higher token", async () => {
     const store = new MemoryLeaseStore();
     const a = node(store, "a");

@@ -143,22 +143,30 @@ export class ShardLeases {
 
   /**
    * Finds or makes an owner: the holder when live, else this node takes the
-   * lease when it is the preferred node (or `mayTake`, for a request another
-   * node forwarded here), else the preferred node.
+   * lease when it is the preferred node (or no preferred node is live), else
+   * the preferred node — except for a request another node forwarded here
+   * (`isForwarded`), which is never sent on: "unavailable" instead.
    */
-  resolve(shard: number, mayTake = false): Promise<ShardRoute> {
+  resolve(shard: number, isForwarded = false): Promise<ShardRoute> {
     const known = this.route(shard);
-    if (known !== undefined) return Promise.resolve(known);
+    // The forwarder's view sent the request here: ours may be as stale, so a remote holder is asked again.
+    if (known !== undefined && (known.kind === "local" || !isForwarded)) return Promise.resolve(known);
     const handingOver = this.handovers.get(shard);
     if (handingOver !== undefined) {
       // Sends wait for the drain and the release (ordered behind the mailbox),
       // then go to the new owner; this node does not take the shard back.
-      return handingOver.then(() => this.resolve(shard, false));
+      return handingOver.then(() => this.resolve(shard, isForwarded));
     }
     const preferred = preferredOwner(shard, this.liveIds);
-    if (!mayTake && preferred !== undefined && preferred !== this.nodeId) {
-      const node = this.live.get(preferred);
-      if (node !== undefined) return Promise.resolve({ kind: "remote", node });
+    const other = preferred === undefined || preferred === this.nodeId ? undefined : this.live.get(preferred);
+    if (other !== undefined) {
+      // Another live node should own it. A forwarded send is refused, not
+      // served by taking the lease: an old owner that took back a shard it
+      // just handed over would undo the handover, every tick, for as long as
+      // the other nodes' stale lease views send it work.
+      return Promise.resolve(
+        isForwarded ? { kind: "unavailable", reason: `belongs to ${other.nodeId}` } : { kind: "remote", node: other },
+      );
     }
     let pending = this.acquiring.get(shard);
     if (pending === undefined) {
@@ -269,7 +277,7 @@ export class ShardLeases {
         this.owned.set(shard, { token: holder.token, isReleasing: false, renewedAtMs: clock.nowMs() });
         this.options.onAcquired(shard, holder.token);
       } else if (holder === undefined && mine === undefined && preferred === this.nodeId) {
-        work.push(this.resolve(shard, true));
+        work.push(this.resolve(shard));
       } else if (mine !== undefined && !mine.isReleasing && preferred !== undefined && preferred !== this.nodeId) {
         work.push(this.handOver(shard));
       }
