@@ -170,8 +170,10 @@ export class LoadRun {
 
 /**
  * One client's outgoing stream: numbers messages 0, 1, 2... and keeps a ring of
- * `window` slots. Message c lives in slot c % window, which is free again
- * before c + window is sent, so lookups need no map.
+ * `window` slots. Message c lives in slot c % window, and c + window is sent
+ * only once c is settled, so lookups need no map. (Messages may settle out of
+ * order, e.g. a send the server retried: the ring then holds the sender back,
+ * as a transport window does, rather than reuse a slot still in flight.)
  */
 export class WindowedSender {
   private readonly run: LoadRun;
@@ -203,8 +205,9 @@ export class WindowedSender {
     try {
       while (this.run.isSending && this.inFlight < this.window) {
         const counter = this.next;
-        this.next += 1;
         const slot = counter % this.window;
+        if (this.counters[slot] !== -1) break;
+        this.next += 1;
         this.counters[slot] = counter;
         this.flags[slot] = this.initialFlags;
         this.inFlight += 1;
