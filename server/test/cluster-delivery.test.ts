@@ -99,6 +99,52 @@ describe("three nodes on a Redis Cluster", () => {
     expect(stored.size).toBe(1_000);
   });
 
+  it("gives a node that joins mid-stream its shards while every send is answered, in one gapless order", async () => {
+    const joining = cluster.nodes[2];
+    if (joining === undefined) throw new Error("no third node");
+    expect(await joining.stop()).toBe(0); // its shards go to the other two
+    await cluster.settled(2);
+    // Clients on the two remaining nodes; a third of the chats will belong to the joining node.
+    const pairs = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const a = await client(i % 2, `join-a${i}`);
+        const b = await client((i + 1) % 2, `join-b${i}`);
+        const chatId = await a.driver.createDirectChat(b.identity.userId);
+        await Promise.all([a.driver.subscribe(), b.driver.subscribe()]);
+        return { a, b, chatId };
+      }),
+    );
+    let hasJoined = false;
+    const sendersStarted = Promise.withResolvers<void>();
+    const join = (async () => {
+      await sendersStarted.promise;
+      await joining.restart();
+      await cluster.settled(3);
+      hasJoined = true;
+    })();
+    // Any refused send fails the test (sendMany throws): nobody retries here.
+    await Promise.all([
+      join,
+      ...pairs.map(async ({ a, b, chatId }) => {
+        await Promise.all([sendMany(a, chatId, 5, 5), sendMany(b, chatId, 5, 5)]);
+        sendersStarted.resolve();
+        for (let round = 0; round < 200 && !hasJoined; round += 1) await sendMany(a, chatId, 5, 5);
+        await Promise.all([sendMany(a, chatId, 10, 5), sendMany(b, chatId, 10, 5)]);
+      }),
+    ]);
+    const joiningId = cluster.nodeIds[2] ?? "";
+    const owners = await Promise.all(pairs.map(async (p) => (await cluster.ownerOf(p.chatId))?.nodeId));
+    expect(owners).toContain(joiningId);
+    for (const { a, b, chatId } of pairs) {
+      const total = a.sent.size + b.sent.size;
+      await a.driver.waitFor(() => heldSeqs(a, chatId).size >= total, `pushes in ${chatId}`, 30_000);
+      await b.driver.waitFor(() => heldSeqs(b, chatId).size >= total, `pushes in ${chatId}`, 30_000);
+      expectOneGaplessOrder(a, b, chatId, total);
+      expectOneGaplessOrder(b, a, chatId, total);
+      expect((await storedHistory(cluster.admin, chatId)).size).toBe(total);
+    }
+  });
+
   it("carries 50 chats at once between clients spread over the nodes, each in one gapless order", async () => {
     const pairs = await Promise.all(
       Array.from({ length: 50 }, async (_, i) => {
