@@ -1,0 +1,529 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { makeDeviceIdentity } from "../crypto/session-setup.ts";
+import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
+import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
+import type { DeviceSigner } from "../crypto/device-signer.ts";
+import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import { systemClock } from "../session/clock.ts";
+import { E2eCodec, type E2eServer } from "../session/e2e-payload-codec.ts";
+import { contentText, textContent } from "../session/payload-codec.ts";
+import { type GroupState, draftOperation, nextGroupState, operationProof } from "../wire/group-operation.ts";
+import { messageIdToHex, randomBytes } from "../wire/ids.ts";
+import {
+  ChatKind,
+  type Device,
+  GroupEnvelope,
+  GroupOperation,
+  GroupOperationKind,
+  type Message,
+  type PreKeyBundle,
+  SendMessageRequest,
+} from "../wire/proto.ts";
+import type { GraceWindow } from "./epoch-window.ts";
+import { GroupCodec, type GroupServer } from "./group-codec.ts";
+
+const CHAT = "c" + "g".repeat(26);
+const letter = (n: number): string => "abcdefghij".charAt(n);
+const user = (n: number): string => `u${letter(n).repeat(26)}`;
+const dev = (n: number): string => `d${letter(n).repeat(26)}`;
+const WINDOW: GraceWindow = { ms: Number.MAX_SAFE_INTEGER, messages: 6 };
+
+interface LabDevice {
+  userId: string;
+  deviceId: string;
+  signer: DeviceSigner;
+  store: MemoryClientStore;
+  e2e: E2eCodec;
+  group: GroupCodec;
+  /** Next log index to process. */
+  cursor: number;
+  read: Array<{ seq: number; text: string }>;
+  refused: Array<{ seq: number; reason: string }>;
+  outbox: Array<{ messageId: string; sealed: Uint8Array; text: string }>;
+}
+
+/**
+ * The server's side of a group, in memory: one sequence, the device lists and
+ * prekey bundles, the chain as the server keeps it. Every device may read the
+ * whole sequence (as a server that ignores membership could make it), which is
+ * what the entitlement checks below need.
+ */
+class GroupLab {
+  readonly log: Message[] = [];
+  readonly devices = new Map<string, LabDevice>();
+  private readonly deviceLists = new Map<string, Device[]>();
+  private readonly bundles = new Map<string, PreKeyBundle>();
+  private readonly oneTime = new Map<string, PreKeyBundle["oneTimePreKey"][]>();
+  state: GroupState | undefined;
+  private timeMs = 1_000;
+  readonly window: GraceWindow;
+
+  constructor(window: GraceWindow) {
+    this.window = window;
+  }
+
+  async addDevice(n: number): Promise<LabDevice> {
+    const userId = user(n);
+    const deviceId = dev(n);
+    const signer = await webCryptoEd25519.signerFromSeed(webCryptoEd25519.generateSeed());
+    const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
+    const store = new MemoryClientStore();
+    const storageKey = randomBytes(32);
+    const e2e = new E2eCodec({
+      userId,
+      deviceId,
+      identity,
+      storageKey,
+      store,
+      x25519: stablelibX25519,
+      ed25519: webCryptoEd25519,
+      clock: systemClock,
+    });
+    const group = new GroupCodec({
+      userId,
+      deviceId,
+      storageKey,
+      store,
+      ed25519: webCryptoEd25519,
+      e2e,
+      clock: { nowMs: () => this.timeMs, setTimer: (callback, delayMs) => systemClock.setTimer(callback, delayMs) },
+      window: this.window,
+    });
+    e2e.setServer(this.e2eServer(userId, deviceId, signer.publicKey));
+    group.setServer(this.groupServer(userId, deviceId));
+    this.deviceLists.set(userId, [
+      {
+        deviceId,
+        identityKey: signer.publicKey,
+        createdAtMs: 0,
+        approvedByDeviceId: "",
+        approvalSignature: new Uint8Array(0),
+        approvalExpiresAtMs: 0,
+      },
+    ]);
+    await e2e.maintainPreKeys(undefined);
+    const device: LabDevice = {
+      userId,
+      deviceId,
+      signer,
+      store,
+      e2e,
+      group,
+      cursor: 0,
+      read: [],
+      refused: [],
+      outbox: [],
+    };
+    this.devices.set(userId, device);
+    return device;
+  }
+
+  /** Appends what a device sends; the server's own checks are not modelled beyond the chain. */
+  append(from: LabDevice, request: SendMessageRequest): Message {
+    const message: Message = {
+      chatId: request.chatId,
+      seq: this.log.length + 1,
+      messageId: request.messageId,
+      senderUserId: from.userId,
+      senderDeviceId: from.deviceId,
+      serverTimeMs: (this.timeMs += 1),
+      payload: request.payload,
+      devicePayloads: request.devicePayloads,
+      groupOperation: request.groupOperation,
+    };
+    if (request.groupOperation !== undefined) {
+      const { operation } = request.groupOperation;
+      this.state = nextGroupState(CHAT, this.state, operation, decode(operation));
+    }
+    this.log.push(message);
+    return message;
+  }
+
+  /** The admin signs an operation on the chain as it verified it, after reading everything. */
+  async operate(admin: LabDevice, kind: GroupOperationKind, userIds: string[] = []): Promise<void> {
+    await this.catchUp(admin);
+    const { operation } = draftOperation(CHAT, await admin.group.groupState(CHAT), {
+      kind,
+      userIds,
+      title: "lab",
+      actorUserId: admin.userId,
+      actorDeviceId: admin.deviceId,
+      createdAtMs: 0,
+    });
+    const signature = await admin.signer.sign(operationProof(operation));
+    this.append(admin, {
+      chatId: CHAT,
+      messageId: randomBytes(16),
+      payload: new Uint8Array(0),
+      devicePayloads: [],
+      groupOperation: { operation, signature },
+    });
+    await this.catchUp(admin);
+  }
+
+  /** A member writes a message: sealed now, in the epoch it knows. */
+  async write(device: LabDevice, text: string): Promise<void> {
+    const messageId = messageIdToHex(randomBytes(16));
+    const sealed = await device.group.seal(CHAT, messageId, textContent(text, 0));
+    await device.store.writeE2e(sealed.writes);
+    device.outbox.push({ messageId, sealed: sealed.sealed, text });
+  }
+
+  /** Sends the device's outbox as ClientSession does: a new connection, prepareSend, reseal when told. */
+  async flush(device: LabDevice): Promise<Array<{ seq: number; text: string; epoch: number }>> {
+    device.group.setServer(this.groupServer(device.userId, device.deviceId));
+    const sent = [];
+    for (const entry of device.outbox.splice(0)) {
+      let sealed = entry.sealed;
+      for (let round = 0; round < 3; round += 1) {
+        let verdict;
+        try {
+          verdict = await device.group.prepareSend(CHAT, sealed);
+        } catch {
+          break; // no longer a member: the outbox marks it failed
+        }
+        if (verdict === "reseal") {
+          const again = await device.group.seal(CHAT, entry.messageId, textContent(entry.text, 0));
+          await device.store.writeE2e(again.writes);
+          sealed = again.sealed;
+          continue;
+        }
+        const request = SendMessageRequest.decode(sealed);
+        const message = this.append(device, request);
+        sent.push({ seq: message.seq, text: entry.text, epoch: GroupEnvelope.decode(request.payload).epoch });
+        break;
+      }
+    }
+    return sent;
+  }
+
+  /** Processes up to `count` entries of the sequence on `device`, as ClientSession does. */
+  async deliver(device: LabDevice, count = Number.MAX_SAFE_INTEGER): Promise<void> {
+    for (let i = 0; i < count && device.cursor < this.log.length; i += 1) {
+      const message = this.log[device.cursor];
+      device.cursor += 1;
+      if (message === undefined) break;
+      if (message.groupOperation !== undefined) {
+        const outcome = await device.group.receiveOperation(message);
+        if (outcome.kind === "applied") await device.store.writeE2e(outcome.writes);
+        else device.refused.push({ seq: message.seq, reason: outcome.reason });
+        continue;
+      }
+      if (message.senderDeviceId === device.deviceId) continue;
+      if (message.payload.length > 0) {
+        const opened = await device.group.open(message);
+        if (opened.kind === "content") {
+          await device.store.writeE2e(opened.writes);
+          device.read.push({ seq: message.seq, text: contentText(opened.content) ?? "" });
+        } else {
+          device.refused.push({ seq: message.seq, reason: opened.reason });
+        }
+        continue;
+      }
+      if (!message.devicePayloads.some((p) => p.deviceId === device.deviceId)) continue;
+      const opened = await device.e2e.open(message);
+      if (opened.kind !== "content" || opened.content.body?.$case !== "senderKey") {
+        throw new Error(
+          `a distribution did not open: ${opened.kind === "content" ? "not a sender key" : opened.reason}`,
+        );
+      }
+      const accepted = await device.group.acceptDistribution(message, opened.content.body.value);
+      if (accepted.kind !== "accepted") throw new Error(`distribution refused: ${accepted.reason}`);
+      await device.store.writeE2e([...opened.writes, ...accepted.writes]);
+    }
+  }
+
+  async catchUp(device: LabDevice): Promise<void> {
+    await this.deliver(device);
+  }
+
+  private groupServer(userId: string, deviceId: string): GroupServer {
+    return {
+      getChat: (chatId) =>
+        Promise.resolve({
+          chatId,
+          kind: ChatKind.CHAT_KIND_GROUP,
+          title: this.state?.title ?? "",
+          memberUserIds: this.state?.members ?? [],
+          headSeq: this.log.length,
+          createdAtMs: 0,
+          createdByUserId: "",
+          receipts: [],
+          group: {
+            adminUserIds: this.state?.admins ?? [],
+            epoch: this.state?.epoch ?? 0,
+            lastOperationHash: this.state?.lastOperationHash ?? new Uint8Array(32),
+            lastOperationSeq: this.log.findLast((m) => m.groupOperation !== undefined)?.seq ?? 0,
+          },
+        }),
+      getGroupOperations: (_chatId, afterSeq, limit) =>
+        Promise.resolve(this.log.filter((m) => m.groupOperation !== undefined && m.seq > afterSeq).slice(0, limit)),
+      sendMessage: (request) => {
+        const from = this.devices.get(userId);
+        if (from === undefined || from.deviceId !== deviceId) throw new Error("unknown device");
+        const message = this.append(from, request);
+        return Promise.resolve({ seq: message.seq, duplicate: false, serverTimeMs: message.serverTimeMs });
+      },
+    };
+  }
+
+  private e2eServer(userId: string, deviceId: string, identityKey: Uint8Array): E2eServer {
+    return {
+      getUser: (id) => Promise.resolve({ userId: id, displayName: id, devices: this.deviceLists.get(id) ?? [] }),
+      getChat: () => Promise.reject(new Error("the group layer names the members")),
+      getPreKeyBundles: (id, deviceIds) =>
+        Promise.resolve(
+          (this.deviceLists.get(id) ?? [])
+            .filter((d) => deviceIds.length === 0 || deviceIds.includes(d.deviceId))
+            .flatMap((d) => {
+              const bundle = this.bundles.get(d.deviceId);
+              return bundle === undefined ? [] : [{ ...bundle, oneTimePreKey: this.oneTime.get(d.deviceId)?.shift() }];
+            }),
+        ),
+      publishPreKeys: (request) => {
+        this.oneTime.set(deviceId, [...(this.oneTime.get(deviceId) ?? []), ...request.oneTimePreKeys]);
+        if (request.identityDhKey.length > 0) {
+          this.bundles.set(deviceId, {
+            userId,
+            deviceId,
+            identityKey,
+            identityDhKey: request.identityDhKey,
+            identityDhSignature: request.identityDhSignature,
+            signedPreKey: request.signedPreKey,
+            oneTimePreKey: undefined,
+            pqPreKey: request.lastResortPqPreKey,
+            isPqLastResort: true,
+          });
+        }
+        return Promise.resolve({ oneTimePreKeys: 50, oneTimePqPreKeys: 0, lowWater: 20, hasBundle: true });
+      },
+    };
+  }
+}
+
+function decode(operation: Uint8Array): GroupOperation {
+  return GroupOperation.decode(operation);
+}
+
+/** A lab with users 1..count, user 1 the admin of a group of users 1..members. */
+async function labWith(
+  count: number,
+  members: number,
+  window = WINDOW,
+): Promise<{ lab: GroupLab; devices: LabDevice[] }> {
+  const lab = new GroupLab(window);
+  const devices = [];
+  for (let n = 1; n <= count; n += 1) devices.push(await lab.addDevice(n));
+  const admin = devices[0];
+  if (admin === undefined) throw new Error("no admin");
+  const { operation } = draftOperation(CHAT, undefined, {
+    kind: GroupOperationKind.GROUP_OPERATION_KIND_CREATE,
+    userIds: devices.slice(0, members).map((d) => d.userId),
+    title: "lab",
+    actorUserId: admin.userId,
+    actorDeviceId: admin.deviceId,
+    createdAtMs: 0,
+  });
+  lab.append(admin, {
+    chatId: CHAT,
+    messageId: randomBytes(16),
+    payload: new Uint8Array(0),
+    devicePayloads: [],
+    groupOperation: { operation, signature: await admin.signer.sign(operationProof(operation)) },
+  });
+  return { lab, devices };
+}
+
+/** Members during each epoch and at each seq, from the server's log (the model the checks use). */
+function membership(lab: GroupLab) {
+  const epochs = new Map<number, Set<string>>();
+  const atSeq = new Map<number, Set<string>>();
+  let state: GroupState | undefined;
+  for (const message of lab.log) {
+    atSeq.set(message.seq, new Set(state?.members ?? []));
+    if (message.groupOperation !== undefined) {
+      state = nextGroupState(CHAT, state, message.groupOperation.operation, decode(message.groupOperation.operation));
+      if (!epochs.has(state.epoch)) epochs.set(state.epoch, new Set(state.members));
+    }
+  }
+  return { epochs, atSeq };
+}
+
+const ACTION = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ kind: fc.constant("write" as const), who: fc.integer({ min: 1, max: 5 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant("flush" as const), who: fc.integer({ min: 1, max: 5 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("deliver" as const),
+      who: fc.integer({ min: 1, max: 5 }),
+      count: fc.integer({ min: 1, max: 6 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constantFrom("add" as const, "remove" as const),
+      who: fc.integer({ min: 2, max: 5 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("rotate" as const) }) },
+);
+
+describe("GroupCodec", () => {
+  it("every member reads every message of the epochs it belongs to, once and in order; nobody reads beyond its membership", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(ACTION, { minLength: 12, maxLength: 32 }), async (actions) => {
+        const { lab, devices } = await labWith(5, 3);
+        const [admin] = devices;
+        if (admin === undefined) throw new Error("no admin");
+        const at = (who: number): LabDevice => {
+          const d = devices[who - 1];
+          if (d === undefined) throw new Error(`no device ${who}`);
+          return d;
+        };
+        const sent: Array<{ seq: number; text: string; epoch: number }> = [];
+        let written = 0;
+        for (const action of actions) {
+          const members = lab.state?.members ?? [];
+          switch (action.kind) {
+            case "write": {
+              const device = at(action.who);
+              await lab.deliver(device, 2);
+              const state = await device.group.groupState(CHAT);
+              if (state?.members.includes(device.userId) !== true) break;
+              await lab.write(device, `m${(written += 1)} from ${action.who}`);
+              break;
+            }
+            case "flush":
+              sent.push(...(await lab.flush(at(action.who))));
+              break;
+            case "deliver":
+              await lab.deliver(at(action.who), action.count);
+              break;
+            case "add":
+              if (!members.includes(at(action.who).userId)) {
+                await lab.operate(admin, GroupOperationKind.GROUP_OPERATION_KIND_ADD, [at(action.who).userId]);
+              }
+              break;
+            case "remove":
+              if (members.includes(at(action.who).userId)) {
+                await lab.operate(admin, GroupOperationKind.GROUP_OPERATION_KIND_REMOVE, [at(action.who).userId]);
+              }
+              break;
+            case "rotate":
+              await lab.operate(admin, GroupOperationKind.GROUP_OPERATION_KIND_ROTATE);
+              break;
+          }
+        }
+        for (const device of devices) sent.push(...(await lab.flush(device)));
+        for (const device of devices) await lab.deliver(device);
+
+        const { epochs, atSeq } = membership(lab);
+        for (const device of devices) {
+          const reads = new Map(device.read.map((r) => [r.seq, r.text]));
+          expect(reads.size).toBe(device.read.length); // once each
+          expect(device.read.map((r) => r.seq)).toEqual([...reads.keys()].sort((a, b) => a - b));
+          for (const message of sent) {
+            const from = lab.log[message.seq - 1]?.senderDeviceId;
+            if (from === device.deviceId) continue;
+            const isEntitled = epochs.get(message.epoch)?.has(device.userId) === true;
+            const wasDelivered = atSeq.get(message.seq)?.has(device.userId) === true;
+            if (isEntitled && wasDelivered) expect(reads.get(message.seq)).toBe(message.text);
+            if (!isEntitled) expect(reads.has(message.seq)).toBe(false);
+          }
+        }
+      }),
+      { numRuns: 6, endOnFailure: true },
+    );
+  }, 120_000);
+
+  it("a message of an ended epoch opens within the grace window and is refused after it, with the reason", async () => {
+    const { lab, devices } = await labWith(3, 3, { ms: Number.MAX_SAFE_INTEGER, messages: 3 });
+    const [admin, bob, carol] = devices;
+    if (admin === undefined || bob === undefined || carol === undefined) throw new Error("no devices");
+    await lab.deliver(bob);
+    await lab.write(bob, "warm-up");
+    await lab.flush(bob); // bob's key of epoch 1 reached everyone
+    await lab.write(bob, "in flight");
+    await lab.write(bob, "late");
+    const [inFlight, late] = bob.outbox.splice(0);
+    if (inFlight === undefined || late === undefined) throw new Error("nothing written");
+    await lab.operate(admin, GroupOperationKind.GROUP_OPERATION_KIND_ROTATE);
+    // In flight during the rotation: it lands right after it.
+    const first = lab.append(bob, SendMessageRequest.decode(inFlight.sealed));
+    await lab.write(admin, "a");
+    await lab.write(admin, "b");
+    await lab.write(admin, "c");
+    await lab.flush(admin);
+    // Far too late: more than 3 entries after the rotation.
+    const second = lab.append(bob, SendMessageRequest.decode(late.sealed));
+    await lab.deliver(carol);
+    expect(carol.read.find((r) => r.seq === first.seq)?.text).toBe("in flight");
+    expect(carol.read.some((r) => r.seq === second.seq)).toBe(false);
+    expect(carol.refused).toContainEqual({ seq: second.seq, reason: "epoch-expired" });
+    expect(carol.read.map((r) => r.text)).toEqual(["warm-up", "in flight", "a", "b", "c"]);
+  }, 60_000);
+
+  it("a sender resends a queued message of an ended epoch in the current one when the window would refuse it", async () => {
+    const { lab, devices } = await labWith(3, 3, { ms: Number.MAX_SAFE_INTEGER, messages: 2 });
+    const [admin, bob, carol] = devices;
+    if (admin === undefined || bob === undefined || carol === undefined) throw new Error("no devices");
+    await lab.deliver(bob);
+    await lab.write(bob, "written offline");
+    await lab.operate(admin, GroupOperationKind.GROUP_OPERATION_KIND_ROTATE);
+    await lab.write(admin, "a");
+    await lab.write(admin, "b");
+    await lab.flush(admin);
+    const sent = await lab.flush(bob);
+    expect(sent.map((s) => s.epoch)).toEqual([2]);
+    await lab.deliver(carol);
+    expect(carol.read.map((r) => r.text)).toEqual(["a", "b", "written offline"]);
+  }, 60_000);
+
+  it("rejects an operation that is not the chain's: a non-admin's, a forged signature, another device's", async () => {
+    const { lab, devices } = await labWith(3, 3);
+    const [admin, bob, carol] = devices;
+    if (admin === undefined || bob === undefined || carol === undefined) throw new Error("no devices");
+    await lab.deliver(bob);
+    await lab.deliver(carol);
+    const state = await bob.group.groupState(CHAT);
+    // Drafted as the admin (the rules refuse to draft anything else), then made to name `actor`.
+    const draft = (actor: LabDevice) =>
+      GroupOperation.encode({
+        ...decode(
+          draftOperation(CHAT, state, {
+            kind: GroupOperationKind.GROUP_OPERATION_KIND_REMOVE,
+            userIds: [carol.userId],
+            actorUserId: admin.userId,
+            actorDeviceId: admin.deviceId,
+            createdAtMs: 0,
+          }).operation,
+        ),
+        actorUserId: actor.userId,
+        actorDeviceId: actor.deviceId,
+      }).finish();
+    const attempt = async (from: LabDevice, operation: Uint8Array, signer: DeviceSigner) => {
+      const message: Message = {
+        chatId: CHAT,
+        seq: lab.log.length + 1,
+        messageId: randomBytes(16),
+        senderUserId: from.userId,
+        senderDeviceId: from.deviceId,
+        serverTimeMs: 5_000,
+        payload: new Uint8Array(0),
+        devicePayloads: [],
+        groupOperation: { operation, signature: await signer.sign(operationProof(operation)) },
+      };
+      return carol.group.receiveOperation(message);
+    };
+    // A non-admin (bob) removing carol: the rules refuse it.
+    expect(await attempt(bob, draft(bob), bob.signer)).toMatchObject({ kind: "rejected", reason: "not-admin" });
+    // The admin's operation signed by someone else: a forgery.
+    expect(await attempt(admin, draft(admin), bob.signer)).toMatchObject({ kind: "rejected", reason: "bad-signature" });
+    // Sent by another device than its actor.
+    expect(await attempt(bob, draft(admin), admin.signer)).toMatchObject({ kind: "rejected", reason: "wrong-sender" });
+    expect((await carol.group.groupState(CHAT))?.members).toContain(carol.userId);
+  }, 60_000);
+});
