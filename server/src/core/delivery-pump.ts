@@ -245,7 +245,7 @@ export class DeliveryPump {
     this.loading.add(chatId);
     let watch: GroupWatch | undefined;
     try {
-      const chat = await this.options.store.getChat(chatId);
+      const chat = await this.options.store.getChatHead(chatId);
       if (chat === undefined) return;
       const isGroup = chat.kind === ChatKind.CHAT_KIND_GROUP;
       // A group's events come on its own channel: listen before reading, so nothing slips between.

@@ -4,6 +4,7 @@
  *
  * Key layout (every key starts with `keyPrefix`):
  *   {chat:ID}:meta      hash   record (JSON), head, trimmed (highest seq deleted),
+ *                              kind (also in the record; absent in chats made before it),
  *                              ophash (hex), opseq: a group's chain head
  *   {chat:ID}:ids       hash   message id -> "seq:firstSenderDeviceId", never trimmed
  *   {chat:ID}:messages  hash   seq -> protobuf Message without chatId/seq
@@ -62,6 +63,7 @@ import {
   type AppendOptions,
   type AppendOutcome,
   type ChatRecord,
+  type ChatHead,
   type ChatState,
   type DeviceCursor,
   type DeviceRecord,
@@ -238,6 +240,7 @@ export class RedisStore implements Store {
       keys.chatMeta(chat.chatId),
       keys.chatCursors(chat.chatId),
       JSON.stringify(chatToJson(chat)),
+      chat.kind,
       ...memberDeviceIds,
     );
     if (!Array.isArray(reply) || reply.length !== 3) throw unexpectedReply("createChat", reply);
@@ -269,6 +272,15 @@ export class RedisStore implements Store {
       lastOperationHash: new Uint8Array(Buffer.from(opHash ?? "", "hex")),
       lastOperationSeq: Number(opSeq ?? 0),
     };
+  }
+
+  async getChatHead(chatId: string): Promise<ChatHead | undefined> {
+    const [kind, head] = await this.client.hmget(keys.chatMeta(chatId), "kind", "head");
+    if (head === null || head === undefined) return undefined;
+    if (kind !== null && kind !== undefined) return { kind: Number(kind) as ChatKind, headSeq: Number(head) };
+    // A chat stored before `kind` had its own field: the record has it.
+    const chat = await this.getChat(chatId);
+    return chat === undefined ? undefined : { kind: chat.kind, headSeq: chat.headSeq };
   }
 
   listUserChatIds(userId: string): Promise<string[]> {

@@ -8,13 +8,14 @@ import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { ChatKind, type Message } from "../../../client/core/src/wire/proto.ts";
 import { decodeMessageBody } from "./message-body.ts";
 import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
-import type { ChatState, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
+import type { ChatHead, ChatState, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
 
 export class SqliteReader {
   private readonly selectUser: StatementSync;
   private readonly selectDevice: StatementSync;
   private readonly selectUserDevices: StatementSync;
   private readonly selectChat: StatementSync;
+  private readonly selectChatHead: StatementSync;
   private readonly selectChatMembers: StatementSync;
   private readonly selectUserChatIds: StatementSync;
   private readonly selectMessages: StatementSync;
@@ -34,6 +35,7 @@ export class SqliteReader {
       `SELECT chat_key, chat_id, kind, title, created_by_user_id, created_at_ms, head_seq, epoch, last_op_hash, last_op_seq
        FROM chats WHERE chat_id = ?`,
     );
+    this.selectChatHead = db.prepare("SELECT kind, head_seq FROM chats WHERE chat_id = ?");
     this.selectChatMembers = db.prepare(
       "SELECT user_id, is_admin FROM chat_members WHERE chat_key = ? ORDER BY position",
     );
@@ -104,6 +106,14 @@ export class SqliteReader {
       lastOperationHash: hash instanceof Uint8Array ? hash : new Uint8Array(0),
       lastOperationSeq: integerColumn(row, "last_op_seq"),
     };
+  }
+
+  getChatHead(chatId: string): ChatHead | undefined {
+    const row = this.selectChatHead.get(chatId);
+    // The kind was written from a ChatKind and is never rewritten.
+    return row === undefined
+      ? undefined
+      : { kind: integerColumn(row, "kind") as ChatKind, headSeq: integerColumn(row, "head_seq") };
   }
 
   listUserChatIds(userId: string): string[] {

@@ -41,6 +41,7 @@ import type { FromWriter, ToWriter, WriterWorkerData } from "./sqlite-writer-wor
 import { fromWireError, type WireSettlement, type WriteOp, type WriteResults } from "./sqlite-writer.ts";
 import type {
   AppendOutcome,
+  ChatHead,
   ChatRecord,
   ChatState,
   DeviceCursor,
@@ -176,6 +177,10 @@ export class SqliteStore implements Store {
 
   getCursors(chatId: string): Promise<DeviceCursor[]> {
     return this.read(() => this.reader.getCursors(chatId));
+  }
+
+  getChatHead(chatId: string): Promise<ChatHead | undefined> {
+    return this.read(() => this.reader.getChatHead(chatId));
   }
 
   getCursor(chatId: string, deviceId: string): Promise<number | undefined> {

@@ -570,6 +570,14 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         expect(seqs(await store.readGroupOperations(chat.chatId, 0, 10))).toEqual([1]);
       });
 
+      it("gives a chat's kind and head without its members", async () => {
+        const chat = chatRecord(["u-a", "u-b"]);
+        await store.createChat(chat, ["d-a"]);
+        await store.appendMessages(chat.chatId, [draft(1, "d-a"), draft(2, "d-a")]);
+        expect(await store.getChatHead(chat.chatId)).toEqual({ kind: ChatKind.CHAT_KIND_GROUP, headSeq: 2 });
+        expect(await store.getChatHead(newId("chat"))).toBeUndefined();
+      });
+
       it("refuses an operation on an unknown chat", async () => {
         const chat = chatRecord(["u-a"]);
         const genesis = change(chat, new Uint8Array(0), 1, { members: ["u-a"], admins: ["u-a"], epoch: 1 });

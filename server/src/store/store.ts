@@ -55,6 +55,12 @@ export interface ChatState extends ChatRecord {
   lastOperationSeq?: number;
 }
 
+/** What a delivery pump needs of a chat: cheap to read whatever the chat's size. */
+export interface ChatHead {
+  kind: ChatKind;
+  headSeq: number;
+}
+
 /** A group operation the core validated, as the store applies it (see applyGroupOperation). */
 export interface GroupChange {
   /** The chain head it follows (empty before the CREATE); another stored head refuses it. */
@@ -146,6 +152,8 @@ export interface Store extends DeviceKeyStore {
    */
   createChat(chat: ChatRecord, memberDeviceIds: readonly string[]): Promise<{ chat: ChatState; created: boolean }>;
   getChat(chatId: string): Promise<ChatState | undefined>;
+  /** The chat's kind and head without its members (a group may have 10,000); undefined without the chat. */
+  getChatHead(chatId: string): Promise<ChatHead | undefined>;
   /** Ids of the chats the user is a member of, in no particular order. */
   listUserChatIds(userId: string): Promise<string[]>;
 
