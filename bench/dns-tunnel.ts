@@ -522,7 +522,8 @@ async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Addre
     config,
     `listen = ${host}\nport = ${port}\ndomain = ${DNS2TCP_ZONE}\nresources = sink:${host}:${sink.port} , source:${host}:${sink.sourcePort}\n`,
   );
-  const child = spawn("/usr/bin/dns2tcpd", ["-F", "-f", config], { stdio: ["ignore", "pipe", "pipe"] });
+  // stdin stays an open pipe: in the foreground dns2tcpd polls stdin, and on /dev/null (EOF at once) it spins a core.
+  const child = spawn("/usr/bin/dns2tcpd", ["-F", "-f", config], { stdio: ["pipe", "pipe", "pipe"] });
   const untrack = track(
     "dns2tcpd",
     () => Promise.resolve(),
