@@ -523,7 +523,7 @@ describe("GroupCodec", () => {
     // The admin's operation signed by someone else: a forgery.
     expect(await attempt(admin, draft(admin), bob.signer)).toMatchObject({ kind: "rejected", reason: "bad-signature" });
     // Sent by another device than its actor.
-    expect(await attempt(bob, draft(admin), admin.signer)).toMatchObject({ kind: "rejected", reason: "wrong-sender" });
+    expect(await attempt(bob, draft(admin), admin.signer)).toMatchObject({ kind: "rejected", reason: "bad-signature" });
     expect((await carol.group.groupState(CHAT))?.members).toContain(carol.userId);
   }, 60_000);
 });

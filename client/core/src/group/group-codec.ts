@@ -37,9 +37,9 @@ import {
   type GroupOperationFailure,
   GroupOperationError,
   type GroupState,
+  checkReceivedOperations,
   decodeOperation,
   describeKind,
-  nextGroupState,
   operationHash,
   operationProof,
   startsEpoch,
@@ -127,7 +127,7 @@ export interface GroupChange {
   admins: string[];
 }
 
-export type OperationFailure = GroupOperationFailure | "unknown-actor" | "wrong-sender" | "equivocation";
+export type OperationFailure = GroupOperationFailure | "equivocation";
 
 export type OperationOutcome =
   | { kind: "applied"; change: GroupChange; writes: E2eWrite[] }
@@ -304,7 +304,7 @@ export class GroupCodec {
     return stored;
   }
 
-  /** The record after one operation, or a GroupOperationError. */
+  /** The record after one operation (checked by the shared client rules), or a GroupOperationError. */
   private async applyVerified(
     record: GroupRecord | undefined,
     message: Message,
@@ -312,19 +312,23 @@ export class GroupCodec {
   ): Promise<GroupRecord> {
     const signed = message.groupOperation;
     if (signed === undefined) throw new GroupOperationError("undecodable", "not a group operation");
-    if (message.senderUserId !== operation.actorUserId || message.senderDeviceId !== operation.actorDeviceId) {
-      throw new OperationRejection("wrong-sender", "the operation was sent by another device than its actor");
-    }
-    const identityKey = await this.options.e2e.identityKeyOf(operation.actorUserId, operation.actorDeviceId);
-    if (identityKey === undefined) {
-      throw new OperationRejection(
-        "unknown-actor",
-        `device ${operation.actorDeviceId} is not a known device of its user`,
-      );
-    }
-    const isSigned = await this.options.ed25519.verify(identityKey, operationProof(signed.operation), signed.signature);
-    if (!isSigned) throw new GroupOperationError("bad-signature", "the operation is not signed by its actor's device");
-    const next = nextGroupState(message.chatId, record?.state, signed.operation, operation);
+    const { e2e, ed25519 } = this.options;
+    const checked = await checkReceivedOperations(
+      message.chatId,
+      record?.state,
+      [{ seq: message.seq, signed, senderUserId: message.senderUserId, senderDeviceId: message.senderDeviceId }],
+      async (op, proof) => {
+        const identityKey = await e2e.identityKeyOf(op.actorUserId, op.actorDeviceId);
+        return (
+          identityKey !== undefined && ed25519.verify(identityKey, operationProof(proof.operation), proof.signature)
+        );
+      },
+    );
+    const verdict = checked.verdicts[0];
+    if (verdict === undefined) throw new GroupOperationError("undecodable", "the operation was not checked");
+    if (!verdict.isAccepted) throw new GroupOperationError(verdict.reason, verdict.message);
+    const next = verdict.state;
+    if (next.epoch !== operation.epoch) throw new GroupOperationError("wrong-epoch", "the operation's epoch moved");
     const before = new Set(record?.state.members ?? []);
     const after = new Set(next.members);
     const history = appendHistory(
@@ -705,18 +709,8 @@ export class GroupCodec {
   }
 }
 
-/** A refusal of the client's own checks (beyond the chain rules). */
-class OperationRejection extends Error {
-  override readonly name = "OperationRejection";
-  readonly reason: OperationFailure;
-  constructor(reason: OperationFailure, message: string) {
-    super(message);
-    this.reason = reason;
-  }
-}
-
 function rejected(error: unknown): OperationOutcome {
-  if (error instanceof GroupOperationError || error instanceof OperationRejection) {
+  if (error instanceof GroupOperationError) {
     return { kind: "rejected", reason: error.reason, detail: error.message };
   }
   throw error;
