@@ -51,6 +51,7 @@ import {
   decodeQuery,
   encodeAnswer,
   peekQuery,
+  readHandshakeQuery,
 } from "../../../client/core/src/wire/tunnel-packet.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
@@ -298,13 +299,8 @@ export class TunnelGateway {
   private resentHandshake(bytes: Uint8Array, sid: number): TunnelQuery | undefined {
     const pending = this.handshakes.get(sid);
     if (pending === undefined) return undefined;
-    let query: TunnelQuery;
-    try {
-      query = decodeQuery(bytes, this.obfuscation, undefined);
-    } catch {
-      return undefined;
-    }
-    if (query.kind !== "handshake" || pending.fragments.length !== query.fragCount) return undefined;
+    const query = readHandshakeQuery(bytes, this.obfuscation);
+    if (query === undefined || pending.fragments.length !== query.fragCount) return undefined;
     const known = pending.fragments[query.fragIndex];
     return known !== undefined && sameBytes(known, query.fragment) ? query : undefined;
   }

@@ -186,40 +186,65 @@ export function encodeQuery(query: TunnelQuery, obfuscation: Masker, session: Ma
  */
 export function decodeQuery(bytes: Uint8Array, obfuscation: Masker, session: Masker | undefined): TunnelQuery {
   const { sid, r } = peekQuery(bytes, obfuscation);
-  const attempt = (masker: Masker): TunnelQuery | undefined => {
-    // One keystream call covers the whole header; its first byte unmasks the flags.
-    const mask = masker(MASK_QUERY_HEADER, r, sid, QUERY_HEADER_BYTES - 8);
-    const flags = (bytes[8] ?? 0) ^ (mask[0] ?? 0);
-    const kind = QUERY_KINDS[flags];
-    if (kind === undefined) return undefined;
-    if (kind === "handshake") {
-      if (masker !== obfuscation || bytes.length <= HANDSHAKE_QUERY_HEADER_BYTES) return undefined;
-      const fragments = (bytes[9] ?? 0) ^ (mask[1] ?? 0);
-      const fragIndex = fragments >>> 4;
-      const fragCount = fragments & 0x0f;
-      if (fragCount === 0 || fragIndex >= fragCount) return undefined;
-      return { kind, sid, r, fragIndex, fragCount, fragment: bytes.slice(HANDSHAKE_QUERY_HEADER_BYTES) };
-    }
-    if (masker === obfuscation || bytes.length < QUERY_HEADER_BYTES) return undefined;
-    const header = bytes.slice(8, QUERY_HEADER_BYTES);
-    xorInto(header, 0, mask);
-    const seq = readU24(header, 1);
-    const ack = readAck(header, 4);
-    const payload = bytes.slice(QUERY_HEADER_BYTES);
-    switch (kind) {
-      case "data":
-        return payload.length === 0 ? undefined : { kind, sid, r, seq, ack, chunk: payload };
-      case "poll":
-        return { kind, sid, r, ack, padding: payload.length };
-      case "close":
-        return { kind, sid, r, ack };
-    }
-  };
-  const decoded = (session === undefined ? undefined : attempt(session)) ?? attempt(obfuscation);
+  const decoded =
+    (session === undefined ? undefined : readQuery(bytes, sid, r, session, false)) ??
+    readQuery(bytes, sid, r, obfuscation, true);
   if (decoded === undefined) {
     throw new TunnelPacketError(session === undefined ? "no such session" : "undecodable query header");
   }
   return decoded;
+}
+
+/**
+ * The query as a handshake fragment (masked with the obfuscation masker),
+ * or undefined when it does not read as one. Never throws: the gateway asks
+ * this of session queries too (see tunnel-gateway.ts).
+ */
+export function readHandshakeQuery(
+  bytes: Uint8Array,
+  obfuscation: Masker,
+): Extract<TunnelQuery, { kind: "handshake" }> | undefined {
+  if (bytes.length <= HANDSHAKE_QUERY_HEADER_BYTES) return undefined;
+  const { sid, r } = peekQuery(bytes, obfuscation);
+  const query = readQuery(bytes, sid, r, obfuscation, true);
+  return query?.kind === "handshake" ? query : undefined;
+}
+
+/** The query read with one masker; handshakes only with the obfuscation masker, the rest only with a session's. */
+function readQuery(
+  bytes: Uint8Array,
+  sid: number,
+  r: Uint8Array,
+  masker: Masker,
+  isObfuscation: boolean,
+): TunnelQuery | undefined {
+  // One keystream call covers the whole header; its first byte unmasks the flags.
+  const mask = masker(MASK_QUERY_HEADER, r, sid, QUERY_HEADER_BYTES - 8);
+  const flags = (bytes[8] ?? 0) ^ (mask[0] ?? 0);
+  const kind = QUERY_KINDS[flags];
+  if (kind === undefined) return undefined;
+  if (kind === "handshake") {
+    if (!isObfuscation || bytes.length <= HANDSHAKE_QUERY_HEADER_BYTES) return undefined;
+    const fragments = (bytes[9] ?? 0) ^ (mask[1] ?? 0);
+    const fragIndex = fragments >>> 4;
+    const fragCount = fragments & 0x0f;
+    if (fragCount === 0 || fragIndex >= fragCount) return undefined;
+    return { kind, sid, r, fragIndex, fragCount, fragment: bytes.slice(HANDSHAKE_QUERY_HEADER_BYTES) };
+  }
+  if (isObfuscation || bytes.length < QUERY_HEADER_BYTES) return undefined;
+  const header = bytes.slice(8, QUERY_HEADER_BYTES);
+  xorInto(header, 0, mask);
+  const seq = readU24(header, 1);
+  const ack = readAck(header, 4);
+  const payload = bytes.slice(QUERY_HEADER_BYTES);
+  switch (kind) {
+    case "data":
+      return payload.length === 0 ? undefined : { kind, sid, r, seq, ack, chunk: payload };
+    case "poll":
+      return { kind, sid, r, ack, padding: payload.length };
+    case "close":
+      return { kind, sid, r, ack };
+  }
 }
 
 /** Encodes an answer to the query with nonce `r` of session `sid`. */
