@@ -344,6 +344,12 @@ class RacingTransport implements Transport {
       );
     };
 
+    // Candidates that fail because the caller gave up do not count as failed rungs, so the
+    // caller's abort itself must end the race (else connect would wait forever).
+    const onAbort = (): void => {
+      reject(abortReason(signal));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
     for (const { factory, delayMs } of plan) {
       if (delayMs === 0) start(factory);
       else timers.push(this.clock.setTimer(() => start(factory), delayMs));
@@ -351,10 +357,13 @@ class RacingTransport implements Transport {
     try {
       await promise;
     } catch (error) {
+      race.abort(error);
+      for (const candidate of candidates) candidate.close(CLOSE_NORMAL, "the attempt was given up");
       this.phase = "closed";
       this.reason = { code: CLOSE_NORMAL, reason: describe(error), isLocal: true };
       throw signal.aborted ? abortReason(signal) : error;
     } finally {
+      signal.removeEventListener("abort", onAbort);
       for (const cancel of timers) cancel();
     }
   }
