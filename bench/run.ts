@@ -17,11 +17,12 @@ import { clusterThroughput } from "./cluster-throughput.ts";
 import { dnsTunnel } from "./dns-tunnel.ts";
 import { e2eCrypto } from "./e2e-crypto.ts";
 import { groupCrypto } from "./group-crypto.ts";
+import { failover } from "./failover.ts";
 import { spineThroughput } from "./spine-throughput.ts";
 import { formatReport } from "./table.ts";
 import { stopAll } from "./teardown.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [spineThroughput, clusterThroughput, dnsTunnel, e2eCrypto, groupCrypto];
+const BENCHMARKS: readonly Benchmark[] = [spineThroughput, clusterThroughput, dnsTunnel, e2eCrypto, failover, groupCrypto];
 
 const USAGE = `Usage: npm run bench -- [--only NAME]... [--quick] [--json]
 

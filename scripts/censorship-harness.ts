@@ -14,7 +14,10 @@ import { type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { type Censorship, LAB_ADDRESS, type Lab, startLab } from "./harness/netns-lab.ts";
+import type { LabClientConfig } from "./harness/lab-client.ts";
+import { type RunningResolver, startUnbound } from "./harness/resolvers.ts";
 import { type TestServer, startServer } from "./harness/server.ts";
+import { announcedTunnel } from "./harness/tunnel.ts";
 import { RUNG_STABLE_AFTER_MS } from "../client/core/src/manager/transport-ladder.ts";
 
 const SERVER_PORT = 8080;
@@ -22,40 +25,126 @@ const SERVER_URL = `http://${LAB_ADDRESS.server}:${SERVER_PORT}`;
 /** "GET /v1/ws": the first bytes of a WebSocket upgrade to our server; DPI sees this much. */
 const WEBSOCKET_UPGRADE_PREFIX = "0x474554202f76312f7773";
 const WS_MARK = "0x1";
+const TUNNEL_ZONE = "t.example";
+
+/** One step of a block: filters applied together, and what the client must make of them. */
+export interface Stage {
+  /** For reports: what happens, e.g. "WebSocket dropped". */
+  label: string;
+  censorship: Censorship;
+  /** Transports a client must not report as connected once this stage has bitten. */
+  blocked: readonly string[];
+  /** Where the client must get to during this stage (unset: anywhere not blocked). */
+  landsOn?: string;
+}
 
 export interface Scenario {
   description: string;
-  censorship: Censorship;
-  /** Transports a client must not report as connected once the block has bitten. */
-  blocked: readonly string[];
-  /** How long the block lasts. */
+  /** Applied in turn, each for `blockMs` (a later stage repeats what an earlier one blocked); then lifted. */
+  stages: readonly Stage[];
   blockMs: number;
 }
+
+const TCP_TO_SERVER = [
+  `ip daddr ${LAB_ADDRESS.server} tcp dport ${SERVER_PORT} drop`,
+  `ip saddr ${LAB_ADDRESS.server} tcp sport ${SERVER_PORT} drop`,
+];
+/** DoH reaches the resolver over TCP; plain DNS stays on UDP. */
+const TCP_TO_RESOLVER = [
+  `ip daddr ${LAB_ADDRESS.resolver} meta l4proto tcp drop`,
+  `ip saddr ${LAB_ADDRESS.resolver} meta l4proto tcp drop`,
+];
 
 export const SCENARIOS: Record<string, Scenario> = {
   "drop-ws": {
     description: "a censor silently drops every WebSocket flow (DPI on the upgrade), new and open ones",
-    censorship: { nftRules: [`ct mark ${WS_MARK} drop`] },
-    blocked: ["websocket"],
+    stages: [
+      {
+        label: "WebSocket dropped",
+        censorship: { nftRules: [`ct mark ${WS_MARK} drop`] },
+        blocked: ["websocket"],
+        landsOn: "https",
+      },
+    ],
     blockMs: 12_000,
   },
   "reset-ws": {
     description: "DPI lets the WebSocket upgrade through, then resets the connection",
-    censorship: { nftRules: [`ct mark ${WS_MARK} ct reply packets > 4 reject with tcp reset`] },
-    blocked: ["websocket"],
+    stages: [
+      {
+        label: "WebSocket reset",
+        censorship: { nftRules: [`ct mark ${WS_MARK} ct reply packets > 4 reject with tcp reset`] },
+        blocked: ["websocket"],
+        landsOn: "https",
+      },
+    ],
     blockMs: 12_000,
   },
   "throttle-loss": {
     description: "the link to the client is throttled to 20 kbit/s with 30% packet loss",
-    censorship: {
-      rateTowardsClient: "20kbit",
-      rateFromClient: "20kbit",
-      nftRules: [
-        `ip daddr ${LAB_ADDRESS.client} numgen random mod 100 < 30 drop`,
-        `ip saddr ${LAB_ADDRESS.client} numgen random mod 100 < 30 drop`,
-      ],
-    },
-    blocked: [],
+    stages: [
+      {
+        label: "20 kbit/s, 30% loss",
+        censorship: {
+          rateTowardsClient: "20kbit",
+          rateFromClient: "20kbit",
+          nftRules: [
+            `ip daddr ${LAB_ADDRESS.client} numgen random mod 100 < 30 drop`,
+            `ip saddr ${LAB_ADDRESS.client} numgen random mod 100 < 30 drop`,
+          ],
+        },
+        blocked: [],
+      },
+    ],
+    blockMs: 15_000,
+  },
+  "blackhole-https": {
+    description: "every TCP packet to and from the server is silently dropped (WebSocket and HTTPS); DNS still works",
+    stages: [
+      {
+        label: "server TCP blackholed",
+        censorship: { nftRules: TCP_TO_SERVER },
+        blocked: ["websocket", "https"],
+        landsOn: "doh",
+      },
+    ],
+    blockMs: 15_000,
+  },
+  "block-doh": {
+    description: "first the server's TCP is blackholed (the client goes to DoH), then the DoH resolver too",
+    stages: [
+      {
+        label: "server TCP blackholed",
+        censorship: { nftRules: TCP_TO_SERVER },
+        blocked: ["websocket", "https"],
+        landsOn: "doh",
+      },
+      {
+        label: "DoH blackholed too",
+        censorship: { nftRules: [...TCP_TO_SERVER, ...TCP_TO_RESOLVER] },
+        blocked: ["websocket", "https", "doh"],
+        landsOn: "dns",
+      },
+    ],
+    blockMs: 15_000,
+  },
+  "udp53-only": {
+    description: "the client may send nothing but UDP to port 53 of its resolver",
+    stages: [
+      {
+        label: "only UDP 53 to the resolver",
+        censorship: {
+          nftRules: [
+            `ip saddr ${LAB_ADDRESS.client} ip daddr ${LAB_ADDRESS.resolver} udp dport 53 accept`,
+            `ip daddr ${LAB_ADDRESS.client} ip saddr ${LAB_ADDRESS.resolver} udp sport 53 accept`,
+            `ip saddr ${LAB_ADDRESS.client} drop`,
+            `ip daddr ${LAB_ADDRESS.client} drop`,
+          ],
+        },
+        blocked: ["websocket", "https", "doh"],
+        landsOn: "dns",
+      },
+    ],
     blockMs: 15_000,
   },
 };
@@ -82,14 +171,18 @@ export interface ScenarioResult {
   delivered: number;
   duplicates: number;
   isOrderKept: boolean;
-  /** Per client and block: block start → the first message written after it arrives. */
+  /** Per client, block and stage: stage start → the first message written after it arrives. */
   failoverMs: number[];
-  /** Per client: block lifted → reported connected over WebSocket again. */
+  /** The same, labelled with the stage (for the benchmark's per-rung figures). */
+  failovers: Array<{ stage: string; ms: number }>;
+  /** Per client and block: block lifted → reported connected over WebSocket again. */
   climbBackMs: number[];
-  /** Moments a client reported a connected transport the censor was blocking. */
+  /** Moments a client reported a connected transport the censor was blocking, or never got where it had to. */
   stateMismatches: string[];
-  /** Messages left in a queued state without a reason shown. */
-  hiddenStates: number;
+  /** Connections over anything but WebSocket after a client climbed back, before the next block. */
+  flapsAfterClimb: number;
+  /** What a user could not have seen: a change without a state, a queued message or an offline client without a reason, a message never sent. */
+  hiddenStates: string[];
 }
 
 /** How long after the block starts a client may still believe in the blocked path. */
@@ -107,15 +200,42 @@ export async function runScenario(
   if (scenario === undefined) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(", ")}`);
   const lab = await startLab();
   let server: TestServer | undefined;
+  let resolver: RunningResolver | undefined;
   const clients: LabClient[] = [];
   try {
     await lab.classify([`tcp dport ${SERVER_PORT} @ih,0,80 ${WEBSOCKET_UPGRADE_PREFIX} ct mark set ${WS_MARK}`]);
     server = await startServer({
       listen: `${LAB_ADDRESS.server}:${SERVER_PORT}`,
-      extraArgs: ["--grpc-listen", "off"],
+      extraArgs: [
+        "--grpc-listen",
+        "off",
+        "--dns-zone",
+        TUNNEL_ZONE,
+        "--dns-listen",
+        `${LAB_ADDRESS.server}:53`,
+        "--dns-rate-limit",
+        "0",
+      ],
       wrapCommand: ["ip", "netns", "exec", lab.namespace("server")],
     });
-    for (const clientName of ["alice", "bob"]) clients.push(await startLabClient(lab, clientName));
+    const tunnel = announcedTunnel(server.logs);
+    // The client's resolver: a real Unbound on the resolver host, the tunnel zone stubbed to the gateway.
+    resolver = await startUnbound({
+      zone: TUNNEL_ZONE,
+      gateway: tunnel.dns,
+      netns: lab.namespace("resolver"),
+      listenHost: LAB_ADDRESS.resolver,
+      extraInterfaces: [`${LAB_ADDRESS.resolver}@53`],
+      accessControl: [`${LAB_ADDRESS.client}/32`],
+      isProbedInside: true,
+    });
+    const endpoints: LabEndpoints = {
+      tunnel: { zone: tunnel.zone, publicKey: Buffer.from(tunnel.publicKey).toString("base64url") },
+      dohUrl: resolver.dohUrl,
+      resolver: { host: LAB_ADDRESS.resolver, port: 53 },
+      caFile: resolver.caFile,
+    };
+    for (const clientName of ["alice", "bob"]) clients.push(await startLabClient(lab, clientName, endpoints));
     const [alice, bob] = clients as [LabClient, LabClient];
     log(`${name}: ${scenario.description}`);
     alice.send({ cmd: "chat", with: bob.userId });
@@ -125,7 +245,8 @@ export async function runScenario(
 
     // The conversation runs across every block: some before, during, between and after.
     const perSender = Math.ceil(messages / 2);
-    const totalMs = scenario.blockMs * (1 + 2 * cycles) + (cycles - 1) * RUNG_STABLE_AFTER_MS;
+    const stages = scenario.stages.length;
+    const totalMs = scenario.blockMs * (1 + cycles * (stages + 1)) + (cycles - 1) * RUNG_STABLE_AFTER_MS;
     const intervalMs = totalMs / perSender;
     const sentAtMs = new Map<string, number>();
     const sending = (async () => {
@@ -141,20 +262,26 @@ export async function runScenario(
       }
     })();
     await sleep(scenario.blockMs);
-    const windows: BlockWindow[] = [];
+    const windows: StageWindow[] = [];
     const climbBackMs: number[] = [];
+    const climbs: Array<{ client: LabClient; atMs: number; cycle: number }> = [];
+    const cycleStartsMs: number[] = [];
     for (let cycle = 1; cycle <= cycles; cycle++) {
-      const startMs = Date.now();
-      await lab.censor(scenario.censorship);
-      log(`${name}: censor on (${cycle}/${cycles})`);
-      await sleep(scenario.blockMs);
+      cycleStartsMs.push(Date.now());
+      for (const stage of scenario.stages) {
+        const startMs = Date.now();
+        await lab.censor(stage.censorship);
+        log(`${name}: ${stage.label} (${cycle}/${cycles})`);
+        await sleep(scenario.blockMs);
+        windows.push({ stage, startMs, endMs: Date.now() });
+      }
       await lab.censor({});
       const liftedMs = Date.now();
-      windows.push({ startMs, liftedMs });
       log(`${name}: censor off`);
       for (const client of clients) {
         const event = await waitConnected(client, "websocket", CLIMB_TIMEOUT_MS, liftedMs);
         climbBackMs.push(Math.max(0, event.atMs - liftedMs));
+        climbs.push({ client, atMs: event.atMs, cycle });
       }
       // Between blocks the path has time to prove itself stable again, so each block starts
       // afresh; blocks closer together are flapping, which the ladder answers with caution.
@@ -173,8 +300,23 @@ export async function runScenario(
       ),
     );
     const blockStart = windows[0]?.startMs ?? 0;
-    const result = summarise(name, clients, messages, windows, scenario, climbBackMs, sentAtMs);
+    // Flapping: back on WebSocket, the client connects over anything else before the next block.
+    const flapsAfterClimb = climbs
+      .map(({ client, atMs, cycle }) => {
+        const untilMs = cycleStartsMs[cycle] ?? Date.now();
+        return client.events.filter(
+          (e) =>
+            e.type === "state" &&
+            e.state === "connected" &&
+            e["transport"] !== "websocket" &&
+            e.atMs > atMs &&
+            e.atMs < untilMs,
+        ).length;
+      })
+      .reduce((a, b) => a + b, 0);
+    const result = { ...summarise(name, clients, messages, windows, climbBackMs, sentAtMs), flapsAfterClimb };
     for (const mismatch of result.stateMismatches.slice(0, 5)) log(`${name}: mismatch: ${mismatch}`);
+    for (const hidden of result.hiddenStates.slice(0, 5)) log(`${name}: hidden: ${hidden}`);
     if (process.env["HARNESS_TRACE"] === "1") {
       for (const client of clients) {
         for (const e of client.events.filter((x) => x.type === "state")) {
@@ -195,33 +337,66 @@ export async function runScenario(
       client.send({ cmd: "stop" });
       client.process.kill("SIGTERM");
     }
+    await resolver?.stop().catch(() => undefined);
     await server?.cleanup().catch(() => undefined);
     await lab.close();
   }
+}
+
+/**
+ * The client must always say what is going on: each outbox change has a state,
+ * a message put back in the queue says why (a failed attempt is the only
+ * thing that re-queues it), an offline client says why and when it retries,
+ * and every message written ends up sent.
+ */
+function hiddenStatesOf(client: LabClient): string[] {
+  const hidden: string[] = [];
+  const seen = new Set<unknown>();
+  const sent = new Set<unknown>();
+  for (const event of client.events) {
+    if (event.type === "outbox") {
+      const id = event["messageId"];
+      // The first event is the message entering the outbox; any later "queued" is a failed attempt.
+      const isRequeued = seen.has(id);
+      seen.add(id);
+      if (event["state"] === undefined) hidden.push(`${client.name}: outbox change without a state`);
+      else if (event["state"] === "queued" && isRequeued && typeof event["problem"] !== "string") {
+        hidden.push(`${client.name}: ${String(id)} queued again without a reason`);
+      } else if (event["state"] === "sent" || event["state"] === "delivered") sent.add(id);
+    } else if (event.type === "state" && event.state === "offline") {
+      if (typeof event["reason"] !== "string" || typeof event["nextRetryAtMs"] !== "number") {
+        hidden.push(`${client.name}: offline at ${event.atMs} without a reason or a retry time`);
+      }
+    }
+  }
+  const written = client.events.filter((e) => e.type === "queued").map((e) => e["messageId"]);
+  for (const id of written) if (!sent.has(id)) hidden.push(`${client.name}: ${String(id)} never reported sent`);
+  return hidden;
 }
 
 function received(client: LabClient): ClientEvent[] {
   return client.events.filter((e) => e.type === "received");
 }
 
-interface BlockWindow {
+interface StageWindow {
+  stage: Stage;
   startMs: number;
-  liftedMs: number;
+  /** The next stage began, or the block was lifted. */
+  endMs: number;
 }
 
 function summarise(
   name: string,
   clients: LabClient[],
   messages: number,
-  windows: readonly BlockWindow[],
-  scenario: Scenario,
+  windows: readonly StageWindow[],
   climbBackMs: number[],
   sentAtMs: ReadonlyMap<string, number>,
-): ScenarioResult {
+): Omit<ScenarioResult, "flapsAfterClimb"> {
   let delivered = 0;
   let duplicates = 0;
   let isOrderKept = true;
-  const failoverMs: number[] = [];
+  const failovers: Array<{ stage: string; ms: number }> = [];
   const stateMismatches: string[] = [];
   for (const client of clients) {
     const texts = received(client).map((e) => String(e["text"]));
@@ -230,32 +405,35 @@ function summarise(
     duplicates += texts.length - unique.size;
     const numbers = texts.map((t) => Number(t.split(" ")[1]));
     if (numbers.some((n, i) => i > 0 && n <= (numbers[i - 1] ?? 0))) isOrderKept = false;
-    for (const { startMs, liftedMs } of windows) {
+    for (const { stage, startMs, endMs } of windows) {
       // Failover: the filter went on → the first message written after it arrived.
       const next = received(client).find((e) => (sentAtMs.get(String(e["text"])) ?? 0) >= startMs);
-      if (next !== undefined) failoverMs.push(next.atMs - startMs);
-      for (const event of client.events) {
-        if (event.type !== "state" || event.state !== "connected") continue;
-        if (event.atMs < startMs + DETECTION_GRACE_MS || event.atMs > liftedMs) continue;
-        if (scenario.blocked.includes(String(event["transport"]))) {
+      if (next !== undefined) failovers.push({ stage: stage.label, ms: next.atMs - startMs });
+      const connectedDuring = client.events.filter(
+        (e) => e.type === "state" && e.state === "connected" && e.atMs >= startMs && e.atMs <= endMs,
+      );
+      for (const event of connectedDuring) {
+        if (event.atMs < startMs + DETECTION_GRACE_MS) continue;
+        if (stage.blocked.includes(String(event["transport"]))) {
           stateMismatches.push(
-            `${client.name} said connected over ${String(event["transport"])} at +${event.atMs - startMs} ms`,
+            `${client.name} said connected over ${String(event["transport"])} at +${event.atMs - startMs} ms (${stage.label})`,
           );
         }
       }
+      if (stage.landsOn !== undefined && !connectedDuring.some((e) => e["transport"] === stage.landsOn)) {
+        stateMismatches.push(`${client.name} never said connected over ${stage.landsOn} (${stage.label})`);
+      }
     }
   }
-  // Every outbox change that was not final must have come with its state; a queued message shows its problem.
-  const hiddenStates = clients
-    .flatMap((c) => c.events)
-    .filter((e) => e.type === "outbox" && e["state"] === undefined).length;
+  const hiddenStates = clients.flatMap(hiddenStatesOf);
   return {
     scenario: name,
     sent: messages,
     delivered,
     duplicates,
     isOrderKept,
-    failoverMs,
+    failoverMs: failovers.map((f) => f.ms),
+    failovers,
     climbBackMs,
     stateMismatches,
     hiddenStates,
@@ -267,19 +445,31 @@ export function summaryLine(result: ScenarioResult): string {
   return (
     `scenario=${result.scenario} delivered=${result.delivered}/${result.sent} duplicates=${result.duplicates} ` +
     `order=${result.isOrderKept ? "kept" : "BROKEN"} failover=${seconds(result.failoverMs)} ` +
-    `climb-back=${seconds(result.climbBackMs)} state-mismatches=${result.stateMismatches.length}`
+    `climb-back=${seconds(result.climbBackMs)} state-mismatches=${result.stateMismatches.length} ` +
+    `hidden-states=${result.hiddenStates.length} flaps=${result.flapsAfterClimb}`
   );
 }
 
-async function startLabClient(lab: Lab, name: string): Promise<LabClient> {
+interface LabEndpoints {
+  tunnel: LabClientConfig["tunnel"];
+  dohUrl: string;
+  resolver: { host: string; port: number };
+  /** The resolver's DoH certificate, trusted by the client. */
+  caFile: string;
+}
+
+async function startLabClient(lab: Lab, name: string, endpoints: LabEndpoints): Promise<LabClient> {
+  const config: LabClientConfig = {
+    name,
+    serverUrl: SERVER_URL,
+    tunnel: endpoints.tunnel,
+    dohUrls: [endpoints.dohUrl],
+    resolver: endpoints.resolver,
+  };
   const child = lab.spawn(
     "client",
-    [
-      process.execPath,
-      new URL("./harness/lab-client.ts", import.meta.url).pathname,
-      JSON.stringify({ name, serverUrl: SERVER_URL }),
-    ],
-    { stdin: true },
+    [process.execPath, new URL("./harness/lab-client.ts", import.meta.url).pathname, JSON.stringify(config)],
+    { stdin: true, env: { ...process.env, NODE_EXTRA_CA_CERTS: endpoints.caFile } },
   );
   const events: ClientEvent[] = [];
   const waiters = new Set<() => void>();

@@ -11,24 +11,26 @@
  * Usage: node scripts/harness/lab-client.ts '{"name":"alice","serverUrl":"http://10.201.2.2:8080"}'
  */
 import { createInterface } from "node:readline";
-import { TransportLadder } from "../../client/core/src/manager/ladder-transports.ts";
+import { transportFactoryFor } from "../../client/cli/src/transport/cli-transports.ts";
 import { MemoryClientStore } from "../../client/core/src/outbox/memory-client-store.ts";
 import { selectEd25519Provider } from "../../client/core/src/crypto/select-ed25519-provider.ts";
 import { selectX25519Provider } from "../../client/core/src/crypto/select-x25519-provider.ts";
 import { makeDeviceIdentity } from "../../client/core/src/crypto/session-setup.ts";
 import { randomBytes } from "../../client/core/src/wire/ids.ts";
 import { ClientSession } from "../../client/core/src/session/client-session.ts";
-import { systemClock } from "../../client/core/src/session/clock.ts";
 import { registerNewDevice } from "../../client/core/src/session/device-auth.ts";
 import { contentText } from "../../client/core/src/session/payload-codec.ts";
-import { httpsTransportFactory } from "../../client/core/src/transport/https-transport.ts";
+import { silentLogger } from "../../client/core/src/session/logger.ts";
 import type { TransportFactory } from "../../client/core/src/transport/transport.ts";
-import { webSocketTransportFactory } from "../../client/core/src/transport/websocket-transport.ts";
 import { ChatKind } from "../../client/core/src/wire/proto.ts";
 
 export interface LabClientConfig {
   name: string;
   serverUrl: string;
+  /** The server's DNS tunnel (base64url key): DoH and plain DNS join the ladder. */
+  tunnel?: { zone: string; publicKey: string } | undefined;
+  dohUrls?: string[];
+  resolver?: { host: string; port: number };
 }
 
 /** Fast enough to see failures within seconds, as the harness's aims demand. */
@@ -46,12 +48,18 @@ function emit(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify({ atMs: Date.now(), ...event })}\n`);
 }
 
-function ladderFor(config: LabClientConfig): TransportLadder {
-  const rungs: TransportFactory[] = [
-    webSocketTransportFactory({ serverUrl: config.serverUrl }),
-    httpsTransportFactory({ serverUrl: config.serverUrl }),
-  ];
-  return new TransportLadder({ rungs, clock: systemClock });
+/** The CLI's own ladder (`--transport auto`): WebSocket, HTTPS, then DoH and plain DNS when there is a tunnel. */
+function ladderFor(config: LabClientConfig): TransportFactory {
+  return transportFactoryFor(
+    { transport: "auto", nameBudget: undefined },
+    {
+      serverUrls: config.serverUrl,
+      tunnel: config.tunnel,
+      dohUrls: config.dohUrls ?? [],
+      resolver: config.resolver,
+    },
+    silentLogger,
+  );
 }
 
 async function main(): Promise<void> {
@@ -88,6 +96,7 @@ async function main(): Promise<void> {
       state: status.state,
       transport: status.transport,
       reason: status.lastFailure?.reason,
+      nextRetryAtMs: status.nextRetryAtMs,
       queued: status.queuedCount,
     });
   });
@@ -119,7 +128,8 @@ async function main(): Promise<void> {
         );
         emit({ type: "chat", chatId: chat?.chatId });
       } else if (command.cmd === "send" && command.chatId !== undefined && command.text !== undefined) {
-        await session.send(command.chatId, command.text);
+        const entry = await session.send(command.chatId, command.text);
+        emit({ type: "queued", messageId: entry.messageId, state: entry.state });
       } else if (command.cmd === "stop") {
         break;
       }

@@ -10,7 +10,7 @@
  * would let a stray instance steal half the queries: we turn it off).
  * `stop()` waits for the exit and removes the temp dir.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import dgram from "node:dgram";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -114,6 +114,10 @@ export interface UnboundOptions extends ResolverOptions {
   extraInterfaces?: string[];
   /** More zones stubbed to other servers (a peer tunnel in a benchmark). */
   extraStubs?: { zone: string; address: Address }[];
+  /** More client networks allowed to ask (CIDR), beyond loopback and the listen host's /24. */
+  accessControl?: string[];
+  /** Check readiness from inside `netns` (when this process cannot reach the namespace's network). */
+  isProbedInside?: boolean;
 }
 
 export async function startUnbound(options: UnboundOptions): Promise<RunningResolver> {
@@ -140,7 +144,7 @@ export async function startUnbound(options: UnboundOptions): Promise<RunningReso
   so-reuseport: no
   access-control: 127.0.0.0/8 allow
   access-control: ${host}/24 allow
-  do-not-query-localhost: no
+${(options.accessControl ?? []).map((net) => `  access-control: ${net} allow\n`).join("")}  do-not-query-localhost: no
   module-config: "iterator"
   num-threads: 1
   qname-minimisation: ${options.qnameMinimisation === false ? "no" : "yes"}
@@ -155,11 +159,14 @@ ${(options.extraStubs ?? []).map((stub) => `stub-zone:\n  name: "${stub.zone}"\n
   // `ip netns exec` execs the command: the pid is Unbound's.
   const argv = options.netns === undefined ? command : ["/usr/sbin/ip", "netns", "exec", options.netns, ...command];
   const child = spawn(argv[0] ?? "", argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-  return started(`unbound${options.capsForId === true ? " (use-caps-for-id)" : ""}`, child, dir, options, {
-    dns: { host, port: dnsPort },
-    dohUrl: `https://${host}:${dohPort}/dns-query`,
-    caFile: certFile,
-  });
+  return started(
+    `unbound${options.capsForId === true ? " (use-caps-for-id)" : ""}`,
+    child,
+    dir,
+    options,
+    { dns: { host, port: dnsPort }, dohUrl: `https://${host}:${dohPort}/dns-query`, caFile: certFile },
+    options.isProbedInside === true ? options.netns : undefined,
+  );
 }
 
 export async function startKnotResolver(options: ResolverOptions): Promise<RunningResolver> {
@@ -214,6 +221,7 @@ async function started(
   dir: string,
   options: ResolverOptions,
   endpoints: { dns: Address; dohUrl: string; caFile: string },
+  probeNetns?: string,
 ): Promise<RunningResolver> {
   const logs: string[] = [];
   child.stdout?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
@@ -229,7 +237,8 @@ async function started(
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitForAnswer(endpoints.dns, options.zone, child, logs);
+    if (probeNetns === undefined) await waitForAnswer(endpoints.dns, options.zone, child, logs);
+    else await waitForAnswerInside(probeNetns, endpoints.dns, options.zone);
   } catch (error) {
     await stop();
     throw new Error(`${name} did not start: ${(error as Error).message}\n${logs.join("").slice(-2000)}`, {
@@ -251,6 +260,45 @@ async function waitForAnswer(address: Address, zone: string, child: ChildProcess
     if (await answersOnce(address, query, 300)) return;
   }
   throw new Error(`no answer on ${address.host}:${address.port} within ${READY_TIMEOUT_MS} ms`);
+}
+
+/** waitForAnswer run by a child process inside a network namespace (scripts/harness/dns-probe.ts). */
+function waitForAnswerInside(netns: string, address: Address, zone: string): Promise<void> {
+  const probe = new URL("./dns-probe.ts", import.meta.url).pathname;
+  return new Promise((resolve, reject) => {
+    execFile(
+      "/usr/sbin/ip",
+      [
+        "netns",
+        "exec",
+        netns,
+        process.execPath,
+        probe,
+        address.host,
+        String(address.port),
+        zone,
+        String(READY_TIMEOUT_MS),
+      ],
+      { timeout: READY_TIMEOUT_MS + 5_000 },
+      (error, _stdout, stderr) => {
+        if (error === null) resolve();
+        else
+          reject(
+            new Error(`no answer on ${address.host}:${address.port} from inside ${netns}: ${stderr || error.message}`),
+          );
+      },
+    );
+  });
+}
+
+/** Polls until the resolver answers an SOA query for `zone` (false after `timeoutMs`). */
+export async function answersWithin(address: Address, zone: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const query = soaQuery(zone);
+  while (Date.now() < deadline) {
+    if (await answersOnce(address, query, 300)) return true;
+  }
+  return false;
 }
 
 function answersOnce(address: Address, query: Uint8Array, timeoutMs: number): Promise<boolean> {
