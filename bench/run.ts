@@ -22,7 +22,14 @@ import { spineThroughput } from "./spine-throughput.ts";
 import { formatReport } from "./table.ts";
 import { stopAll } from "./teardown.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [spineThroughput, clusterThroughput, dnsTunnel, e2eCrypto, failover, groupCrypto];
+const BENCHMARKS: readonly Benchmark[] = [
+  spineThroughput,
+  clusterThroughput,
+  dnsTunnel,
+  e2eCrypto,
+  failover,
+  groupCrypto,
+];
 
 const USAGE = `Usage: npm run bench -- [--only NAME]... [--quick] [--json]
 
