@@ -12,16 +12,20 @@
  * - A forwarded send is never forwarded again: its receiver owns the shard,
  *   takes it when free, or refuses.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode, type SendMessageRequest, type SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
+import type { SendMessageRequest, SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
 import { type NodeInfo, NotOwnerError, type ShardLeases, type ShardRoute } from "./lease.ts";
 
 /** What the router asks of the leases (ShardLeases), one shard at a time. */
 export type ShardDirectory = Pick<ShardLeases, "route" | "resolve" | "tokenFor" | "markLost" | "forget">;
 import { shardOf } from "./shard-placement.ts";
 
-/** Pauses before routing a send again: the owner is changing (a handover, a takeover) and settles within a lease tick. */
-export const ROUTE_RETRY_DELAYS_MS = [20, 100, 300, 1_000] as const;
+/**
+ * Pauses before routing a send again: the owner is changing (a handover, a
+ * takeover, a node another node does not list yet) and settles within a lease
+ * tick (a third of the lease TTL, 1.7 s by default): together they wait out
+ * more than one tick.
+ */
+export const ROUTE_RETRY_DELAYS_MS = [20, 100, 300, 1_000, 1_000] as const;
 export const MAX_ROUTE_ATTEMPTS = ROUTE_RETRY_DELAYS_MS.length + 1;
 
 /** A device as its own node authenticated it. */
@@ -129,11 +133,8 @@ export class ChatRouter {
         this.counters.forwarded += 1;
         return this.forwarder.forward(route.node, device, request);
       case "unavailable":
-        return Promise.reject(
-          new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `chat's shard ${route.reason}, retry`, {
-            retryAfterMs: 500,
-          }),
-        );
+        // No live owner known here yet (e.g. one that joined after this node's last tick): route again.
+        return Promise.reject(new NotOwnerError(shardOf(request.chatId), route.reason));
     }
   }
 }
