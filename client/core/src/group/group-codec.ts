@@ -119,6 +119,7 @@ export interface GroupChange {
   change: string;
   actorUserId: string;
   userIds: string[];
+  /** The group's title after the operation. */
   title: string;
   epoch: number;
   /** The operation started a new epoch (new sender keys): a rotation. */
@@ -359,7 +360,7 @@ export class GroupCodec {
       change: describeKind(operation.kind),
       actorUserId: operation.actorUserId,
       userIds: [...operation.userIds],
-      title: operation.title,
+      title: state.title,
       epoch: operation.epoch,
       isRotation: startsEpoch(operation.kind),
       members: [...state.members],

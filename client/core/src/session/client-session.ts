@@ -24,6 +24,11 @@
  *   twice for one message. A message that does not decrypt is stored with its
  *   reason (shown, never dropped), and the session with its sender is reset
  *   from a fresh prekey so the next message gets through.
+ * - Groups (GroupCodec): a message is sealed once for all members with this
+ *   device's sender key; before it leaves, the key of its epoch reaches every
+ *   member device (pairwise control messages in the group, never shown).
+ *   Membership operations are verified and applied in the group's order and
+ *   shown as `group` events, refused ones with their reason.
  */
 import { type DeviceSigner } from "../crypto/device-signer.ts";
 import {
@@ -35,7 +40,14 @@ import {
 } from "../manager/connection-state.ts";
 import { isSwitchingTransports } from "../manager/ladder-transports.ts";
 import { TypedEmitter } from "../manager/typed-emitter.ts";
-import type { ClientStore, DeviceProfile, OutboxEntry, ReceivedMessage } from "../outbox/client-store.ts";
+import {
+  type ClientStore,
+  type DeviceProfile,
+  type E2eWrite,
+  type OutboxEntry,
+  type ReceivedMessage,
+  toChatSummary,
+} from "../outbox/client-store.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
 import {
   CLOSE_GOING_AWAY,
@@ -51,6 +63,7 @@ import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
 import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
 import {
   type ChatAck,
+  ChatKind,
   Content,
   ErrorCode,
   type Message,
@@ -72,7 +85,9 @@ import type { DeviceIdentity } from "../crypto/session-setup.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
 import type { X25519Provider } from "../crypto/x25519.ts";
 import { StaleE2eStateError } from "../outbox/client-store.ts";
-import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError } from "./e2e-payload-codec.ts";
+import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError, type Sealed } from "./e2e-payload-codec.ts";
+import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../group/epoch-window.ts";
+import { type GroupChange, GroupCodec, type GroupServer } from "../group/group-codec.ts";
 import { textContent } from "./payload-codec.ts";
 
 export interface SessionTiming {
@@ -127,6 +142,8 @@ export interface ClientSessionOptions {
   subscribe?: boolean;
   /** Send the outbox whenever connected (default true). */
   sendOutbox?: boolean;
+  /** How long after a group's rotation its previous epoch is still accepted (time and messages). */
+  groupWindow?: GraceWindow;
   timing?: Partial<SessionTiming>;
 }
 
@@ -170,14 +187,33 @@ export interface SessionEvents {
   sessionReset: { chatId: string; fromUserId: string; fromDeviceId: string; reason: string };
   /** This device could not decrypt a message and reset the session with its sender. */
   healing: { chatId: string; userId: string; deviceId: string; reason: string };
+  /** A group's membership operation joined its chain (a change, a rotation), or was refused with its reason. */
+  group: GroupEvent;
   /** Something failed that the session handled (store errors, bad payloads); for logs and UIs. */
   problem: { context: string; error: unknown };
 }
+
+export type GroupEvent =
+  | { kind: "change"; change: GroupChange }
+  | { kind: "rejected"; chatId: string; seq: number; actorUserId: string; reason: string; detail: string };
 
 export interface WaitOptions {
   timeoutMs: number;
   signal?: AbortSignal;
 }
+
+interface Received {
+  record: ReceivedMessage;
+  isNew: boolean;
+  heal: string | undefined;
+  /** A group's key distribution: stored, never shown. */
+  isControl: boolean;
+}
+
+type OpenedFor =
+  | { kind: "content"; content: Content; writes: E2eWrite[] }
+  | { kind: "undecryptable"; reason: string; detail: string; canHeal: boolean }
+  | { kind: "control" };
 
 type ServeOutcome =
   { kind: "lost"; failure: ConnectionFailure; wasStable: boolean } | { kind: "refused"; failure: ConnectionFailure };
@@ -190,6 +226,8 @@ export class ClientSession {
   private readonly transports: TransportFactory;
   private readonly e2eKeys: E2eKeyMaterial;
   private codecValue: E2eCodec | undefined;
+  private groupsValue: GroupCodec | undefined;
+  private readonly groupWindow: GraceWindow;
   private readonly lastHeal = new Map<string, number>();
   private readonly clock: Clock;
   private readonly random: () => number;
@@ -224,6 +262,7 @@ export class ClientSession {
     this.logger = options.logger ?? silentLogger;
     this.isSubscribing = options.subscribe ?? true;
     this.isSendingOutbox = options.sendOutbox ?? true;
+    this.groupWindow = options.groupWindow ?? DEFAULT_GRACE_WINDOW;
     this.timing = { ...DEFAULT_TIMING, ...options.timing };
     const onListenerError = (error: unknown): void => {
       this.logger.error({ err: error }, "a session event listener threw");
@@ -305,6 +344,17 @@ export class ClientSession {
       ...(this.e2eKeys.mlKem === undefined ? {} : { mlKem: this.e2eKeys.mlKem }),
     });
     this.codecValue.setServer(this.e2eServer());
+    this.groupsValue = new GroupCodec({
+      userId: this.profile.userId,
+      deviceId: this.profile.deviceId,
+      storageKey: this.e2eKeys.storageKey,
+      store: this.store,
+      ed25519: this.e2eKeys.ed25519 ?? (await selectEd25519Provider()),
+      e2e: this.codecValue,
+      clock: this.clock,
+      window: this.groupWindow,
+    });
+    this.groupsValue.setServer(this.groupServer());
     this.refreshQueuedCount();
     const signal = this.lifetime.signal;
     this.loop = this.run(signal).catch((error: unknown) => {
@@ -374,6 +424,12 @@ export class ClientSession {
     return this.codecValue;
   }
 
+  /** The group layer of end-to-end encryption (membership chains, sender keys); after start(). */
+  get groups(): GroupCodec {
+    if (this.groupsValue === undefined) throw new Error("the session is not started");
+    return this.groupsValue;
+  }
+
   /**
    * Seals and stores a message in one step when the sessions it needs are at
    * hand; otherwise stores it unsealed, and the first send seals it.
@@ -385,7 +441,7 @@ export class ClientSession {
       for (let attempt = 1; ; attempt += 1) {
         let sealed;
         try {
-          sealed = await codec.seal(chatId, message.messageId, content);
+          sealed = await this.sealFor(chatId, message.messageId, content);
         } catch (error) {
           // A changed identity blocks sending: the message is refused, not queued.
           if (error instanceof IdentityChangedError) throw error;
@@ -573,6 +629,8 @@ export class ClientSession {
         atMs: loggedInAt,
       });
       this.logger.info({ transport: connection.kind, deviceId: this.profile.deviceId }, "logged in");
+      // A new connection: each group's chain is compared with the server's again before its next send.
+      this.groups.setServer(this.groupServer());
       const stock = login.preKeyStock;
       drop(
         this.e2e.exclusive(() => this.e2e.maintainPreKeys(stock)),
@@ -715,8 +773,14 @@ export class ClientSession {
       serverTimeMs: message.serverTimeMs,
       content: undefined,
     };
+    if (message.groupOperation !== undefined) {
+      await this.receiveOperation(message, base);
+      return;
+    }
     const isOwnDevice = message.senderDeviceId === this.profile.deviceId;
-    const { record, isNew, heal } = isOwnDevice ? await this.receiveOwn(base) : await this.receiveSealed(message, base);
+    const { record, isNew, heal, isControl } = isOwnDevice
+      ? await this.receiveOwn(message, base)
+      : await this.receiveSealed(message, base);
     this.inbox.stored(chatId, seq);
     // Not new: another process on this profile stored (and showed) it first.
     if (!isNew) return;
@@ -729,37 +793,100 @@ export class ClientSession {
           fromDeviceId: record.senderDeviceId,
           reason: body.value.reason,
         });
+        // In a group, that device lost our sender key with the session: it gets it again before our next message.
+        if (await this.groups.isKnownGroup(chatId)) {
+          await this.e2e.exclusive(() => this.groups.forgetDistribution(chatId, record.senderDeviceId));
+        }
       }
       return;
     }
+    // Key distributions (ours echoed back, or addressed to other devices) are never shown.
+    if (isControl || body?.$case === "senderKey") return;
     this.events.emit("message", { message: record, isOwnDevice });
     if (heal !== undefined) this.heal(chatId, record.senderUserId, record.senderDeviceId, heal);
   }
 
-  /** Our own message, pushed back: its content is in our outbox. */
-  private async receiveOwn(
-    base: ReceivedMessage,
-  ): Promise<{ record: ReceivedMessage; isNew: boolean; heal: undefined }> {
+  /** Our own message, pushed back: its content is in our outbox (a group key distribution never was). */
+  private async receiveOwn(message: Message, base: ReceivedMessage): Promise<Received> {
     const entry = await this.store.getOutboxEntry(base.messageId);
+    if (entry === undefined && message.payload.length === 0 && (await this.groups.isKnownGroup(base.chatId))) {
+      return { record: base, isNew: await this.store.saveReceived(base), heal: undefined, isControl: true };
+    }
     const record: ReceivedMessage =
       entry === undefined
         ? { ...base, problem: "sent by this device, but not in its outbox" }
         : { ...base, content: entry.content };
-    return { record, isNew: await this.store.saveReceived(record), heal: undefined };
+    return { record, isNew: await this.store.saveReceived(record), heal: undefined, isControl: false };
+  }
+
+  /**
+   * A group's membership operation: verified and applied (catching up on
+   * earlier ones first), stored with its place in the sequence, and shown as
+   * a `group` event; a refused one is stored with its reason and changes
+   * nothing.
+   */
+  private async receiveOperation(message: Message, base: ReceivedMessage): Promise<void> {
+    const codec = this.e2e;
+    const outcome = await codec.exclusive(async () => {
+      for (let attempt = 1; ; attempt += 1) {
+        const result = await this.groups.receiveOperation(message);
+        const record =
+          result.kind === "applied"
+            ? base
+            : { ...base, problem: `group operation refused: ${result.reason} (${result.detail})` };
+        try {
+          const isNew = await this.store.saveReceived(record, result.kind === "applied" ? result.writes : []);
+          return { result, isNew };
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
+          if (await this.store.hasReceived(base.chatId, base.seq)) return { result, isNew: false };
+        }
+      }
+    });
+    this.inbox.stored(base.chatId, base.seq);
+    if (!outcome.isNew) return;
+    const { result } = outcome;
+    if (result.kind === "applied") {
+      await this.store.saveChats([
+        {
+          chatId: base.chatId,
+          kind: "group",
+          title: result.change.title,
+          memberUserIds: result.change.members,
+        },
+      ]);
+      this.events.emit("group", { kind: "change", change: result.change });
+      drop(
+        codec.exclusive(() => this.groups.pruneExpired(base.chatId, base.seq, base.serverTimeMs)),
+        (error) => {
+          this.report("deleting the sender keys of ended epochs", error);
+        },
+      );
+    } else {
+      this.logger.warn({ chatId: base.chatId, seq: base.seq, reason: result.reason }, "group operation refused");
+      this.events.emit("group", {
+        kind: "rejected",
+        chatId: base.chatId,
+        seq: base.seq,
+        actorUserId: base.senderUserId,
+        reason: result.reason,
+        detail: result.detail,
+      });
+    }
   }
 
   /** Opens and stores a message with its ratchet step in one transaction, retrying when another process moved the state. */
-  private receiveSealed(
-    message: Message,
-    base: ReceivedMessage,
-  ): Promise<{ record: ReceivedMessage; isNew: boolean; heal: string | undefined }> {
+  private receiveSealed(message: Message, base: ReceivedMessage): Promise<Received> {
     const codec = this.e2e;
     return codec.exclusive(async () => {
       for (let attempt = 1; ; attempt += 1) {
-        const opened = await codec.open(message);
+        const opened = await this.openFor(message);
+        if (opened.kind === "control") {
+          return { record: base, isNew: await this.store.saveReceived(base), heal: undefined, isControl: true };
+        }
         if (opened.kind === "undecryptable") {
           if (await this.store.hasReceived(base.chatId, base.seq))
-            return { record: base, isNew: false, heal: undefined };
+            return { record: base, isNew: false, heal: undefined, isControl: false };
           const problem = `undecryptable: ${opened.reason} (${opened.detail})`;
           this.logger.warn({ chatId: base.chatId, seq: base.seq, reason: opened.reason }, "message not decryptable");
           const record = { ...base, problem };
@@ -767,17 +894,54 @@ export class ClientSession {
             record,
             isNew: await this.store.saveReceived(record),
             heal: opened.canHeal ? opened.reason : undefined,
+            isControl: false,
           };
         }
         const record = { ...base, content: opened.content };
         try {
-          return { record, isNew: await this.store.saveReceived(record, opened.writes), heal: undefined };
+          const isNew = await this.store.saveReceived(record, opened.writes);
+          return { record, isNew, heal: undefined, isControl: false };
         } catch (error) {
           if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
-          if (await this.store.hasReceived(base.chatId, base.seq)) return { record, isNew: false, heal: undefined };
+          if (await this.store.hasReceived(base.chatId, base.seq))
+            return { record, isNew: false, heal: undefined, isControl: false };
         }
       }
     });
+  }
+
+  /**
+   * Opens a message from another device: a group envelope with the sender's
+   * key, anything else pairwise. A sender key that arrives pairwise is kept
+   * (its write goes with the message) and the stored content carries no
+   * chain key; a group's pairwise message for other devices is a control
+   * message for them.
+   */
+  private async openFor(message: Message): Promise<OpenedFor> {
+    if (message.payload.length > 0) {
+      const opened = await this.groups.open(message);
+      return opened.kind === "content"
+        ? { kind: "content", content: opened.content, writes: opened.writes }
+        : { kind: "undecryptable", reason: opened.reason, detail: opened.detail, canHeal: false };
+    }
+    const opened = await this.e2e.open(message);
+    if (opened.kind === "undecryptable") {
+      if (opened.reason === "not-for-this-device" && (await this.groups.isKnownGroup(message.chatId))) {
+        return { kind: "control" };
+      }
+      return opened;
+    }
+    const body = opened.content.body;
+    if (body?.$case !== "senderKey") return opened;
+    const accepted = await this.groups.acceptDistribution(message, body.value);
+    if (accepted.kind === "rejected") {
+      return { kind: "undecryptable", reason: accepted.reason, detail: accepted.detail, canHeal: false };
+    }
+    const stripped: Content = {
+      ...opened.content,
+      body: { $case: "senderKey", value: { ...body.value, chainKey: new Uint8Array(0) } },
+    };
+    return { kind: "content", content: stripped, writes: [...opened.writes, ...accepted.writes] };
   }
 
   /**
@@ -836,6 +1000,7 @@ export class ClientSession {
     const refusal = textOnlyRefusal(this.transports.kind, entry.content);
     if (refusal !== undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, refusal);
     let sealed = entry.sealed ?? (await this.sealQueued(entry));
+    sealed = await this.prepareGroupSend(entry, sealed);
     for (let round = 0; ; round += 1) {
       const request = SendMessageRequest.decode(sealed);
       if (request.chatId !== entry.chatId || messageIdToHex(request.messageId) !== entry.messageId) {
@@ -905,6 +1070,90 @@ export class ClientSession {
     });
   }
 
+  /**
+   * Seals a message for its chat: in a group once for every member with this
+   * device's sender key (a session reset goes pairwise to its one device); in
+   * a direct chat pairwise per device.
+   */
+  private async sealFor(chatId: string, messageIdHex: string, content: Content): Promise<Sealed> {
+    if (!(await this.isGroupChat(chatId))) return this.e2e.seal(chatId, messageIdHex, content);
+    const body = content.body;
+    if (body?.$case !== "sessionReset") return this.groups.seal(chatId, messageIdHex, content);
+    const members = (await this.groups.groupState(chatId))?.members ?? [];
+    const target = body.value.targetDeviceId;
+    return this.e2e.sealForMembers(chatId, messageIdHex, content, members, (id) => id === target);
+  }
+
+  /** Whether `chatId` is a group (asks the server about a chat this device has not seen yet). */
+  private async isGroupChat(chatId: string): Promise<boolean> {
+    if (await this.groups.isKnownGroup(chatId)) return true;
+    const summary = await this.store.getChat(chatId);
+    if (summary !== undefined) return summary.kind === "group";
+    const connection = this.readyConnection();
+    if (connection === undefined) throw new NeedsServerError(`chat ${chatId} is not known here yet`);
+    const { chat } = await connection.request(
+      "getChat",
+      { chatId },
+      { timeoutMs: this.timing.requestTimeoutMs, signal: this.lifetime.signal },
+    );
+    if (chat === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `chat ${chatId} not found`);
+    await this.store.saveChats([toChatSummary(chat)]);
+    return chat.kind === ChatKind.CHAT_KIND_GROUP;
+  }
+
+  /**
+   * A group message about to leave: this device's sender key of its epoch
+   * reaches every member device first, and a message of an epoch whose
+   * window would refuse it is sealed again in the current one (no member
+   * could read the old bytes). Direct chats pass through.
+   */
+  private async prepareGroupSend(entry: OutboxEntry, sealed: Uint8Array): Promise<Uint8Array> {
+    if (!(await this.isGroupChat(entry.chatId))) return sealed;
+    const codec = this.e2e;
+    let current = sealed;
+    for (let round = 0; round < MAX_RESEAL_ROUNDS; round += 1) {
+      const verdict = await codec.exclusive(() => this.groups.prepareSend(entry.chatId, current));
+      if (verdict === "send") return current;
+      this.logger.info(
+        { chatId: entry.chatId, messageId: entry.messageId },
+        "sealed in a group epoch that ended: sealing it again in the current one",
+      );
+      current = await this.resealGroupQueued(entry, current);
+    }
+    throw new RemessengerError(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      `the group's epoch changed ${MAX_RESEAL_ROUNDS} times while sending; will retry`,
+      { retryAfterMs: 2_000 },
+    );
+  }
+
+  /** Seals a queued group message again in the current epoch, in place of exactly `previous`. */
+  private resealGroupQueued(entry: OutboxEntry, previous: Uint8Array): Promise<Uint8Array> {
+    const codec = this.e2e;
+    return codec.exclusive(async () => {
+      for (let attempt = 1; attempt <= MAX_STALE_RETRIES; attempt += 1) {
+        const current = await this.store.getOutboxEntry(entry.messageId);
+        if (current?.state !== "queued" || current.sealed === undefined) {
+          throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `message ${entry.messageId} left the queue`);
+        }
+        if (!sameBytes(current.sealed, previous)) return current.sealed;
+        const resealed = await this.groups.seal(entry.chatId, entry.messageId, entry.content);
+        try {
+          const stored = await this.store.resealOutboxEntry(
+            entry.messageId,
+            previous,
+            resealed.sealed,
+            resealed.writes,
+          );
+          if (stored?.sealed !== undefined) return stored.sealed;
+        } catch (error) {
+          if (!(error instanceof StaleE2eStateError)) throw error;
+        }
+      }
+      throw new Error(`message ${entry.messageId} could not be sealed again`);
+    });
+  }
+
   /** Seals a message that entered the outbox unsealed (offline, no session yet); once, with its ratchet step. */
   private sealQueued(entry: OutboxEntry): Promise<Uint8Array> {
     const codec = this.e2e;
@@ -912,7 +1161,7 @@ export class ClientSession {
       for (let attempt = 1; ; attempt += 1) {
         const current = await this.store.getOutboxEntry(entry.messageId);
         if (current?.sealed !== undefined) return current.sealed;
-        const sealed = await codec.seal(entry.chatId, entry.messageId, entry.content);
+        const sealed = await this.sealFor(entry.chatId, entry.messageId, entry.content);
         try {
           const stored = await this.store.sealOutboxEntry(entry.messageId, sealed.sealed, sealed.writes);
           if (stored?.sealed !== undefined) return stored.sealed;
@@ -941,6 +1190,25 @@ export class ClientSession {
       getPreKeyBundles: async (userId, deviceIds) =>
         (await live("getPreKeyBundles", { userId, deviceIds: [...deviceIds] })).bundles,
       publishPreKeys: async (request) => required((await live("publishPreKeys", request)).stock, "stock"),
+    };
+  }
+
+  /** The server requests the group layer makes (operations, chat heads, key distributions): live connection only. */
+  private groupServer(): GroupServer {
+    const live = <K extends RequestKind>(kind: K, value: RequestValue<K>): Promise<ResponseValue<K>> => {
+      const connection = this.readyConnection();
+      if (connection === undefined) return Promise.reject(new NeedsServerError(`not connected (${kind})`));
+      return connection.request(kind, value, { timeoutMs: this.timing.requestTimeoutMs, signal: this.lifetime.signal });
+    };
+    return {
+      getChat: async (chatId) => {
+        const { chat } = await live("getChat", { chatId });
+        if (chat === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `the server sent no chat`);
+        return chat;
+      },
+      getGroupOperations: async (chatId, afterSeq, limit) =>
+        (await live("getGroupOperations", { chatId, afterSeq, limit })).operations,
+      sendMessage: (request) => live("sendMessage", request),
     };
   }
 
