@@ -10,28 +10,19 @@ import {
   type DeviceSigner,
   type Ed25519Provider,
 } from "../../../core/src/crypto/device-signer.ts";
+import { KeyObjectCache } from "./key-object-cache.ts";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 /** Imported public keys kept (identity keys of contacts verify again and again). */
 const KEY_CACHE_SIZE = 256;
-const publicKeys = new Map<string, KeyObject>();
+const publicKeys = new KeyObjectCache(KEY_CACHE_SIZE);
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
-  const x = Buffer.from(raw).toString("base64url");
-  let key = publicKeys.get(x);
-  if (key !== undefined) {
-    publicKeys.delete(x);
-  } else {
-    // JWK imports faster than DER (measured), and raw bytes map onto it directly.
-    key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
-    if (publicKeys.size >= KEY_CACHE_SIZE) {
-      const oldest = publicKeys.keys().next();
-      if (oldest.done !== true) publicKeys.delete(oldest.value);
-    }
-  }
-  publicKeys.set(x, key);
-  return key;
+  // JWK imports faster than DER (measured), and raw bytes map onto it directly.
+  return publicKeys.get(raw, () =>
+    createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(raw).toString("base64url") }, format: "jwk" }),
+  );
 }
 
 export const nodeEd25519: Ed25519Provider = {

@@ -16,6 +16,7 @@ import {
   checkNonZero,
   checkX25519Key,
 } from "../../../core/src/crypto/x25519.ts";
+import { KeyObjectCache } from "./key-object-cache.ts";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
 const BASE_POINT = new Uint8Array(X25519_KEY_BYTES);
@@ -23,29 +24,8 @@ BASE_POINT[0] = 9;
 
 const KEY_CACHE_SIZE = 256;
 
-/** A small LRU of imported keys, by their raw bytes. */
-class KeyCache {
-  private readonly map = new Map<string, KeyObject>();
-
-  get(raw: Uint8Array, make: () => KeyObject): KeyObject {
-    const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("latin1");
-    let key = this.map.get(id);
-    if (key !== undefined) {
-      this.map.delete(id);
-    } else {
-      key = make();
-      if (this.map.size >= KEY_CACHE_SIZE) {
-        const oldest = this.map.keys().next();
-        if (oldest.done !== true) this.map.delete(oldest.value);
-      }
-    }
-    this.map.set(id, key);
-    return key;
-  }
-}
-
-const privateKeys = new KeyCache();
-const publicKeys = new KeyCache();
+const privateKeys = new KeyObjectCache(KEY_CACHE_SIZE);
+const publicKeys = new KeyObjectCache(KEY_CACHE_SIZE);
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
   return privateKeys.get(raw, () =>

@@ -30,7 +30,7 @@ import {
   AEAD_NONCE_BYTES,
   AEAD_TAG_BYTES,
 } from "./aead.ts";
-import { hkdfSha256, hmacSha256 } from "./hkdf.ts";
+import { hkdfSha256, hmacSha256Each } from "./hkdf.ts";
 import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
 /** Most message keys one chain may skip at once (a gap of more is refused). */
@@ -43,8 +43,8 @@ export const SKIPPED_KEY_LIFETIME_MS = 30 * 24 * 60 * 60 * 1000;
 const HEADER_BYTES = 40;
 export const HEADER_BOX_BYTES = AEAD_NONCE_BYTES + HEADER_BYTES + AEAD_TAG_BYTES;
 const ZERO_SALT = new Uint8Array(32);
-const ROOT_INFO = "remessenger/v1/ratchet-root";
-const MESSAGE_INFO = "remessenger/v1/ratchet-message";
+const ROOT_INFO = new TextEncoder().encode("remessenger/v1/ratchet-root");
+const MESSAGE_INFO = new TextEncoder().encode("remessenger/v1/ratchet-message");
 const CHAIN_MESSAGE = Uint8Array.of(1);
 const CHAIN_NEXT = Uint8Array.of(2);
 
@@ -296,7 +296,9 @@ function kdfRoot(rootKey: Uint8Array, dhOutput: Uint8Array): [Uint8Array, Uint8A
 
 /** KDF_CK: next chain key, message key. */
 function kdfChain(chainKey: Uint8Array): [Uint8Array, Uint8Array] {
-  return [hmacSha256(chainKey, CHAIN_NEXT), hmacSha256(chainKey, CHAIN_MESSAGE)];
+  const [next, message] = hmacSha256Each(chainKey, [CHAIN_NEXT, CHAIN_MESSAGE]);
+  if (next === undefined || message === undefined) throw new Error("HMAC gave no output");
+  return [next, message];
 }
 
 function bodyKeys(messageKey: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {

@@ -1,6 +1,6 @@
 import { hex } from "@scure/base";
 import { describe, expect, it } from "vitest";
-import { hkdfSha256, hmacSha256, sha256, sha512 } from "./hkdf.ts";
+import { hkdfSha256, hmacSha256, hmacSha256Each, sha256, sha512 } from "./hkdf.ts";
 
 function range(from: number, to: number): Uint8Array {
   return Uint8Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -39,6 +39,15 @@ describe("HKDF-SHA256", () => {
     expect(hex.encode(hkdfSha256(vector.ikm, vector.salt, vector.info, vector.length))).toBe(vector.okm);
   });
 
+  it("treats 32 zero bytes of salt as the empty salt, and stays right when called again", () => {
+    const [vector] = CASES;
+    if (vector === undefined) throw new Error("no vector");
+    const zeroSalt = hkdfSha256(vector.ikm, new Uint8Array(32), vector.info, 42);
+    expect(hex.encode(zeroSalt)).toBe(hex.encode(hkdfSha256(vector.ikm, new Uint8Array(0), vector.info, 42)));
+    expect(hex.encode(hkdfSha256(vector.ikm, new Uint8Array(32), vector.info, 42))).toBe(hex.encode(zeroSalt));
+    expect(hex.encode(hkdfSha256(vector.ikm, new Uint8Array(0), new Uint8Array(0), 42))).toBe(CASES[2]?.okm);
+  });
+
   it("takes a string info as its UTF-8 bytes", () => {
     const ikm = new Uint8Array(32).fill(7);
     expect(hex.encode(hkdfSha256(ikm, new Uint8Array(0), "ctx", 32))).toBe(
@@ -60,5 +69,16 @@ describe("SHA-2 and HMAC", () => {
     const key = new TextEncoder().encode("Jefe");
     const data = new TextEncoder().encode("what do ya want for nothing?");
     expect(hex.encode(hmacSha256(key, data))).toBe("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  });
+
+  it("gives each input the HMAC it gets alone when one key is set up for several", () => {
+    const key = new TextEncoder().encode("Jefe");
+    const inputs = [new TextEncoder().encode("what do ya want for nothing?"), Uint8Array.of(1), new Uint8Array(0)];
+    expect(hmacSha256Each(key, inputs).map((mac) => hex.encode(mac))).toEqual(
+      inputs.map((input) => hex.encode(hmacSha256(key, input))),
+    );
+    expect(hex.encode(hmacSha256Each(key, inputs)[0] ?? new Uint8Array(0))).toBe(
+      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    );
   });
 });

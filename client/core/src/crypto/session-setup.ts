@@ -24,7 +24,7 @@ import { type MlKemProvider, nobleMlKem } from "./ml-kem.ts";
 import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
-const SETUP_INFO = "remessenger/v1/pqxdh X25519 SHA-256 ML-KEM-768";
+const SETUP_INFO = new TextEncoder().encode("remessenger/v1/pqxdh X25519 SHA-256 ML-KEM-768");
 const AD_LABEL = new TextEncoder().encode("remessenger/v1/session\u0000");
 
 /** The device's long-term keys: Ed25519 signs, X25519 agrees, and the first vouches for the second. */
