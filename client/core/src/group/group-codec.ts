@@ -260,11 +260,11 @@ export class GroupCodec {
 
   /**
    * Compares this device's chain with the server's head once per connection
-   * and applies what it missed (one-shot senders hear no pushes). Throws
-   * NeedsServerError when offline.
+   * (`isForced`: now) and applies what it missed (one-shot senders hear no
+   * pushes). Throws NeedsServerError when offline.
    */
-  async refresh(chatId: string): Promise<void> {
-    if (this.fresh.has(chatId)) return;
+  async refresh(chatId: string, isForced = false): Promise<void> {
+    if (this.fresh.has(chatId) && !isForced) return;
     const chat = await this.requireServer(`check group ${chatId}`).getChat(chatId);
     const head = chat.group?.lastOperationSeq ?? 0;
     const stored = await this.readGroup(chatId);

@@ -87,6 +87,7 @@ import type { X25519Provider } from "../crypto/x25519.ts";
 import { StaleE2eStateError } from "../outbox/client-store.ts";
 import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError, type Sealed } from "./e2e-payload-codec.ts";
 import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../group/epoch-window.ts";
+import { type GroupAdminPort, type GroupChangeRequest, changeGroup, createGroup } from "../group/group-admin.ts";
 import { type GroupChange, GroupCodec, type GroupServer } from "../group/group-codec.ts";
 import { textContent } from "./payload-codec.ts";
 
@@ -422,6 +423,48 @@ export class ClientSession {
   get e2e(): E2eCodec {
     if (this.codecValue === undefined) throw new Error("the session is not started");
     return this.codecValue;
+  }
+
+  /**
+   * Creates a group of this user and `memberUserIds` (this user its admin);
+   * resolves with its chat id. Needs a connection within the deadline.
+   */
+  async createGroup(title: string, memberUserIds: readonly string[], options: WaitOptions): Promise<string> {
+    const change = await createGroup(this.groupAdmin(options), title, memberUserIds);
+    await this.store.saveChats([{ chatId: change.chatId, kind: "group", title, memberUserIds: change.members }]);
+    this.events.emit("group", { kind: "change", change });
+    return change.chatId;
+  }
+
+  /**
+   * An admin's change to a group (add, remove, promote, demote, rename,
+   * rotate; any member may leave), signed by this device and applied here
+   * once the server took it. Resolves with the change.
+   */
+  async changeGroup(chatId: string, change: GroupChangeRequest, options: WaitOptions): Promise<GroupChange> {
+    const applied = await changeGroup(this.groupAdmin(options), chatId, change);
+    // This device's own operations are shown here: the server echoes them to it only now and then.
+    this.events.emit("group", { kind: "change", change: applied });
+    return applied;
+  }
+
+  private groupAdmin(options: WaitOptions): GroupAdminPort {
+    return {
+      userId: this.profile.userId,
+      deviceId: this.profile.deviceId,
+      signer: this.signer,
+      groups: this.groups,
+      createChat: ({ chatId, title, genesis }) =>
+        this.request(
+          "createChat",
+          { kind: ChatKind.CHAT_KIND_GROUP, memberUserIds: [], title, chatId, genesis },
+          options,
+        ),
+      sendMessage: (request) => this.request("sendMessage", request, options),
+      exclusive: (work) => this.e2e.exclusive(work),
+      writeE2e: (writes) => this.store.writeE2e(writes),
+      nowMs: () => this.clock.nowMs(),
+    };
   }
 
   /** The group layer of end-to-end encryption (membership chains, sender keys); after start(). */
@@ -773,11 +816,11 @@ export class ClientSession {
       serverTimeMs: message.serverTimeMs,
       content: undefined,
     };
+    const isOwnDevice = message.senderDeviceId === this.profile.deviceId;
     if (message.groupOperation !== undefined) {
-      await this.receiveOperation(message, base);
+      await this.receiveOperation(message, base, isOwnDevice);
       return;
     }
-    const isOwnDevice = message.senderDeviceId === this.profile.deviceId;
     const { record, isNew, heal, isControl } = isOwnDevice
       ? await this.receiveOwn(message, base)
       : await this.receiveSealed(message, base);
@@ -822,10 +865,10 @@ export class ClientSession {
   /**
    * A group's membership operation: verified and applied (catching up on
    * earlier ones first), stored with its place in the sequence, and shown as
-   * a `group` event; a refused one is stored with its reason and changes
-   * nothing.
+   * a `group` event (this device's own ones were shown when it made them);
+   * a refused one is stored with its reason and changes nothing.
    */
-  private async receiveOperation(message: Message, base: ReceivedMessage): Promise<void> {
+  private async receiveOperation(message: Message, base: ReceivedMessage, isOwnDevice: boolean): Promise<void> {
     const codec = this.e2e;
     const outcome = await codec.exclusive(async () => {
       for (let attempt = 1; ; attempt += 1) {
@@ -855,7 +898,8 @@ export class ClientSession {
           memberUserIds: result.change.members,
         },
       ]);
-      this.events.emit("group", { kind: "change", change: result.change });
+      // This device's own operations were shown when it made them (createGroup, changeGroup).
+      if (!isOwnDevice) this.events.emit("group", { kind: "change", change: result.change });
       drop(
         codec.exclusive(() => this.groups.pruneExpired(base.chatId, base.seq, base.serverTimeMs)),
         (error) => {

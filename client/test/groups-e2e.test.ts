@@ -1,0 +1,295 @@
+/**
+ * Group end-to-end encryption against the real server process (issue 5):
+ * members are client sessions on the real core (Sender Keys, epochs, the
+ * grace window, distributions over the pairwise sessions), the server is a
+ * separate process. Every check reads what each member's session decrypted.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type TestServer, startServer } from "../../scripts/harness/server.ts";
+import type { GraceWindow } from "../core/src/group/epoch-window.ts";
+import type { ClientSession, GroupEvent } from "../core/src/session/client-session.ts";
+import { contentText } from "../core/src/session/payload-codec.ts";
+import { GroupEnvelope, SendMessageRequest } from "../core/src/wire/proto.ts";
+import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
+import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
+import { waitForEvent, waitUntil } from "./wait.ts";
+
+const WAIT = { timeoutMs: 10_000 };
+
+let server: TestServer;
+const running: ClientSession[] = [];
+
+beforeAll(async () => {
+  server = await startServer();
+});
+
+afterAll(async () => {
+  await server.cleanup();
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.stop()));
+});
+
+/** A member device: its session, and what it decrypted, refused and saw happen to the group, by seq. */
+interface Member {
+  name: string;
+  device: TestDevice;
+  session: ClientSession;
+  read: Map<number, string>;
+  refused: Map<number, string>;
+  events: GroupEvent[];
+}
+
+async function member(name: string, window?: GraceWindow): Promise<Member> {
+  const device = await registerTestDevice(server.url, name);
+  return online({ name, device, read: new Map(), refused: new Map(), events: [] }, window);
+}
+
+/** Starts (again) the member's session, collecting what it receives. */
+async function online(m: Omit<Member, "session"> & { session?: ClientSession }, window?: GraceWindow): Promise<Member> {
+  const session = sessionFor(m.device, window === undefined ? {} : { groupWindow: window });
+  session.events.on("message", ({ message, isOwnDevice }) => {
+    if (isOwnDevice) return;
+    const text = contentText(message.content);
+    if (text !== undefined) m.read.set(message.seq, text);
+    else m.refused.set(message.seq, message.problem ?? "no text");
+  });
+  session.events.on("group", (event) => m.events.push(event));
+  running.push(session);
+  await session.start();
+  await session.whenLoggedIn(WAIT);
+  return { ...m, session };
+}
+
+/** Takes the member offline: its session stops, and one that cannot reach any server takes its place (writes go to the outbox). */
+async function offline(m: Member): Promise<void> {
+  await m.session.stop();
+  running.splice(running.indexOf(m.session), 1);
+  const unreachable = sessionFor(m.device, {
+    transports: webSocketTransportFactory({ serverUrl: "http://127.0.0.1:9" }),
+    sendOutbox: false,
+  });
+  running.push(unreachable);
+  await unreachable.start();
+  m.session = unreachable;
+}
+
+/** Brings an offline member back (its outbox goes out). */
+async function back(m: Member, window?: GraceWindow): Promise<void> {
+  await m.session.stop();
+  running.splice(running.indexOf(m.session), 1);
+  m.session = (await online(m, window)).session;
+}
+
+interface Sent {
+  from: string;
+  text: string;
+  seq: number;
+  epoch: number;
+}
+
+/** Queues `text` and waits for its seq; returns where it landed and the epoch it was sealed in. */
+async function sendAndWait(m: Member, chatId: string, text: string): Promise<Sent> {
+  const entry = await m.session.send(chatId, text);
+  const sent = await waitForEvent(
+    m.session.events,
+    "outbox",
+    (e) => e.messageId === entry.messageId && e.seq !== undefined,
+    15_000,
+    `${m.name}'s "${text}" sent`,
+  );
+  return { from: m.name, text, seq: sent.seq ?? 0, epoch: await sealedEpoch(m, entry.messageId) };
+}
+
+async function sealedEpoch(m: Member, messageId: string): Promise<number> {
+  const sealed = (await m.device.store.getOutboxEntry(messageId))?.sealed;
+  if (sealed === undefined) throw new Error(`${messageId} was never sealed`);
+  return GroupEnvelope.decode(SendMessageRequest.decode(sealed).payload).epoch;
+}
+
+function waitForChange(m: Member, predicate: (event: GroupEvent) => boolean, what: string): Promise<GroupEvent> {
+  const seen = m.events.find(predicate);
+  if (seen !== undefined) return Promise.resolve(seen);
+  return waitForEvent(m.session.events, "group", predicate, 15_000, `${m.name}: ${what}`);
+}
+
+async function waitForReads(m: Member, seqs: readonly number[], what: string): Promise<void> {
+  await waitUntil(() => seqs.every((seq) => m.read.has(seq) || m.refused.has(seq)), 30_000, `${m.name} ${what}`);
+}
+
+describe("groups end to end (real server process)", () => {
+  it("three members talk while a fourth is added and a second removed: each reads exactly what its membership allows, all in one order", async () => {
+    const alice = await member("alice");
+    const bob = await member("bob");
+    const carol = await member("carol");
+    const dave = await member("dave");
+    const chatId = await alice.session.createGroup(
+      "friends",
+      [bob.device.profile.userId, carol.device.profile.userId],
+      WAIT,
+    );
+    await waitForChange(carol, (e) => e.kind === "change" && e.change.change === "created", "the group");
+    const sent: Sent[] = [];
+    const round = async (label: string, who: readonly Member[]): Promise<void> => {
+      // The members send at once: their messages interleave on the server.
+      const batch = await Promise.all(who.map((m) => sendAndWait(m, chatId, `${label} from ${m.name}`)));
+      sent.push(...batch);
+    };
+    await round("1", [alice, bob, carol]);
+    await round("2", [alice, bob, carol]);
+    const added = await alice.session.changeGroup(chatId, { kind: "add", userIds: [dave.device.profile.userId] }, WAIT);
+    await round("3", [alice, bob, carol, dave]);
+    const removed = await alice.session.changeGroup(
+      chatId,
+      { kind: "remove", userIds: [bob.device.profile.userId] },
+      WAIT,
+    );
+    await waitForChange(bob, (e) => e.kind === "change" && e.change.change === "removed", "its removal");
+    await round("4", [alice, carol, dave]);
+    await round("5", [alice, carol, dave]);
+
+    const everyone = [alice, bob, carol, dave];
+    const seqs = (m: Member): number[] => sent.filter((s) => s.from !== m.name && shouldRead(m, s)).map((s) => s.seq);
+    const shouldRead = (m: Member, s: Sent): boolean => {
+      if (m === bob) return s.seq < removed.seq;
+      if (m === dave) return s.seq > added.seq && s.epoch >= added.epoch;
+      return true;
+    };
+    for (const m of everyone) await waitForReads(m, seqs(m), "reads what it may");
+
+    for (const m of everyone) {
+      for (const s of sent) {
+        if (s.from === m.name) continue;
+        if (shouldRead(m, s)) expect(m.read.get(s.seq), `${m.name} reads ${s.text}`).toBe(s.text);
+        else expect(m.read.has(s.seq), `${m.name} must not read ${s.text}`).toBe(false);
+      }
+    }
+    // Bob reads nothing of the epoch after his removal (the server sends him nothing either).
+    expect([...bob.read.keys()].every((seq) => seq < removed.seq)).toBe(true);
+    // Dave reads nothing sent before he joined.
+    expect([...dave.read.keys()].every((seq) => seq > added.seq)).toBe(true);
+    // One order: every member's view of the chat agrees seq by seq with the server's.
+    const bySeq = new Map(sent.map((s) => [s.seq, s.text]));
+    for (const m of everyone) for (const [seq, text] of m.read) expect(bySeq.get(seq)).toBe(text);
+    expect(alice.events.map((e) => (e.kind === "change" ? e.change.change : e.reason))).toEqual([
+      "created",
+      "added",
+      "removed",
+    ]);
+    expect(carol.events.map((e) => (e.kind === "change" ? e.change.change : e.reason))).toEqual([
+      "created",
+      "added",
+      "removed",
+    ]);
+  }, 90_000);
+
+  it("a rotation while 100 messages are in flight loses none; a message of the old epoch after the window is refused with its reason", async () => {
+    const window: GraceWindow = { ms: 60 * 60 * 1000, messages: 110 };
+    const alice = await member("alice", window);
+    const bob = await member("bob"); // the default window: wider than the others'
+    const carol = await member("carol", window);
+    const chatId = await alice.session.createGroup(
+      "rotation",
+      [bob.device.profile.userId, carol.device.profile.userId],
+      WAIT,
+    );
+    await waitForChange(bob, (e) => e.kind === "change", "the group");
+    const warmUp = await sendAndWait(bob, chatId, "warm-up"); // bob's key of epoch 1 reaches everyone
+
+    // Bob writes 100 messages while his connection is down: sealed now, in epoch 1.
+    await offline(bob);
+    const queued = [];
+    for (let i = 0; i < 100; i += 1) queued.push(await bob.session.send(chatId, `in flight ${i}`));
+    const rotation = await alice.session.changeGroup(chatId, { kind: "rotate" }, WAIT);
+    expect(rotation.epoch).toBe(2);
+    // Bob comes back: all 100 land after the rotation, still sealed in epoch 1.
+    await back(bob);
+    const last = queued.at(-1);
+    if (last === undefined) throw new Error("nothing queued");
+    await waitForEvent(bob.session.events, "outbox", (e) => e.messageId === last.messageId && e.seq !== undefined);
+    const inFlight: Sent[] = [];
+    for (const entry of queued) {
+      const stored = await bob.device.store.getOutboxEntry(entry.messageId);
+      inFlight.push({
+        from: "bob",
+        text: entry.content.body?.$case === "text" ? entry.content.body.value : "",
+        seq: stored?.seq ?? 0,
+        epoch: await sealedEpoch(bob, entry.messageId),
+      });
+    }
+    expect(inFlight.every((s) => s.epoch === 1 && s.seq > rotation.seq)).toBe(true);
+    for (const m of [alice, carol]) {
+      await waitForReads(
+        m,
+        inFlight.map((s) => s.seq),
+        "reads the messages in flight",
+      );
+      for (const s of [warmUp, ...inFlight]) expect(m.read.get(s.seq)).toBe(s.text);
+      expect(m.refused.size).toBe(0);
+    }
+
+    // Bob's key of epoch 2 reaches everyone; then he writes one more while away, and the group
+    // rotates again and moves on by more than the others' window.
+    await waitForChange(bob, (e) => e.kind === "change" && e.change.epoch === 2, "epoch 2");
+    const ofEpoch2 = await sendAndWait(bob, chatId, "epoch 2 from bob");
+    expect(ofEpoch2.epoch).toBe(2);
+    await offline(bob);
+    const late = await bob.session.send(chatId, "too late");
+    const second = await alice.session.changeGroup(chatId, { kind: "rotate" }, WAIT);
+    for (let i = 0; i < 111; i += 1) await alice.session.send(chatId, `moving on ${i}`);
+    const lastOfAlice = await sendAndWait(alice, chatId, "moved on");
+    expect(lastOfAlice.seq - second.seq).toBeGreaterThan(window.messages);
+    await back(bob);
+    const landed = await waitForEvent(
+      bob.session.events,
+      "outbox",
+      (e) => e.messageId === late.messageId && e.seq !== undefined,
+    );
+    expect(await sealedEpoch(bob, late.messageId)).toBe(2);
+    const lateSeq = landed.seq ?? 0;
+    for (const m of [alice, carol]) {
+      await waitUntil(() => m.refused.has(lateSeq), 15_000, `${m.name} refuses the late message`);
+      // Shown with its reason, never read.
+      expect(m.refused.get(lateSeq)).toMatch(/^undecryptable: epoch-expired \(sealed in epoch 2/);
+      expect(m.read.has(lateSeq)).toBe(false);
+    }
+  }, 120_000);
+
+  it("a member offline during two rotations comes back and reads everything it is entitled to", async () => {
+    const alice = await member("alice");
+    const bob = await member("bob");
+    const carol = await member("carol");
+    const chatId = await alice.session.createGroup(
+      "away",
+      [bob.device.profile.userId, carol.device.profile.userId],
+      WAIT,
+    );
+    await waitForChange(carol, (e) => e.kind === "change", "the group");
+    const sent: Sent[] = [await sendAndWait(alice, chatId, "before")];
+    await waitForReads(carol, [sent[0]?.seq ?? 0], "reads the first message");
+    await offline(carol);
+    sent.push(await sendAndWait(bob, chatId, "epoch 1 while away"));
+    await alice.session.changeGroup(chatId, { kind: "rotate" }, WAIT);
+    sent.push(await sendAndWait(alice, chatId, "epoch 2 from alice"));
+    sent.push(await sendAndWait(bob, chatId, "epoch 2 from bob"));
+    await alice.session.changeGroup(chatId, { kind: "rotate" }, WAIT);
+    sent.push(await sendAndWait(bob, chatId, "epoch 3 from bob"));
+    sent.push(await sendAndWait(alice, chatId, "epoch 3 from alice"));
+    expect(sent.map((s) => s.epoch)).toEqual([1, 1, 2, 2, 3, 3]);
+
+    await back(carol);
+    await waitForReads(
+      carol,
+      sent.map((s) => s.seq),
+      "catches up",
+    );
+    expect(sent.map((s) => carol.read.get(s.seq))).toEqual(sent.map((s) => s.text));
+    expect(carol.refused.size).toBe(0);
+    expect(
+      carol.events
+        .filter((e) => e.kind === "change" && e.change.isRotation)
+        .map((e) => (e.kind === "change" ? e.change.epoch : 0)),
+    ).toEqual([1, 2, 3]);
+  }, 60_000);
+});
