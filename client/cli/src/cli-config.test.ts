@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { DEFAULT_GRACE_WINDOW } from "../../core/src/group/epoch-window.ts";
 import { parseCliConfig } from "./cli-config.ts";
 
 describe("parseCliConfig", () => {
@@ -12,6 +13,7 @@ describe("parseCliConfig", () => {
       resolver: undefined,
       dohUrls: [],
       nameBudget: undefined,
+      groupWindow: DEFAULT_GRACE_WINDOW,
     });
   });
 
@@ -39,6 +41,7 @@ describe("parseCliConfig", () => {
       resolver: undefined,
       dohUrls: [],
       nameBudget: undefined,
+      groupWindow: DEFAULT_GRACE_WINDOW,
     });
   });
 
@@ -65,6 +68,16 @@ describe("parseCliConfig", () => {
     expect(() => parseCliConfig({ resolver: "a:b:c" }, {}, "/h")).toThrow(/--resolver/);
     expect(() => parseCliConfig({ dohUrl: ["ftp://x"] }, {}, "/h")).toThrow(/--doh-url/);
     expect(() => parseCliConfig({ nameBudget: "20" }, {}, "/h")).toThrow(/--name-budget/);
+  });
+
+  it("takes a group's grace window from the environment", () => {
+    const env = { REMESSENGER_GROUP_GRACE_MS: "5000", REMESSENGER_GROUP_GRACE_MESSAGES: "3" };
+    expect(parseCliConfig({}, env, "/h").groupWindow).toEqual({ ms: 5000, messages: 3 });
+    expect(parseCliConfig({}, { REMESSENGER_GROUP_GRACE_MESSAGES: "7" }, "/h").groupWindow).toEqual({
+      ms: DEFAULT_GRACE_WINDOW.ms,
+      messages: 7,
+    });
+    expect(() => parseCliConfig({}, { REMESSENGER_GROUP_GRACE_MS: "soon" }, "/h")).toThrow(/GRACE_MS/);
   });
 
   it("refuses a bad server URL or log level as bad input", () => {

@@ -17,9 +17,13 @@
  *                                              terminal; unused when the OS keychain holds the key)
  *                      REMESSENGER_KEY_LOG     FILE: append every E2E key pair made (tests and
  *                                              debugging only, like SSLKEYLOGFILE)
+ *                      REMESSENGER_GROUP_GRACE_MS, REMESSENGER_GROUP_GRACE_MESSAGES
+ *                                              how long after a group's rotation its previous
+ *                                              epoch is still accepted (default 1 h and 1,000)
  */
 import { join } from "node:path";
 import { splitServerUrls, webSocketUrl } from "../../core/src/index.ts";
+import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../../core/src/group/epoch-window.ts";
 import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "../../core/src/wire/tunnel-name.ts";
 import { usageError } from "./cli-error.ts";
 
@@ -45,6 +49,8 @@ export interface CliConfig {
   logLevel: LogLevel;
   passphrase: string | undefined;
   keyLogFile: string | undefined;
+  /** The grace window after a group's rotation. */
+  groupWindow: GraceWindow;
 }
 
 export interface GlobalFlags {
@@ -101,7 +107,21 @@ export function parseCliConfig(
     nameBudget,
     passphrase: env.REMESSENGER_PASSPHRASE === "" ? undefined : env.REMESSENGER_PASSPHRASE,
     keyLogFile: nonEmpty(env.REMESSENGER_KEY_LOG),
+    groupWindow: {
+      ms: count(env.REMESSENGER_GROUP_GRACE_MS, "REMESSENGER_GROUP_GRACE_MS") ?? DEFAULT_GRACE_WINDOW.ms,
+      messages:
+        count(env.REMESSENGER_GROUP_GRACE_MESSAGES, "REMESSENGER_GROUP_GRACE_MESSAGES") ??
+        DEFAULT_GRACE_WINDOW.messages,
+    },
   };
+}
+
+/** A whole number of at least 0 from the environment, if set. */
+function count(text: string | undefined, name: string): number | undefined {
+  const value = nonEmpty(text);
+  if (value === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw usageError(`${name} must be a whole number; got ${value}`);
+  return Number(value);
 }
 
 /** HOST:PORT or [IPv6]:PORT; a bare host means port 53. */

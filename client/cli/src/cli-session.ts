@@ -46,6 +46,7 @@ export function createSession(
     store: opened.store,
     e2e: opened.e2e,
     logger: context.logger,
+    groupWindow: context.config.groupWindow,
     ...(subscribe === undefined ? {} : { subscribe }),
     ...(sendOutbox === undefined ? {} : { sendOutbox }),
     ...(timing === undefined ? {} : { timing }),

@@ -49,12 +49,16 @@ export {
   type ClientSessionOptions,
   DEFAULT_TIMING,
   type E2eKeyMaterial,
+  type GroupEvent,
   type ReceivedMessageEvent,
   type SessionEvents,
   type SessionTiming,
   type WaitOptions,
 } from "./session/client-session.ts";
 export { type Clock, systemClock } from "./session/clock.ts";
+export { DEFAULT_GRACE_WINDOW, type GraceWindow } from "./group/epoch-window.ts";
+export type { GroupChangeRequest } from "./group/group-admin.ts";
+export type { GroupChange } from "./group/group-codec.ts";
 export type { RequestKind, RequestValue, ResponseValue } from "./session/connection.ts";
 export {
   type LinkApproval,

@@ -9,7 +9,10 @@
  * and a `reason` — serverTimeMs), "session" (event "healing": this device
  * could not decrypt a message and reset the session with its sender;
  * "reset": another device did so with this one; chatId, user, device,
- * reason), "outbox" (chatId,
+ * reason), "group" (a membership change or rotation of a group: chatId, seq,
+ * change — "created", "added", "removed", "left", "promoted", "demoted",
+ * "renamed", "rotated" — actor, users, epoch, rotation (new sender keys),
+ * members, admins; or change "refused" with the reason), "outbox" (chatId,
  * messageId, state, seq, reason) or "connection" (state, transport, reason,
  * nextRetryAtMs, queued, and `transports`: each rung's health).
  *
@@ -19,6 +22,7 @@
 import {
   type ClientSession,
   type ConnectionStatus,
+  type GroupEvent,
   type OutboxEntry,
   type ReceivedMessageEvent,
   contentText,
@@ -80,6 +84,9 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
         `[session] ${event.fromUserId} (device ${event.fromDeviceId}) could not decrypt a message (${event.reason}) and started a new session`,
       );
     });
+    session.events.on("group", (event) => {
+      printGroup(context, event);
+    });
     let shown = "";
     session.events.on("connection", (status) => {
       // One line per state (or new failure), not per change of the queued count.
@@ -132,6 +139,42 @@ function printMessage(context: CommandContext, { message }: ReceivedMessageEvent
       serverTimeMs: message.serverTimeMs,
     },
     `${message.chatId} #${message.seq} ${message.senderUserId}: ${text ?? `(could not be decrypted: ${message.problem ?? "unreadable"})`}`,
+  );
+}
+
+function printGroup(context: CommandContext, event: GroupEvent): void {
+  if (event.kind === "rejected") {
+    context.output.print(
+      {
+        type: "group",
+        chatId: event.chatId,
+        seq: event.seq,
+        change: "refused",
+        actor: event.actorUserId,
+        reason: `${event.reason}: ${event.detail}`,
+      },
+      `[group] ${event.chatId} #${event.seq} an operation by ${event.actorUserId} was refused: ${event.reason} (${event.detail})`,
+    );
+    return;
+  }
+  const { change } = event;
+  const users = change.userIds.length === 0 ? "" : ` ${change.userIds.join(", ")}`;
+  const keys = change.isRotation ? `, epoch ${change.epoch}: new keys` : "";
+  context.output.print(
+    {
+      type: "group",
+      chatId: change.chatId,
+      seq: change.seq,
+      change: change.change,
+      actor: change.actorUserId,
+      users: change.userIds,
+      title: change.title,
+      epoch: change.epoch,
+      rotation: change.isRotation,
+      members: change.members,
+      admins: change.admins,
+    },
+    `[group] ${change.chatId} #${change.seq} ${change.actorUserId} ${change.change}${users}${keys} (${change.members.length} members)`,
   );
 }
 
