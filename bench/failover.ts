@@ -99,7 +99,7 @@ export const failover: Benchmark = {
         "failover: filter on → first message written after it delivered to the other client (detection, switch, resend).",
         `back on ws: filter lifted → the client reports WebSocket again (aim ≤ ${CLIMB_BACK_AIM_MS / 1000} s); flaps: later connections over another rung before the next block.`,
         `${cycles} block cycle(s) × 2 clients per scenario; with so few samples p95 is close to the maximum.`,
-        "Lab timing of the clients: ping every 1 s, 3 s deadline (scripts/harness/lab-client.ts); the ladder's own timing is the CLI default.",
+        "The clients run the product's default timing (keep-alive ping every 20 s, a quick 3 s ping when a request meets 1.5 s of silence).",
       ],
     };
   },

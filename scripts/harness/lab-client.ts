@@ -33,17 +33,6 @@ export interface LabClientConfig {
   resolver?: { host: string; port: number };
 }
 
-/** Fast enough to see failures within seconds, as the harness's aims demand. */
-const LAB_TIMING = {
-  connectTimeoutMs: 4_000,
-  requestTimeoutMs: 8_000,
-  pingIntervalMs: 1_000,
-  pingTimeoutMs: 3_000,
-  degradedAfterMs: 1_500,
-  stableAfterMs: 10_000,
-  backoff: { initialMs: 200, maxMs: 2_000 },
-} as const;
-
 function emit(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify({ atMs: Date.now(), ...event })}\n`);
 }
@@ -87,8 +76,8 @@ async function main(): Promise<void> {
     signer,
     store,
     e2e: { identity, storageKey: randomBytes(32) },
+    // The product's own timing (no test speed-ups): the harness measures what users get.
     transports: ladderFor(config),
-    timing: LAB_TIMING,
   });
   session.events.on("connection", (status) => {
     emit({

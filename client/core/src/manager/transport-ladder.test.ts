@@ -103,6 +103,25 @@ describe("transport ladder", () => {
     );
   });
 
+  it("climbs back within 30 s once a path that flapped any number of times heals for good", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 12 }), (flaps) => {
+        // WebSocket was raced to and dropped soon after, `flaps` times; HTTPS carries on meanwhile.
+        let state = initialLadder(["websocket", "https"]);
+        let t = 0;
+        for (let i = 0; i < flaps; i++) {
+          state = lost(connected(state, "websocket", t), failure(t + 2_000, "reset"), false);
+          t += 20_000;
+        }
+        state = connected(state, "https", t);
+        const { climbTimes } = simulate(["websocket", "https"], 60_000, () => true, "https", state, t);
+        expect(climbTimes[0]).toBeDefined();
+        expect((climbTimes[0] ?? Infinity) - t).toBeLessThanOrEqual(30_000);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
   it("climbs back within 30 s after a long block lifts", () => {
     fc.assert(
       fc.property(fc.integer({ min: 60_000, max: 30 * 60_000 }), (blockedForMs) => {
@@ -122,11 +141,13 @@ function simulate(
   durationMs: number,
   isUp: (t: number) => boolean,
   startOn: TransportKind = kinds[1] ?? "https",
+  from: LadderState = connected(initialLadder(kinds), startOn, 0),
+  fromMs = 0,
 ): { state: LadderState; climbs: number; climbTimes: number[] } {
   const [best] = kinds as [TransportKind];
-  let state = connected(initialLadder(kinds), startOn, 0);
+  let state = from;
   const climbTimes: number[] = [];
-  for (let t = 0; t < durationMs; t += 250) {
+  for (let t = fromMs; t < fromMs + durationMs; t += 250) {
     if (state.active === best && !isUp(t)) state = connected(lost(state, failure(t), false), startOn, t);
     const probe = nextProbe(state, t);
     if (probe !== undefined) state = isUp(t) ? probeSucceeded(state, probe, t) : failed(state, probe, failure(t));

@@ -17,16 +17,19 @@
  * - Failed rungs are probed again within the maximum backoff (10 s by default), so a
  *   path that heals is noticed fast.
  * - The ladder climbs to a better rung only after probes of it succeeded
- *   CLIMB_AFTER_PROBES times in a row — twice as many for each time it
- *   dropped soon after being used ("flaps", forgotten once it holds for
- *   RUNG_STABLE_AFTER_MS): a flapping path stops being climbed to instead of
- *   making the connection flap.
+ *   CLIMB_AFTER_PROBES times in a row — that many more for each time it
+ *   dropped soon after being used ("flaps", up to MAX_FLAP_PENALTY of them,
+ *   forgotten once it holds for RUNG_STABLE_AFTER_MS): a flapping path stops
+ *   being climbed to instead of making the connection flap, yet a path that
+ *   heals for good is back in use within about 30 s.
  */
 import type { ConnectionFailure, TransportHealth } from "./connection-state.ts";
 import type { TransportKind } from "../transport/transport.ts";
 
 /** Probes of a better rung that must succeed in a row before the ladder climbs to it. */
 export const CLIMB_AFTER_PROBES = 2;
+/** Flaps beyond this many ask for no more probes: the climb back stays within about 30 s. */
+export const MAX_FLAP_PENALTY = 2;
 /** A connection up this long proves its rung: its failure count resets. */
 export const RUNG_STABLE_AFTER_MS = 15_000;
 
@@ -214,7 +217,7 @@ export function climbing(state: LadderState, kind: TransportKind): LadderState {
 
 /** Probes in a row a rung needs before the ladder climbs to it. */
 export function probesToClimb(rung: RungHealth): number {
-  return CLIMB_AFTER_PROBES * 2 ** Math.min(rung.flaps, 5);
+  return CLIMB_AFTER_PROBES * (1 + Math.min(rung.flaps, MAX_FLAP_PENALTY));
 }
 
 /** Where `kind` stands in the ladder (0 = best). */

@@ -15,7 +15,7 @@ import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
 import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { ReceivedMessage } from "../outbox/client-store.ts";
 import { MemoryClientStore } from "../outbox/memory-client-store.ts";
-import { ClientSession } from "./client-session.ts";
+import { ClientSession, type SessionTiming } from "./client-session.ts";
 import { makeDeviceIdentity } from "../crypto/session-setup.ts";
 import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 
@@ -69,7 +69,7 @@ async function otherDevice(): Promise<{ bundle: PreKeyBundle }> {
 /** Requests the E2E layer makes besides the scenario's own. */
 const E2E_REQUESTS = new Set(["getChat", "getUser", "getPreKeyBundles", "publishPreKeys"]);
 
-async function setup(store = new MemoryClientStore()) {
+async function setup(store = new MemoryClientStore(), timing: Partial<SessionTiming> = {}) {
   const other = await otherDevice();
   const signer = await nobleEd25519.signerFromSeed(new Uint8Array(32));
   const clock = new ManualClock();
@@ -193,6 +193,7 @@ async function setup(store = new MemoryClientStore()) {
       degradedAfterMs: 500,
       stableAfterMs: 10_000,
       backoff: { initialMs: 100, maxMs: 1_000 },
+      ...timing,
     },
   });
   await session.start();
@@ -391,6 +392,35 @@ describe("ClientSession (scripted server)", () => {
     peer.isStalled = false;
     await clock.advance(1_000);
     expect(session.status.state).toBe("syncing");
+  });
+
+  it("pings at once when a send meets a silent server, and drops it long before the keep-alive would", async () => {
+    const { session, peer, clock, pipe } = await setup(new MemoryClientStore(), {
+      pingIntervalMs: 60_000,
+      pingTimeoutMs: 30_000,
+      stallAfterMs: 1_000,
+      stallPingTimeoutMs: 2_000,
+    });
+    await clock.advance(10);
+    const first = pipe();
+    // An idle silent server is left alone until the keep-alive.
+    peer.isStalled = true;
+    peer.isIgnoringSends = true;
+    await clock.advance(5_000);
+    expect(first.isClosed).toBe(false);
+    expect(first.received.filter((f) => f.request.$case === "ping")).toHaveLength(0);
+    // A send that gets no answer: within the stall watch's half-period a ping goes out, and its deadline drops the pipe.
+    await session.send(CHAT, "into the void");
+    await settle();
+    await clock.advance(1_500);
+    expect(first.received.filter((f) => f.request.$case === "ping")).toHaveLength(1);
+    await clock.advance(2_000);
+    expect(first.isClosed).toBe(true);
+    expect(session.status.lastFailure?.reason).toMatch(/no answer to a ping within 2000 ms/);
+    peer.isStalled = false;
+    peer.isIgnoringSends = false;
+    await clock.advance(1_000);
+    expect(pipe()).not.toBe(first);
   });
 
   it("stops cleanly: the connection closes and the state is stopped", async () => {

@@ -102,6 +102,14 @@ export interface SessionTiming {
   pingTimeoutMs: number;
   /** A ping unanswered this long marks the connection degraded. */
   degradedAfterMs: number;
+  /**
+   * The server silent this long while a request waits for its answer: ping at
+   * once, with `stallPingTimeoutMs` as the deadline, instead of waiting for
+   * the next keep-alive. So a path blackholed under a sending user is found
+   * in seconds, while an idle connection still pings rarely.
+   */
+  stallAfterMs: number;
+  stallPingTimeoutMs: number;
   /** A connection up this long resets the backoff when it drops. */
   stableAfterMs: number;
   /** Messages processed before an ack goes out even while more are arriving. */
@@ -117,6 +125,8 @@ export const DEFAULT_TIMING: SessionTiming = {
   pingIntervalMs: 20_000,
   pingTimeoutMs: 10_000,
   degradedAfterMs: 3_000,
+  stallAfterMs: 1_500,
+  stallPingTimeoutMs: 3_000,
   stableAfterMs: 10_000,
   ackBatchMax: 256,
   outboxPollMs: undefined,
@@ -705,12 +715,17 @@ export class ClientSession {
 
   private startPinger(connection: Connection): () => void {
     let isStopped = false;
-    let cancel = (): void => undefined;
-    const schedule = (): void => {
-      cancel = this.clock.setTimer(() => {
+    let pinging: Promise<void> | undefined;
+    const ping = (timeoutMs: number): Promise<void> =>
+      (pinging ??= this.pingOnce(connection, timeoutMs).finally(() => {
+        pinging = undefined;
+      }));
+    let cancelKeepAlive = (): void => undefined;
+    const scheduleKeepAlive = (): void => {
+      cancelKeepAlive = this.clock.setTimer(() => {
         drop(
-          this.pingOnce(connection).then(() => {
-            if (!isStopped && connection.isOpen) schedule();
+          ping(this.timing.pingTimeoutMs).then(() => {
+            if (!isStopped && connection.isOpen) scheduleKeepAlive();
           }),
           (error) => {
             this.report("pinging", error);
@@ -718,25 +733,43 @@ export class ClientSession {
         );
       }, this.timing.pingIntervalMs);
     };
-    schedule();
+    // The stall watch looks twice per `stallAfterMs`: a request waiting on a silent server gets a quick ping.
+    let cancelStallWatch = (): void => undefined;
+    const watchStalls = (): void => {
+      cancelStallWatch = this.clock.setTimer(
+        () => {
+          if (isStopped || !connection.isOpen) return;
+          if (pinging === undefined && connection.quietWhileWaitingMs(this.clock.nowMs()) >= this.timing.stallAfterMs) {
+            drop(ping(this.timing.stallPingTimeoutMs), (error) => {
+              this.report("pinging", error);
+            });
+          }
+          watchStalls();
+        },
+        Math.max(100, this.timing.stallAfterMs / 2),
+      );
+    };
+    scheduleKeepAlive();
+    watchStalls();
     return () => {
       isStopped = true;
-      cancel();
+      cancelKeepAlive();
+      cancelStallWatch();
     };
   }
 
-  private async pingOnce(connection: Connection): Promise<void> {
+  private async pingOnce(connection: Connection, timeoutMs: number): Promise<void> {
     const cancelDegrade = this.clock.setTimer(() => {
       this.monitor.dispatch({ type: "stalled", atMs: this.clock.nowMs() });
     }, this.timing.degradedAfterMs);
     try {
-      await connection.request("ping", { clientTimeMs: this.clock.nowMs() }, { timeoutMs: this.timing.pingTimeoutMs });
+      await connection.request("ping", { clientTimeMs: this.clock.nowMs() }, { timeoutMs });
       this.monitor.dispatch({ type: "recovered", atMs: this.clock.nowMs() });
     } catch (error) {
       if (connection.isOpen) {
         // No answer in time on an open pipe: a silent stall. Drop it and reconnect.
         const reason = isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
-          ? `no answer to a ping within ${this.timing.pingTimeoutMs} ms`
+          ? `no answer to a ping within ${timeoutMs} ms`
           : `ping failed: ${error instanceof Error ? error.message : String(error)}`;
         connection.close(CLOSE_GOING_AWAY, reason);
       }

@@ -74,11 +74,13 @@ export class Connection {
   private readonly helloWaiter = Promise.withResolvers<Hello>();
   private hasHello = false;
   private badFrames = 0;
+  private lastFrameAtMs: number;
 
   private constructor(options: ConnectionOptions) {
     this.options = options;
     this.pending = new RequestTracker(options.maxPendingRequests ?? DEFAULT_MAX_PENDING_REQUESTS);
     this.maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.lastFrameAtMs = options.clock.nowMs();
     this.transport = options.transports.create({
       onFrame: (bytes) => {
         this.onFrame(bytes);
@@ -173,7 +175,17 @@ export class Connection {
     if (signal.aborted) throw abortReason(signal);
   }
 
+  /**
+   * How long the server has been silent while this side waits for an answer
+   * (0 when nothing is outstanding): a path that swallows traffic shows here
+   * long before the next keep-alive ping would notice.
+   */
+  quietWhileWaitingMs(nowMs: number): number {
+    return this.pending.size === 0 ? 0 : Math.max(0, nowMs - this.lastFrameAtMs);
+  }
+
   private onFrame(bytes: Uint8Array): void {
+    this.lastFrameAtMs = this.options.clock.nowMs();
     let frame;
     try {
       frame = decodeServerFrame(bytes);
