@@ -30,7 +30,7 @@
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
 import { AEAD_NONCE_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
 import { concat, equalBytes } from "../crypto/double-ratchet.ts";
-import { hmacSha256 } from "../crypto/hkdf.ts";
+import { hmacSha256Each } from "../crypto/hkdf.ts";
 import { pad, unpad } from "../crypto/padding.ts";
 import { randomBytes } from "../wire/ids.ts";
 
@@ -284,9 +284,11 @@ function messageHeader(route: Uint8Array, epoch: number, iteration: number): Uin
   return out;
 }
 
-/** KDF_CK: next chain key, message key. */
+/** KDF_CK: next chain key, message key (one HMAC key setup for both). */
 function kdfChain(chainKey: Uint8Array): [Uint8Array, Uint8Array] {
-  return [hmacSha256(chainKey, CHAIN_NEXT), hmacSha256(chainKey, CHAIN_MESSAGE)];
+  const [next, message] = hmacSha256Each(chainKey, [CHAIN_NEXT, CHAIN_MESSAGE]);
+  if (next === undefined || message === undefined) throw new Error("HMAC gave no output");
+  return [next, message];
 }
 
 // Each message key seals exactly one message, so a fixed nonce never repeats under one key.
