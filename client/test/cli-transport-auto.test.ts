@@ -61,7 +61,9 @@ it("falls from WebSocket to plain DNS when the server's port refuses, and climbs
   expect(status).toMatchObject({ server: tcpPath.url, resolver: resolver, tunnelZone: ZONE });
   expect((status["connection"] as { transport: string }).transport).toBe("websocket");
 
-  const watch = startCli(alice.profile, ["--json", "status", "--watch"], { timeoutMs: 120_000 });
+  const watch = startCli(alice.profile, ["--json", "--log-level", "info", "status", "--watch"], {
+    timeoutMs: 120_000,
+  });
   const listen = startCli(bob.profile, ["--json", "listen"], { timeoutMs: 120_000 });
   try {
     await watch.next(connectedOver("websocket"), 20_000);
@@ -92,6 +94,14 @@ it("falls from WebSocket to plain DNS when the server's port refuses, and climbs
 
     tcpPath.mode = "pass";
     await watch.next(connectedOver("websocket"), 60_000);
+    // Every change was also logged, with the reason for leaving WebSocket.
+    const changes = watch
+      .stderr()
+      .split("\n")
+      .filter((line) => line.includes('"connection state changed"'))
+      .map((line) => JSON.parse(line) as { state: string; transport?: string; reason?: string });
+    expect(changes.some((c) => c.state === "connected" && c.transport === "dns")).toBe(true);
+    expect(changes.some((c) => c.state !== "connected" && c.reason !== undefined && c.reason.length > 0)).toBe(true);
     const after = await runCliJson<SendResult>(alice.profile, ["send", chatId, "back on the websocket", "--wait"]);
     expect(after.seq).toBe((sent.seq ?? 0) + 1);
     await listen.next((l) => l["type"] === "message" && l["text"] === "back on the websocket", 30_000);
