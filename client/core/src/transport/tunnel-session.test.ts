@@ -256,6 +256,50 @@ describe("TunnelSession over a simulated network", () => {
     expect(session.dataInFlightCount).toBe(1);
   });
 
+  it("slows its polls down while active when they come back empty, and speeds up again on data", () => {
+    const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40 });
+    type Sent = { queryId: number; query: OutgoingQuery };
+    let outstanding: Sent[] = [];
+    const take = (effects: ReturnType<TunnelSession["step"]>): void => {
+      for (const effect of effects) if (effect.type === "query") outstanding.push(effect);
+    };
+    take(session.step({ type: "write", bytes: new Uint8Array(30) }, 0));
+    // A gateway behind a resolver: every query answered at once, never held; nothing comes down.
+    let polls = 0;
+    for (let nowMs = 0; nowMs < 900; nowMs += 1) {
+      for (let round = 0; round < 100 && outstanding.length > 0; round += 1) {
+        const answering = outstanding;
+        outstanding = [];
+        for (const { queryId, query } of answering) {
+          if (query.kind === "poll") polls += 1;
+          const next = query.kind === "data" ? query.seq + 1 : 1;
+          take(session.step({ type: "answer", queryId, answer: { kind: "empty", ack: { next, sack: 0 } } }, nowMs));
+        }
+      }
+      const wake = session.nextWakeMs(nowMs);
+      if (wake !== undefined && wake <= nowMs + 1) take(session.step({ type: "tick" }, nowMs + 1));
+    }
+    // Unpaced, every answer would send the next poll at once: thousands in these 900 ms.
+    expect(polls).toBeGreaterThan(20);
+    expect(polls).toBeLessThan(120);
+    // Data coming down closes the gap: the next poll goes out with the answer.
+    let pending = outstanding.find((sent) => sent.query.kind === "poll");
+    for (let nowMs = 900; pending === undefined && nowMs < 1_000; nowMs += 1) {
+      take(session.step({ type: "tick" }, nowMs));
+      pending = outstanding.find((sent) => sent.query.kind === "poll");
+    }
+    if (pending === undefined) throw new Error("expected a poll");
+    const effects = session.step(
+      {
+        type: "answer",
+        queryId: pending.queryId,
+        answer: { kind: "data", seq: 0, ack: { next: 1, sack: 0 }, chunk: new Uint8Array(10) },
+      },
+      1_000,
+    );
+    expect(effects.some((effect) => effect.type === "query" && effect.query.kind === "poll")).toBe(true);
+  });
+
   it("ends the session when the gateway no longer knows it (NXDOMAIN)", () => {
     const session = new TunnelSession({ ...DEFAULT_TUNNEL_SESSION_CONFIG, maxChunkBytes: 40 });
     const [query] = session.step({ type: "tick" }, 0);

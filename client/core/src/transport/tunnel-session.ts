@@ -13,10 +13,14 @@
  *   leaves, and data never waits behind polls a gateway holds;
  * - polling: while data flows (either way, within `activeMs`) as many
  *   polls as bring data back (one more per poll that carried data, one fewer
- *   per empty one; every free slot when the gateway holds polls); when idle
- *   one poll at a time — sent again as soon as it is answered when the
- *   gateway holds polls (long poll), else at an interval that doubles from
- *   `idlePollMinMs` to `idlePollMaxMs` and snaps back on any data;
+ *   per empty one; every free slot when the gateway holds polls). A gateway
+ *   reached through a resolver answers an empty poll at once, so after an
+ *   empty poll the next one waits a gap that doubles from 1 ms to
+ *   `activePollMaxGapMs` and closes on downstream data: a chat that is
+ *   active but quiet costs tens of queries a second, not thousands. When
+ *   idle, one poll at a time — sent again as soon as it is answered when
+ *   the gateway holds polls (long poll), else at an interval that doubles
+ *   from `idlePollMinMs` to `idlePollMaxMs` and snaps back on any data;
  * - loss: a failed or timed-out query's chunk is resent (same seq, same
  *   bytes); a chunk the gateway reports missing behind later ones is resent;
  * - when long names keep failing while short polls get through, it ends the
@@ -41,6 +45,8 @@ export interface TunnelSessionConfig {
   activeMs: number;
   idlePollMinMs: number;
   idlePollMaxMs: number;
+  /** While active, the longest gap between polls after empty answers (gateways that do not hold polls). */
+  activePollMaxGapMs: number;
   /** Consecutive failed data queries (while polls succeed) that mean "names too long". */
   longNameFailures: number;
   /** How long the gateway holds an idle poll (from the handshake); > 0: keep one poll always out. */
@@ -54,6 +60,7 @@ export const DEFAULT_TUNNEL_SESSION_CONFIG: Omit<TunnelSessionConfig, "maxChunkB
   activeMs: 1_000,
   idlePollMinMs: 50,
   idlePollMaxMs: 500,
+  activePollMaxGapMs: 16,
   longNameFailures: 6,
   gatewayHoldMs: 0,
 };
@@ -113,6 +120,9 @@ export class TunnelSession {
   private lastDataAtMs = -Infinity;
   private idlePollMs: number;
   private nextIdlePollAtMs = 0;
+  /** 0 while polls bring data; after empty ones, the pause before the next poll while active. */
+  private activePollGapMs = 0;
+  private nextActivePollAtMs = 0;
   private pausedUntilMs = 0;
   private dataFailuresInARow = 0;
   /** Failed queries since the last answer: each one pauses new queries a little longer. */
@@ -165,9 +175,14 @@ export class TunnelSession {
   nextWakeMs(nowMs: number): number | undefined {
     if (this.isEnded) return undefined;
     if (this.pausedUntilMs > nowMs) return this.pausedUntilMs;
+    // A paced poll is due (polls came back empty while active).
+    const pacedAt =
+      this.activePollGapMs > 0 && this.nextActivePollAtMs > nowMs && this.isActive(nowMs)
+        ? this.nextActivePollAtMs
+        : undefined;
     // With queries out, their answers or failures drive the next step.
-    if (this.inFlight.size === 0) return Math.max(nowMs, this.nextIdlePollAtMs);
-    return undefined;
+    if (this.inFlight.size === 0) return Math.min(Math.max(nowMs, this.nextIdlePollAtMs), pacedAt ?? Infinity);
+    return pacedAt;
   }
 
   step(event: TunnelEvent, nowMs: number): TunnelEffect[] {
@@ -230,6 +245,12 @@ export class TunnelSession {
           ? Math.min(this.config.maxInFlight, this.pollWindow + 1)
           : Math.max(1, this.pollWindow - 1);
     }
+    this.activePollGapMs =
+      answer.kind === "data"
+        ? 0
+        : query.seq === undefined
+          ? Math.min(this.config.activePollMaxGapMs, Math.max(1, this.activePollGapMs * 2))
+          : this.activePollGapMs;
     if (hasMovedData) {
       this.lastDataAtMs = nowMs;
       this.idlePollMs = this.config.idlePollMinMs;
@@ -315,8 +336,12 @@ export class TunnelSession {
     if (this.isActive(nowMs)) {
       // As many polls as downstream data keeps busy (a held poll costs nothing, so then the whole window).
       const polls = this.config.gatewayHoldMs > 0 ? limit : Math.min(limit, Math.floor(this.pollWindow));
-      while (this.inFlight.size - this.dataInFlight < polls)
+      const isPaced = this.config.gatewayHoldMs === 0 && this.activePollGapMs > 0;
+      while (this.inFlight.size - this.dataInFlight < polls) {
+        if (isPaced && nowMs < this.nextActivePollAtMs) break;
         this.send(effects, nowMs, { kind: "poll", ack: this.receiver.ackInfo(), padding: 0 }, undefined, false);
+        if (isPaced) this.nextActivePollAtMs = nowMs + this.activePollGapMs;
+      }
       this.nextIdlePollAtMs = nowMs + this.idlePollMs;
       return;
     }
