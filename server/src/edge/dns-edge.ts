@@ -15,6 +15,8 @@ import type { TunnelGateway } from "./tunnel-gateway.ts";
 const TCP_IDLE_MS = 30_000;
 const MAX_TCP_CONNECTIONS = 1_000;
 const MAX_TCP_PENDING = 256;
+/** Socket buffers of the UDP listener, as DNS servers under load use (Unbound suggests 4 MiB); capped by net.core.rmem_max/wmem_max. */
+const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 const MAX_MESSAGE_BYTES = 65_535;
 
 export interface DnsEdgeOptions {
@@ -39,7 +41,11 @@ export class DnsEdge {
   async listen(): Promise<{ host: string; port: number }> {
     const { host } = this.options;
     for (let attempt = 0; ; attempt += 1) {
-      const udp = dgram.createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
+      const udp = dgram.createSocket({
+        type: host.includes(":") ? "udp6" : "udp4",
+        recvBufferSize: UDP_BUFFER_BYTES,
+        sendBufferSize: UDP_BUFFER_BYTES,
+      });
       await new Promise<void>((resolve, reject) => {
         udp.once("error", reject);
         udp.bind(this.options.port, host, () => {

@@ -16,6 +16,13 @@ import { type DnsExchange, DnsExchangeError, type DnsExchangeOptions } from "../
 /** A UDP socket stops taking new queries after this long or this many queries. */
 const SOCKET_LIFETIME_MS = 1_000;
 const SOCKET_QUERIES = 512;
+/**
+ * Receive buffer of a socket: a burst of answers (1232 bytes each, up to
+ * 128 in flight) must wait there while the process is busy; the default
+ * (208 KiB, ~100 answers) overflowed on a loaded machine, and every drop is
+ * a query timeout. The kernel caps it at net.core.rmem_max.
+ */
+const SOCKET_RECEIVE_BUFFER_BYTES = 1024 * 1024;
 
 interface UdpPort {
   socket: dgram.Socket;
@@ -113,7 +120,10 @@ export class NodeDnsExchange implements DnsExchange {
       current.isRetired = true;
       this.release(current);
     }
-    const socket = dgram.createSocket(this.host.includes(":") ? "udp6" : "udp4");
+    const socket = dgram.createSocket({
+      type: this.host.includes(":") ? "udp6" : "udp4",
+      recvBufferSize: SOCKET_RECEIVE_BUFFER_BYTES,
+    });
     const port: UdpPort = { socket, createdAt: now, uses: 1, pending: new Map(), isRetired: false, waiting: [] };
     socket.on("error", (error) => {
       for (const finish of [...port.pending.values()]) {
