@@ -464,6 +464,10 @@ describe("GroupCodec", () => {
     expect(carol.read.some((r) => r.seq === second.seq)).toBe(false);
     expect(carol.refused).toContainEqual({ seq: second.seq, reason: "epoch-expired" });
     expect(carol.read.map((r) => r.text)).toEqual(["warm-up", "in flight", "a", "b", "c"]);
+    // The keys of epoch 1 went once its window closed: nothing of it can be opened here any more.
+    const keys = await carol.store.listE2eKeys(`group/${CHAT}/`);
+    expect(keys.some((key) => key.endsWith("/2"))).toBe(true);
+    expect(keys.filter((key) => key.endsWith("/1"))).toEqual([]);
   }, 60_000);
 
   it("a sender resends a queued message of an ended epoch in the current one when the window would refuse it", async () => {

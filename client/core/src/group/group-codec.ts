@@ -370,11 +370,22 @@ export class GroupCodec {
 
   /**
    * Deletes the sender keys of epochs whose grace window is over at `seq` and
-   * `serverTimeMs` (nothing can open with them any more), best effort.
+   * `serverTimeMs` (nothing can open with them any more).
    */
   async pruneExpired(chatId: string, seq: number, serverTimeMs: number): Promise<void> {
     const stored = await this.readGroup(chatId);
     if (stored === undefined) return;
+    const writes = await this.pruneWrites(chatId, stored, seq, serverTimeMs);
+    if (writes.length > 0) await this.options.store.writeE2e(writes);
+  }
+
+  /** The writes that delete the keys of epochs whose window is over at `seq`; none when no epoch is due. */
+  private async pruneWrites(
+    chatId: string,
+    stored: Versioned<GroupRecord>,
+    seq: number,
+    serverTimeMs: number,
+  ): Promise<E2eWrite[]> {
     const { history, prunedThroughEpoch } = stored.record;
     let through = prunedThroughEpoch;
     for (let epoch = prunedThroughEpoch + 1; epoch < history.epoch; epoch += 1) {
@@ -382,22 +393,21 @@ export class GroupCodec {
       if (end !== undefined && isWithinWindow(end, seq, serverTimeMs, this.options.window)) break;
       through = epoch;
     }
-    if (through === prunedThroughEpoch) return;
+    if (through === prunedThroughEpoch) return [];
     const { store } = this.options;
     const keys = (await store.listE2eKeys(keysPrefix(chatId))).filter((key) => {
       const epoch = Number(key.slice(key.lastIndexOf("/") + 1));
       return Number.isInteger(epoch) && epoch <= through;
     });
     const records = await store.readE2e(keys);
-    const deletes: E2eWrite[] = [...records].map(([key, r]) => ({ key, expectedVersion: r.version, value: undefined }));
     for (const key of this.signers.keys()) {
       const epoch = Number(key.slice(key.lastIndexOf("/") + 1));
       if (key.startsWith(`${chatId}/`) && epoch <= through) this.signers.delete(key);
     }
-    await store.writeE2e([
-      ...deletes,
+    return [
+      ...[...records].map(([key, r]) => ({ key, expectedVersion: r.version, value: undefined })),
       this.write(groupKey(chatId), stored.version, { ...stored.record, prunedThroughEpoch: through }),
-    ]);
+    ];
   }
 
   // ── sending ────────────────────────────────────────────────────────────
@@ -596,10 +606,12 @@ export class GroupCodec {
     } catch {
       return refuse("undecodable", "the decrypted content is not a Content");
     }
+    // Keys of epochs whose window this message closed go in the same transaction.
+    const pruned = await this.pruneWrites(message.chatId, stored, message.seq, message.serverTimeMs);
     return {
       kind: "content",
       content,
-      writes: [this.write(key, record?.version ?? 0, { ...from, key: opened.key })],
+      writes: [this.write(key, record?.version ?? 0, { ...from, key: opened.key }), ...pruned],
       isGrace: verdict.isGrace,
     };
   }
