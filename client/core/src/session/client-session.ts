@@ -1154,6 +1154,10 @@ export class ClientSession {
    */
   private async sealFor(chatId: string, messageIdHex: string, content: Content): Promise<Sealed> {
     if (!(await this.isGroupChat(chatId))) return this.e2e.seal(chatId, messageIdHex, content);
+    // A group this device has not seen an operation of yet (just added, never listened): fetch its chain.
+    if (!(await this.groups.isKnownGroup(chatId)) && this.readyConnection() !== undefined) {
+      await this.groups.refresh(chatId, true);
+    }
     const body = content.body;
     if (body?.$case !== "sessionReset") return this.groups.seal(chatId, messageIdHex, content);
     const members = (await this.groups.groupState(chatId))?.members ?? [];
