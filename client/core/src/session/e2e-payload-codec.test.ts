@@ -12,10 +12,23 @@ import {
   ErrorCode,
   type Message,
   type PreKeyBundle,
+  type PublishPreKeysRequest,
+  E2eEnvelope,
   SendMessageRequest,
 } from "../wire/proto.ts";
-import { type E2eServer, E2eCodec, IdentityChangedError, applyReseal, planReseal } from "./e2e-payload-codec.ts";
-import { systemClock } from "./clock.ts";
+import {
+  type E2eServer,
+  E2eCodec,
+  IdentityChangedError,
+  MAX_SIGNED_PREKEYS,
+  SIGNED_PREKEY_GRACE_MS,
+  SIGNED_PREKEY_ROTATION_MS,
+  type SignedPreKeyPolicy,
+  applyReseal,
+  keptSignedPreKeys,
+  planReseal,
+} from "./e2e-payload-codec.ts";
+import { type Clock, systemClock } from "./clock.ts";
 import { contentText, textContent } from "./payload-codec.ts";
 
 const CHAT = "c" + "a".repeat(26);
@@ -27,6 +40,7 @@ class FakeServer {
   readonly devices = new Map<string, Device[]>();
   readonly bundles = new Map<string, PreKeyBundle>();
   readonly oneTime = new Map<string, PreKeyBundle["oneTimePreKey"][]>();
+  readonly published: PublishPreKeysRequest[] = [];
 
   forDevice(userId: string, deviceId: string, identityKey: Uint8Array): E2eServer {
     return {
@@ -52,18 +66,21 @@ class FakeServer {
             }),
         ),
       publishPreKeys: (request) => {
-        // A full bundle (a device's keys made anew) replaces what the device id held.
-        const kept = request.identityDhKey.length > 0 ? [] : (this.oneTime.get(deviceId) ?? []);
+        this.published.push(request);
+        // A full bundle (a device's keys made anew) replaces what the device id held; absent fields keep it.
+        const isFull = request.identityDhKey.length > 0;
+        const before = isFull ? undefined : this.bundles.get(deviceId);
+        const kept = isFull ? [] : (this.oneTime.get(deviceId) ?? []);
         this.oneTime.set(deviceId, [...kept, ...request.oneTimePreKeys]);
         this.bundles.set(deviceId, {
           userId,
           deviceId,
           identityKey,
-          identityDhKey: request.identityDhKey,
-          identityDhSignature: request.identityDhSignature,
-          signedPreKey: request.signedPreKey,
+          identityDhKey: before?.identityDhKey ?? request.identityDhKey,
+          identityDhSignature: before?.identityDhSignature ?? request.identityDhSignature,
+          signedPreKey: request.signedPreKey ?? before?.signedPreKey,
           oneTimePreKey: undefined,
-          pqPreKey: request.lastResortPqPreKey,
+          pqPreKey: request.lastResortPqPreKey ?? before?.pqPreKey,
           isPqLastResort: true,
         });
         return Promise.resolve({ oneTimePreKeys: 50, oneTimePqPreKeys: 0, lowWater: 20, hasBundle: true });
@@ -72,7 +89,13 @@ class FakeServer {
   }
 }
 
-async function device(server: FakeServer, userId: string, deviceId: string, approval?: Partial<Device>) {
+async function device(
+  server: FakeServer,
+  userId: string,
+  deviceId: string,
+  approval?: Partial<Device>,
+  options: { clock?: Clock; signedPreKeys?: Partial<SignedPreKeyPolicy> } = {},
+) {
   const signer = await nobleEd25519.signerFromSeed(nobleEd25519.generateSeed());
   const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
   const store = new MemoryClientStore();
@@ -84,7 +107,8 @@ async function device(server: FakeServer, userId: string, deviceId: string, appr
     store,
     x25519: stablelibX25519,
     ed25519: nobleEd25519,
-    clock: systemClock,
+    clock: options.clock ?? systemClock,
+    ...(options.signedPreKeys === undefined ? {} : { signedPreKeys: options.signedPreKeys }),
   });
   codec.setServer(server.forDevice(userId, deviceId, signer.publicKey));
   const list = (server.devices.get(userId) ?? []).filter((d) => d.deviceId !== deviceId);
@@ -294,5 +318,112 @@ describe("E2eCodec reseal", () => {
     expect(SendMessageRequest.decode(resealed.sealed).devicePayloads).toEqual(
       SendMessageRequest.decode(sealed.sealed).devicePayloads.filter((p) => p.deviceId === bob.deviceId),
     );
+  });
+});
+
+/** Time that moves only when the test says so; timers never fire (the codec sets none). */
+function handClock(startMs: number): Clock & { advance(ms: number): void } {
+  let nowMs = startMs;
+  return {
+    nowMs: () => nowMs,
+    setTimer: () => () => undefined,
+    advance: (ms) => {
+      nowMs += ms;
+    },
+  };
+}
+
+/** The signed prekey id a message's prekey envelope for `to` names. */
+function signedPreKeyIdOf(message: Message, to: TestDevice): number | undefined {
+  const payload = message.devicePayloads.find((p) => p.deviceId === to.deviceId);
+  const body = payload === undefined ? undefined : E2eEnvelope.decode(payload.ciphertext).body;
+  return body?.$case === "preKey" ? body.value.signedPreKeyId : undefined;
+}
+
+describe("signed prekey rotation", () => {
+  const DAY = 24 * 60 * 60 * 1000;
+
+  it("replaces the signed prekey weekly, opens setups from the old bundle for the grace period, then forgets its key", async () => {
+    const server = new FakeServer();
+    const clock = handClock(1_000_000);
+    const bob = await device(server, BOB, "d" + "b".repeat(26), undefined, { clock });
+    // Three of Alice's devices fetch Bob's bundle now and seal a first message each; two stay in flight.
+    const senders = await Promise.all(
+      ["a", "c", "e"].map((c) => device(server, ALICE, "d" + c.repeat(26), undefined, { clock })),
+    );
+    const sealedBefore = [];
+    for (const [i, sender] of senders.entries()) sealedBefore.push(await sealFor(sender, `before ${i}`));
+    const [soon, late, tooLate] = sealedBefore;
+    if (soon === undefined || late === undefined || tooLate === undefined) throw new Error("not sealed");
+    const oldId = server.bundles.get(bob.deviceId)?.signedPreKey?.keyId;
+    expect(signedPreKeyIdOf(soon, bob)).toBe(oldId);
+
+    // Not yet a week: nothing is published.
+    const publishes = server.published.length;
+    clock.advance(SIGNED_PREKEY_ROTATION_MS - DAY);
+    await bob.codec.maintainPreKeys(undefined);
+    expect(server.published).toHaveLength(publishes);
+
+    // A week: a new signed prekey, and nothing else (no one-time keys, no new PQ key or identity).
+    clock.advance(DAY);
+    await bob.codec.maintainPreKeys(undefined);
+    expect(server.published).toHaveLength(publishes + 1);
+    const rotation = server.published.at(-1);
+    expect(rotation).toMatchObject({ oneTimePreKeys: [], lastResortPqPreKey: undefined });
+    expect(rotation?.identityDhKey).toHaveLength(0);
+    const newId = server.bundles.get(bob.deviceId)?.signedPreKey?.keyId;
+    expect(newId).toBeDefined();
+    expect(newId).not.toBe(oldId);
+    // Maintaining again the same day changes nothing.
+    await bob.codec.maintainPreKeys(undefined);
+    expect(server.published).toHaveLength(publishes + 1);
+
+    // A message sealed before the rotation opens; a new setup uses the new key.
+    expect(await openAt(bob, soon)).toBe("before 0");
+    const [first] = senders;
+    if (first === undefined) throw new Error("no sender");
+    await first.codec.resetSession(bob.deviceId);
+    const fresh = await sealFor(first, "after the rotation");
+    expect(signedPreKeyIdOf(fresh, bob)).toBe(newId);
+    expect(await openAt(bob, fresh)).toBe("after the rotation");
+
+    // Within the grace period the old key is still there.
+    clock.advance(SIGNED_PREKEY_GRACE_MS - DAY);
+    await bob.codec.maintainPreKeys(undefined);
+    expect(await openAt(bob, late)).toBe("before 1");
+
+    // After it, the old private key is gone: a setup that names it cannot open (and heals, as any bad setup).
+    clock.advance(DAY);
+    await bob.codec.maintainPreKeys(undefined);
+    expect(signedPreKeyIdOf(tooLate, bob)).toBe(oldId);
+    expect(await openAt(bob, tooLate)).toBe("undecryptable: bad-setup");
+  });
+
+  it("follows a configured interval and grace period", async () => {
+    const server = new FakeServer();
+    const clock = handClock(5_000);
+    const policy = { rotationMs: 60_000, graceMs: 90_000 };
+    const bob = await device(server, BOB, "d" + "b".repeat(26), undefined, { clock, signedPreKeys: policy });
+    const alice = await device(server, ALICE, "d" + "a".repeat(26), undefined, { clock });
+    const inFlight = await sealFor(alice, "sealed before two rotations");
+    const ids = [server.bundles.get(bob.deviceId)?.signedPreKey?.keyId];
+    for (let i = 0; i < 2; i += 1) {
+      clock.advance(policy.rotationMs);
+      await bob.codec.maintainPreKeys(undefined);
+      ids.push(server.bundles.get(bob.deviceId)?.signedPreKey?.keyId);
+    }
+    expect(new Set(ids).size).toBe(3);
+    // The first key was replaced 60 s ago: within its 90 s of grace.
+    expect(await openAt(bob, inFlight)).toBe("sealed before two rotations");
+  });
+
+  it("keeps the newest key and every key replaced less than the grace period ago, at most a bounded number", () => {
+    const keys = [0, 10, 20, 30].map((createdAtMs) => ({ createdAtMs }));
+    // Replaced at 10, 20 and 30; at 35 with 20 of grace, the one replaced at 10 has expired.
+    expect(keptSignedPreKeys(keys, 35, 20).map((k) => k.createdAtMs)).toEqual([10, 20, 30]);
+    expect(keptSignedPreKeys(keys, 1_000, 20).map((k) => k.createdAtMs)).toEqual([30]);
+    expect(keptSignedPreKeys([], 0, 20)).toEqual([]);
+    const many = Array.from({ length: MAX_SIGNED_PREKEYS + 5 }, (_, i) => ({ createdAtMs: i }));
+    expect(keptSignedPreKeys(many, MAX_SIGNED_PREKEYS + 5, 1_000)).toEqual(many.slice(-MAX_SIGNED_PREKEYS));
   });
 });

@@ -58,6 +58,23 @@ import type { Clock } from "./clock.ts";
 
 /** One-time prekeys published per refill. */
 export const PREKEY_BATCH = 50;
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** A device replaces its signed prekey this often (default). */
+export const SIGNED_PREKEY_ROTATION_MS = 7 * DAY_MS;
+/**
+ * A replaced signed prekey's private half is kept this long after its
+ * replacement (default): a prekey message sealed from the old bundle (an
+ * outbox that waited offline, a queue on the server) still opens.
+ */
+export const SIGNED_PREKEY_GRACE_MS = 30 * DAY_MS;
+/** Most signed prekeys kept at once, whatever the policy (the newest stay). */
+export const MAX_SIGNED_PREKEYS = 8;
+
+/** When a device rotates its signed prekey, and how long it keeps the ones it replaced. */
+export interface SignedPreKeyPolicy {
+  rotationMs: number;
+  graceMs: number;
+}
 /** A user's device list is fetched again after this long. */
 export const DEVICE_LIST_TTL_MS = 60_000;
 
@@ -85,6 +102,8 @@ export interface E2eCodecOptions {
   clock: Clock;
   /** Told about every ratchet and prekey key pair made here (SSLKEYLOGFILE-style test hook). */
   onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
+  /** Signed prekey rotation (SIGNED_PREKEY_ROTATION_MS, SIGNED_PREKEY_GRACE_MS when omitted). */
+  signedPreKeys?: Partial<SignedPreKeyPolicy>;
 }
 
 /** Sending to this user is blocked until its changed identity is accepted. */
@@ -459,16 +478,39 @@ export class E2eCodec {
     await this.options.store.writeE2e([this.sessionWrite(deviceId, stored.version, { current: undefined, previous })]);
   }
 
-  /** Publishes a bundle when the server has none, and one-time prekeys when its stock is low. */
+  /**
+   * Publishes a bundle when the server has none, one-time prekeys when its
+   * stock is low, and a new signed prekey when the current one is older than
+   * the rotation interval; forgets signed prekeys replaced longer ago than
+   * the grace period. Cheap when nothing is due: call it at every login and
+   * now and then while connected.
+   */
   async maintainPreKeys(stock: PreKeyStock | undefined): Promise<void> {
     const server = this.requireServer("publish prekeys");
     const stored = (await this.options.store.readE2e([PREKEYS_KEY])).get(PREKEYS_KEY);
     let local = stored === undefined ? undefined : this.decodePreKeys(stored);
-    // Without a stock (not asked), only what this device never published goes out.
+    const { x25519, identity, clock } = this.options;
+    const nowMs = clock.nowMs();
+    const policy = this.signedPreKeyPolicy();
+    // Without a stock (not asked), only what this device never published, or a rotation, goes out.
     const needsBundle = local === undefined || !local.isPublished || stock?.hasBundle === false;
     const isLow = stock !== undefined && stock.oneTimePreKeys < stock.lowWater;
-    if (!needsBundle && !isLow) return;
-    const { x25519, identity, clock } = this.options;
+    const newest = local?.signed.at(-1);
+    const isRotationDue = !needsBundle && (newest === undefined || nowMs - newest.createdAtMs >= policy.rotationMs);
+    if (!needsBundle && !isLow && !isRotationDue) {
+      const kept = local === undefined ? [] : keptSignedPreKeys(local.signed, nowMs, policy.graceMs);
+      if (local !== undefined && stored !== undefined && kept.length < local.signed.length) {
+        // Only the expired private keys go: prekey messages that name them now fail (and heal).
+        await this.options.store.writeE2e([
+          {
+            key: PREKEYS_KEY,
+            expectedVersion: stored.version,
+            value: sealRecord(this.options.storageKey, PREKEYS_KEY, { ...local, signed: kept }),
+          },
+        ]);
+      }
+      return;
+    }
     let nextId = local?.nextId ?? 1;
     const request: PublishPreKeysRequest = {
       identityDhKey: new Uint8Array(0),
@@ -480,21 +522,25 @@ export class E2eCodec {
     };
     let signed = local?.signed ?? [];
     let pq = local?.pq;
-    if (needsBundle) {
+    if (needsBundle || isRotationDue) {
       const spk = await x25519.generateKeyPair();
       this.options.onKeyMade?.("signed-prekey", spk);
       const spkId = nextId++;
-      signed = [...signed, { id: spkId, ...spk, createdAtMs: clock.nowMs() }].slice(-3);
-      const pqPair = mlKemGenerateKeyPair();
-      this.options.onKeyMade?.("pq-prekey", { publicKey: pqPair.publicKey, privateKey: pqPair.secretKey });
-      pq = { id: nextId++, publicKey: pqPair.publicKey, secretKey: pqPair.secretKey };
-      request.identityDhKey = identity.dh.publicKey;
-      request.identityDhSignature = identity.dhSignature;
+      signed = [...signed, { id: spkId, ...spk, createdAtMs: nowMs }];
       request.signedPreKey = {
         keyId: spkId,
         publicKey: spk.publicKey,
         signature: await identity.signer.sign(signedPreKeyProof(spkId, spk.publicKey)),
       };
+    }
+    // The replaced ones stay for sessions in flight, until their grace period is over.
+    signed = keptSignedPreKeys(signed, nowMs, policy.graceMs);
+    if (needsBundle) {
+      const pqPair = mlKemGenerateKeyPair();
+      this.options.onKeyMade?.("pq-prekey", { publicKey: pqPair.publicKey, privateKey: pqPair.secretKey });
+      pq = { id: nextId++, publicKey: pqPair.publicKey, secretKey: pqPair.secretKey };
+      request.identityDhKey = identity.dh.publicKey;
+      request.identityDhSignature = identity.dhSignature;
       request.lastResortPqPreKey = {
         keyId: pq.id,
         publicKey: pq.publicKey,
@@ -502,14 +548,17 @@ export class E2eCodec {
       };
     }
     const fresh: LocalPreKeys["oneTime"] = [];
-    const count = needsBundle ? PREKEY_BATCH : Math.max(0, PREKEY_BATCH - (stock?.oneTimePreKeys ?? 0));
+    const count = needsBundle ? PREKEY_BATCH : isLow ? Math.max(0, PREKEY_BATCH - stock.oneTimePreKeys) : 0;
     for (let i = 0; i < count; i += 1) {
       const pair = await x25519.generateKeyPair();
       this.options.onKeyMade?.("one-time-prekey", pair);
       fresh.push({ id: nextId++, ...pair });
     }
     request.oneTimePreKeys = fresh.map((k) => ({ keyId: k.id, publicKey: k.publicKey }));
-    local = { nextId, signed, oneTime: [...(local?.oneTime ?? []), ...fresh].slice(-1000), pq, isPublished: false };
+    // A full bundle counts as published only once the server took it; a failed refill or
+    // rotation leaves the published bundle in place (its signed prekey is still kept).
+    const isPublished = !needsBundle && local?.isPublished === true;
+    local = { nextId, signed, oneTime: [...(local?.oneTime ?? []), ...fresh].slice(-1000), pq, isPublished };
     // The private halves are stored before the server can hand out the public ones.
     await this.options.store.writeE2e([
       {
@@ -678,6 +727,13 @@ export class E2eCodec {
     return { userId, devices, isVerified: known?.isVerified ?? false, fetchedAtMs: this.options.clock.nowMs() };
   }
 
+  private signedPreKeyPolicy(): SignedPreKeyPolicy {
+    return {
+      rotationMs: this.options.signedPreKeys?.rotationMs ?? SIGNED_PREKEY_ROTATION_MS,
+      graceMs: this.options.signedPreKeys?.graceMs ?? SIGNED_PREKEY_GRACE_MS,
+    };
+  }
+
   private requireServer(what: string): E2eServer {
     if (this.server === undefined) throw new NeedsServerError(`the server is needed to ${what}`);
     return this.server;
@@ -720,6 +776,23 @@ export class E2eCodec {
     const key = sessionKey(deviceId);
     return { key, expectedVersion: version, value: sealRecord(this.options.storageKey, key, record) };
   }
+}
+
+/**
+ * The signed prekeys still to keep (oldest first): the newest, and each one
+ * whose successor was made less than `graceMs` ago — at most
+ * MAX_SIGNED_PREKEYS. Pure.
+ */
+export function keptSignedPreKeys<K extends { createdAtMs: number }>(
+  signed: readonly K[],
+  nowMs: number,
+  graceMs: number,
+): K[] {
+  const kept = signed.filter((_, i) => {
+    const successor = signed[i + 1];
+    return successor === undefined || nowMs - successor.createdAtMs < graceMs;
+  });
+  return kept.slice(-MAX_SIGNED_PREKEYS);
 }
 
 function responderKeys(local: LocalPreKeys | undefined, message: PreKeyMessage) {
