@@ -103,6 +103,7 @@ export {
   type DnsExchangeOptions,
   FetchDohExchange,
   MAX_GET_QUERY_BYTES,
+  base64UrlEncode,
   dohGetUrl,
   retryAfterMs,
 } from "./transport/dns-exchange.ts";

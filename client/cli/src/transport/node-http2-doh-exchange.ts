@@ -13,6 +13,7 @@ import {
   DnsExchangeError,
   type DnsExchangeOptions,
   MAX_GET_QUERY_BYTES,
+  base64UrlEncode,
   dohGetUrl,
   retryAfterMs,
 } from "../../../core/src/index.ts";
@@ -75,6 +76,13 @@ export class NodeHttp2DohExchange implements DnsExchange {
     return session;
   }
 
+  /** The `:path` of a GET: the URL's path and query with `dns=` set. */
+  private getPath(query: Uint8Array): string {
+    if (this.url.search === "") return `${this.url.pathname}?dns=${base64UrlEncode(query)}`;
+    const target = new URL(dohGetUrl(this.url.toString(), query));
+    return `${target.pathname}${target.search}`;
+  }
+
   private once(query: Uint8Array, { signal, timeoutMs }: DnsExchangeOptions): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
@@ -82,12 +90,11 @@ export class NodeHttp2DohExchange implements DnsExchange {
         return;
       }
       const isGet = query.length <= MAX_GET_QUERY_BYTES;
-      const target = isGet ? new URL(dohGetUrl(this.url.toString(), query)) : this.url;
       let stream: http2.ClientHttp2Stream;
       try {
         stream = this.connection().request({
           ":method": isGet ? "GET" : "POST",
-          ":path": `${target.pathname}${target.search}`,
+          ":path": isGet ? this.getPath(query) : `${this.url.pathname}${this.url.search}`,
           accept: DNS_MESSAGE_TYPE,
           ...(isGet ? {} : { "content-type": DNS_MESSAGE_TYPE }),
         });
@@ -137,6 +144,8 @@ export class NodeHttp2DohExchange implements DnsExchange {
         }
       });
       stream.on("close", () => {
+        // Every stream closes, answered or not: build the error (a stack trace) only when it is one.
+        if (isDone) return;
         finish(
           new DnsExchangeError("network", `${this.name}: stream closed (${stream.rstCode ?? 0}) before the answer`),
         );
