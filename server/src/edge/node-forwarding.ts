@@ -7,10 +7,15 @@
  * arrives on the same stream it was asked on. Nodes still find each other
  * through Redis (the node list in core/lease.ts).
  *
- * - One bidirectional ForwardSends stream per pair of nodes, opened on first
- *   use: sends leave in the order the forwarding node got them, and the owner
- *   hands each to its chat actor in that order. Answers come back in any
+ * - One bidirectional ForwardSendBatches stream per pair of nodes, opened on
+ *   first use: sends leave in the order the forwarding node got them, and the
+ *   owner hands each to its chat actor in that order. Answers come back in any
  *   order, matched by correlation id.
+ * - Both directions batch: the sends a node forwards to one peer in one turn
+ *   of its event loop leave as one stream message (bounded in bytes), and the
+ *   answers ready in one turn go back as one. gRPC's cost per stream message
+ *   (framing, its call filters, promises) is then paid per batch: under load
+ *   it was most of the link's CPU.
  * - Calls carry a node token: HMAC-SHA256 of the caller's node id under the
  *   server secret, which every node of the deployment shares through the store.
  * - A stream that breaks fails its pending sends with UNAVAILABLE (the client
@@ -35,11 +40,13 @@ import { RemessengerError, errorFromDetail } from "../../../client/core/src/wire
 import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
 import {
   ErrorCode,
-  type ForwardSendsRequest,
-  type ForwardSendsResponse,
+  type ForwardSendBatchesRequest,
+  type ForwardSendBatchesResponse,
+  type ForwardedAnswer,
+  type ForwardedSend,
   type NodeServiceClient,
   NodeServiceDefinition,
-  type SendMessageRequest,
+  SendMessageRequest,
   type SendMessageResponse,
 } from "../../../client/core/src/wire/proto.ts";
 import type { SendForwarder, SendingDevice } from "../core/chat-routing.ts";
@@ -51,6 +58,14 @@ import { toErrorDetail } from "./to-status.ts";
 export const MAX_PENDING_FORWARDS = 20_000;
 /** A forwarded send not answered within this long fails with UNAVAILABLE (the client retries). */
 export const FORWARD_TIMEOUT_MS = 10_000;
+/**
+ * A batch of forwarded sends stops growing at this many bytes of sends (a
+ * single send may be up to MAX_FRAME_BYTES); the stream's message limit is
+ * twice that.
+ */
+const MAX_BATCH_BYTES = MAX_FRAME_BYTES;
+/** How often a peer's pending sends are checked against FORWARD_TIMEOUT_MS. */
+const TIMEOUT_SWEEP_MS = 1_000;
 
 export function nodeToken(secret: Uint8Array, nodeId: string): string {
   return createHmac("sha256", secret).update(`remessenger-node:${nodeId}`).digest("base64url");
@@ -75,32 +90,40 @@ export class NodeLinkServer {
       "grpc.max_send_message_length": MAX_FRAME_BYTES * 2,
     });
     this.server.add(NodeServiceDefinition, {
-      async *forwardSends(requests: AsyncIterable<ForwardSendsRequest>, context: CallContext) {
+      async *forwardSendBatches(requests: AsyncIterable<ForwardSendBatchesRequest>, context: CallContext) {
         const caller = authenticateNode(context, secret);
-        const answers = new AsyncQueue<ForwardSendsResponse>();
+        const answers = new AsyncQueue<ForwardSendBatchesResponse>();
+        const ready = new TurnBatcher<ForwardedAnswer>((batch) => {
+          answers.push({ answers: batch });
+        });
         let pending = 0;
         let isInputDone = false;
         const finishIfDone = (): void => {
-          if (isInputDone && pending === 0) answers.end();
+          if (isInputDone && pending === 0) {
+            ready.flush();
+            answers.end();
+          }
         };
-        // Read requests in the background and hand each to the Messenger in arrival order.
+        // Read batches in the background and hand each send to the Messenger in arrival order.
         void (async () => {
           try {
-            for await (const request of requests) {
-              pending += 1;
-              options.onForwardedIn?.();
-              answer(messenger, request).then(
-                (response) => {
-                  answers.push(response);
-                  pending -= 1;
-                  finishIfDone();
-                },
-                (error: unknown) => {
-                  log.error({ err: error, caller }, "forwarded send failed");
-                  pending -= 1;
-                  finishIfDone();
-                },
-              );
+            for await (const batch of requests) {
+              for (const request of batch.sends) {
+                pending += 1;
+                options.onForwardedIn?.();
+                answer(messenger, request).then(
+                  (response) => {
+                    ready.add(response);
+                    pending -= 1;
+                    finishIfDone();
+                  },
+                  (error: unknown) => {
+                    log.error({ err: error, caller }, "forwarded send failed");
+                    pending -= 1;
+                    finishIfDone();
+                  },
+                );
+              }
             }
           } catch (error) {
             log.warn({ err: error, caller }, "node link stream ended with an error");
@@ -131,7 +154,7 @@ export class NodeLinkServer {
 }
 
 /** Never rejects: every outcome is an answer to the forwarding node. */
-async function answer(messenger: Messenger, request: ForwardSendsRequest): Promise<ForwardSendsResponse> {
+async function answer(messenger: Messenger, request: ForwardedSend): Promise<ForwardedAnswer> {
   const { correlationId, userId, deviceId, send } = request;
   try {
     if (send === undefined) throw new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "no send");
@@ -157,10 +180,62 @@ function authenticateNode(context: CallContext, secret: Uint8Array): string {
   return nodeId;
 }
 
+/** A forwarded send's encoded size, from above: its bytes plus room for ids and tags. */
+function sizeOfSend(send: ForwardedSend): number {
+  const request = send.send;
+  if (request === undefined) return 256;
+  if (request.groupOperation !== undefined) return SendMessageRequest.encode(request).finish().byteLength + 256;
+  let bytes = 256 + request.payload.byteLength;
+  for (const devicePayload of request.devicePayloads) bytes += devicePayload.ciphertext.byteLength + 64;
+  return bytes;
+}
+
 interface PendingForward {
   resolve(response: SendMessageResponse): void;
   reject(error: unknown): void;
-  timer: ReturnType<typeof setTimeout>;
+  /** When it fails with UNAVAILABLE unless answered (Date.now() scale). */
+  deadlineMs: number;
+}
+
+/**
+ * Collects items added during one turn of the event loop and hands them on
+ * together (setImmediate: after every I/O callback of the turn), in order, in
+ * batches of at most `maxBytes` (by `sizeOf`; an item alone may exceed it).
+ */
+class TurnBatcher<T> {
+  private readonly deliver: (batch: T[]) => void;
+  private readonly sizeOf: (item: T) => number;
+  private readonly maxBytes: number;
+  private items: T[] = [];
+  private bytes = 0;
+  private isScheduled = false;
+
+  constructor(deliver: (batch: T[]) => void, sizeOf: (item: T) => number = () => 0, maxBytes = Infinity) {
+    this.deliver = deliver;
+    this.sizeOf = sizeOf;
+    this.maxBytes = maxBytes;
+  }
+
+  add(item: T): void {
+    const size = this.sizeOf(item);
+    if (this.items.length > 0 && this.bytes + size > this.maxBytes) this.flush();
+    this.items.push(item);
+    this.bytes += size;
+    if (this.isScheduled) return;
+    this.isScheduled = true;
+    setImmediate(() => {
+      this.isScheduled = false;
+      this.flush();
+    });
+  }
+
+  flush(): void {
+    if (this.items.length === 0) return;
+    const batch = this.items;
+    this.items = [];
+    this.bytes = 0;
+    this.deliver(batch);
+  }
 }
 
 /** One peer: a channel, the open stream (if any) and its pending sends. */
@@ -170,9 +245,18 @@ class PeerLink {
   private readonly client: NodeServiceClient;
   private readonly metadata: Metadata;
   private readonly log: Logger;
-  private requests: AsyncQueue<ForwardSendsRequest> | undefined;
+  private requests: AsyncQueue<ForwardSendBatchesRequest> | undefined;
   private abort: AbortController | undefined;
+  /** In the order sent, so deadlines grow along it. */
   private readonly pending = new Map<number, PendingForward>();
+  private readonly outbox = new TurnBatcher<ForwardedSend>(
+    (sends) => {
+      this.stream().push({ sends });
+    },
+    sizeOfSend,
+    MAX_BATCH_BYTES,
+  );
+  private sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(address: string, selfId: string, secret: Uint8Array, log: Logger) {
     this.address = address;
@@ -194,35 +278,44 @@ class PeerLink {
       );
     }
     const { promise, resolve, reject } = Promise.withResolvers<SendMessageResponse>();
-    const timer = setTimeout(() => {
-      if (this.pending.delete(correlationId)) {
-        reject(unavailable(`no answer from node ${this.address} within ${FORWARD_TIMEOUT_MS} ms`));
-      }
-    }, FORWARD_TIMEOUT_MS);
-    this.pending.set(correlationId, { resolve, reject, timer });
-    this.stream().push({ correlationId, userId: device.userId, deviceId: device.deviceId, send: request });
+    this.pending.set(correlationId, { resolve, reject, deadlineMs: Date.now() + FORWARD_TIMEOUT_MS });
+    this.sweeper ??= setInterval(() => {
+      this.failOverdue();
+    }, TIMEOUT_SWEEP_MS).unref();
+    this.outbox.add({ correlationId, userId: device.userId, deviceId: device.deviceId, send: request });
     return promise;
   }
 
   close(): void {
+    clearInterval(this.sweeper);
     this.abort?.abort();
     this.failAll(unavailable("node link closed"));
     this.channel.close();
   }
 
-  private stream(): AsyncQueue<ForwardSendsRequest> {
+  /** Fails the sends past their deadline (the oldest come first in `pending`). */
+  private failOverdue(): void {
+    const now = Date.now();
+    for (const [correlationId, waiting] of this.pending) {
+      if (waiting.deadlineMs > now) break;
+      this.pending.delete(correlationId);
+      waiting.reject(unavailable(`no answer from node ${this.address} within ${FORWARD_TIMEOUT_MS} ms`));
+    }
+  }
+
+  private stream(): AsyncQueue<ForwardSendBatchesRequest> {
     if (this.requests !== undefined) return this.requests;
-    const requests = new AsyncQueue<ForwardSendsRequest>();
+    const requests = new AsyncQueue<ForwardSendBatchesRequest>();
     const abort = new AbortController();
     this.requests = requests;
     this.abort = abort;
     void (async () => {
       try {
-        for await (const response of this.client.forwardSends(requests, {
+        for await (const batch of this.client.forwardSendBatches(requests, {
           metadata: this.metadata,
           signal: abort.signal,
         })) {
-          this.settle(response);
+          for (const answer of batch.answers) this.settle(answer);
         }
         this.failAll(unavailable(`node ${this.address} ended the link`));
       } catch (error) {
@@ -239,11 +332,10 @@ class PeerLink {
     return requests;
   }
 
-  private settle(response: ForwardSendsResponse): void {
+  private settle(response: ForwardedAnswer): void {
     const waiting = this.pending.get(response.correlationId);
     if (waiting === undefined) return;
     this.pending.delete(response.correlationId);
-    clearTimeout(waiting.timer);
     const { result } = response;
     if (result?.$case === "sent") {
       waiting.resolve(result.value);
@@ -263,10 +355,7 @@ class PeerLink {
   }
 
   private failAll(error: RemessengerError): void {
-    for (const waiting of this.pending.values()) {
-      clearTimeout(waiting.timer);
-      waiting.reject(error);
-    }
+    for (const waiting of this.pending.values()) waiting.reject(error);
     this.pending.clear();
   }
 }

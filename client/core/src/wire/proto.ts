@@ -88,8 +88,10 @@ export { PipeFrames, PipeOpened } from "../../../../gen/remessenger/v1/pipe.ts";
 // Between server nodes only (forwarded sends, the push bus); clients never see these.
 export {
   ChatLeft,
-  ForwardSendsRequest,
-  ForwardSendsResponse,
+  ForwardSendBatchesRequest,
+  ForwardSendBatchesResponse,
+  ForwardedAnswer,
+  ForwardedSend,
   MessageEvent,
   NodeServiceDefinition,
   PushEvent,

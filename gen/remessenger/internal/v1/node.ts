@@ -14,7 +14,18 @@ export const protobufPackage = "remessenger.internal.v1";
 
 export const protobufFileName = "remessenger/internal/v1/node.proto";
 
-export interface ForwardSendsRequest {
+/** Forwarded sends, in the order the forwarding node received them. */
+export interface ForwardSendBatchesRequest {
+  sends: ForwardedSend[];
+}
+
+/** Answers to forwarded sends, in any order (matched by correlation id). */
+export interface ForwardSendBatchesResponse {
+  answers: ForwardedAnswer[];
+}
+
+/** One forwarded send. */
+export interface ForwardedSend {
   /** Chosen by the forwarding node; echoed in the response. */
   correlationId: number;
   /** The device that sent it, as its own node authenticated it. */
@@ -23,7 +34,8 @@ export interface ForwardSendsRequest {
   send: SendMessageRequest | undefined;
 }
 
-export interface ForwardSendsResponse {
+/** The answer to one forwarded send. */
+export interface ForwardedAnswer {
   correlationId: number;
   result:
     | { $case: "sent"; value: SendMessageResponse }
@@ -62,12 +74,122 @@ export interface MessageEvent {
   senderCaughtUp: boolean;
 }
 
-function createBaseForwardSendsRequest(): ForwardSendsRequest {
+function createBaseForwardSendBatchesRequest(): ForwardSendBatchesRequest {
+  return { sends: [] };
+}
+
+export const ForwardSendBatchesRequest: MessageFns<ForwardSendBatchesRequest> = {
+  encode(message: ForwardSendBatchesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.sends) {
+      ForwardedSend.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardSendBatchesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardSendBatchesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sends.push(ForwardedSend.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ForwardSendBatchesRequest>): ForwardSendBatchesRequest {
+    return ForwardSendBatchesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ForwardSendBatchesRequest>): ForwardSendBatchesRequest {
+    const message = createBaseForwardSendBatchesRequest();
+    message.sends = object.sends?.map((e) => ForwardedSend.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseForwardSendBatchesResponse(): ForwardSendBatchesResponse {
+  return { answers: [] };
+}
+
+export const ForwardSendBatchesResponse: MessageFns<ForwardSendBatchesResponse> = {
+  encode(message: ForwardSendBatchesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.answers) {
+      ForwardedAnswer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardSendBatchesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardSendBatchesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.answers.push(ForwardedAnswer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ForwardSendBatchesResponse>): ForwardSendBatchesResponse {
+    return ForwardSendBatchesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ForwardSendBatchesResponse>): ForwardSendBatchesResponse {
+    const message = createBaseForwardSendBatchesResponse();
+    message.answers = object.answers?.map((e) => ForwardedAnswer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseForwardedSend(): ForwardedSend {
   return { correlationId: 0, userId: "", deviceId: "", send: undefined };
 }
 
-export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
-  encode(message: ForwardSendsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+export const ForwardedSend: MessageFns<ForwardedSend> = {
+  encode(message: ForwardedSend, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.correlationId !== 0) {
       writer.uint32(8).uint64(message.correlationId);
     }
@@ -83,7 +205,7 @@ export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
     return writer;
   },
 
-  decode(input: BinaryReader | Uint8Array, length?: number): ForwardSendsRequest {
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardedSend {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
@@ -92,7 +214,7 @@ export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseForwardSendsRequest();
+      const message = createBaseForwardedSend();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -140,11 +262,11 @@ export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
     }
   },
 
-  create(base?: DeepPartial<ForwardSendsRequest>): ForwardSendsRequest {
-    return ForwardSendsRequest.fromPartial(base ?? {});
+  create(base?: DeepPartial<ForwardedSend>): ForwardedSend {
+    return ForwardedSend.fromPartial(base ?? {});
   },
-  fromPartial(object: DeepPartial<ForwardSendsRequest>): ForwardSendsRequest {
-    const message = createBaseForwardSendsRequest();
+  fromPartial(object: DeepPartial<ForwardedSend>): ForwardedSend {
+    const message = createBaseForwardedSend();
     message.correlationId = object.correlationId ?? 0;
     message.userId = object.userId ?? "";
     message.deviceId = object.deviceId ?? "";
@@ -155,12 +277,12 @@ export const ForwardSendsRequest: MessageFns<ForwardSendsRequest> = {
   },
 };
 
-function createBaseForwardSendsResponse(): ForwardSendsResponse {
+function createBaseForwardedAnswer(): ForwardedAnswer {
   return { correlationId: 0, result: undefined, isNotOwner: false };
 }
 
-export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
-  encode(message: ForwardSendsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+export const ForwardedAnswer: MessageFns<ForwardedAnswer> = {
+  encode(message: ForwardedAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.correlationId !== 0) {
       writer.uint32(8).uint64(message.correlationId);
     }
@@ -178,7 +300,7 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
     return writer;
   },
 
-  decode(input: BinaryReader | Uint8Array, length?: number): ForwardSendsResponse {
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardedAnswer {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
@@ -187,7 +309,7 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseForwardSendsResponse();
+      const message = createBaseForwardedAnswer();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -235,11 +357,11 @@ export const ForwardSendsResponse: MessageFns<ForwardSendsResponse> = {
     }
   },
 
-  create(base?: DeepPartial<ForwardSendsResponse>): ForwardSendsResponse {
-    return ForwardSendsResponse.fromPartial(base ?? {});
+  create(base?: DeepPartial<ForwardedAnswer>): ForwardedAnswer {
+    return ForwardedAnswer.fromPartial(base ?? {});
   },
-  fromPartial(object: DeepPartial<ForwardSendsResponse>): ForwardSendsResponse {
-    const message = createBaseForwardSendsResponse();
+  fromPartial(object: DeepPartial<ForwardedAnswer>): ForwardedAnswer {
+    const message = createBaseForwardedAnswer();
     message.correlationId = object.correlationId ?? 0;
     switch (object.result?.$case) {
       case "sent": {
@@ -497,18 +619,20 @@ export const MessageEvent: MessageFns<MessageEvent> = {
 /**
  * Sends for a chat whose shard another node owns go to that owner. One
  * stream per pair of nodes keeps the order in which the forwarding node
- * received them.
+ * received them. Sends travel in batches (those a node received in one turn
+ * of its event loop) and answers too (those ready together), so a busy link
+ * pays gRPC's per-message cost once per batch, not once per send.
  */
 export type NodeServiceDefinition = typeof NodeServiceDefinition;
 export const NodeServiceDefinition = {
   name: "NodeService",
   fullName: "remessenger.internal.v1.NodeService",
   methods: {
-    forwardSends: {
-      name: "ForwardSends",
-      requestType: ForwardSendsRequest as typeof ForwardSendsRequest,
+    forwardSendBatches: {
+      name: "ForwardSendBatches",
+      requestType: ForwardSendBatchesRequest as typeof ForwardSendBatchesRequest,
       requestStream: true,
-      responseType: ForwardSendsResponse as typeof ForwardSendsResponse,
+      responseType: ForwardSendBatchesResponse as typeof ForwardSendBatchesResponse,
       responseStream: true,
       options: {},
     },
@@ -516,17 +640,17 @@ export const NodeServiceDefinition = {
 } as const;
 
 export interface NodeServiceImplementation<CallContextExt = {}> {
-  forwardSends(
-    request: AsyncIterable<ForwardSendsRequest>,
+  forwardSendBatches(
+    request: AsyncIterable<ForwardSendBatchesRequest>,
     context: CallContext & CallContextExt,
-  ): ServerStreamingMethodResult<DeepPartial<ForwardSendsResponse>>;
+  ): ServerStreamingMethodResult<DeepPartial<ForwardSendBatchesResponse>>;
 }
 
 export interface NodeServiceClient<CallOptionsExt = {}> {
-  forwardSends(
-    request: AsyncIterable<DeepPartial<ForwardSendsRequest>>,
+  forwardSendBatches(
+    request: AsyncIterable<DeepPartial<ForwardSendBatchesRequest>>,
     options?: CallOptions & CallOptionsExt,
-  ): AsyncIterable<ForwardSendsResponse>;
+  ): AsyncIterable<ForwardSendBatchesResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
