@@ -48,6 +48,7 @@ export class RedisPushBus implements PushBus {
   private readonly groupWatchers = new Map<string, Map<string, number>>();
   private readonly groupSubscribed = new Map<string, Promise<void>>();
   private hasConnected = false;
+  private readonly ownOrigin: Buffer;
   private publishedCount = 0;
   private receivedCount = 0;
 
@@ -69,6 +70,8 @@ export class RedisPushBus implements PushBus {
     this.publisher = publisher;
     this.subscriber = subscriber;
     this.options = options;
+    // origin_node_id is field 1, encoded first: every event this node publishes starts with these bytes.
+    this.ownOrigin = Buffer.from(PushEvent.encode({ originNodeId: options.nodeId, event: undefined }).finish());
     subscriber.on("smessageBuffer", (channel: Buffer, payload: Buffer) => {
       this.onRemote(channel.toString("utf8"), payload);
     });
@@ -217,6 +220,8 @@ export class RedisPushBus implements PushBus {
   }
 
   private onRemote(channel: string, payload: Buffer): void {
+    // Our own events come back when we also subscribe their users: skip them undecoded.
+    if (this.ownOrigin.length > 0 && payload.subarray(0, this.ownOrigin.length).equals(this.ownOrigin)) return;
     const userIds = this.recipientsOf(channel);
     if (userIds.length === 0) return;
     let decoded: PushEvent;
