@@ -114,6 +114,36 @@ export function membersAt(history: GroupHistory, seq: number): Set<string> | und
   return members;
 }
 
+/**
+ * Whether `userId` is a member for a message at `seq` (undefined when trimmed
+ * away). Walks back from the current members over the few operations after
+ * `seq`, without copying a large member list.
+ */
+export function isMemberAt(history: GroupHistory, seq: number, userId: string): boolean | undefined {
+  if (seq <= history.trimmedThroughSeq) return undefined;
+  let isMember = includesSorted(history.members, userId);
+  for (let i = history.entries.length - 1; i >= 0; i -= 1) {
+    const entry = history.entries[i];
+    if (entry === undefined || entry.seq < seq) break;
+    if (entry.added.includes(userId)) isMember = false;
+    if (entry.removed.includes(userId)) isMember = true;
+  }
+  return isMember;
+}
+
+function includesSorted(sorted: readonly string[], value: string): boolean {
+  let low = 0;
+  let high = sorted.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >>> 1;
+    const at = sorted[middle] ?? "";
+    if (at === value) return true;
+    if (at < value) low = middle + 1;
+    else high = middle - 1;
+  }
+  return false;
+}
+
 /** The operation that started `epoch`, if kept. */
 export function epochStart(history: GroupHistory, epoch: number): HistoryEntry | undefined {
   return history.entries.find((e) => e.epoch === epoch);
@@ -123,7 +153,7 @@ export function epochStart(history: GroupHistory, epoch: number): HistoryEntry |
 export function isMemberDuring(history: GroupHistory, epoch: number, userId: string): boolean {
   const start = epochStart(history, epoch);
   if (start === undefined) return false;
-  return membersAt(history, start.seq + 1)?.has(userId) ?? false;
+  return isMemberAt(history, start.seq + 1, userId) ?? false;
 }
 
 /** Whether a message of an ended epoch at `seq`/`serverTimeMs` is still within the window after `end`. */
@@ -146,8 +176,7 @@ export function judgeGroupMessage(
   if (message.epoch > current) {
     return refuse("future-epoch", `sealed in epoch ${message.epoch}, but epoch ${current} is in effect here`);
   }
-  const now = membersAt(history, message.seq);
-  if (now === undefined || !now.has(message.senderUserId)) {
+  if (isMemberAt(history, message.seq, message.senderUserId) !== true) {
     return refuse("sender-not-member", `${message.senderUserId} is not a member of the group at seq ${message.seq}`);
   }
   let isGrace = false;

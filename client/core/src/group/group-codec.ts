@@ -89,6 +89,8 @@ const OPERATIONS_PAGE = 500;
 const MAX_CATCH_UP_PAGES = 100;
 /** Signers of sender keys kept in memory (one per group and epoch this device sends in). */
 const MAX_SIGNERS = 64;
+/** Parsed group records kept in memory. */
+const MAX_CACHED_GROUPS = 64;
 
 /** What the group layer asks the server (through the session's live connection). */
 export interface GroupServer {
@@ -188,6 +190,8 @@ export class GroupCodec {
   private readonly options: GroupCodecOptions;
   private server: GroupServer | undefined;
   private readonly signers = new Map<string, DeviceSigner>();
+  /** Group records as last read, by chat: reused while their stored version stays (records are never changed in place). */
+  private readonly groups = new Map<string, Versioned<GroupRecord>>();
   /** Groups whose chain was compared with the server's on the current connection. */
   private readonly fresh = new Set<string>();
   /** Per group and epoch: when the member devices were last compared with those the key reached. */
@@ -693,12 +697,21 @@ export class GroupCodec {
     this.signers.set(name, signer);
   }
 
+  /** The group's record; decrypted and parsed only when its version moved (a large group's is large). */
   private async readGroup(chatId: string): Promise<Versioned<GroupRecord> | undefined> {
     const key = groupKey(chatId);
     const stored = (await this.options.store.readE2e([key])).get(key);
-    return stored === undefined
-      ? undefined
-      : { record: this.decode<GroupRecord>(key, stored), version: stored.version };
+    if (stored === undefined) return undefined;
+    const cached = this.groups.get(chatId);
+    if (cached?.version === stored.version) return cached;
+    const read = { record: this.decode<GroupRecord>(key, stored), version: stored.version };
+    this.groups.delete(chatId);
+    if (this.groups.size >= MAX_CACHED_GROUPS) {
+      const oldest = this.groups.keys().next();
+      if (oldest.done !== true) this.groups.delete(oldest.value);
+    }
+    this.groups.set(chatId, read);
+    return read;
   }
 
   private async readSent(chatId: string, epoch: number): Promise<Versioned<SentRecord> | undefined> {
