@@ -15,7 +15,8 @@ import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
 import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { ReceivedMessage } from "../outbox/client-store.ts";
 import { MemoryClientStore } from "../outbox/memory-client-store.ts";
-import { ClientSession, type SessionTiming } from "./client-session.ts";
+import { ClientSession, PREKEY_UPKEEP_INTERVAL_MS, type SessionTiming } from "./client-session.ts";
+import { SIGNED_PREKEY_ROTATION_MS } from "./e2e-payload-codec.ts";
 import { makeDeviceIdentity } from "../crypto/session-setup.ts";
 import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 
@@ -160,6 +161,7 @@ async function setup(store = new MemoryClientStore(), timing: Partial<SessionTim
       case "createChat":
       case "listChats":
       case "linkDevice":
+      case "getGroupOperations":
         return; // not part of these scenarios: left unanswered
     }
   };
@@ -421,6 +423,29 @@ describe("ClientSession (scripted server)", () => {
     peer.isIgnoringSends = false;
     await clock.advance(1_000);
     expect(pipe()).not.toBe(first);
+  });
+
+  it("rotates its signed prekey on schedule while it stays logged in, on the same connection", async () => {
+    const DAY = 24 * 60 * 60 * 1000;
+    // Keep-alive and stall watch out of the way: a week passes on this clock.
+    const { clock, pipe, transports } = await setup(undefined, {
+      pingIntervalMs: 30 * DAY,
+      pingTimeoutMs: 30 * DAY,
+      stallAfterMs: 30 * DAY,
+    });
+    const publishes = () =>
+      pipe().received.flatMap((f) => (f.request.$case === "publishPreKeys" ? [f.request.value] : []));
+    for (let i = 0; i < 100 && publishes().length === 0; i += 1) await settle();
+    // At login: the first full bundle.
+    expect(publishes()).toHaveLength(1);
+    const firstId = publishes()[0]?.signedPreKey?.keyId;
+    await clock.advance(SIGNED_PREKEY_ROTATION_MS - PREKEY_UPKEEP_INTERVAL_MS);
+    expect(publishes()).toHaveLength(1);
+    await clock.advance(2 * PREKEY_UPKEEP_INTERVAL_MS);
+    expect(publishes()).toHaveLength(2);
+    expect(publishes()[1]).toMatchObject({ oneTimePreKeys: [], lastResortPqPreKey: undefined });
+    expect(publishes()[1]?.signedPreKey?.keyId).not.toBe(firstId);
+    expect(transports.pipes).toHaveLength(1);
   });
 
   it("stops cleanly: the connection closes and the state is stopped", async () => {

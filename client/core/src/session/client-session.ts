@@ -85,7 +85,14 @@ import type { DeviceIdentity } from "../crypto/session-setup.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
 import type { X25519Provider } from "../crypto/x25519.ts";
 import { StaleE2eStateError } from "../outbox/client-store.ts";
-import { E2eCodec, type E2eServer, IdentityChangedError, NeedsServerError, type Sealed } from "./e2e-payload-codec.ts";
+import {
+  E2eCodec,
+  type E2eServer,
+  IdentityChangedError,
+  NeedsServerError,
+  type Sealed,
+  type SignedPreKeyPolicy,
+} from "./e2e-payload-codec.ts";
 import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../group/epoch-window.ts";
 import { type GroupAdminPort, type GroupChangeRequest, changeGroup, createGroup } from "../group/group-admin.ts";
 import { type GroupChange, GroupCodec, type GroupServer } from "../group/group-codec.ts";
@@ -156,6 +163,8 @@ export interface ClientSessionOptions {
   /** How long after a group's rotation its previous epoch is still accepted (time and messages). */
   groupWindow?: GraceWindow;
   timing?: Partial<SessionTiming>;
+  /** Signed prekey rotation (weekly, replaced keys kept 30 days, when omitted). */
+  signedPreKeys?: Partial<SignedPreKeyPolicy>;
 }
 
 export interface E2eKeyMaterial {
@@ -174,6 +183,8 @@ export interface E2eKeyMaterial {
 const MAX_STALE_RETRIES = 8;
 /** A send refused with DEVICES_CHANGED is sealed again and resent at most this often in a row. */
 export const MAX_RESEAL_ROUNDS = 3;
+/** How often a logged-in session checks whether a prekey is due (rotation, expired grace); the login checks too. */
+export const PREKEY_UPKEEP_INTERVAL_MS = 60 * 60 * 1000;
 /** A session with a device is reset at most this often (a burst of undecryptable messages heals once). */
 export const HEAL_INTERVAL_MS = 60_000;
 
@@ -246,6 +257,7 @@ export class ClientSession {
   private readonly isSubscribing: boolean;
   private readonly isSendingOutbox: boolean;
   private readonly timing: SessionTiming;
+  private readonly signedPreKeys: Partial<SignedPreKeyPolicy> | undefined;
   private readonly monitor: ConnectionMonitor;
   private readonly outbox: OutboxSender;
   private readonly lifetime = new AbortController();
@@ -275,6 +287,7 @@ export class ClientSession {
     this.isSendingOutbox = options.sendOutbox ?? true;
     this.groupWindow = options.groupWindow ?? DEFAULT_GRACE_WINDOW;
     this.timing = { ...DEFAULT_TIMING, ...options.timing };
+    this.signedPreKeys = options.signedPreKeys;
     const onListenerError = (error: unknown): void => {
       this.logger.error({ err: error }, "a session event listener threw");
     };
@@ -353,6 +366,7 @@ export class ClientSession {
       clock: this.clock,
       ...(this.e2eKeys.onKeyMade === undefined ? {} : { onKeyMade: this.e2eKeys.onKeyMade }),
       ...(this.e2eKeys.mlKem === undefined ? {} : { mlKem: this.e2eKeys.mlKem }),
+      ...(this.signedPreKeys === undefined ? {} : { signedPreKeys: this.signedPreKeys }),
     });
     this.codecValue.setServer(this.e2eServer());
     this.groupsValue = new GroupCodec({
@@ -656,6 +670,7 @@ export class ClientSession {
     signal.addEventListener("abort", onAbort, { once: true });
     let loggedInAt: number | undefined;
     let stopPinger: (() => void) | undefined;
+    let stopPreKeyUpkeep: (() => void) | undefined;
     const wasStable = (): boolean =>
       loggedInAt !== undefined && this.clock.nowMs() - loggedInAt >= this.timing.stableAfterMs;
     try {
@@ -696,12 +711,14 @@ export class ClientSession {
         this.report("sending the outbox", error);
       });
       stopPinger = this.startPinger(connection);
+      stopPreKeyUpkeep = this.startPreKeyUpkeep();
       const reason = await closed.promise;
       return { kind: "lost", failure: this.closeFailure(reason), wasStable: wasStable() };
     } catch (error) {
       return { kind: "lost", failure: this.toFailure(error), wasStable: wasStable() };
     } finally {
       stopPinger?.();
+      stopPreKeyUpkeep?.();
       signal.removeEventListener("abort", onAbort);
       if (this.live === connection) this.live = undefined;
       connection.close(CLOSE_NORMAL, "connection abandoned");
@@ -711,6 +728,26 @@ export class ClientSession {
   private readyConnection(): Connection | undefined {
     const connection = this.live;
     return connection?.isOpen === true && isLoggedIn(this.monitor.status.state) ? connection : undefined;
+  }
+
+  /** While logged in, looks at the prekeys now and then: a long-lived session rotates its signed prekey on time. */
+  private startPreKeyUpkeep(): () => void {
+    let cancel = (): void => undefined;
+    const schedule = (): void => {
+      cancel = this.clock.setTimer(() => {
+        drop(
+          this.e2e.exclusive(() => this.e2e.maintainPreKeys(undefined)),
+          (error) => {
+            this.report("rotating prekeys", error);
+          },
+        );
+        schedule();
+      }, PREKEY_UPKEEP_INTERVAL_MS);
+    };
+    schedule();
+    return () => {
+      cancel();
+    };
   }
 
   private startPinger(connection: Connection): () => void {
