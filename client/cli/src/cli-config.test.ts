@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_GRACE_WINDOW } from "../../core/src/group/epoch-window.ts";
+import { SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATION_MS } from "../../core/src/session/e2e-payload-codec.ts";
 import { parseCliConfig } from "./cli-config.ts";
 
 describe("parseCliConfig", () => {
@@ -14,6 +15,7 @@ describe("parseCliConfig", () => {
       dohUrls: [],
       nameBudget: undefined,
       groupWindow: DEFAULT_GRACE_WINDOW,
+      signedPreKeys: { rotationMs: SIGNED_PREKEY_ROTATION_MS, graceMs: SIGNED_PREKEY_GRACE_MS },
     });
   });
 
@@ -42,6 +44,7 @@ describe("parseCliConfig", () => {
       dohUrls: [],
       nameBudget: undefined,
       groupWindow: DEFAULT_GRACE_WINDOW,
+      signedPreKeys: { rotationMs: SIGNED_PREKEY_ROTATION_MS, graceMs: SIGNED_PREKEY_GRACE_MS },
     });
   });
 
@@ -78,6 +81,17 @@ describe("parseCliConfig", () => {
       messages: 7,
     });
     expect(() => parseCliConfig({}, { REMESSENGER_GROUP_GRACE_MS: "soon" }, "/h")).toThrow(/GRACE_MS/);
+  });
+
+  it("takes the signed prekey rotation from the environment", () => {
+    expect(parseCliConfig({}, {}, "/h").signedPreKeys).toEqual({
+      rotationMs: SIGNED_PREKEY_ROTATION_MS,
+      graceMs: SIGNED_PREKEY_GRACE_MS,
+    });
+    const env = { REMESSENGER_SIGNED_PREKEY_ROTATION_MS: "3600000", REMESSENGER_SIGNED_PREKEY_GRACE_MS: "0" };
+    expect(parseCliConfig({}, env, "/h").signedPreKeys).toEqual({ rotationMs: 3_600_000, graceMs: 0 });
+    expect(() => parseCliConfig({}, { REMESSENGER_SIGNED_PREKEY_ROTATION_MS: "0" }, "/h")).toThrow(/at least 1/);
+    expect(() => parseCliConfig({}, { REMESSENGER_SIGNED_PREKEY_GRACE_MS: "a week" }, "/h")).toThrow(/GRACE_MS/);
   });
 
   it("refuses a bad server URL or log level as bad input", () => {

@@ -20,10 +20,18 @@
  *                      REMESSENGER_GROUP_GRACE_MS, REMESSENGER_GROUP_GRACE_MESSAGES
  *                                              how long after a group's rotation its previous
  *                                              epoch is still accepted (default 1 h and 1,000)
+ *                      REMESSENGER_SIGNED_PREKEY_ROTATION_MS, REMESSENGER_SIGNED_PREKEY_GRACE_MS
+ *                                              how often the device replaces its signed prekey, and
+ *                                              how long it keeps a replaced one (default 7 and 30 days)
  */
 import { join } from "node:path";
 import { splitServerUrls, webSocketUrl } from "../../core/src/index.ts";
 import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../../core/src/group/epoch-window.ts";
+import {
+  SIGNED_PREKEY_GRACE_MS,
+  SIGNED_PREKEY_ROTATION_MS,
+  type SignedPreKeyPolicy,
+} from "../../core/src/session/e2e-payload-codec.ts";
 import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "../../core/src/wire/tunnel-name.ts";
 import { usageError } from "./cli-error.ts";
 
@@ -51,6 +59,8 @@ export interface CliConfig {
   keyLogFile: string | undefined;
   /** The grace window after a group's rotation. */
   groupWindow: GraceWindow;
+  /** Signed prekey rotation. */
+  signedPreKeys: SignedPreKeyPolicy;
 }
 
 export interface GlobalFlags {
@@ -113,7 +123,21 @@ export function parseCliConfig(
         count(env.REMESSENGER_GROUP_GRACE_MESSAGES, "REMESSENGER_GROUP_GRACE_MESSAGES") ??
         DEFAULT_GRACE_WINDOW.messages,
     },
+    signedPreKeys: {
+      rotationMs:
+        positive(env.REMESSENGER_SIGNED_PREKEY_ROTATION_MS, "REMESSENGER_SIGNED_PREKEY_ROTATION_MS") ??
+        SIGNED_PREKEY_ROTATION_MS,
+      graceMs:
+        count(env.REMESSENGER_SIGNED_PREKEY_GRACE_MS, "REMESSENGER_SIGNED_PREKEY_GRACE_MS") ?? SIGNED_PREKEY_GRACE_MS,
+    },
   };
+}
+
+/** A whole number of at least 1 from the environment, if set. */
+function positive(text: string | undefined, name: string): number | undefined {
+  const value = count(text, name);
+  if (value === 0) throw usageError(`${name} must be at least 1`);
+  return value;
 }
 
 /** A whole number of at least 0 from the environment, if set. */

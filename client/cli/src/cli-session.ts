@@ -47,6 +47,7 @@ export function createSession(
     e2e: opened.e2e,
     logger: context.logger,
     groupWindow: context.config.groupWindow,
+    signedPreKeys: context.config.signedPreKeys,
     ...(subscribe === undefined ? {} : { subscribe }),
     ...(sendOutbox === undefined ? {} : { sendOutbox }),
     ...(timing === undefined ? {} : { timing }),
