@@ -1,10 +1,10 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { systemClock } from "../session/clock.ts";
 import type { Transport, TransportFactory, TransportKind } from "../transport/transport.ts";
 import { TransportLadder } from "./ladder-transports.ts";
 
 /** A pipe whose connect settles only when its signal aborts (a path that goes silent). */
-function silentFactory(kind: TransportKind, closes: string[]): TransportFactory {
+function silentFactory(kind: TransportKind, closes: string[], trying: string[]): TransportFactory {
   return {
     kind,
     create(): Transport {
@@ -14,6 +14,7 @@ function silentFactory(kind: TransportKind, closes: string[]): TransportFactory 
         closeReason: undefined,
         connect: ({ signal }) =>
           new Promise((_resolve, reject) => {
+            trying.push(kind);
             signal.addEventListener("abort", () => reject(new Error(`${kind} gave up`)), { once: true });
           }),
         send: () => undefined,
@@ -30,15 +31,18 @@ const handlers = { onFrame: () => undefined, onClose: () => undefined };
 describe("a racing connect over the ladder", () => {
   it("ends when the caller gives up, even while every candidate is still trying", async () => {
     const closes: string[] = [];
+    const trying: string[] = [];
     const ladder = new TransportLadder({
-      rungs: [silentFactory("websocket", closes), silentFactory("https", closes)],
+      rungs: [silentFactory("websocket", closes, trying), silentFactory("https", closes, trying)],
       clock: systemClock,
       timing: { raceStaggerMs: 1 },
     });
     const transport = ladder.create(handlers);
     const caller = new AbortController();
     const connecting = transport.connect({ signal: caller.signal, timeoutMs: 60_000 });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await vi.waitFor(() => {
+      expect(trying).toEqual(["websocket", "https"]);
+    });
     caller.abort(new Error("the session's deadline passed"));
     await expect(connecting).rejects.toThrow("the session's deadline passed");
     // Nothing is left trying in the background, and no rung is blamed for the caller's abort.

@@ -67,6 +67,19 @@ describe("transport ladder", () => {
     expect(rung(switched, "websocket")?.failures).toBe(0);
   });
 
+  it("forgets the failures of rungs below the one that connected, so the next fall tries them again", () => {
+    let state = initialLadder(LADDER);
+    for (const kind of ["websocket", "https", "doh"] as const) state = failed(state, kind, failure(0));
+    state = connected(state, "dns", 100);
+    // The block lifts: the ladder climbs to WebSocket; what DoH and HTTPS did back then no longer counts.
+    state = connected(lost(state, failure(20_000, "climbing"), true), "websocket", 20_000);
+    expect(rung(state, "doh")).toMatchObject({ failures: 0, retryAtMs: 0 });
+    expect(rung(state, "doh")?.lastFailure?.atMs).toBe(0);
+    // WebSocket dies early again: the race has HTTPS, DoH and DNS, best first, not just DNS.
+    state = lost(state, failure(21_000), false);
+    expect(planRace(state, 21_000).map((e) => e.kind)).toEqual(["https", "doh", "dns"]);
+  });
+
   it("probes only better rungs that are due, and none on the best rung", () => {
     let state = failed(initialLadder(LADDER), "websocket", failure(0));
     state = connected(state, "doh", 0);

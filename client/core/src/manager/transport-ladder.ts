@@ -13,7 +13,8 @@
  *   little after the one above it (like Happy Eyeballs): a working good rung
  *   wins, a dead one costs no more than its head start. A rung that failed is
  *   raced again only when every rung has failed; otherwise only probes bring
- *   the ladder back to it.
+ *   the ladder back to it. Failures of rungs below the one in use are
+ *   forgotten when it connects: nothing probes down, so they would be stale.
  * - Failed rungs are probed again within the maximum backoff (10 s by default), so a
  *   path that heals is noticed fast.
  * - The ladder climbs to a better rung only after probes of it succeeded
@@ -105,8 +106,15 @@ export function planRace(state: LadderState, nowMs: number, timing: LadderTiming
 
 /** The race was won by `kind`: it is the active rung now. */
 export function connected(state: LadderState, kind: TransportKind, nowMs: number): LadderState {
+  const rank = rankOf(state, kind);
   return {
-    rungs: update(state.rungs, kind, (r) => ({ ...r, lastSuccessAtMs: nowMs, retryAtMs: 0, probeSuccesses: 0 })),
+    rungs: state.rungs.map((r, index) => {
+      if (r.kind === kind) return { ...r, lastSuccessAtMs: nowMs, retryAtMs: 0, probeSuccesses: 0 };
+      // What failed below the rung in use is old news by the time it matters again (nothing
+      // probes down): those rungs race again, staggered behind the ones above them.
+      if (index > rank && r.failures > 0) return { ...r, failures: 0, retryAtMs: 0 };
+      return r;
+    }),
     active: kind,
     activeSinceMs: nowMs,
   };
