@@ -6,6 +6,8 @@
  *   remessenger [--profile DIR] [--server URL] [--json] init --name NAME
  *   remessenger chat create --with USER_ID [--with USER_ID ...] [--title T]
  *   remessenger chat list | contacts | status
+ *   remessenger group create --name NAME --members ID,ID | group add|remove|promote|demote CHAT USER
+ *   remessenger group rename CHAT TITLE | group rotate|leave|members CHAT
  *   remessenger send CHAT_ID TEXT [--wait] [--timeout MS]
  *   remessenger listen [--exit-after N]
  */
@@ -18,6 +20,12 @@ import { EXIT_OK, EXIT_USAGE, describeFailure } from "./cli-error.ts";
 import { type CommandContext, createLogger } from "./cli-session.ts";
 import { chatCreateCommand, chatListCommand } from "./commands/chat.ts";
 import { contactsCommand } from "./commands/contacts.ts";
+import {
+  type MemberChangeKind,
+  groupChangeCommand,
+  groupCreateCommand,
+  groupMembersCommand,
+} from "./commands/group.ts";
 import { initCommand } from "./commands/init.ts";
 import { inviteCommand } from "./commands/invite.ts";
 import { listenCommand } from "./commands/listen.ts";
@@ -127,6 +135,61 @@ export async function run(argv: readonly string[], signal: AbortSignal): Promise
     .description("list your chats")
     .action(async (_options: unknown, command: Command) => {
       await chatListCommand(contextOf(command));
+    });
+
+  const group = program.command("group").description("create groups and change their members (signed by this device)");
+  group
+    .command("create")
+    .description("create a group with you as its admin; prints the chat id")
+    .requiredOption("--name <name>", "the group's title")
+    .requiredOption("--members <ids>", "the other members' user ids, comma-separated")
+    .action(async (options: { name: string; members: string }, command: Command) => {
+      await groupCreateCommand(contextOf(command), options);
+    });
+  const memberChanges: Record<MemberChangeKind, string> = {
+    add: "add a member (admins only)",
+    remove: "remove a member (admins only)",
+    promote: "make a member an admin (admins only)",
+    demote: "make an admin a plain member (admins only)",
+  };
+  for (const [kind, description] of Object.entries(memberChanges) as Array<[MemberChangeKind, string]>) {
+    group
+      .command(kind)
+      .description(description)
+      .argument("<chatId>", "the group")
+      .argument("<userId>", "the member")
+      .action(async (chatId: string, userId: string, _options: unknown, command: Command) => {
+        await groupChangeCommand(contextOf(command), chatId, { kind, userIds: [userId] });
+      });
+  }
+  group
+    .command("rename")
+    .description("change the group's title (admins only)")
+    .argument("<chatId>", "the group")
+    .argument("<title>", "the new title")
+    .action(async (chatId: string, title: string, _options: unknown, command: Command) => {
+      await groupChangeCommand(contextOf(command), chatId, { kind: "rename", title });
+    });
+  group
+    .command("rotate")
+    .description("start a new epoch: new sender keys for every member (admins only)")
+    .argument("<chatId>", "the group")
+    .action(async (chatId: string, _options: unknown, command: Command) => {
+      await groupChangeCommand(contextOf(command), chatId, { kind: "rotate" });
+    });
+  group
+    .command("leave")
+    .description("leave the group")
+    .argument("<chatId>", "the group")
+    .action(async (chatId: string, _options: unknown, command: Command) => {
+      await groupChangeCommand(contextOf(command), chatId, { kind: "leave" });
+    });
+  group
+    .command("members")
+    .description("the members and admins as this device verified them, and any operation it refuses")
+    .argument("<chatId>", "the group")
+    .action(async (chatId: string, _options: unknown, command: Command) => {
+      await groupMembersCommand(contextOf(command), chatId);
     });
 
   program

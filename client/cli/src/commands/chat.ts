@@ -25,13 +25,18 @@ export async function chatCreateCommand(
     if (members.includes(opened.profile.userId))
       throw usageError("you are in every chat you create; name the other members");
     await connectOrFail(context, session, opened);
+    if (members.length > 1) {
+      // A group starts with this device's signed CREATE (group create does the same).
+      const chatId = await session.createGroup(options.title ?? "", members, {
+        timeoutMs: 2 * REQUEST_TIMEOUT_MS,
+        signal: context.signal,
+      });
+      context.output.print({ chatId, created: true }, chatId);
+      return;
+    }
     const { chat, created } = await session.request(
       "createChat",
-      {
-        kind: members.length === 1 ? ChatKind.CHAT_KIND_DIRECT : ChatKind.CHAT_KIND_GROUP,
-        memberUserIds: members,
-        title: options.title ?? "",
-      },
+      { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: members, title: options.title ?? "" },
       { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal },
     );
     if (chat === undefined) throw new CliError("the server answered without the chat");
