@@ -453,12 +453,15 @@ export class GroupCodec {
 
   /**
    * Makes a sealed group message ready to leave, on a live connection: the
-   * chain is compared with the server's; a message of an epoch that ended
-   * (sealed offline, or before a rotation this device just heard of) goes as
-   * it is while the grace window still takes it and its key was handed out,
-   * otherwise "reseal" (the caller seals it again in the current epoch: no
-   * member ever saw it); and this device's key of the message's epoch
-   * reaches every member device that lacks it, before the message.
+   * chain is compared with the server's (once per connection); a message of
+   * an epoch this device knows has ended (written offline, or before a
+   * rotation it just heard of) is "reseal": the caller seals it again in the
+   * current epoch, so members who joined since read it and members who left
+   * do not (resending is harmless: the server keeps the first bytes of a
+   * message id). Otherwise this device's key of the message's epoch reaches
+   * every member device that lacks it, before the message. The grace window
+   * is for what this device could not know: messages already on their way
+   * when the rotation happened.
    */
   async prepareSend(chatId: string, sealed: Uint8Array): Promise<"send" | "reseal"> {
     await this.refresh(chatId);
@@ -467,22 +470,14 @@ export class GroupCodec {
     const envelope = GroupEnvelope.decode(request.payload);
     const stored = await this.readGroup(chatId);
     if (stored === undefined) throw new NeedsServerError(`the membership of group ${chatId} is not known yet`);
-    const { state, history } = stored.record;
+    const { state } = stored.record;
     if (!state.members.includes(this.options.userId)) {
       throw new RemessengerError(
         ErrorCode.ERROR_CODE_PERMISSION_DENIED,
         `this user is no longer a member of ${chatId}`,
       );
     }
-    if (envelope.epoch < state.epoch) {
-      const sent = await this.readSent(chatId, envelope.epoch);
-      const end = epochStart(history, envelope.epoch + 1);
-      // Where it would land: right after the chat's newest message now.
-      const { headSeq } = await this.requireServer(`check group ${chatId}`).getChat(chatId);
-      const isTaken =
-        end !== undefined && isWithinWindow(end, headSeq + 1, this.options.clock.nowMs(), this.options.window);
-      return sent?.record.isComplete === true && isTaken ? "send" : "reseal";
-    }
+    if (envelope.epoch < state.epoch) return "reseal";
     if (envelope.epoch === state.epoch) await this.distribute(chatId, state.epoch, state.members);
     return "send";
   }

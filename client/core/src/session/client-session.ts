@@ -1191,9 +1191,16 @@ export class ClientSession {
    */
   private async sealFor(chatId: string, messageIdHex: string, content: Content): Promise<Sealed> {
     if (!(await this.isGroupChat(chatId))) return this.e2e.seal(chatId, messageIdHex, content);
-    // A group this device has not seen an operation of yet (just added, never listened): fetch its chain.
-    if (!(await this.groups.isKnownGroup(chatId)) && this.readyConnection() !== undefined) {
-      await this.groups.refresh(chatId, true);
+    // Online, the chain is compared with the server's first (once per connection): a one-shot sender
+    // that heard no pushes, or a device just added, seals in the group's current epoch.
+    if (this.readyConnection() !== undefined) {
+      try {
+        await this.groups.refresh(chatId);
+      } catch (error) {
+        if (!(error instanceof RemessengerError || error instanceof NeedsServerError)) throw error;
+        // Sealed with what this device knows; the chain is compared again before the message leaves.
+        this.logger.debug({ chatId, reason: error.message }, "group chain not checked before sealing");
+      }
     }
     const body = content.body;
     if (body?.$case !== "sessionReset") return this.groups.seal(chatId, messageIdHex, content);
@@ -1221,9 +1228,9 @@ export class ClientSession {
 
   /**
    * A group message about to leave: this device's sender key of its epoch
-   * reaches every member device first, and a message of an epoch whose
-   * window would refuse it is sealed again in the current one (no member
-   * could read the old bytes). Direct chats pass through.
+   * reaches every member device first, and a message of an epoch this device
+   * knows has ended is sealed again in the current one. Direct chats pass
+   * through.
    */
   private async prepareGroupSend(entry: OutboxEntry, sealed: Uint8Array): Promise<Uint8Array> {
     if (!(await this.isGroupChat(entry.chatId))) return sealed;
