@@ -9,6 +9,7 @@ import { systemClock } from "../session/clock.ts";
 import { E2eCodec, type E2eServer } from "../session/e2e-payload-codec.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 import { type GroupState, draftOperation, nextGroupState, operationProof } from "../wire/group-operation.ts";
+import { linkApprovalProof } from "../wire/auth-proof.ts";
 import { messageIdToHex, randomBytes } from "../wire/ids.ts";
 import {
   ChatKind,
@@ -21,7 +22,7 @@ import {
   SendMessageRequest,
 } from "../wire/proto.ts";
 import type { GraceWindow } from "./epoch-window.ts";
-import { GroupCodec, type GroupServer } from "./group-codec.ts";
+import { COVERAGE_CHECK_MS, GroupCodec, type GroupServer } from "./group-codec.ts";
 
 const CHAT = "c" + "g".repeat(26);
 const letter = (n: number): string => "abcdefghij".charAt(n);
@@ -57,15 +58,25 @@ class GroupLab {
   private readonly oneTime = new Map<string, PreKeyBundle["oneTimePreKey"][]>();
   state: GroupState | undefined;
   private timeMs = 1_000;
+  readonly clock = {
+    nowMs: (): number => this.timeMs,
+    setTimer: (callback: () => void, delayMs: number) => systemClock.setTimer(callback, delayMs),
+  };
+
+  /** Moves the lab's clock (the server's and every device's) forward. */
+  advance(ms: number): void {
+    this.timeMs += ms;
+  }
   readonly window: GraceWindow;
 
   constructor(window: GraceWindow) {
     this.window = window;
   }
 
-  async addDevice(n: number): Promise<LabDevice> {
+  /** A new device of user `n` (its first, or one linked with `approver`'s approval). */
+  async addDevice(n: number, approver?: LabDevice): Promise<LabDevice> {
     const userId = user(n);
-    const deviceId = dev(n);
+    const deviceId = approver === undefined ? dev(n) : `d${letter(n).repeat(25)}z`;
     const signer = await webCryptoEd25519.signerFromSeed(webCryptoEd25519.generateSeed());
     const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
     const store = new MemoryClientStore();
@@ -78,7 +89,7 @@ class GroupLab {
       store,
       x25519: stablelibX25519,
       ed25519: webCryptoEd25519,
-      clock: systemClock,
+      clock: this.clock,
     });
     const group = new GroupCodec({
       userId,
@@ -87,19 +98,24 @@ class GroupLab {
       store,
       ed25519: webCryptoEd25519,
       e2e,
-      clock: { nowMs: () => this.timeMs, setTimer: (callback, delayMs) => systemClock.setTimer(callback, delayMs) },
+      clock: this.clock,
       window: this.window,
     });
     e2e.setServer(this.e2eServer(userId, deviceId, signer.publicKey));
     group.setServer(this.groupServer(userId, deviceId));
+    const expiresAtMs = Number.MAX_SAFE_INTEGER;
     this.deviceLists.set(userId, [
+      ...(this.deviceLists.get(userId) ?? []),
       {
         deviceId,
         identityKey: signer.publicKey,
         createdAtMs: 0,
-        approvedByDeviceId: "",
-        approvalSignature: new Uint8Array(0),
-        approvalExpiresAtMs: 0,
+        approvedByDeviceId: approver?.deviceId ?? "",
+        approvalSignature:
+          approver === undefined
+            ? new Uint8Array(0)
+            : await approver.signer.sign(linkApprovalProof(userId, signer.publicKey, expiresAtMs)),
+        approvalExpiresAtMs: approver === undefined ? 0 : expiresAtMs,
       },
     ]);
     await e2e.maintainPreKeys(undefined);
@@ -115,7 +131,7 @@ class GroupLab {
       refused: [],
       outbox: [],
     };
-    this.devices.set(userId, device);
+    this.devices.set(deviceId, device);
     return device;
   }
 
@@ -266,8 +282,8 @@ class GroupLab {
       getGroupOperations: (_chatId, afterSeq, limit) =>
         Promise.resolve(this.log.filter((m) => m.groupOperation !== undefined && m.seq > afterSeq).slice(0, limit)),
       sendMessage: (request) => {
-        const from = this.devices.get(userId);
-        if (from === undefined || from.deviceId !== deviceId) throw new Error("unknown device");
+        const from = this.devices.get(deviceId);
+        if (from === undefined || from.userId !== userId) throw new Error("unknown device");
         const message = this.append(from, request);
         return Promise.resolve({ seq: message.seq, duplicate: false, serverTimeMs: message.serverTimeMs });
       },
@@ -511,6 +527,26 @@ describe("GroupCodec", () => {
     expect(sent.map((s) => s.epoch)).toEqual([2]);
     await lab.deliver(carol);
     expect(carol.read.map((r) => r.text)).toEqual(["a", "b", "written offline"]);
+  }, 60_000);
+
+  it("hands the sender key to a device linked mid-epoch once the sender looks again, from where the chain stands", async () => {
+    const { lab, devices } = await labWith(3, 3);
+    const [alice, bob, carol] = devices;
+    if (alice === undefined || bob === undefined || carol === undefined) throw new Error("no devices");
+    await lab.deliver(alice);
+    await lab.write(alice, "before the link");
+    await lab.flush(alice);
+    const laptop = await lab.addDevice(2, bob);
+    await lab.write(alice, "right after the link");
+    await lab.flush(alice, false); // the sender looked at the devices less than a minute ago
+    lab.advance(COVERAGE_CHECK_MS + 1);
+    await lab.write(alice, "after the next look");
+    await lab.flush(alice, false);
+    for (const device of [bob, carol, laptop]) await lab.deliver(device);
+    expect(bob.read.map((r) => r.text)).toEqual(["before the link", "right after the link", "after the next look"]);
+    // The laptop gets the chain as it stands at the next look: nothing sent before it.
+    expect(laptop.read.map((r) => r.text)).toEqual(["after the next look"]);
+    expect(laptop.refused.map((r) => r.reason)).toEqual(["no-sender-key", "no-sender-key"]);
   }, 60_000);
 
   it("rejects an operation that is not the chain's: a non-admin's, a forged signature, another device's", async () => {

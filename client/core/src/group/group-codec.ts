@@ -167,6 +167,11 @@ interface SentRecord {
   deviceIds: string[];
   /** The epoch's first distribution went out to every member device. */
   isComplete: boolean;
+  /**
+   * The latest chain position handed out: a device reached later reads from
+   * there on, so a queued message sealed before it is sealed again.
+   */
+  readableFrom: number;
 }
 
 interface FromRecord {
@@ -461,7 +466,8 @@ export class GroupCodec {
    * message id). Otherwise this device's key of the message's epoch reaches
    * every member device that lacks it, before the message. The grace window
    * is for what this device could not know: messages already on their way
-   * when the rotation happened.
+   * when the rotation happened. A message sealed before a member device was
+   * handed the chain from a later position is "reseal" too.
    */
   async prepareSend(chatId: string, sealed: Uint8Array): Promise<"send" | "reseal"> {
     await this.refresh(chatId);
@@ -478,8 +484,11 @@ export class GroupCodec {
       );
     }
     if (envelope.epoch < state.epoch) return "reseal";
-    if (envelope.epoch === state.epoch) await this.distribute(chatId, state.epoch, state.members);
-    return "send";
+    if (envelope.epoch > state.epoch) return "send";
+    await this.distribute(chatId, state.epoch, state.members);
+    // Sealed before a device that got the chain from a later position: sealed again, so it reads it too.
+    const sent = await this.readSent(chatId, state.epoch);
+    return envelope.iteration < (sent?.record.readableFrom ?? 0) ? "reseal" : "send";
   }
 
   /** Hands this device's key of `epoch` to every member device it has not reached yet (checked every COVERAGE_CHECK_MS). */
@@ -504,6 +513,7 @@ export class GroupCodec {
       },
       composedAtMs: clock.nowMs(),
     };
+    let readableFrom = sent?.record.readableFrom ?? 0;
     for (let i = 0; i < missing.length; i += DISTRIBUTION_BATCH) {
       const batch = missing.slice(i, i + DISTRIBUTION_BATCH);
       const wanted = new Set(batch.map((d) => d.deviceId));
@@ -515,14 +525,15 @@ export class GroupCodec {
       await store.writeE2e(sealed.writes);
       await server.sendMessage(SendMessageRequest.decode(sealed.sealed));
       for (const id of sealed.deviceIds) reached.add(id);
-      await store.writeE2e([
-        this.write(sentKey(chatId, epoch), sent?.version ?? 0, { deviceIds: [...reached], isComplete: false }),
-      ]);
+      readableFrom = Math.max(readableFrom, from.iteration);
+      const record: SentRecord = { deviceIds: [...reached], isComplete: false, readableFrom };
+      await store.writeE2e([this.write(sentKey(chatId, epoch), sent?.version ?? 0, record)]);
       sent = await this.readSent(chatId, epoch);
     }
     own = await this.ownKey(chatId, epoch);
+    const done: SentRecord = { deviceIds: [...reached], isComplete: true, readableFrom };
     await store.writeE2e([
-      this.write(sentKey(chatId, epoch), sent?.version ?? 0, { deviceIds: [...reached], isComplete: true }),
+      this.write(sentKey(chatId, epoch), sent?.version ?? 0, done),
       this.write(ownKey(chatId, epoch), own.version, { ...own.record, origin: undefined }),
     ]);
     this.coveredAtMs.set(coverage, clock.nowMs());
