@@ -206,10 +206,14 @@ export class GroupCodec {
     this.options = options;
   }
 
-  /** Where to fetch operations and send distributions; unset when offline. A new connection checks every group again. */
+  /**
+   * Where to fetch operations and send distributions; unset when offline. A
+   * new connection checks every group's chain and member devices again.
+   */
   setServer(server: GroupServer | undefined): void {
     this.server = server;
     this.fresh.clear();
+    this.coveredAtMs.clear();
   }
 
   /** Whether this device holds the chain of `chatId` (it is a group this device has seen). */
