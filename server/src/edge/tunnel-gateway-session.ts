@@ -23,12 +23,11 @@ import {
   type TunnelAnswer,
   type TunnelQuery,
 } from "../../../client/core/src/wire/tunnel-packet.ts";
-import { StreamReceiver, StreamSender } from "../../../client/core/src/wire/tunnel-stream.ts";
+import { StreamReceiver, StreamSender, TUNNEL_WINDOW_CHUNKS } from "../../../client/core/src/wire/tunnel-stream.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
 import { FrameSession } from "./frame-session.ts";
 
-const WINDOW_CHUNKS = 1024;
 const HIGH_WATER_BYTES = 512 * 1024;
 const LOW_WATER_BYTES = 128 * 1024;
 const MIN_RTO_MS = 400;
@@ -56,8 +55,8 @@ export class GatewaySession {
   readonly sid: number;
   readonly keys: TunnelKeys;
   private readonly options: GatewaySessionOptions;
-  private readonly sender = new StreamSender(WINDOW_CHUNKS);
-  private readonly receiver = new StreamReceiver(WINDOW_CHUNKS);
+  private readonly sender = new StreamSender(TUNNEL_WINDOW_CHUNKS);
+  private readonly receiver = new StreamReceiver(TUNNEL_WINDOW_CHUNKS);
   private readonly sealer: RecordSealer;
   private readonly opener: RecordOpener;
   private readonly frames: FrameSession;

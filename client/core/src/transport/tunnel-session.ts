@@ -32,7 +32,7 @@
  * query id is used once.
  */
 import type { AckInfo, TunnelAnswer } from "../wire/tunnel-packet.ts";
-import { StreamReceiver, StreamSender } from "../wire/tunnel-stream.ts";
+import { StreamReceiver, StreamSender, TUNNEL_WINDOW_CHUNKS } from "../wire/tunnel-stream.ts";
 
 export interface TunnelSessionConfig {
   /** Upstream bytes one data query carries (the name budget minus the header). */
@@ -56,7 +56,7 @@ export interface TunnelSessionConfig {
 export const DEFAULT_TUNNEL_SESSION_CONFIG: Omit<TunnelSessionConfig, "maxChunkBytes"> = {
   maxInFlight: 64,
   initialInFlight: 4,
-  windowChunks: 512,
+  windowChunks: TUNNEL_WINDOW_CHUNKS,
   activeMs: 1_000,
   idlePollMinMs: 50,
   idlePollMaxMs: 500,

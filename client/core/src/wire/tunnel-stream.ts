@@ -10,11 +10,23 @@
  * in order, each once, and reports what it has as an AckInfo (cumulative
  * `next` plus SACK bits).
  *
- * Bounds: a sender keeps at most `windowChunks` unacked chunks; a receiver
- * buffers at most `windowChunks` out-of-order chunks and drops chunks beyond
- * its window (the sender retransmits them later).
+ * Bounds: a sender never runs more than `windowChunks` past the receiver's
+ * cumulative ack; a receiver buffers at most `windowChunks` out-of-order
+ * chunks and drops chunks beyond its window (the sender retransmits them
+ * later). Both ends of a tunnel use TUNNEL_WINDOW_CHUNKS, so nothing sent is
+ * dropped for the window.
+ *
+ * Loss: a chunk is resent when its sender's RTO passes, or early when the
+ * receiver reports a hole at it (SACK bits set) and either a chunk sent more
+ * than `reorderMs` after it arrived, or the hole has been reported for
+ * `reorderMs` (at high rates every SACKed chunk was sent within a few
+ * milliseconds of the missing one, so the first test alone would wait out
+ * the RTO). Early resends happen once per chunk; after that the RTO rules.
  */
 import { type AckInfo, MAX_SEQ, SACK_BITS } from "./tunnel-packet.ts";
+
+/** The stream window of both ends of a tunnel session, in chunks (~570 KB of answers at 1,100 bytes). */
+export const TUNNEL_WINDOW_CHUNKS = 512;
 
 export interface SentChunk {
   seq: number;
@@ -40,6 +52,9 @@ export class StreamSender {
   private nextSeq = 0;
   /** Every seq below this is acked. */
   private ackedBelow = 0;
+  /** The seq the receiver last reported missing ahead of SACKed chunks, and since when. */
+  private holeSeq = -1;
+  private holeSinceMs = 0;
 
   constructor(windowChunks: number) {
     this.windowChunks = windowChunks;
@@ -67,7 +82,8 @@ export class StreamSender {
 
   /** True when a chunk could go out now (a retransmission due or new bytes within the window). */
   hasWork(nowMs: number, rtoMs: number): boolean {
-    if (this.queuedBytes > 0 && this.unacked.size < this.windowChunks && this.nextSeq <= MAX_SEQ) return true;
+    if (this.queuedBytes > 0 && this.nextSeq - this.ackedBelow < this.windowChunks && this.nextSeq <= MAX_SEQ)
+      return true;
     for (const chunk of this.unacked.values()) if (isDue(chunk, nowMs, rtoMs)) return true;
     return false;
   }
@@ -90,7 +106,8 @@ export class StreamSender {
         return chunk;
       }
     }
-    if (this.queuedBytes === 0 || this.unacked.size >= this.windowChunks || maxBytes <= 0) return undefined;
+    if (this.queuedBytes === 0 || this.nextSeq - this.ackedBelow >= this.windowChunks || maxBytes <= 0)
+      return undefined;
     if (this.nextSeq > MAX_SEQ) return undefined;
     const bytes = this.take(Math.min(maxBytes, this.queuedBytes));
     const chunk: SentChunk = { seq: this.nextSeq, bytes, sentAtMs: nowMs, sends: 1 };
@@ -107,8 +124,9 @@ export class StreamSender {
 
   /**
    * Applies the receiver's ack. Acks for seqs never sent are ignored. A chunk
-   * the receiver still misses although a chunk sent more than `reorderMs`
-   * after it arrived is taken as lost and resent at the next chance.
+   * the receiver reports missing ahead of SACKed ones is taken as lost (once)
+   * when a chunk sent more than `reorderMs` after it arrived or the hole has
+   * been reported for `reorderMs`, and is resent at the next chance.
    */
   onAck(ack: AckInfo, nowMs: number, reorderMs: number): AckResult {
     const result: AckResult = { newlyAcked: 0, rttSamplesMs: [] };
@@ -134,7 +152,21 @@ export class StreamSender {
       if ((ack.sack & (1 << bit)) !== 0) settle(next + 1 + bit);
     }
     const missing = this.unacked.get(next);
-    if (missing?.sentAtMs !== undefined && missing.sentAtMs + reorderMs < newestSentAtMs) missing.sentAtMs = undefined;
+    if (missing === undefined || ack.sack === 0) {
+      this.holeSeq = -1;
+      return result;
+    }
+    if (this.holeSeq !== next) {
+      this.holeSeq = next;
+      this.holeSinceMs = nowMs;
+    }
+    if (
+      missing.sentAtMs !== undefined &&
+      missing.sends === 1 &&
+      (missing.sentAtMs + reorderMs < newestSentAtMs || nowMs - this.holeSinceMs >= reorderMs)
+    ) {
+      missing.sentAtMs = undefined;
+    }
     return result;
   }
 
