@@ -63,6 +63,7 @@ import {
   type SignedGroupOperation,
 } from "../../../client/core/src/wire/proto.ts";
 import type { ChatState, Store } from "../store/store.ts";
+import { AckBatcher } from "./ack-batcher.ts";
 import { ChatActorRegistry } from "./chat-actor.ts";
 import type { ChatRouter } from "./chat-routing.ts";
 import type { Clock } from "./clock.ts";
@@ -169,9 +170,11 @@ export class Messenger {
   private readonly tokens: SessionTokens;
   private readonly deps: MessengerDeps;
   private readonly pumps = new Set<DeliveryPump>();
+  private readonly acks: AckBatcher;
 
   constructor(deps: MessengerDeps) {
     this.deps = deps;
+    this.acks = new AckBatcher(deps.store);
     this.challenges = new ChallengeBook(deps.clock, deps.random);
     this.tokens = new SessionTokens(deps.secret, deps.clock);
     this.deviceKeys = new DeviceKeys({
@@ -519,7 +522,7 @@ export class Messenger {
     for (const ack of request.acks) requireId("chat", ack.chatId, "acks.chat_id");
     const results = [];
     for (const ack of request.acks) {
-      const cursor = await this.deps.store.ackDelivered(ack.chatId, device.deviceId, ack.throughSeq);
+      const cursor = await this.acks.ack(ack.chatId, device.deviceId, ack.throughSeq);
       const chat = await this.actors.get(ack.chatId).state();
       if (cursor === undefined) {
         // Removed from a group since the push: its ack has nothing left to move.

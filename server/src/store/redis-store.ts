@@ -65,6 +65,7 @@ import {
   type ChatRecord,
   type ChatHead,
   type ChatState,
+  type DeviceAck,
   type DeviceCursor,
   type DeviceRecord,
   FencedError,
@@ -114,6 +115,7 @@ const REPLICA_COUNT_TTL_MS = 1_000;
 const SCRIPTS = {
   appendMessages: "append-messages-4",
   ackDelivered: "ack-delivered-3",
+  ackDeliveredMany: "ack-delivered-many-3",
   createChat: "create-chat-2",
   createUser: "create-user-2",
   readMessages: "read-messages-2",
@@ -330,6 +332,21 @@ export class RedisStore implements Store {
     if (reply === null) return undefined;
     if (typeof reply !== "number") throw unexpectedReply("ackDelivered", reply);
     return reply;
+  }
+
+  async ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Promise<Array<number | undefined>> {
+    if (acks.length === 0) return [];
+    const reply = await this.client.ackDeliveredMany(
+      keys.chatMeta(chatId),
+      keys.chatCursors(chatId),
+      keys.chatMessages(chatId),
+      ...acks.flatMap((ack) => [ack.deviceId, ack.throughSeq]),
+    );
+    if (!Array.isArray(reply) || reply.length !== acks.length) throw unexpectedReply("ackDeliveredMany", reply);
+    return reply.map((cursor: unknown) => {
+      if (typeof cursor !== "number") throw unexpectedReply("ackDeliveredMany", reply);
+      return cursor < 0 ? undefined : cursor;
+    });
   }
 
   async getCursor(chatId: string, deviceId: string): Promise<number | undefined> {

@@ -44,6 +44,7 @@ import type {
   ChatHead,
   ChatRecord,
   ChatState,
+  DeviceAck,
   DeviceCursor,
   DeviceRecord,
   GroupChange,
@@ -173,6 +174,15 @@ export class SqliteStore implements Store {
 
   ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined> {
     return this.write({ kind: "ackDelivered", chatId, deviceId, throughSeq });
+  }
+
+  ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Promise<Array<number | undefined>> {
+    if (acks.length === 0) return Promise.resolve([]);
+    return this.write({
+      kind: "ackDeliveredMany",
+      chatId,
+      acks: acks.map(({ deviceId, throughSeq }) => ({ deviceId, throughSeq })),
+    });
   }
 
   getCursors(chatId: string): Promise<DeviceCursor[]> {

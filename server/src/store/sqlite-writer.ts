@@ -21,7 +21,15 @@ import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./de
 import { SqliteDeviceKeyWriter } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";
 import { blobColumn, integerColumn, textColumn } from "./sqlite-rows.ts";
-import type { AppendOutcome, ChatRecord, ChatState, DeviceRecord, GroupChange, UserRecord } from "./store.ts";
+import type {
+  AppendOutcome,
+  ChatRecord,
+  ChatState,
+  DeviceAck,
+  DeviceRecord,
+  GroupChange,
+  UserRecord,
+} from "./store.ts";
 
 export type WriteOp =
   | { kind: "loadOrCreateServerSecret"; candidate: Uint8Array }
@@ -29,6 +37,7 @@ export type WriteOp =
   | { kind: "createChat"; chat: ChatRecord; memberDeviceIds: readonly string[] }
   | { kind: "appendMessages"; chatId: string; drafts: readonly EncodedDraft[] }
   | { kind: "ackDelivered"; chatId: string; deviceId: string; throughSeq: number }
+  | { kind: "ackDeliveredMany"; chatId: string; acks: DeviceAck[] }
   | { kind: "publishPreKeys"; deviceId: string; upload: PreKeyUpload }
   | { kind: "takePreKeyBundle"; deviceId: string }
   | { kind: "addDevice"; device: LinkedDevice }
@@ -53,6 +62,7 @@ export interface WriteResults {
   createChat: { chat: ChatState; created: boolean };
   appendMessages: AppendOutcome[];
   ackDelivered: number | undefined;
+  ackDeliveredMany: Array<number | undefined>;
   publishPreKeys: PreKeyCounts;
   takePreKeyBundle: TakenBundle | undefined;
   addDevice: undefined;
@@ -181,6 +191,8 @@ export class SqliteWriter {
         return this.appendMessages(op.chatId, op.drafts);
       case "ackDelivered":
         return this.ackDelivered(op.chatId, op.deviceId, op.throughSeq);
+      case "ackDeliveredMany":
+        return this.ackDeliveredMany(op.chatId, op.acks);
       case "publishPreKeys":
         return this.deviceKeys.publishPreKeys(op.deviceId, op.upload);
       case "takePreKeyBundle":
@@ -315,20 +327,28 @@ export class SqliteWriter {
   }
 
   private ackDelivered(chatId: string, deviceId: string, throughSeq: number): number | undefined {
+    return this.ackDeliveredMany(chatId, [{ deviceId, throughSeq }])[0];
+  }
+
+  private ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Array<number | undefined> {
     const chatRow = this.selectHead.get(chatId);
-    if (chatRow === undefined) return undefined;
+    if (chatRow === undefined) return acks.map(() => undefined);
     const chatKey = integerColumn(chatRow, "chat_key");
-    const cursorRow = this.selectCursor.get(chatKey, deviceId);
-    if (cursorRow === undefined) return undefined;
-    const cursor = integerColumn(cursorRow, "through_seq");
-    const next = Math.max(cursor, Math.min(throughSeq, integerColumn(chatRow, "head_seq")));
-    if (next !== cursor) this.updateCursor.run(next, chatKey, deviceId);
-    // Trim even when this cursor stood still: a sender's cursor moved by its own
+    const head = integerColumn(chatRow, "head_seq");
+    const results = acks.map(({ deviceId, throughSeq }) => {
+      const cursorRow = this.selectCursor.get(chatKey, deviceId);
+      if (cursorRow === undefined) return undefined;
+      const cursor = integerColumn(cursorRow, "through_seq");
+      const next = Math.max(cursor, Math.min(throughSeq, head));
+      if (next !== cursor) this.updateCursor.run(next, chatKey, deviceId);
+      return next;
+    });
+    // Trim even when no cursor moved: a sender's cursor moved by its own
     // append may have been the last one holding a message back.
     const minRow = this.selectMinCursor.get(chatKey);
     const everyoneThrough = minRow === undefined ? 0 : integerColumn(minRow, "through_seq");
     if (everyoneThrough > 0) this.deleteMessagesThrough.run(chatKey, everyoneThrough);
-    return next;
+    return results;
   }
 }
 

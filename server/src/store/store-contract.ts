@@ -414,6 +414,27 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         expect(await store.ackDelivered(newId("chat"), "d-a", 1)).toBeUndefined();
       });
 
+      it("takes many devices' acks at once, each as alone, and trims once", async () => {
+        const chatId = await chatWithMessages(store, ["d-a", "d-b", "d-c"], 3);
+        expect(
+          await store.ackDeliveredMany(chatId, [
+            { deviceId: "d-a", throughSeq: 2 },
+            { deviceId: "d-x", throughSeq: 2 },
+            { deviceId: "d-b", throughSeq: 9 },
+            { deviceId: "d-c", throughSeq: 1 },
+            { deviceId: "d-a", throughSeq: 1 },
+          ]),
+        ).toEqual([2, undefined, 3, 1, 2]);
+        expect(sortCursors(await store.getCursors(chatId))).toEqual([
+          cursor("d-a", 2),
+          cursor("d-b", 3),
+          cursor("d-c", 1),
+        ]);
+        expect(seqs(await store.readMessages(chatId, 0, 10))).toEqual([2, 3]);
+        expect(await store.ackDeliveredMany(chatId, [])).toEqual([]);
+        expect(await store.ackDeliveredMany(newId("chat"), [{ deviceId: "d-a", throughSeq: 1 }])).toEqual([undefined]);
+      });
+
       it("keeps a message until every device with a cursor acked it", async () => {
         const chatId = await chatWithMessages(store, ["d-a", "d-b", "d-c"], 3);
         await store.ackDelivered(chatId, "d-a", 3);

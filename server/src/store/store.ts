@@ -55,6 +55,12 @@ export interface ChatState extends ChatRecord {
   lastOperationSeq?: number;
 }
 
+/** One device's ack of a chat, through `throughSeq`. */
+export interface DeviceAck {
+  deviceId: string;
+  throughSeq: number;
+}
+
 /** What a delivery pump needs of a chat: cheap to read whatever the chat's size. */
 export interface ChatHead {
   kind: ChatKind;
@@ -180,6 +186,12 @@ export interface Store extends DeviceKeyStore {
    * chat, gets undefined and changes nothing.
    */
   ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined>;
+  /**
+   * Many devices' acks of one chat in one atomic step (a large group's
+   * members ack each message at once): each as ackDelivered, then one trim.
+   * Results in order; a device acked twice ends at the higher cursor.
+   */
+  ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Promise<Array<number | undefined>>;
   /** Every device cursor of the chat, in no particular order. */
   getCursors(chatId: string): Promise<DeviceCursor[]>;
   /** One device's cursor in the chat; undefined without one (not a recipient, or no such chat). */

@@ -1,0 +1,57 @@
+--[[
+  Moves the delivery cursors of several devices of one chat forward (a batch
+  of acks), then drops the messages every device of the chat has received:
+  ack-delivered-3.lua for many devices, with one trim.
+
+  Input:
+    KEYS[1] chat meta hash      {chat:ID}:meta      fields: record, head, trimmed
+    KEYS[2] cursor sorted set   {chat:ID}:cursors   device id, score = throughSeq
+    KEYS[3] message body hash   {chat:ID}:messages  seq -> body
+
+    ARGV[2i-1], ARGV[2i]  deviceId, throughSeq of the i-th ack
+
+  Output:
+    one entry per ack, in order: -1 when the device has no cursor in the chat
+    (nothing changes for it), otherwise its cursor after the ack:
+    max(cursor, min(throughSeq, head)).
+
+  Invariants: as ack-delivered-3.lua; a device acked twice in the batch ends
+  at the higher of the two.
+]]
+local meta = redis.call('HMGET', KEYS[1], 'head', 'trimmed')
+local head = tonumber(meta[1] or '0')
+local trimmed = tonumber(meta[2] or '0')
+
+local out = {}
+for i = 1, #ARGV, 2 do
+  local cursor = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if not cursor then
+    out[#out + 1] = -1
+  else
+    cursor = tonumber(cursor)
+    local nextCursor = math.max(cursor, math.min(tonumber(ARGV[i + 1]), head))
+    if nextCursor ~= cursor then
+      redis.call('ZADD', KEYS[2], 'XX', nextCursor, ARGV[i])
+    end
+    out[#out + 1] = nextCursor
+  end
+end
+
+local lowest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local everyoneThrough = tonumber(lowest[2] or '0')
+if everyoneThrough > trimmed then
+  -- HDEL in chunks: unpack() of a huge table would overflow the Lua stack.
+  local fields = {}
+  for seq = trimmed + 1, everyoneThrough do
+    fields[#fields + 1] = seq
+    if #fields == 1000 then
+      redis.call('HDEL', KEYS[3], unpack(fields))
+      fields = {}
+    end
+  end
+  if #fields > 0 then
+    redis.call('HDEL', KEYS[3], unpack(fields))
+  end
+  redis.call('HSET', KEYS[1], 'trimmed', everyoneThrough)
+end
+return out
