@@ -1,10 +1,12 @@
 /**
  * RFC 8484 DoH over node:http2 for the Node client: Unbound and Knot
  * Resolver serve DoH over HTTP/2 only, and Node's fetch() speaks HTTP/1.1.
- * One HTTP/2 connection per resolver URL, reopened after it fails; GET with
- * `?dns=` (Knot Resolver refuses interleaved POST streams), POST above 512
- * bytes; a stream refused with REFUSED_STREAM is retried once; 429 honours
- * Retry-After.
+ * HTTP/2 connections to the resolver URL, reopened after they fail: a
+ * second one opens when the first has as many streams open as the resolver
+ * allows (Unbound: 100), since further streams would wait in our queue
+ * carrying stale acks; GET with `?dns=` (Knot Resolver refuses interleaved
+ * POST streams), POST above 512 bytes; a stream refused with REFUSED_STREAM
+ * is retried once; 429 honours Retry-After.
  */
 import http2 from "node:http2";
 import {
@@ -17,6 +19,16 @@ import {
   dohGetUrl,
   retryAfterMs,
 } from "../../../core/src/index.ts";
+
+/** Streams one connection carries at most (the resolver may allow fewer; Unbound and others allow 100). */
+const MAX_STREAMS_PER_CONNECTION = 100;
+/** Connections to one resolver at most; past their streams, requests queue on the least busy one. */
+const MAX_CONNECTIONS = 4;
+
+interface Connection {
+  session: http2.ClientHttp2Session;
+  streams: number;
+}
 
 export interface NodeHttp2DohExchangeOptions {
   url: string;
@@ -32,7 +44,7 @@ export class NodeHttp2DohExchange implements DnsExchange {
   readonly maxInFlight: number;
   private readonly url: URL;
   private readonly options: NodeHttp2DohExchangeOptions;
-  private session: http2.ClientHttp2Session | undefined;
+  private connections: Connection[] = [];
 
   constructor(options: NodeHttp2DohExchangeOptions) {
     this.url = new URL(options.url);
@@ -54,26 +66,36 @@ export class NodeHttp2DohExchange implements DnsExchange {
   }
 
   close(): void {
-    this.session?.close();
-    this.session = undefined;
+    for (const { session } of this.connections.splice(0)) session.close();
   }
 
-  private connection(): http2.ClientHttp2Session {
-    if (this.session !== undefined && !this.session.closed && !this.session.destroyed) return this.session;
+  /** A connection with a free stream, a new one while there are fewer than MAX_CONNECTIONS, else the least busy. */
+  private connection(): Connection {
+    this.connections = this.connections.filter(({ session }) => !session.closed && !session.destroyed);
+    let leastBusy: Connection | undefined;
+    for (const connection of this.connections) {
+      const allowed = Math.min(
+        MAX_STREAMS_PER_CONNECTION,
+        connection.session.remoteSettings.maxConcurrentStreams ?? MAX_STREAMS_PER_CONNECTION,
+      );
+      if (connection.streams < allowed) return connection;
+      if (leastBusy === undefined || connection.streams < leastBusy.streams) leastBusy = connection;
+    }
+    if (leastBusy !== undefined && this.connections.length >= MAX_CONNECTIONS) return leastBusy;
     const session = http2.connect(this.url.origin, {
       ...(this.options.isInsecure === true ? { rejectUnauthorized: false } : {}),
       ...(this.options.ca === undefined ? {} : { ca: this.options.ca }),
     });
-    session.on("error", () => {
-      // Streams on it fail with their own errors; the next exchange reconnects.
-      if (this.session === session) this.session = undefined;
-    });
-    session.on("close", () => {
-      if (this.session === session) this.session = undefined;
-    });
+    const connection: Connection = { session, streams: 0 };
+    const forget = (): void => {
+      // Streams on it fail with their own errors; the next exchange picks or opens another.
+      this.connections = this.connections.filter((known) => known !== connection);
+    };
+    session.on("error", forget);
+    session.on("close", forget);
     session.unref();
-    this.session = session;
-    return session;
+    this.connections.push(connection);
+    return connection;
   }
 
   /** The `:path` of a GET: the URL's path and query with `dns=` set. */
@@ -91,8 +113,10 @@ export class NodeHttp2DohExchange implements DnsExchange {
       }
       const isGet = query.length <= MAX_GET_QUERY_BYTES;
       let stream: http2.ClientHttp2Stream;
+      let connection: Connection;
       try {
-        stream = this.connection().request({
+        connection = this.connection();
+        stream = connection.session.request({
           ":method": isGet ? "GET" : "POST",
           ":path": isGet ? this.getPath(query) : `${this.url.pathname}${this.url.search}`,
           accept: DNS_MESSAGE_TYPE,
@@ -103,6 +127,10 @@ export class NodeHttp2DohExchange implements DnsExchange {
         reject(new DnsExchangeError("network", `${this.name}: ${(cause as Error).message}`, { cause }));
         return;
       }
+      connection.streams += 1;
+      stream.once("close", () => {
+        connection.streams -= 1;
+      });
       const chunks: Buffer[] = [];
       let status = 0;
       let retryAfter: string | undefined;
