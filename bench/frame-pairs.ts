@@ -192,7 +192,7 @@ class FrameLoadClient {
 }
 
 /** Runs `task(0..count-1)` with at most `concurrency` at once; results by index. */
-async function inBatches<T>(
+export async function inBatches<T>(
   count: number,
   concurrency: number,
   signal: AbortSignal,
@@ -208,7 +208,8 @@ async function inBatches<T>(
   return results;
 }
 
-async function closeDriver(driver: FrameDriver): Promise<void> {
+/** Closes a driver's socket, terminating it when the close handshake does not finish in time. */
+export async function closeDriver(driver: FrameDriver): Promise<void> {
   if (driver.closeCode !== undefined) return;
   driver.close();
   const timer = setTimeout(() => driver.socket.terminate(), CLOSE_TIMEOUT_MS);

@@ -18,6 +18,7 @@ import { dnsTunnel } from "./dns-tunnel.ts";
 import { e2eCrypto } from "./e2e-crypto.ts";
 import { groupCrypto } from "./group-crypto.ts";
 import { failover } from "./failover.ts";
+import { groupFanout } from "./group-fanout.ts";
 import { spineThroughput } from "./spine-throughput.ts";
 import { formatReport } from "./table.ts";
 import { stopAll } from "./teardown.ts";
@@ -29,6 +30,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   e2eCrypto,
   failover,
   groupCrypto,
+  groupFanout,
 ];
 
 const USAGE = `Usage: npm run bench -- [--only NAME]... [--quick] [--json]
