@@ -13,12 +13,12 @@ import { RemessengerError, errorCodeName } from "../../client/core/src/wire/erro
 import { decodeServerFrame, encodeClientFrame } from "../../client/core/src/wire/frame-codec.ts";
 import {
   AuthServiceDefinition,
-  ChatKind,
   ChatServiceDefinition,
   type Message,
   MessageServiceDefinition,
 } from "../../client/core/src/wire/proto.ts";
-import { FrameDriver, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
+import { FrameDriver, type Identity, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
+import { groupGenesis } from "../../scripts/harness/group-driver.ts";
 
 export type TransportChoice = "ws" | "grpc";
 
@@ -63,22 +63,26 @@ class WsLoadClient implements LoadClient {
   private readonly acks = new Map<string, number>();
   private isAckScheduled = false;
 
+  private readonly identity: Identity;
+
   static async connect(url: string, name: string): Promise<WsLoadClient> {
     const driver = await FrameDriver.connect(url);
     const identity = await driver.register(name);
-    return new WsLoadClient(driver, identity.userId, identity.deviceId);
+    return new WsLoadClient(driver, identity);
   }
 
-  private constructor(driver: FrameDriver, userId: string, deviceId: string) {
+  private constructor(driver: FrameDriver, identity: Identity) {
     this.driver = driver;
-    this.userId = userId;
-    this.deviceId = deviceId;
+    this.identity = identity;
+    this.userId = identity.userId;
+    this.deviceId = identity.deviceId;
   }
 
+  /** A group (several chats between the same two clients stay apart), signed by this device. */
   async createChat(memberUserIds: readonly string[]): Promise<string> {
     const result = await this.driver.call({
       $case: "createChat",
-      value: { kind: ChatKind.CHAT_KIND_GROUP, memberUserIds: [...memberUserIds], title: "load" },
+      value: groupGenesis(this.identity, memberUserIds, "load").request,
     });
     if (result.chat === undefined) throw new Error("no chat in answer");
     return result.chat.chatId;
@@ -174,20 +178,24 @@ class GrpcLoadClient implements LoadClient {
       nonce,
       signature: sign(null, registerProof(nonce, key.publicKey, name), key.privateKey),
     });
-    return new GrpcLoadClient(channel, result.userId, result.deviceId, result.sessionToken);
+    return new GrpcLoadClient(channel, { key, userId: result.userId, deviceId: result.deviceId }, result.sessionToken);
   }
 
-  private constructor(channel: Channel, userId: string, deviceId: string, token: string) {
+  private readonly identity: Identity;
+
+  private constructor(channel: Channel, identity: Identity, token: string) {
     this.channel = channel;
     this.messages = createClient(MessageServiceDefinition, channel);
-    this.userId = userId;
-    this.deviceId = deviceId;
+    this.identity = identity;
+    this.userId = identity.userId;
+    this.deviceId = identity.deviceId;
     this.metadata = Metadata({ authorization: `Bearer ${token}` });
   }
 
+  /** A group (several chats between the same two clients stay apart), signed by this device. */
   async createChat(memberUserIds: readonly string[]): Promise<string> {
     const { chat } = await createClient(ChatServiceDefinition, this.channel).createChat(
-      { kind: ChatKind.CHAT_KIND_GROUP, memberUserIds: [...memberUserIds], title: "load" },
+      groupGenesis(this.identity, memberUserIds, "load").request,
       { metadata: this.metadata },
     );
     if (chat === undefined) throw new Error("no chat in answer");

@@ -15,6 +15,7 @@ import {
 import { newId } from "../../client/core/src/wire/ids.ts";
 import {
   ChatKind,
+  type CreateChatRequest,
   GroupOperationKind,
   type SendMessageResponse,
   type SignedGroupOperation,
@@ -31,13 +32,12 @@ export interface GroupHandle {
   state: GroupState;
 }
 
-/** Creates a group of `me` and `memberUserIds` (me its only admin). */
-export async function createGroup(
-  driver: FrameDriver,
+/** The CreateChat request of a new group of `me` and `memberUserIds` (me its only admin), and its chain state. */
+export function groupGenesis(
   me: Identity,
   memberUserIds: readonly string[],
   title = "group",
-): Promise<GroupHandle> {
+): { request: CreateChatRequest; state: GroupState } {
   const chatId = newId("chat");
   const { operation, next } = draftOperation(chatId, undefined, {
     kind: GroupOperationKind.GROUP_OPERATION_KIND_CREATE,
@@ -47,17 +47,28 @@ export async function createGroup(
     actorDeviceId: me.deviceId,
     createdAtMs: Date.now(),
   });
-  await driver.call({
-    $case: "createChat",
-    value: {
+  return {
+    request: {
       kind: ChatKind.CHAT_KIND_GROUP,
       memberUserIds: [],
       title,
       chatId,
       genesis: signOperation(me.key, operation),
     },
-  });
-  return { chatId, state: next };
+    state: next,
+  };
+}
+
+/** Creates a group of `me` and `memberUserIds` (me its only admin). */
+export async function createGroup(
+  driver: FrameDriver,
+  me: Identity,
+  memberUserIds: readonly string[],
+  title = "group",
+): Promise<GroupHandle> {
+  const { request, state } = groupGenesis(me, memberUserIds, title);
+  await driver.call({ $case: "createChat", value: request });
+  return { chatId: state.chatId, state };
 }
 
 /** Sends a signed operation as a member would (message id from its hash). */
