@@ -84,4 +84,20 @@ describe("RedisPushBus", () => {
     expect(a.stats.received).toBe(2);
     expect(b.stats.received).toBe(2);
   });
+
+  it("carries a burst of events published in one turn in order", async () => {
+    const prefix = `${redis.keyPrefix}burst:`;
+    const a = await node("burst-a", prefix);
+    const b = await node("burst-b", prefix);
+    const user = newId("user");
+    const chatId = newId("chat");
+    const onB: BusEvent[] = [];
+    b.subscribe(user, (event) => onB.push(event));
+    await b.ready(user);
+    for (let seq = 1; seq <= 200; seq += 1) a.publish([user], messageEvent(chatId, seq));
+    await waitForEvents(onB, 200);
+    expect(onB.map((e) => (e.kind === "message" ? e.message.seq : -1))).toEqual(
+      Array.from({ length: 200 }, (_, i) => i + 1),
+    );
+  });
 });

@@ -95,6 +95,7 @@ export {
   MessageEvent,
   NodeServiceDefinition,
   PushEvent,
+  PushEventBatch,
   type NodeServiceClient,
   type NodeServiceImplementation,
 } from "../../../../gen/remessenger/internal/v1/node.ts";

@@ -50,11 +50,18 @@ export interface ForwardedAnswer {
 
 /**
  * What the push bus carries between nodes (Redis pub/sub, one channel per
- * user): a chat event for the user's devices connected to other nodes.
+ * user or group): the events one node published on one channel in one turn
+ * of its event loop, in order, for the devices connected to other nodes. One
+ * Redis publish per batch, not per event.
  */
-export interface PushEvent {
-  /** The node that published it; that node delivered it to its own devices. */
+export interface PushEventBatch {
+  /** The node that published them; that node delivered them to its own devices. */
   originNodeId: string;
+  events: PushEvent[];
+}
+
+/** A chat event for a user's (or a group's) devices. */
+export interface PushEvent {
   event: { $case: "message"; value: MessageEvent } | { $case: "receipt"; value: Receipt } | {
     $case: "left";
     value: ChatLeft;
@@ -382,15 +389,79 @@ export const ForwardedAnswer: MessageFns<ForwardedAnswer> = {
   },
 };
 
+function createBasePushEventBatch(): PushEventBatch {
+  return { originNodeId: "", events: [] };
+}
+
+export const PushEventBatch: MessageFns<PushEventBatch> = {
+  encode(message: PushEventBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.originNodeId !== "") {
+      writer.uint32(10).string(message.originNodeId);
+    }
+    for (const v of message.events) {
+      PushEvent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PushEventBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePushEventBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.originNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.events.push(PushEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PushEventBatch>): PushEventBatch {
+    return PushEventBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PushEventBatch>): PushEventBatch {
+    const message = createBasePushEventBatch();
+    message.originNodeId = object.originNodeId ?? "";
+    message.events = object.events?.map((e) => PushEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBasePushEvent(): PushEvent {
-  return { originNodeId: "", event: undefined };
+  return { event: undefined };
 }
 
 export const PushEvent: MessageFns<PushEvent> = {
   encode(message: PushEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.originNodeId !== "") {
-      writer.uint32(10).string(message.originNodeId);
-    }
     switch (message.event?.$case) {
       case "message":
         MessageEvent.encode(message.event.value, writer.uint32(18).fork()).join();
@@ -418,14 +489,6 @@ export const PushEvent: MessageFns<PushEvent> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.originNodeId = reader.string();
-            continue;
-          }
           case 2: {
             if (tag !== 18) {
               break;
@@ -467,7 +530,6 @@ export const PushEvent: MessageFns<PushEvent> = {
   },
   fromPartial(object: DeepPartial<PushEvent>): PushEvent {
     const message = createBasePushEvent();
-    message.originNodeId = object.originNodeId ?? "";
     switch (object.event?.$case) {
       case "message": {
         if (object.event?.value !== undefined && object.event?.value !== null) {
