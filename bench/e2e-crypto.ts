@@ -11,10 +11,15 @@
  *     alternating directions (a DH ratchet step at every message) and one-way
  *     bursts of 100 (then the other way).
  *
- * Ours runs twice, with the native X25519 (WebCrypto) and the portable one
- * (@stablelib); Ed25519 is WebCrypto in both. Records stay in memory on both
- * sides (no storage), so this measures the protocol code, not a database.
+ * Ours runs three times: native curves (node:crypto), WebCrypto curves and
+ * portable ones (@stablelib, @noble). Records stay in memory on both sides
+ * (no storage), so this measures the protocol code, not a database.
  * Ratios are ours / libsignal: above 1 is faster.
+ *
+ * The machine may be shared: the implementations take turns in short slices,
+ * many per figure, and each figure is its operations over its time summed
+ * over all its slices, so a burst of other load hits every implementation
+ * alike instead of whichever happened to be measured then.
  */
 import {
   CiphertextMessageType,
@@ -68,22 +73,49 @@ const BURST = 100;
 /** libsignal's CiphertextMessage.type() of a prekey message. */
 const PRE_KEY_MESSAGE: number = CiphertextMessageType.PreKey;
 
-interface Rates {
-  setups: number;
-  alternating: number;
-  bursts: number;
+type Phase = "setups" | "alternating" | "bursts";
+const PHASES: readonly Phase[] = ["setups", "alternating", "bursts"];
+/** Operations one step of each phase does. */
+const PER_STEP: Record<Phase, number> = { setups: 1, alternating: 2, bursts: 2 * BURST };
+
+type Rates = Record<Phase, number>;
+
+/**
+ * One implementation's work, a step at a time. `setup` makes a new session
+ * (bundle -> session -> first message sealed and opened) and leaves the
+ * messaging steps on it: `alternating` sends one message each way, `burst`
+ * BURST one way and BURST back.
+ */
+interface Steps {
+  setup(): Promise<void>;
+  alternating(): Promise<void>;
+  burst(): Promise<void>;
 }
 
-/** Runs `step` (which does `per` operations) until `windowMs` passed; operations per second. */
-async function rate(windowMs: number, per: number, step: () => Promise<void>): Promise<number> {
-  await step(); // warm-up, uncounted
-  let count = 0;
+function stepOf(steps: Steps, phase: Phase): () => Promise<void> {
+  if (phase === "setups") return () => steps.setup();
+  return phase === "alternating" ? () => steps.alternating() : () => steps.burst();
+}
+
+interface Tally {
+  ops: number;
+  /** Wall-clock time. */
+  ms: number;
+  /** CPU time this process used meanwhile (all its threads). */
+  cpuMs: number;
+}
+
+/** Runs `step` for about `sliceMs` (at least once); the operations done and the time taken. */
+async function slice(sliceMs: number, per: number, step: () => Promise<void>): Promise<Tally> {
+  let ops = 0;
   const started = performance.now();
-  while (performance.now() - started < windowMs) {
+  const cpu = process.cpuUsage();
+  do {
     await step();
-    count += per;
-  }
-  return (count * 1000) / (performance.now() - started);
+    ops += per;
+  } while (performance.now() - started < sliceMs);
+  const used = process.cpuUsage(cpu);
+  return { ops, ms: performance.now() - started, cpuMs: (used.user + used.system) / 1000 };
 }
 
 // ── ours ─────────────────────────────────────────────────────────────────
@@ -126,12 +158,7 @@ async function ourBundle(device: OurDevice, oneTime: X25519KeyPair): Promise<Pre
   };
 }
 
-async function measureOurs(
-  x25519: X25519Provider,
-  ed25519: Ed25519Provider,
-  mlKem: MlKemProvider,
-  windowMs: number,
-): Promise<Rates> {
+async function oursSteps(x25519: X25519Provider, ed25519: Ed25519Provider, mlKem: MlKemProvider): Promise<Steps> {
   const deps = { x25519, ed25519, mlKem, nowMs: 0 };
   const alice = await ourDevice(x25519, ed25519);
   const bob = await ourDevice(x25519, ed25519);
@@ -139,19 +166,15 @@ async function measureOurs(
   const bundle = await ourBundle(bob, oneTime);
   const keysFor = () =>
     Promise.resolve({ signedPreKey: bob.signedPreKey, oneTimePreKey: oneTime, pqSecretKey: bob.pq.secretKey });
-
-  const setup = async (): Promise<{ a: SessionRecord; b: SessionRecord }> => {
+  // Alice's record and Bob's of the latest session, passed back and forth.
+  let a: SessionRecord = EMPTY_RECORD;
+  let b: SessionRecord = EMPTY_RECORD;
+  const setup = async (): Promise<void> => {
     const started = await startSession(deps, alice.identity, EMPTY_RECORD, bundle, 0);
     const first = sealEnvelope(alice.identity, started, TEXT, ROUTE);
     const opened = await openEnvelope(deps, bob.identity, EMPTY_RECORD, first.envelope, ROUTE, keysFor);
-    return { a: first.record, b: opened.record };
+    [a, b] = [first.record, opened.record];
   };
-  const setups = await rate(windowMs, 1, async () => {
-    await setup();
-  });
-
-  let { a, b } = await setup();
-  // Alice's records and Bob's, passed back and forth.
   const send = async (fromAlice: boolean): Promise<void> => {
     const [from, to, fromId, toId] = fromAlice ? [a, b, alice, bob] : [b, a, bob, alice];
     const sealed = sealEnvelope(fromId.identity, from, TEXT, ROUTE);
@@ -159,10 +182,6 @@ async function measureOurs(
     if (fromAlice) [a, b] = [sealed.record, opened.record];
     else [b, a] = [sealed.record, opened.record];
   };
-  const alternating = await rate(windowMs, 2, async () => {
-    await send(false);
-    await send(true);
-  });
   const burst = async (fromAlice: boolean): Promise<void> => {
     const [fromId, toId] = fromAlice ? [alice, bob] : [bob, alice];
     const envelopes: Uint8Array[] = [];
@@ -178,11 +197,19 @@ async function measureOurs(
       else a = opened.record;
     }
   };
-  const bursts = await rate(windowMs, 2 * BURST, async () => {
-    await burst(true);
-    await burst(false);
-  });
-  return { setups, alternating, bursts };
+  await setup();
+  return {
+    setup,
+    // Bob answers first: Alice's next message is then a plain ratchet message, as every one after.
+    alternating: async () => {
+      await send(false);
+      await send(true);
+    },
+    burst: async () => {
+      await burst(true);
+      await burst(false);
+    },
+  };
 }
 
 // ── libsignal ────────────────────────────────────────────────────────────
@@ -266,7 +293,7 @@ class KyberPreKeys extends KyberPreKeyStore {
   }
 }
 
-async function measureLibsignal(windowMs: number): Promise<Rates> {
+async function libsignalSteps(): Promise<Steps> {
   const aliceKey = PrivateKey.generate();
   const bobKey = PrivateKey.generate();
   const aliceAddress = ProtocolAddress.new("alice", 1);
@@ -341,23 +368,22 @@ async function measureLibsignal(windowMs: number): Promise<Rates> {
     if (first.type() !== PRE_KEY_MESSAGE) throw new Error("expected a prekey message");
     await decrypt(true, first.serialize(), true);
   };
-  const setups = await rate(windowMs, 1, setup);
-
   await setup();
-  // Bob answers once, so alice's next messages are plain ones.
-  const isPreKeyPhase = { value: false };
-  const alternating = await rate(windowMs, 2, async () => {
-    await decrypt(false, await encrypt(false), false);
-    await decrypt(true, await encrypt(true), isPreKeyPhase.value);
-  });
-  const bursts = await rate(windowMs, 2 * BURST, async () => {
-    for (const fromAlice of [true, false]) {
-      const batch: Array<Uint8Array<ArrayBuffer>> = [];
-      for (let i = 0; i < BURST; i += 1) batch.push(await encrypt(fromAlice));
-      for (const bytes of batch) await decrypt(fromAlice, bytes, false);
-    }
-  });
-  return { setups, alternating, bursts };
+  return {
+    setup,
+    // Bob answers first, so alice's next messages are plain ones.
+    alternating: async () => {
+      await decrypt(false, await encrypt(false), false);
+      await decrypt(true, await encrypt(true), false);
+    },
+    burst: async () => {
+      for (const fromAlice of [true, false]) {
+        const batch: Array<Uint8Array<ArrayBuffer>> = [];
+        for (let i = 0; i < BURST; i += 1) batch.push(await encrypt(fromAlice));
+        for (const bytes of batch) await decrypt(fromAlice, bytes, false);
+      }
+    },
+  };
 }
 
 // ── report ───────────────────────────────────────────────────────────────
@@ -366,37 +392,48 @@ export const e2eCrypto: Benchmark = {
   name: "e2e-crypto",
   summary: "E2E session setups/s and 200-byte messages/s (alternating, bursts of 100), ours vs libsignal",
   async run(options: BenchOptions): Promise<BenchReport> {
-    const windowMs = options.isQuick ? 400 : 1_500;
-    const rounds = options.isQuick ? 1 : 3;
-    // The implementations take turns, round after round, and each figure is the best
-    // of its rounds: other load on the machine then hits all of them alike.
-    const runs: Array<{ name: string; measure: () => Promise<Rates> }> = [
-      { name: "libsignal-client", measure: () => measureLibsignal(windowMs) },
-      { name: "ours, native curves", measure: () => measureOurs(nodeX25519, nodeEd25519, nodeMlKem, windowMs) },
-      {
-        name: "ours, WebCrypto curves",
-        measure: () => measureOurs(webCryptoX25519, webCryptoEd25519, nobleMlKem, windowMs),
-      },
-      {
-        name: "ours, portable curves",
-        measure: () => measureOurs(stablelibX25519, nobleEd25519, nobleMlKem, windowMs),
-      },
+    const sliceMs = options.isQuick ? 150 : 250;
+    const slices = options.isQuick ? 2 : 12;
+    const contenders: Array<{ name: string; prepare: () => Promise<Steps> }> = [
+      { name: "libsignal-client", prepare: () => libsignalSteps() },
+      { name: "ours, native curves", prepare: () => oursSteps(nodeX25519, nodeEd25519, nodeMlKem) },
+      { name: "ours, WebCrypto curves", prepare: () => oursSteps(webCryptoX25519, webCryptoEd25519, nobleMlKem) },
+      { name: "ours, portable curves", prepare: () => oursSteps(stablelibX25519, nobleEd25519, nobleMlKem) },
     ];
-    const best = new Map<string, Rates>();
-    for (let round = 1; round <= rounds; round += 1) {
-      for (const run of runs) {
+    const prepared: Array<{ name: string; steps: Steps }> = [];
+    for (const contender of contenders) prepared.push({ name: contender.name, steps: await contender.prepare() });
+    const totals = new Map<string, Record<Phase, Tally>>();
+    for (const phase of PHASES) {
+      options.log(`${phase}: ${slices} slices of ${sliceMs} ms per implementation, taking turns ...`);
+      // One uncounted slice each first: the JIT warms up on everyone's time but nobody's figure.
+      for (const { steps } of prepared) await slice(sliceMs, PER_STEP[phase], stepOf(steps, phase));
+      for (let round = 0; round < slices; round += 1) {
         if (options.signal.aborted) throw new Error("aborted");
-        options.log(`round ${round}/${rounds}: ${run.name} ...`);
-        const rates = await run.measure();
-        const previous = best.get(run.name);
-        best.set(run.name, {
-          setups: Math.max(rates.setups, previous?.setups ?? 0),
-          alternating: Math.max(rates.alternating, previous?.alternating ?? 0),
-          bursts: Math.max(rates.bursts, previous?.bursts ?? 0),
-        });
+        // A different one goes first each round, so none always follows the same neighbour.
+        for (let turn = 0; turn < prepared.length; turn += 1) {
+          const entry = prepared[(round + turn) % prepared.length];
+          if (entry === undefined) continue;
+          const done = await slice(sliceMs, PER_STEP[phase], stepOf(entry.steps, phase));
+          const zero = (): Tally => ({ ops: 0, ms: 0, cpuMs: 0 });
+          const total = totals.get(entry.name) ?? { setups: zero(), alternating: zero(), bursts: zero() };
+          const before = total[phase];
+          total[phase] = { ops: before.ops + done.ops, ms: before.ms + done.ms, cpuMs: before.cpuMs + done.cpuMs };
+          totals.set(entry.name, total);
+        }
       }
     }
-    const pick = (name: string): Rates => best.get(name) ?? { setups: 0, alternating: 0, bursts: 0 };
+    const pick = (name: string, per: "ms" | "cpuMs" = "ms"): Rates => {
+      const total = totals.get(name);
+      const rate = (phase: Phase): number =>
+        total === undefined || total[phase][per] === 0 ? 0 : (total[phase].ops * 1000) / total[phase][per];
+      return { setups: rate("setups"), alternating: rate("alternating"), bursts: rate("bursts") };
+    };
+    // Per second of CPU time: what each costs, whatever else the machine was doing meanwhile.
+    const signalCpu = pick("libsignal-client", "cpuMs");
+    const cpuRatios = (name: string): string => {
+      const r = pick(name, "cpuMs");
+      return PHASES.map((phase) => `${phase} x${(r[phase] / signalCpu[phase]).toFixed(2)}`).join(", ");
+    };
     const signal = pick("libsignal-client");
     const native = pick("ours, native curves");
     const webCrypto = pick("ours, WebCrypto curves");
@@ -432,7 +469,8 @@ export const e2eCrypto: Benchmark = {
         "a message = one 200-byte text sealed and opened; setup = bundle -> session -> first message sealed and opened",
         "ours: PQXDH with X25519 + ML-KEM-768 (node:crypto in the native row, @noble/post-quantum in the others), Double Ratchet with header encryption, XChaCha20-Poly1305, padding; libsignal: X3DH + Kyber1024 and its own ratchet",
         "records kept in memory on both sides; native = node:crypto X25519, Ed25519 and ML-KEM (the CLI's providers); WebCrypto = the browser providers run in Node; portable = @stablelib X25519 + @noble Ed25519",
-        `each figure is the best of ${rounds} round(s) of a ${windowMs} ms window (after one warm-up step), the implementations taking turns; ${String(navigator.hardwareConcurrency)} cores`,
+        `per second of this process's CPU time instead (other load on the machine left out): native ${cpuRatios("ours, native curves")}; WebCrypto ${cpuRatios("ours, WebCrypto curves")}; portable ${cpuRatios("ours, portable curves")} (x libsignal)`,
+        `each figure is operations over time in ${slices} slices of ${sliceMs} ms, the implementations taking turns slice by slice (after one uncounted slice each); ${String(navigator.hardwareConcurrency)} cores`,
       ],
     };
   },
