@@ -71,6 +71,7 @@ export class ChatActor {
   /** The running drain, if any: the mailbox is being worked off. */
   private running: Promise<void> | undefined;
   private chat: ChatState | undefined;
+  private memberSet: { of: readonly string[]; set: ReadonlySet<string> } | undefined;
   private lastUsedMs: number;
 
   constructor(chatId: string, deps: ChatActorDeps) {
@@ -201,12 +202,20 @@ export class ChatActor {
     else this.deps.bus.publish(userIds, event);
   }
 
+  /** The chat's members as a set, made again only when the member list changed (a group may have 10,000). */
+  private membersOf(chat: ChatState): ReadonlySet<string> {
+    if (this.memberSet?.of !== chat.memberUserIds) {
+      this.memberSet = { of: chat.memberUserIds, set: new Set(chat.memberUserIds) };
+    }
+    return this.memberSet.set;
+  }
+
   /** Appends a run of plain messages in one store call. */
   private async appendSegment(batch: PendingSend[]): Promise<void> {
     if (batch.length === 0) return;
     const chat = await this.loadFor(batch);
     if (chat === undefined) return;
-    const members = new Set(chat.memberUserIds);
+    const members = this.membersOf(chat);
     let accepted: PendingSend[] = [];
     for (const pending of batch) {
       if (members.has(pending.draft.senderUserId)) accepted.push(pending);
@@ -288,7 +297,7 @@ export class ChatActor {
   private async applyOperation(pending: PendingSend): Promise<void> {
     let chat = await this.loadFor([pending]);
     if (chat === undefined) return;
-    if (!chat.memberUserIds.includes(pending.draft.senderUserId)) {
+    if (!this.membersOf(chat).has(pending.draft.senderUserId)) {
       pending.reject(notAMember(this.chatId));
       return;
     }
