@@ -23,14 +23,19 @@ function u32(value: number): Uint8Array {
   return out;
 }
 
+// Each session setup builds several proofs: the labels are encoded once.
+const IDENTITY_DH_LABEL = encoder.encode("remessenger/v1/identity-dh\u0000");
+const SIGNED_PREKEY_LABEL = encoder.encode("remessenger/v1/signed-prekey\u0000");
+const PQ_PREKEY_LABEL = encoder.encode("remessenger/v1/pq-prekey\u0000");
+
 export function identityDhProof(identityDhKey: Uint8Array): Uint8Array {
-  return concat(encoder.encode("remessenger/v1/identity-dh\u0000"), identityDhKey);
+  return concat(IDENTITY_DH_LABEL, identityDhKey);
 }
 
 export function signedPreKeyProof(keyId: number, publicKey: Uint8Array): Uint8Array {
-  return concat(encoder.encode("remessenger/v1/signed-prekey\u0000"), u32(keyId), publicKey);
+  return concat(SIGNED_PREKEY_LABEL, u32(keyId), publicKey);
 }
 
 export function pqPreKeyProof(keyId: number, publicKey: Uint8Array): Uint8Array {
-  return concat(encoder.encode("remessenger/v1/pq-prekey\u0000"), u32(keyId), publicKey);
+  return concat(PQ_PREKEY_LABEL, u32(keyId), publicKey);
 }
