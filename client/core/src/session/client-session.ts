@@ -942,7 +942,7 @@ export class ClientSession {
     const codec = this.e2e;
     const outcome = await codec.exclusive(async () => {
       for (let attempt = 1; ; attempt += 1) {
-        const result = await this.groups.receiveOperation(message);
+        const result = await retryStale(() => this.groups.receiveOperation(message));
         const record =
           result.kind === "applied"
             ? base
@@ -994,7 +994,7 @@ export class ClientSession {
     const codec = this.e2e;
     return codec.exclusive(async () => {
       for (let attempt = 1; ; attempt += 1) {
-        const opened = await this.openFor(message);
+        const opened = await retryStale(() => this.openFor(message));
         if (opened.kind === "control") {
           return { record: base, isNew: await this.store.saveReceived(base), heal: undefined, isControl: true };
         }
@@ -1389,6 +1389,21 @@ export class ClientSession {
       ErrorCode.ERROR_CODE_UNAVAILABLE,
       failure === undefined ? prefix : `${prefix}: ${failure.reason}`,
     );
+  }
+}
+
+/**
+ * Runs `work` again when another process on this profile moved an
+ * end-to-end record it wrote along the way (a device list refreshed by a
+ * concurrent `send`), at most MAX_STALE_RETRIES times.
+ */
+async function retryStale<T>(work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await work();
+    } catch (error) {
+      if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
+    }
   }
 }
 
