@@ -66,7 +66,7 @@ export interface SignedGroupOperation {
 
 /**
  * The shared payload of a group message: sealed once with the sending
- * device's sender key of `epoch` (client/core/src/crypto/sender-key.ts), the
+ * device's sender key of `epoch` (client/core/src/group/sender-key.ts), the
  * same bytes for every member.
  */
 export interface GroupEnvelope {
