@@ -67,10 +67,15 @@ export interface DnsQuestion {
 
 /** Growable byte writer with name compression. */
 class Writer {
-  private buffer = new Uint8Array(512);
+  private buffer: Uint8Array;
   length = 0;
   /** Lower-case name suffix → offset where it was written. */
   private readonly names = new Map<string, number>();
+
+  /** `initialBytes`: room for the usual message, so writing it never copies the buffer. */
+  constructor(initialBytes = 512) {
+    this.buffer = new Uint8Array(initialBytes);
+  }
 
   private ensure(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
@@ -109,6 +114,14 @@ class Writer {
 
   /** Writes a name, compressed against earlier names when `compress` (then also registers its suffixes). */
   name(name: string, compress = true): void {
+    if (compress) {
+      // The common case, an owner name that repeats the question: one lookup, no suffixes built.
+      const known = this.names.get(name.replace(/\.$/, "").toLowerCase());
+      if (known !== undefined) {
+        this.u16(0xc000 | known);
+        return;
+      }
+    }
     const labels = splitName(name);
     checkNameLength(labels);
     for (let i = 0; i < labels.length; i += 1) {
@@ -140,20 +153,27 @@ class Writer {
    * bytes themselves, so labels with any octets stay exact.
    */
   registerRawName(raw: Uint8Array, offset: number): void {
-    const labels: { text: string; at: number }[] = [];
+    // The whole name as text (lower case, "." and "\\" inside a label escaped), built once;
+    // each suffix is a slice of it from a label's start.
+    const codes: number[] = [];
+    const labels: { textAt: number; at: number }[] = [];
     for (let at = 0; at < raw.length;) {
       const length = raw[at] ?? 0;
       if (length === 0 || length > MAX_LABEL_BYTES) break;
-      const text = String.fromCharCode(...raw.subarray(at + 1, at + 1 + length)).toLowerCase();
-      labels.push({ text: text.replace(/[.\\]/g, "\\$&"), at: offset + at });
+      if (labels.length > 0) codes.push(0x2e);
+      labels.push({ textAt: codes.length, at: offset + at });
+      for (let i = at + 1; i < at + 1 + length; i += 1) {
+        const code = raw[i] ?? 0;
+        if (code === 0x2e || code === 0x5c) codes.push(0x5c);
+        codes.push(code >= 0x41 && code <= 0x5a ? code + 0x20 : code);
+      }
       at += 1 + length;
     }
-    // Suffixes from the root up, each built from the one after it.
-    let suffix = "";
+    const text = String.fromCharCode.apply(null, codes);
     for (let i = labels.length - 1; i >= 0; i -= 1) {
       const label = labels[i];
       if (label === undefined) break;
-      suffix = suffix === "" ? label.text : `${label.text}.${suffix}`;
+      const suffix = text.slice(label.textAt);
       if (label.at < 0x4000 && !this.names.has(suffix)) this.names.set(suffix, label.at);
     }
   }
@@ -233,7 +253,8 @@ export interface DnsResponseOptions {
 }
 
 export function encodeDnsResponse(options: DnsResponseOptions): Uint8Array {
-  const writer = new Writer();
+  // Tunnel answers fill a 1232-byte EDNS0 payload.
+  const writer = new Writer(EDNS_BUFFER_BYTES + 64);
   const answers = options.answers ?? [];
   const authority = options.authority ?? [];
   writer.u16(options.id & 0xffff);
