@@ -23,10 +23,17 @@
  * - p50/p95 latency: a 200-byte message from one tunnel device to another.
  * dns2tcp: bytes a second through `dns2tcpc -l -` (stdin/stdout), up to a
  * TCP sink and down from a TCP source, first byte to last.
+ *
+ * CPU per MB, over the same windows: what the processes on the path used
+ * (user + system, /proc) per megabyte of payload. Ours: the server (gateway
+ * and messaging), Unbound and this process (tunnel clients, and the
+ * WebSocket sender in the down window); dns2tcp: dns2tcpd, Unbound and
+ * dns2tcpc. It does not depend on how busy the rest of the machine is, which
+ * the goodput at 0 ms added RTT does (everything there is CPU-bound).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
 import { NodeDnsExchange } from "../client/cli/src/transport/node-dns-exchange.ts";
@@ -47,6 +54,7 @@ import {
 import { startServer, type TestServer } from "../scripts/harness/server.ts";
 import { type AnnouncedTunnel, announcedTunnel } from "../scripts/harness/tunnel.ts";
 import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
+import { cpuSeconds, ownCpuSeconds } from "./process-stats.ts";
 import { killPid, track } from "./teardown.ts";
 import { TunnelFrameClient } from "./tunnel-frame-client.ts";
 
@@ -83,10 +91,24 @@ interface Row {
   effDown: number | null;
   upBps: number;
   downBps: number;
+  cpuUp: number | null;
+  cpuDown: number | null;
   p50: number | null;
   p95: number | null;
   upRatio: number | null;
   downRatio: number | null;
+}
+
+/** CPU seconds the given processes (and this one, when `withSelf`) used since it was made. */
+function cpuMeter(pids: readonly number[], withSelf: boolean): () => number {
+  const total = (): number => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) + (withSelf ? ownCpuSeconds() : 0);
+  const start = total();
+  return () => total() - start;
+}
+
+/** CPU seconds per megabyte of payload, or null without payload. */
+function perMegabyte(cpu: number, bytes: number): number | null {
+  return bytes > 0 ? cpu / (bytes / 1e6) : null;
 }
 
 export const dnsTunnel: Benchmark = {
@@ -97,6 +119,7 @@ export const dnsTunnel: Benchmark = {
 
 async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport> {
   ensureResolverPackages();
+  const loadAtStart = loadavg()[0] ?? 0;
   const lab = makeNetnsLab();
   const untrackLab = track(
     "network namespace",
@@ -153,6 +176,8 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
         effDown: null,
         upBps: Number.NaN,
         downBps: Number.NaN,
+        cpuUp: null,
+        cpuDown: null,
         p50: percentile(latencies, 0.5),
         p95: percentile(latencies, 0.95),
         upRatio: null,
@@ -188,12 +213,12 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       );
       try {
         log(`dns2tcp at +${rttMs} ms`);
-        const peer = await measureDns2tcp(lab, sink, plan, signal);
+        const peer = await measureDns2tcp(lab, sink, plan, signal, [dns2tcpd.pid, unbound.pid]);
         log(`  dns2tcp: up ${kbps(peer.upBps)} kB/s, down ${kbps(peer.downBps)} kB/s`);
         for (const pipe of ["doh", "dns"] as const) {
           if (signal.aborted) break;
           log(`ours over ${pipe} at +${rttMs} ms`);
-          const ours = await measureOurs(context, unbound, pipe, plan);
+          const ours = await measureOurs(context, unbound, pipe, plan, [server.pid, unbound.pid]);
           log(
             `  ours: up ${kbps(ours.upBps)} kB/s, down ${kbps(ours.downBps)} kB/s, p50 ${ours.p50} ms; ${ours.detail}`,
           );
@@ -212,6 +237,8 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
           effDown: null,
           upBps: peer.upBps,
           downBps: peer.downBps,
+          cpuUp: peer.cpuUp,
+          cpuDown: peer.cpuDown,
           p50: null,
           p95: null,
           upRatio: null,
@@ -238,6 +265,8 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       { key: "effDown", label: "eff. down", digits: 2 },
       { key: "up", label: "up kB/s", digits: 1 },
       { key: "down", label: "down kB/s", digits: 1 },
+      { key: "cpuUp", label: "CPU s/MB up", digits: 2 },
+      { key: "cpuDown", label: "CPU s/MB down", digits: 2 },
       { key: "p50", label: "p50 ms" },
       { key: "p95", label: "p95 ms" },
       { key: "upRatio", label: "up ÷ dns2tcp", digits: 1 },
@@ -250,6 +279,8 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       effDown: row.effDown,
       up: Number.isNaN(row.upBps) ? null : row.upBps / 1000,
       down: Number.isNaN(row.downBps) ? null : row.downBps / 1000,
+      cpuUp: row.cpuUp,
+      cpuDown: row.cpuDown,
       p50: row.p50,
       p95: row.p95,
       upRatio: row.upRatio,
@@ -260,6 +291,7 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       `Goodput is message payload (16 KiB messages, E2E-sized opaque bytes) per second; up = until the server answered every send, down = first to last push at the receiver. dns2tcp: raw TCP bytes through dns2tcpc's stdin/stdout.`,
       "Latency: 200-byte messages between two tunnel devices on the same pipe, one every 250 ms, send to receive.",
       "Added RTT: a userspace relay holds every packet 50 ms each way between Unbound and both gateways (no netem on this kernel).",
+      `CPU s/MB: CPU seconds of the processes on the path per megabyte of payload in the goodput windows (ours: server, Unbound, the benchmark's clients; dns2tcp: dns2tcpd, Unbound, dns2tcpc). At 0 ms added RTT everything is CPU-bound, so goodput there follows the CPU each run gets: load average ${loadAtStart.toFixed(1)} at the start and ${(loadavg()[0] ?? 0).toFixed(1)} at the end, on ${availableParallelism()} cores.`,
     ],
   };
 }
@@ -281,6 +313,8 @@ interface OursResult {
   effDown: number | null;
   upBps: number;
   downBps: number;
+  cpuUp: number | null;
+  cpuDown: number | null;
   p50: number | null;
   p95: number | null;
   /** For the progress log: what the tunnel did. */
@@ -313,12 +347,14 @@ async function measureOurs(
   resolver: RunningResolver,
   pipe: "doh" | "dns",
   plan: Plan,
+  pathPids: readonly number[],
 ): Promise<OursResult> {
   const { signal, chatId } = context;
   // Upstream: Alice sends 16 KiB messages over the tunnel, 4 in flight.
   const up = await TunnelFrameClient.login(factoryFor(context, resolver, pipe), context.alice, signal);
   const count = Math.max(1, Math.round(plan.upBytes / MESSAGE_BYTES));
   const upStarted = performance.now();
+  const upCpu = cpuMeter(pathPids, true);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < count && !signal.aborted) {
@@ -335,6 +371,7 @@ async function measureOurs(
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
   const upBps = (count * MESSAGE_BYTES) / ((performance.now() - upStarted) / 1000);
+  const cpuUp = perMegabyte(upCpu(), count * MESSAGE_BYTES);
   const upStats = statsOf(up);
   up.close();
 
@@ -343,6 +380,8 @@ async function measureOurs(
   let firstAt = 0;
   let lastAt = 0;
   let gotBytes = 0;
+  let downCpu: (() => number) | undefined;
+  let cpuDownSeconds = 0;
   const downCount = Math.max(1, Math.round(plan.downBytes / MESSAGE_BYTES));
   let got = 0;
   const allIn = Promise.withResolvers<void>();
@@ -350,7 +389,11 @@ async function measureOurs(
     if (message.senderUserId === context.bob.userId) return;
     if (message.payload.length !== MESSAGE_BYTES) return;
     const now = performance.now();
-    if (got === 0) firstAt = now;
+    if (got === 0) {
+      firstAt = now;
+      downCpu = cpuMeter(pathPids, true);
+    }
+    cpuDownSeconds = downCpu?.() ?? 0;
     lastAt = now;
     got += 1;
     gotBytes += message.payload.length;
@@ -388,6 +431,9 @@ async function measureOurs(
     effDown: ratio(downStats, "down"),
     upBps,
     downBps,
+    cpuUp,
+    // As the goodput, from the first message down to the last.
+    cpuDown: got <= 1 ? null : perMegabyte(cpuDownSeconds, gotBytes - MESSAGE_BYTES),
     p50: percentile(latencies, 0.5),
     p95: percentile(latencies, 0.95),
     detail: `up ${describeStats(upStats)}; down ${describeStats(downStats)}`,
@@ -514,7 +560,10 @@ async function startSink(host: string): Promise<Sink> {
   };
 }
 
-async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Address; stop: () => Promise<void> }> {
+async function startDns2tcpd(
+  host: string,
+  sink: Sink,
+): Promise<{ address: Address; pid: number; stop: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "remessenger-dns2tcpd-"));
   const port = await freeUdpPort(host);
   const config = join(dir, "dns2tcpd.conf");
@@ -548,6 +597,7 @@ async function startDns2tcpd(host: string, sink: Sink): Promise<{ address: Addre
   });
   return {
     address: { host, port },
+    pid: child.pid ?? 0,
     stop: () => {
       child.kill("SIGTERM");
       untrack();
@@ -562,7 +612,8 @@ async function measureDns2tcp(
   sink: Sink,
   plan: Plan,
   signal: AbortSignal,
-): Promise<{ upBps: number; downBps: number }> {
+  pathPids: readonly number[],
+): Promise<{ upBps: number; downBps: number; cpuUp: number | null; cpuDown: number | null }> {
   const client = (resource: string): ChildProcess =>
     spawn(
       "/usr/sbin/ip",
@@ -581,11 +632,13 @@ async function measureDns2tcp(
     },
   );
   const arrived = sink.expect(plan.dns2tcpUpBytes, 300_000);
+  const upCpu = cpuMeter([...pathPids, upClient.pid ?? 0], false);
   const chunk = Buffer.alloc(4096, 0x41);
   for (let sent = 0; sent < plan.dns2tcpUpBytes && !signal.aborted; sent += chunk.length) {
     if (!upClient.stdin?.write(chunk)) await new Promise((resolve) => upClient.stdin?.once("drain", resolve));
   }
   const up = await arrived;
+  const cpuUp = perMegabyte(upCpu(), plan.dns2tcpUpBytes);
   upClient.kill("SIGTERM");
   untrackUp();
   // Down: the source sends, we read dns2tcpc's stdout.
@@ -601,10 +654,16 @@ async function measureDns2tcp(
   let total = 0;
   let firstAt = 0;
   let lastAt = 0;
+  let downCpu: (() => number) | undefined;
+  let cpuDownSeconds = 0;
   const done = Promise.withResolvers<void>();
   downClient.stdout?.on("data", (data: Buffer) => {
-    if (total === 0) firstAt = performance.now();
+    if (total === 0) {
+      firstAt = performance.now();
+      downCpu = cpuMeter([...pathPids, downClient.pid ?? 0], false);
+    }
     total += data.length;
+    cpuDownSeconds = downCpu?.() ?? 0;
     lastAt = performance.now();
     if (total >= plan.dns2tcpDownBytes) done.resolve();
   });
@@ -614,6 +673,8 @@ async function measureDns2tcp(
   return {
     upBps: (plan.dns2tcpUpBytes / (up.lastAt - up.firstAt)) * 1000,
     downBps: (total / (lastAt - firstAt)) * 1000,
+    cpuUp,
+    cpuDown: perMegabyte(cpuDownSeconds, total),
   };
 }
 
