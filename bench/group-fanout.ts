@@ -107,11 +107,12 @@ function decodeShared(data: Buffer): ServerBodyFrame {
   return lastFrame;
 }
 
-/** A member device after setup: records arrivals, acks each chat cumulatively once per burst. */
+/** A member device after setup: records arrivals, acks what advanced, once per burst, as a client does. */
 class Member {
   private readonly socket: WebSocket;
   private readonly arrivals: Arrivals;
-  private readonly ackThrough = new Map<string, number>();
+  /** Per chat, the highest seq received and not acked yet. */
+  private readonly toAck = new Map<string, number>();
   private isAckScheduled = false;
   errors = 0;
 
@@ -131,7 +132,7 @@ class Member {
     if (body.$case !== "push" || body.value.push?.$case !== "message") return;
     const { chatId, seq } = body.value.push.value;
     this.arrivals.arrived(chatId, seq, atMs);
-    if (seq > (this.ackThrough.get(chatId) ?? 0)) this.ackThrough.set(chatId, seq);
+    if (seq > (this.toAck.get(chatId) ?? 0)) this.toAck.set(chatId, seq);
     this.scheduleAck();
   }
 
@@ -141,7 +142,8 @@ class Member {
     setImmediate(() => {
       this.isAckScheduled = false;
       if (this.socket.readyState !== this.socket.OPEN) return;
-      const acks = [...this.ackThrough].map(([chatId, throughSeq]) => ({ chatId, throughSeq }));
+      const acks = [...this.toAck].map(([chatId, throughSeq]) => ({ chatId, throughSeq }));
+      this.toAck.clear();
       this.socket.send(encodeClientFrame({ requestId: 0, request: { $case: "ack", value: { acks } } }));
     });
   }

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId, newMessageId } from "../../../client/core/src/wire/ids.ts";
-import { ChatKind, type Message, type ServerPush } from "../../../client/core/src/wire/proto.ts";
+import { draftOperation } from "../../../client/core/src/wire/group-operation.ts";
+import { ChatKind, GroupOperationKind, type Message, type ServerPush } from "../../../client/core/src/wire/proto.ts";
 import { SqliteStore } from "../store/sqlite-store.ts";
 import type { Store } from "../store/store.ts";
 import { systemClock } from "./clock.ts";
@@ -148,6 +149,79 @@ describe("DeliveryPump", () => {
         [b, 300],
       ]),
     );
+  });
+
+  it("pushes a group's operation that removes the device's user, then nothing more of the group", async () => {
+    const w = await world(1, ChatKind.CHAT_KIND_GROUP);
+    const [chat] = w.chatIds as [string];
+    const receiverUser = (await store.getDevice(w.receiver))?.userId ?? "";
+    await append(w, chat, 2);
+    const sink = new RecordingSink();
+    const pump = new DeliveryPump({
+      deviceId: w.receiver,
+      userId: receiverUser,
+      store,
+      sink,
+      clock: systemClock,
+      onError: (error) => {
+        throw error;
+      },
+    });
+    await pump.start(w.chatIds);
+    expect(seqs(sink.messages(chat))).toEqual([1, 2]);
+
+    // The sender (as admin) removes the receiver: its cursor goes in the same step.
+    const members = [w.senderUser, receiverUser].sort();
+    const state = {
+      chatId: chat,
+      title: "",
+      members,
+      admins: [w.senderUser],
+      epoch: 1,
+      lastOperationHash: new Uint8Array(32),
+    };
+    const { operation, next } = draftOperation(chat, state, {
+      kind: GroupOperationKind.GROUP_OPERATION_KIND_REMOVE,
+      userIds: [receiverUser],
+      actorUserId: w.senderUser,
+      actorDeviceId: w.senderDevice,
+      createdAtMs: 1,
+    });
+    const draft = {
+      messageId: newMessageId(),
+      senderUserId: w.senderUser,
+      senderDeviceId: w.senderDevice,
+      serverTimeMs: 1,
+      payload: new Uint8Array(0),
+      devicePayloads: [],
+      groupOperation: { operation, signature: new Uint8Array(64) },
+    };
+    const outcome = await store.applyGroupOperation(chat, draft, {
+      previousHash: new Uint8Array(0),
+      operationHash: next.lastOperationHash,
+      record: {
+        chatId: chat,
+        kind: ChatKind.CHAT_KIND_GROUP,
+        title: "",
+        memberUserIds: next.members,
+        createdByUserId: w.senderUser,
+        createdAtMs: 1,
+        adminUserIds: next.admins,
+        epoch: next.epoch,
+      },
+      addedDeviceIds: [],
+      addedUserIds: [],
+      removedDeviceIds: [w.receiver],
+      removedUserIds: [receiverUser],
+    });
+    const removal = { ...draft, chatId: chat, seq: outcome.seq };
+    pump.onMessage(removal);
+    for (const m of await append(w, chat, 2)) pump.onMessage(m);
+    pump.resync();
+    await settle(pump);
+    expect(seqs(sink.messages(chat))).toEqual([1, 2, 3]);
+    // The forgotten group holds none of the window any more.
+    expect(pump.unacked).toBe(0);
   });
 
   it("follows live messages after the sync without gaps or repeats, even when events arrive during a read", async () => {

@@ -24,6 +24,7 @@ import {
   type Message,
   type Receipt,
   type ServerPush,
+  type SignedGroupOperation,
 } from "../../../client/core/src/wire/proto.ts";
 import type { Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
@@ -60,6 +61,34 @@ interface ChatProgress {
 }
 
 export const DEFAULT_WINDOW_SIZE = 1024;
+
+/**
+ * The users a group operation removes (REMOVE, LEAVE), decoded once per
+ * operation object: every member device's pump is handed the same live
+ * Message, and an ADD of 1,000 users decoded by 10,000 pumps would cost
+ * ten million string decodes.
+ */
+const removedUsers = new WeakMap<SignedGroupOperation, ReadonlySet<string>>();
+const NOBODY: ReadonlySet<string> = new Set();
+
+function removedUsersOf(signed: SignedGroupOperation): ReadonlySet<string> {
+  let users = removedUsers.get(signed);
+  if (users === undefined) {
+    try {
+      const op = decodeOperation(signed);
+      const isRemoval =
+        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_REMOVE ||
+        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_LEAVE;
+      users = isRemoval ? new Set(op.userIds) : NOBODY;
+    } catch (error) {
+      // The server checked it before storing; an undecodable one removes nobody.
+      if (!(error instanceof GroupOperationError)) throw error;
+      users = NOBODY;
+    }
+    removedUsers.set(signed, users);
+  }
+  return users;
+}
 const DEFAULT_PAGE_SIZE = 256;
 
 export class DeliveryPump {
@@ -227,17 +256,7 @@ export class DeliveryPump {
   private removesThisUser(message: Message): boolean {
     const { userId } = this.options;
     if (message.groupOperation === undefined || userId === undefined) return false;
-    try {
-      const op = decodeOperation(message.groupOperation);
-      const isRemoval =
-        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_REMOVE ||
-        op.kind === GroupOperationKind.GROUP_OPERATION_KIND_LEAVE;
-      return isRemoval && op.userIds.includes(userId);
-    } catch (error) {
-      // The server checked it before storing; an undecodable one removes nobody.
-      if (error instanceof GroupOperationError) return false;
-      throw error;
-    }
+    return removedUsersOf(message.groupOperation).has(userId);
   }
 
   private async loadChat(chatId: string): Promise<void> {
