@@ -10,8 +10,14 @@
  *   pair on different nodes, ack after WAIT 1 (a replica has it) — the
  *   default durability on a cluster;
  * - the same with acks on the master alone, to show what WAIT costs;
+ * - 3 nodes that do not coordinate at all (each on its own Redis, the two
+ *   clients of a pair on the same node): what three nodes cost on these two
+ *   cores without any forwarding or cross-node push, the baseline that shows
+ *   what coordination itself costs;
  * - Prosody (Debian's), driven the same way by an XMPP client, relaying and
  *   storing nothing.
+ * The 3-node rows start measuring once the shard placement has settled
+ * (every shard held, spread over the three nodes).
  * Server CPU counts every server-side process (nodes and redis-servers);
  * "node µs/msg" counts our Node processes only, the figure to set against
  * Prosody's, which has no store.
@@ -20,7 +26,8 @@ import { startRedis } from "../scripts/harness/redis.ts";
 import { startRedisCluster } from "../scripts/harness/redis-cluster.ts";
 import { type TestServer, startServer } from "../scripts/harness/server.ts";
 import type { BenchOptions, BenchReport, Benchmark, Cell } from "./benchmark.ts";
-import { connectFramePairs } from "./frame-pairs.ts";
+import { SHARD_COUNT } from "../server/src/core/shard-placement.ts";
+import { type FramePairs, connectFramePairs } from "./frame-pairs.ts";
 import { LoadRun, type LoadOutcome, type LoadPlan } from "./pair-load.ts";
 import {
   createProsodyHome,
@@ -44,17 +51,27 @@ const QUICK = {
 const PROSODY_PASSWORD = "bench-password";
 const STOP_TIMEOUT_MS = 15_000;
 
-type System = "embedded" | "redis" | "cluster-wait" | "cluster-master" | "prosody";
+type System = "embedded" | "redis" | "cluster-wait" | "cluster-master" | "independent" | "prosody";
 
 const LABEL: Record<System, string> = {
   embedded: "ours, 1 node, embedded (sqlite)",
   redis: "ours, 1 node, one Redis",
   "cluster-wait": "ours, 3 nodes, Redis Cluster, WAIT 1",
   "cluster-master": "ours, 3 nodes, Redis Cluster, no WAIT",
+  independent: "ours, 3 nodes not coordinating (baseline)",
   prosody: "prosody c2s (no storage)",
 };
 
-const NODES: Record<System, number> = { embedded: 1, redis: 1, "cluster-wait": 3, "cluster-master": 3, prosody: 1 };
+const NODES: Record<System, number> = {
+  embedded: 1,
+  redis: 1,
+  "cluster-wait": 3,
+  "cluster-master": 3,
+  independent: 3,
+  prosody: 1,
+};
+/** How long a 3-node row waits for the shard placement to settle before it measures. */
+const PLACEMENT_TIMEOUT_MS = 30_000;
 
 interface Row {
   system: System;
@@ -81,7 +98,7 @@ async function runCluster(options: BenchOptions): Promise<BenchReport> {
     options.log(`cluster: ${line}`);
     notes.push(line);
   };
-  for (const system of ["embedded", "redis", "cluster-wait", "cluster-master"] as const) {
+  for (const system of ["embedded", "redis", "cluster-wait", "cluster-master", "independent"] as const) {
     options.log(`cluster: ${LABEL[system]}, ${clients} clients...`);
     try {
       rows.push(await measureOurs(system, clients, plan, options));
@@ -103,6 +120,9 @@ async function runCluster(options: BenchOptions): Promise<BenchReport> {
     "Durable acks: embedded = SQLite commit with synchronous=FULL; one Redis = Redis ran the append (AOF everysec, " +
       "the harness' setting); Redis Cluster WAIT 1 = a replica acknowledged it (the default, survives losing a master); " +
       "no WAIT = the master ran it. Prosody relays and stores nothing.",
+    "3 nodes not coordinating: three nodes, each on its own Redis, the clients of a pair on one node (no forwarding, " +
+      "no cross-node push): what three processes cost on these two cores. The Redis Cluster rows against it show what " +
+      "coordination costs.",
     "srv µs/msg = CPU of every server-side process (nodes and redis-servers) per delivered message; node µs/msg = our " +
       "Node processes only. All processes share this 2-core machine with the load generator: 'other CPU' well above 0 " +
       "means other work skewed the row.",
@@ -163,6 +183,19 @@ async function measureOurs(
       const server = await startServer({ redisUrl: redis.url });
       keepServer(server);
       servers.push(server);
+    } else if (system === "independent") {
+      for (let i = 0; i < 3; i += 1) {
+        const redis = await startRedis();
+        keep(
+          "redis-server",
+          () => redis.stop(),
+          () => killPid(redis.pid),
+        );
+        if (redis.pid !== undefined) redisPids.push(redis.pid);
+        const server = await startServer({ redisUrl: redis.url, extraArgs: ["--node-id", `alone-${i}`] });
+        keepServer(server);
+        servers.push(server);
+      }
     } else {
       const cluster = await startRedisCluster();
       const pids = cluster.nodes.map((node) => node.pid);
@@ -185,11 +218,15 @@ async function measureOurs(
       }
     }
     const nodePids = servers.map((server) => server.pid);
-    const pairs = await connectFramePairs(
-      servers.map((server) => server.url),
-      clients,
-      options.signal,
-    );
+    if (system === "cluster-wait" || system === "cluster-master") await placementSettled(servers, options.signal);
+    const pairs =
+      system === "independent"
+        ? await pairsWithinNodes(servers, clients, options.signal)
+        : await connectFramePairs(
+            servers.map((server) => server.url),
+            clients,
+            options.signal,
+          );
     try {
       const run = new LoadRun(plan);
       pairs.attach(run);
@@ -202,6 +239,49 @@ async function measureOurs(
     }
   } finally {
     await stopAll();
+  }
+}
+
+/** Pairs of clients on each node (as evenly as pairs allow), carrying one load together. */
+async function pairsWithinNodes(servers: readonly TestServer[], clients: number, signal: AbortSignal) {
+  const groups: FramePairs[] = [];
+  try {
+    const pairCount = clients / 2;
+    for (const [i, server] of servers.entries()) {
+      const pairsHere = Math.floor(pairCount / servers.length) + (i < pairCount % servers.length ? 1 : 0);
+      if (pairsHere > 0) groups.push(await connectFramePairs(server.url, 2 * pairsHere, signal));
+    }
+  } catch (error) {
+    await Promise.all(groups.map((group) => group.close()));
+    throw error;
+  }
+  return {
+    get unexpected() {
+      return groups.reduce((sum, group) => sum + group.unexpected, 0);
+    },
+    attach: (run: LoadRun) => {
+      for (const group of groups) group.attach(run);
+    },
+    close: async () => {
+      await Promise.all(groups.map((group) => group.close()));
+    },
+  };
+}
+
+/** Waits (bounded) until every shard is held and each node holds some, as the nodes' /metrics say. */
+async function placementSettled(servers: readonly TestServer[], signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + PLACEMENT_TIMEOUT_MS;
+  for (;;) {
+    signal.throwIfAborted();
+    const owned = await Promise.all(
+      servers.map(async (server) => {
+        const text = await (await fetch(`${server.url}/metrics`, { signal })).text();
+        return Number(/^remessenger_shards_owned\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? "0");
+      }),
+    );
+    if (owned.every((count) => count > 0) && owned.reduce((a, b) => a + b, 0) === SHARD_COUNT) return;
+    if (Date.now() > deadline) throw new Error(`shard placement did not settle: ${owned.join(", ")} shards held`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
