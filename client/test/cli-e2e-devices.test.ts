@@ -38,6 +38,8 @@ describe("linked devices and safety numbers", () => {
 
     const laptop = profiles.profile("bob-laptop");
     const { linkCode } = await runCliJson<{ linkCode: string }>(laptop, ["--server", server.url, "link", "request"]);
+    // Never taken for an option: bare base64url keys start with "-" one time in 64.
+    expect(linkCode).toMatch(/^rmlink1\.[\w-]{43}$/);
     const { approval } = await runCliJson<{ approval: string }>(bob.profile, ["link", "approve", linkCode]);
     const linked = await runCliJson<{ userId: string; deviceId: string }>(laptop, [
       "link",

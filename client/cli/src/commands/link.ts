@@ -109,18 +109,28 @@ export async function linkRequestCommand(context: CommandContext): Promise<void>
     await writeDeviceSecrets(dir, secrets);
   }
   const identity = await identityFrom(secrets);
-  const code = base64urlnopad.encode(identity.signer.publicKey);
+  const code = `${LINK_CODE_PREFIX}${base64urlnopad.encode(identity.signer.publicKey)}`;
   context.output.print(
     { linkCode: code },
     `${code}\napprove it on one of your devices: remessenger link approve ${code}`,
   );
 }
 
+/**
+ * A link code is the new device's public key behind a fixed prefix: bare
+ * base64url may start with "-", which a command line takes for an option.
+ */
+export const LINK_CODE_PREFIX = "rmlink1.";
+
 /** On an existing device: sign the approval for a link code. */
 export async function linkApproveCommand(context: CommandContext, code: string): Promise<void> {
   let identityKey: Uint8Array;
+  const trimmed = code.trim();
   try {
-    identityKey = base64urlnopad.decode(code.trim());
+    // Bare keys (codes printed before the prefix) are still taken.
+    identityKey = base64urlnopad.decode(
+      trimmed.startsWith(LINK_CODE_PREFIX) ? trimmed.slice(LINK_CODE_PREFIX.length) : trimmed,
+    );
   } catch {
     throw usageError("not a link code (remessenger link request prints one on the new device)");
   }
