@@ -17,7 +17,7 @@
  */
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { operationHash, equalBytes, decodeOperation } from "../../../client/core/src/wire/group-operation.ts";
-import { ChatKind, ErrorCode, Message } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind, ErrorCode, GroupOperationKind, Message } from "../../../client/core/src/wire/proto.ts";
 import { type AppendOutcome, type ChatState, FencedError, type MessageDraft, type Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
 import { type PlannedChange, planGroupChange } from "./group-change.ts";
@@ -356,10 +356,12 @@ export class ChatActor {
     // Everyone before and after: a removed member's devices see their removal, then nothing.
     this.publish(chat, message, outcome.senderCaughtUp, [...new Set([...before, ...chat.memberUserIds])]);
     const { bus } = this.deps;
-    // New members are not watching the group's channel yet: their own channels tell their nodes.
-    if (change.addedUserIds.length > 0) {
-      bus.publish(change.addedUserIds, { kind: "message", message, senderCaughtUp: false });
-    }
+    // New members (all of them at the CREATE) are not watching the group's channel yet: their own channels tell their nodes.
+    const newcomers =
+      planned.operation.kind === GroupOperationKind.GROUP_OPERATION_KIND_CREATE
+        ? chat.memberUserIds
+        : change.addedUserIds;
+    if (newcomers.length > 0) bus.publish(newcomers, { kind: "message", message, senderCaughtUp: false });
     if (change.removedUserIds.length > 0) bus.publish(change.removedUserIds, { kind: "left", chatId: this.chatId });
   }
 

@@ -369,7 +369,9 @@ export class Messenger {
     if (created) {
       this.deps.log.info({ chatId, userId: device.userId, members: state.members.length }, "group created");
     }
-    const chat = await this.actors.get(chatId).state();
+    // From the store: the group's actor may live on another node (its shard's owner).
+    const chat = await this.deps.store.getChat(chatId);
+    if (chat === undefined) throw chatNotFound(chatId);
     return { chat: toChat(chat), created };
   }
 
