@@ -213,7 +213,7 @@ async function run({ isQuick, signal, log }: BenchOptions): Promise<BenchReport>
       );
       try {
         log(`dns2tcp at +${rttMs} ms`);
-        const peer = await measureDns2tcp(lab, sink, plan, signal, [dns2tcpd.pid, unbound.pid]);
+        const peer = await measureDns2tcp(lab, sink, plan, signal, [dns2tcpd.pid, unbound.pid], log);
         log(`  dns2tcp: up ${kbps(peer.upBps)} kB/s, down ${kbps(peer.downBps)} kB/s`);
         for (const pipe of ["doh", "dns"] as const) {
           if (signal.aborted) break;
@@ -607,74 +607,127 @@ async function startDns2tcpd(
   };
 }
 
+/** A dns2tcpc in the lab, reading stdin and writing stdout. */
+interface Dns2tcpc {
+  child: ChildProcess;
+  /** Rejects, with what it printed, when it exits before stop(): the transfer fails instead of an EPIPE. */
+  exited: Promise<never>;
+  stop(): void;
+}
+
+function startDns2tcpc(lab: NetnsLab, resource: string): Dns2tcpc {
+  const child = spawn(
+    "/usr/sbin/ip",
+    ["netns", "exec", lab.name, "/usr/bin/dns2tcpc", "-z", DNS2TCP_ZONE, "-r", resource, "-l", "-", "127.0.0.1"],
+    { stdio: ["pipe", "pipe", "pipe"] },
+  );
+  const untrack = track(
+    "dns2tcpc",
+    () => Promise.resolve(),
+    () => {
+      child.kill("SIGKILL");
+    },
+  );
+  let printed = "";
+  child.stderr?.on("data", (data: Buffer) => {
+    printed = `${printed}${data.toString()}`.slice(-2_000);
+  });
+  // Writes to a client that died fail here; its exit says why.
+  child.stdin?.on("error", () => undefined);
+  let isStopped = false;
+  const exited = new Promise<never>((_, reject) => {
+    child.once("exit", (code, exitSignal) => {
+      if (!isStopped) reject(new Error(`dns2tcpc (${resource}) exited (${code ?? exitSignal}): ${printed.trim()}`));
+    });
+  });
+  exited.catch(() => undefined);
+  return {
+    child,
+    exited,
+    stop: () => {
+      isStopped = true;
+      child.kill("SIGTERM");
+      untrack();
+    },
+  };
+}
+
+/** Tries a dns2tcp transfer up to 3 times: under load dns2tcpc sometimes gives up on its session at once. */
+async function withRetries<T>(what: string, log: (line: string) => void, attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries += 1) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (tries >= 3) throw error;
+      log(`  ${what} failed, again: ${String(error)}`);
+    }
+  }
+}
+
 async function measureDns2tcp(
   lab: NetnsLab,
   sink: Sink,
   plan: Plan,
   signal: AbortSignal,
   pathPids: readonly number[],
+  log: (line: string) => void,
 ): Promise<{ upBps: number; downBps: number; cpuUp: number | null; cpuDown: number | null }> {
-  const client = (resource: string): ChildProcess =>
-    spawn(
-      "/usr/sbin/ip",
-      ["netns", "exec", lab.name, "/usr/bin/dns2tcpc", "-z", DNS2TCP_ZONE, "-r", resource, "-l", "-", "127.0.0.1"],
-      {
-        stdio: ["pipe", "pipe", "pipe"],
-      },
-    );
   // Up: bytes into dns2tcpc's stdin until the sink has them all.
-  const upClient = client("sink");
-  const untrackUp = track(
-    "dns2tcpc",
-    () => Promise.resolve(),
-    () => {
-      upClient.kill("SIGKILL");
-    },
-  );
-  const arrived = sink.expect(plan.dns2tcpUpBytes, 300_000);
-  const upCpu = cpuMeter([...pathPids, upClient.pid ?? 0], false);
-  const chunk = Buffer.alloc(4096, 0x41);
-  for (let sent = 0; sent < plan.dns2tcpUpBytes && !signal.aborted; sent += chunk.length) {
-    if (!upClient.stdin?.write(chunk)) await new Promise((resolve) => upClient.stdin?.once("drain", resolve));
-  }
-  const up = await arrived;
-  const cpuUp = perMegabyte(upCpu(), plan.dns2tcpUpBytes);
-  upClient.kill("SIGTERM");
-  untrackUp();
+  const up = await withRetries("dns2tcp up", log, async () => {
+    const client = startDns2tcpc(lab, "sink");
+    try {
+      const arrived = sink.expect(plan.dns2tcpUpBytes, 300_000);
+      // A failed attempt leaves it pending; its deadline must not become an unhandled rejection.
+      arrived.catch(() => undefined);
+      const upCpu = cpuMeter([...pathPids, client.child.pid ?? 0], false);
+      const chunk = Buffer.alloc(4096, 0x41);
+      for (let sent = 0; sent < plan.dns2tcpUpBytes && !signal.aborted; sent += chunk.length) {
+        if (!client.child.stdin?.write(chunk)) {
+          await Promise.race([new Promise((resolve) => client.child.stdin?.once("drain", resolve)), client.exited]);
+        }
+      }
+      const window = await Promise.race([arrived, client.exited]);
+      return { ...window, cpuUp: perMegabyte(upCpu(), plan.dns2tcpUpBytes) };
+    } finally {
+      client.stop();
+    }
+  });
   // Down: the source sends, we read dns2tcpc's stdout.
   sink.setSourceBytes(plan.dns2tcpDownBytes);
-  const downClient = client("source");
-  const untrackDown = track(
-    "dns2tcpc",
-    () => Promise.resolve(),
-    () => {
-      downClient.kill("SIGKILL");
-    },
-  );
-  let total = 0;
-  let firstAt = 0;
-  let lastAt = 0;
-  let downCpu: (() => number) | undefined;
-  let cpuDownSeconds = 0;
-  const done = Promise.withResolvers<void>();
-  downClient.stdout?.on("data", (data: Buffer) => {
-    if (total === 0) {
-      firstAt = performance.now();
-      downCpu = cpuMeter([...pathPids, downClient.pid ?? 0], false);
+  const down = await withRetries("dns2tcp down", log, async () => {
+    const client = startDns2tcpc(lab, "source");
+    try {
+      let total = 0;
+      let firstAt = 0;
+      let lastAt = 0;
+      let downCpu: (() => number) | undefined;
+      let cpuDownSeconds = 0;
+      const done = Promise.withResolvers<void>();
+      client.child.stdout?.on("data", (data: Buffer) => {
+        if (total === 0) {
+          firstAt = performance.now();
+          downCpu = cpuMeter([...pathPids, client.child.pid ?? 0], false);
+        }
+        total += data.length;
+        cpuDownSeconds = downCpu?.() ?? 0;
+        lastAt = performance.now();
+        if (total >= plan.dns2tcpDownBytes) done.resolve();
+      });
+      await withDeadline(
+        Promise.race([done.promise, client.exited]),
+        300_000,
+        `dns2tcp down: ${total} of ${plan.dns2tcpDownBytes} bytes`,
+      );
+      return { downBps: (total / (lastAt - firstAt)) * 1000, cpuDown: perMegabyte(cpuDownSeconds, total) };
+    } finally {
+      client.stop();
     }
-    total += data.length;
-    cpuDownSeconds = downCpu?.() ?? 0;
-    lastAt = performance.now();
-    if (total >= plan.dns2tcpDownBytes) done.resolve();
   });
-  await withDeadline(done.promise, 300_000, `dns2tcp down: ${total} of ${plan.dns2tcpDownBytes} bytes`);
-  downClient.kill("SIGTERM");
-  untrackDown();
   return {
     upBps: (plan.dns2tcpUpBytes / (up.lastAt - up.firstAt)) * 1000,
-    downBps: (total / (lastAt - firstAt)) * 1000,
-    cpuUp,
-    cpuDown: perMegabyte(cpuDownSeconds, total),
+    downBps: down.downBps,
+    cpuUp: up.cpuUp,
+    cpuDown: down.cpuDown,
   };
 }
 
