@@ -100,4 +100,34 @@ describe("RedisPushBus", () => {
       Array.from({ length: 200 }, (_, i) => i + 1),
     );
   });
+
+  it("carries a group's event to another node once, for the users watching the group there, until the last watch ends", async () => {
+    const prefix = `${redis.keyPrefix}group:`;
+    const a = await node("group-a", prefix);
+    const b = await node("group-b", prefix);
+    const [carol, dave, erin] = [newId("user"), newId("user"), newId("user")];
+    const chatId = newId("chat");
+    const seen = new Map<string, BusEvent[]>([carol, dave, erin].map((user) => [user, []]));
+    for (const user of [carol, dave, erin]) b.subscribe(user, (event) => seen.get(user)?.push(event));
+    // Carol twice (two devices), Dave once; Erin is connected but not a member.
+    const watches = [b.watchGroup(carol, chatId), b.watchGroup(carol, chatId), b.watchGroup(dave, chatId)];
+    await Promise.all(watches.map((w) => w.ready));
+
+    a.publishToGroup(chatId, [carol, dave], messageEvent(chatId, 1));
+    await Promise.all([waitForEvents(seen.get(carol) ?? [], 1), waitForEvents(seen.get(dave) ?? [], 1)]);
+
+    // One of Carol's watches and Dave's end: Carol still hears the group, Dave no more.
+    watches[0]?.stop();
+    watches[2]?.stop();
+    a.publishToGroup(chatId, [carol, dave], messageEvent(chatId, 2));
+    await waitForEvents(seen.get(carol) ?? [], 2);
+    watches[1]?.stop();
+    // A user's own channel still works, and tells what came before it.
+    a.publish([dave], messageEvent(chatId, 3));
+    await waitForEvents(seen.get(dave) ?? [], 2);
+    const seqs = (user: string) => (seen.get(user) ?? []).map((e) => (e.kind === "message" ? e.message.seq : -1));
+    expect(seqs(carol)).toEqual([1, 2]);
+    expect(seqs(dave)).toEqual([1, 3]);
+    expect(seqs(erin)).toEqual([]);
+  });
 });
