@@ -5,6 +5,7 @@
  * Redis (store/redis-push-bus.ts), which is why events are plain data.
  */
 import type { Message, Receipt } from "../../../client/core/src/wire/proto.ts";
+import { SlicedDelivery } from "./sliced-delivery.ts";
 
 export type BusEvent =
   /**
@@ -54,16 +55,16 @@ export interface PushBus {
   ready(userId: string): Promise<void>;
 }
 
-/** The single-node bus: listeners are called synchronously, in publish order. */
+/**
+ * The single-node bus: listeners are called in publish order, synchronously
+ * for small audiences, in slices of turns for a large group (sliced-delivery.ts).
+ */
 export class LocalPushBus implements PushBus {
   private readonly listeners = new Map<string, Set<BusListener>>();
+  private readonly slices = new SlicedDelivery<BusEvent>(this.listeners);
 
   publish(userIds: readonly string[], event: BusEvent): void {
-    for (const userId of userIds) {
-      const set = this.listeners.get(userId);
-      if (set === undefined) continue;
-      for (const listener of set) listener(event);
-    }
+    this.slices.hand(userIds, event);
   }
 
   subscribe(userId: string, listener: BusListener): () => void {

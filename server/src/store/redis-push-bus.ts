@@ -27,6 +27,7 @@
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { PushEvent, PushEventBatch } from "../../../client/core/src/wire/proto.ts";
 import type { BusEvent, BusListener, GroupWatch, PushBus } from "../core/push-bus.ts";
+import { SlicedDelivery } from "../core/sliced-delivery.ts";
 import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";
 
 export interface RedisPushBusOptions {
@@ -54,6 +55,7 @@ export class RedisPushBus implements PushBus {
   private readonly options: RedisPushBusOptions;
   private readonly listeners = new Map<string, Set<BusListener>>();
   private readonly subscribed = new Map<string, Promise<void>>();
+  private readonly slices = new SlicedDelivery<BusEvent>(this.listeners);
   /** Per watched group, the users of this node watching it and how many watches each holds. */
   private readonly groupWatchers = new Map<string, Map<string, number>>();
   private readonly groupSubscribed = new Map<string, Promise<void>>();
@@ -291,12 +293,9 @@ export class RedisPushBus implements PushBus {
     }
   }
 
+  /** This node's listeners of `userIds`, in publish order; a large group's in slices of turns (sliced-delivery.ts). */
   private deliverLocally(userIds: readonly string[], event: BusEvent): void {
-    for (const userId of userIds) {
-      const set = this.listeners.get(userId);
-      if (set === undefined) continue;
-      for (const listener of set) listener(event);
-    }
+    this.slices.hand(userIds, event);
   }
 
   private deliverToAll(event: BusEvent): void {
