@@ -12,14 +12,7 @@
  * the sender is a ClientSession in this process, opened on a CLI profile.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type CliProcess,
-  type JsonLine,
-  TEST_PASSPHRASE,
-  runCli,
-  runCliJson,
-  startCli,
-} from "../../scripts/harness/cli.ts";
+import { type CliProcess, type JsonLine, TEST_PASSPHRASE, runCli, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { join } from "node:path";
 import { readKeyFile } from "../cli/src/key-file.ts";
@@ -30,7 +23,7 @@ import { ClientSession } from "../core/src/session/client-session.ts";
 import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
 import { contentText } from "../core/src/session/payload-codec.ts";
 import { SendMessageRequest } from "../core/src/wire/proto.ts";
-import { type CliUser, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
+import { type CliUser, createDirectChat, initUser, linkDevice, profileRoot } from "./cli-fixtures.ts";
 import { FAST_TIMING } from "./devices.ts";
 import { waitForEvent } from "./wait.ts";
 
@@ -45,21 +38,6 @@ afterAll(async () => {
   await server.cleanup();
   profiles.dispose();
 });
-
-/** Links a new device to `owner`'s user through the CLI: request, approval by `owner`, finish. */
-async function linkDevice(owner: CliUser, profile: string, name: string): Promise<CliUser> {
-  const { linkCode } = await runCliJson<{ linkCode: string }>(profile, ["--server", server.url, "link", "request"]);
-  const { approval } = await runCliJson<{ approval: string }>(owner.profile, ["link", "approve", linkCode]);
-  const linked = await runCliJson<{ userId: string; deviceId: string }>(profile, [
-    "link",
-    "finish",
-    approval,
-    "--name",
-    name,
-  ]);
-  expect(linked.userId).toBe(owner.userId);
-  return { profile, ...linked };
-}
 
 /**
  * Real timers, but the time the session reads stands still: the sender's
@@ -87,7 +65,7 @@ async function messagesUntil(listen: CliProcess, lastText: string): Promise<Json
 describe("a recipient links a device mid-conversation", () => {
   it("reaches both of the recipient's devices once each with the same message id, resealing only for the new one", async () => {
     const alice = await initUser(profiles.profile("alice"), server.url, "Alice");
-    const aliceLaptop = await linkDevice(alice, profiles.profile("alice-laptop"), "Alice's laptop");
+    const aliceLaptop = await linkDevice(server.url, alice, profiles.profile("alice-laptop"), "Alice's laptop");
     const bob = await initUser(profiles.profile("bob-phone"), server.url, "Bob");
     const chatId = await createDirectChat(alice, bob);
 
@@ -150,7 +128,7 @@ describe("a recipient links a device mid-conversation", () => {
       await atBobPhone.next((l) => l.type === "message" && l.text === "three");
 
       // Bob links a laptop; Alice's long-running client does not know yet.
-      const bobLaptop = await linkDevice(bob, profiles.profile("bob-laptop"), "Bob's laptop");
+      const bobLaptop = await linkDevice(server.url, bob, profiles.profile("bob-laptop"), "Bob's laptop");
       const atBobLaptop = listen(bobLaptop);
 
       const four = await send("four");

@@ -39,6 +39,21 @@ export async function initUser(profile: string, serverUrl: string, name: string)
   return { profile, ...ids };
 }
 
+/** Links a new device (profile) to `owner`'s user as a user would: request, approval by `owner`, finish. */
+export async function linkDevice(serverUrl: string, owner: CliUser, profile: string, name: string): Promise<CliUser> {
+  const { linkCode } = await runCliJson<{ linkCode: string }>(profile, ["--server", serverUrl, "link", "request"]);
+  const { approval } = await runCliJson<{ approval: string }>(owner.profile, ["link", "approve", linkCode]);
+  const linked = await runCliJson<{ userId: string; deviceId: string }>(profile, [
+    "link",
+    "finish",
+    approval,
+    "--name",
+    name,
+  ]);
+  if (linked.userId !== owner.userId) throw new Error(`linked to ${linked.userId}, not ${owner.userId}`);
+  return { profile, ...linked };
+}
+
 export async function createDirectChat(from: CliUser, to: CliUser): Promise<string> {
   const { chatId } = await runCliJson<{ chatId: string }>(from.profile, ["chat", "create", "--with", to.userId]);
   return chatId;
