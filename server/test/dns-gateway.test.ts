@@ -195,7 +195,13 @@ describe("the DNS gateway on real sockets", () => {
     junk.write(randomBytes(3_000));
     junk.destroy();
 
-    expect(rcodeOf(await askUdp(tunnel.dns, query(ZONE, DNS_TYPE_SOA)))).toBe(RCODE_NOERROR);
+    // Asked the way a stub resolver asks, again after a silent timeout: the gateway may still be
+    // working through the flood (it answers each of those packets) on a loaded machine.
+    let answer: Uint8Array | undefined;
+    for (let attempt = 1; attempt <= 5 && answer === undefined; attempt += 1) {
+      answer = await askUdp(tunnel.dns, query(ZONE, DNS_TYPE_SOA));
+    }
+    expect(rcodeOf(answer)).toBe(RCODE_NOERROR);
     const [soa] = await askTcp(tunnel.dns, [query(ZONE, DNS_TYPE_SOA)]);
     expect(rcodeOf(soa)).toBe(RCODE_NOERROR);
     expect((await fetch(`${server.url}/healthz`)).ok).toBe(true);
