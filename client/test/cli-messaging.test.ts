@@ -135,6 +135,26 @@ describe("remessenger CLI with a real server", () => {
     }
   });
 
+  it("stops quietly when its reader goes away (listen | head), keeping what it received", async () => {
+    const alice = await initUser(profiles.profile("alice-pipe"), server.url, "Alice");
+    const bob = await initUser(profiles.profile("bob-pipe"), server.url, "Bob");
+    const chatId = await createDirectChat(alice, bob);
+    const listen = startCli(bob.profile, ["--json", "listen"]);
+    await listen.next((line) => line.type === "connection" && line.state === "connected", 20_000);
+    listen.child.stdout?.destroy(); // the reader is gone: the next line written hits a closed pipe
+    await runCliJson<SendResult>(alice.profile, ["send", chatId, "into a closed pipe", "--wait"]);
+    const exit = await listen.exited(20_000);
+    expect(exit.code, listen.stderr()).toBe(0);
+    expect(listen.stderr()).not.toMatch(/EPIPE|\n\s+at /);
+    // Stored before it was shown: it is in Bob's history, and the server does not send it again.
+    const again = startCli(bob.profile, ["--json", "listen"]);
+    await again.next((line) => line.type === "connection" && line.state === "connected", 20_000);
+    await runCliJson<SendResult>(alice.profile, ["send", chatId, "after the pipe", "--wait"]);
+    const next = await again.next((line) => line.type === "message", 20_000);
+    expect(next.text).toBe("after the pipe");
+    await again.stop();
+  });
+
   it("answers bad input with a clear message and exit code 2, never a stack trace", async () => {
     const alice = await initUser(profiles.profile("alice-bad"), server.url, "Alice");
     const cases: Array<{ args: string[]; message: RegExp }> = [

@@ -308,6 +308,12 @@ export async function main(): Promise<void> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // Whoever read our output went away (`listen | head`): finish as on a signal, quietly.
+  // Received messages are stored before they are shown, so nothing is lost with the pipe.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+    if (!controller.signal.aborted) controller.abort(new Error("standard output was closed"));
+  });
   const code = await run(process.argv.slice(2), controller.signal);
   // Sockets still closing must not hold the process: the work is done and flushed.
   process.exit(code);
