@@ -28,6 +28,13 @@ export interface Content {
     | //
     /** A control message: the sender device's key for a group epoch (pairwise, never shown). */
     { $case: "senderKey"; value: SenderKeyDistribution }
+    | //
+    /**
+     * A control message: the sender could not open a group message of
+     * `target_device_id` for lack of its key of that epoch, and asks it for the
+     * key (pairwise, never shown).
+     */
+    { $case: "senderKeyRequest"; value: SenderKeyRequest }
     | undefined;
   /** Sender's clock when the user wrote it. */
   composedAtMs: number;
@@ -42,6 +49,19 @@ export interface SessionReset {
   targetDeviceId: string;
   /** Why the old session failed (shown to the user on the other side). */
   reason: string;
+}
+
+/**
+ * Sent (pairwise, in the group chat) when a device holds no sender key of
+ * `target_device_id` for `epoch` (its distribution was lost): the target
+ * answers with its SenderKeyDistribution of that epoch, from where its chain
+ * stands, only if the requesting user is a member now and was one during
+ * `epoch`.
+ */
+export interface SenderKeyRequest {
+  chatId: string;
+  epoch: number;
+  targetDeviceId: string;
 }
 
 function createBaseContent(): Content {
@@ -59,6 +79,9 @@ export const Content: MessageFns<Content> = {
         break;
       case "senderKey":
         SenderKeyDistribution.encode(message.body.value, writer.uint32(26).fork()).join();
+        break;
+      case "senderKeyRequest":
+        SenderKeyRequest.encode(message.body.value, writer.uint32(34).fork()).join();
         break;
     }
     if (message.composedAtMs !== 0) {
@@ -104,6 +127,14 @@ export const Content: MessageFns<Content> = {
             message.body = { $case: "senderKey", value: SenderKeyDistribution.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = { $case: "senderKeyRequest", value: SenderKeyRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 10: {
             if (tag !== 80) {
               break;
@@ -145,6 +176,12 @@ export const Content: MessageFns<Content> = {
       case "senderKey": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "senderKey", value: SenderKeyDistribution.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "senderKeyRequest": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "senderKeyRequest", value: SenderKeyRequest.fromPartial(object.body.value) };
         }
         break;
       }
@@ -217,6 +254,85 @@ export const SessionReset: MessageFns<SessionReset> = {
     const message = createBaseSessionReset();
     message.targetDeviceId = object.targetDeviceId ?? "";
     message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseSenderKeyRequest(): SenderKeyRequest {
+  return { chatId: "", epoch: 0, targetDeviceId: "" };
+}
+
+export const SenderKeyRequest: MessageFns<SenderKeyRequest> = {
+  encode(message: SenderKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chatId !== "") {
+      writer.uint32(10).string(message.chatId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.targetDeviceId !== "") {
+      writer.uint32(26).string(message.targetDeviceId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SenderKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSenderKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chatId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.targetDeviceId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SenderKeyRequest>): SenderKeyRequest {
+    return SenderKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SenderKeyRequest>): SenderKeyRequest {
+    const message = createBaseSenderKeyRequest();
+    message.chatId = object.chatId ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.targetDeviceId = object.targetDeviceId ?? "";
     return message;
   },
 };

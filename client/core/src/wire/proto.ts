@@ -14,7 +14,7 @@ export {
   ListChatsRequest,
   ListChatsResponse,
 } from "../../../../gen/remessenger/v1/chat.ts";
-export { Content, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
+export { Content, SenderKeyRequest, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
 export {
   GroupEnvelope,
   GroupInfo,
