@@ -8,7 +8,10 @@
  * senderDevice, text, state "received" — or "undecryptable" with text null
  * and a `reason` — serverTimeMs), "session" (event "healing": this device
  * could not decrypt a message and reset the session with its sender;
- * "reset": another device did so with this one; chatId, user, device,
+ * "reset": another device did so with this one; "key-requested": this
+ * device has no sender key of a group member's device for an epoch and asked
+ * it for the key; "key-sent" / "key-refused": another device asked for this
+ * one's key, which was handed over or refused; chatId, user, device, epoch,
  * reason), "group" (a membership change or rotation of a group: chatId, seq,
  * change — "created", "added", "removed", "left", "promoted", "demoted",
  * "renamed", "rotated" — actor, users, epoch, rotation (new sender keys),
@@ -82,6 +85,37 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
           reason: event.reason,
         },
         `[session] ${event.fromUserId} (device ${event.fromDeviceId}) could not decrypt a message (${event.reason}) and started a new session`,
+      );
+    });
+    session.events.on("senderKeyRequested", (event) => {
+      context.output.status(
+        {
+          type: "session",
+          event: "key-requested",
+          chatId: event.chatId,
+          user: event.userId,
+          device: event.deviceId,
+          epoch: event.epoch,
+          reason: event.reason,
+        },
+        `[session] no sender key of ${event.userId} (device ${event.deviceId}) for epoch ${event.epoch} in ${event.chatId}; asked that device for it`,
+      );
+    });
+    session.events.on("senderKeyRequest", (event) => {
+      const reason = event.kind === "refused" ? `${event.reason}: ${event.detail}` : undefined;
+      context.output.status(
+        {
+          type: "session",
+          event: event.kind === "answered" ? "key-sent" : "key-refused",
+          chatId: event.chatId,
+          user: event.fromUserId,
+          device: event.fromDeviceId,
+          epoch: event.epoch,
+          reason,
+        },
+        event.kind === "answered"
+          ? `[session] ${event.fromUserId} (device ${event.fromDeviceId}) asked for our sender key of epoch ${event.epoch} in ${event.chatId}; handed it over`
+          : `[session] ${event.fromUserId} (device ${event.fromDeviceId}) asked for our sender key of epoch ${event.epoch} in ${event.chatId}; refused (${reason ?? ""})`,
       );
     });
     session.events.on("group", (event) => {

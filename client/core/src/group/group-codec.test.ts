@@ -549,6 +549,63 @@ describe("GroupCodec", () => {
     expect(laptop.refused.map((r) => r.reason)).toEqual(["no-sender-key", "no-sender-key"]);
   }, 60_000);
 
+  it("hands its sender key again to a member that lost it, on request: later messages open there, earlier ones stay refused; no key to the removed or for an epoch before joining", async () => {
+    const { lab, devices } = await labWith(4, 3);
+    const [alice, bob, carol, dave] = devices;
+    if (alice === undefined || bob === undefined || carol === undefined || dave === undefined) throw new Error("none");
+    for (const device of [alice, bob, carol]) await lab.deliver(device);
+    await lab.write(alice, "one");
+    await lab.flush(alice);
+    await lab.deliver(bob);
+    // Bob's copy of alice's key is lost.
+    const lost = `group/${CHAT}/from/${alice.deviceId}/1`;
+    const record = (await bob.store.readE2e([lost])).get(lost);
+    if (record === undefined) throw new Error("bob holds no key of alice");
+    await bob.store.writeE2e([{ key: lost, expectedVersion: record.version, value: undefined }]);
+    await lab.write(alice, "two");
+    await lab.flush(alice);
+    await lab.write(alice, "queued before the answer");
+    const seq = lab.log.length + 1;
+    await lab.deliver(bob);
+    expect(bob.refused).toEqual([{ seq: seq - 1, reason: "no-sender-key" }]);
+    const twoMessage = lab.log[seq - 2];
+    if (twoMessage === undefined) throw new Error("no message two");
+    expect(await bob.group.open(twoMessage)).toMatchObject({ reason: "no-sender-key", missingEpoch: 1 });
+
+    const ask = (epoch: number, target = alice.deviceId) => ({ chatId: CHAT, epoch, targetDeviceId: target });
+    expect(await alice.group.answerKeyRequest(CHAT, bob.userId, bob.deviceId, ask(1))).toEqual({
+      kind: "answered",
+      epoch: 1,
+      iteration: 3, // "one", "two" and the queued message were sealed before
+    });
+    // The message sealed before the answer is sealed again, so bob reads it too.
+    await lab.flush(alice);
+    await lab.write(alice, "three");
+    await lab.flush(alice);
+    await lab.deliver(bob);
+    await lab.deliver(carol);
+    expect(bob.read.map((r) => r.text)).toEqual(["one", "queued before the answer", "three"]);
+    expect(bob.refused.map((r) => r.reason)).toEqual(["no-sender-key"]);
+    // Carol holds her key as before and reads everything once.
+    expect(carol.read.map((r) => r.text)).toEqual(["one", "two", "queued before the answer", "three"]);
+
+    await lab.operate(alice, GroupOperationKind.GROUP_OPERATION_KIND_ADD, [dave.userId]);
+    await lab.operate(alice, GroupOperationKind.GROUP_OPERATION_KIND_REMOVE, [carol.userId]);
+    const before = lab.log.length;
+    const refusal = async (from: LabDevice, epoch: number, target?: string) => {
+      const outcome = await alice.group.answerKeyRequest(CHAT, from.userId, from.deviceId, ask(epoch, target));
+      return outcome.kind === "refused" ? outcome.reason : "answered";
+    };
+    expect(await refusal(dave, 1)).toBe("not-entitled");
+    expect(await refusal(carol, 1)).toBe("not-a-member");
+    expect(await refusal(carol, 3)).toBe("not-a-member");
+    expect(await refusal(bob, 1, bob.deviceId)).toBe("bad-request");
+    expect(await refusal(bob, 3)).toBe("no-key"); // alice has sent nothing in epoch 3
+    expect(await refusal(bob, 4)).toBe("unknown-epoch");
+    // Nothing was sent for any refused request.
+    expect(lab.log.length).toBe(before);
+  }, 60_000);
+
   it("rejects an operation that is not the chain's: a non-admin's, a forged signature, another device's", async () => {
     const { lab, devices } = await labWith(3, 3);
     const [admin, bob, carol] = devices;

@@ -55,6 +55,7 @@ import {
   SendMessageRequest,
   type SendMessageResponse,
   type SenderKeyDistribution,
+  type SenderKeyRequest,
 } from "../wire/proto.ts";
 import {
   EMPTY_HISTORY,
@@ -67,6 +68,7 @@ import {
   isWithinWindow,
   judgeGroupMessage,
 } from "./epoch-window.ts";
+import { type KeyRequestRefusal, judgeKeyRequest } from "./key-request.ts";
 import {
   type OwnSenderKey,
   type ReceivedSenderKey,
@@ -140,7 +142,20 @@ export type GroupOpenFailure = EpochFailure | SenderKeyFailure | "unknown-group"
 
 export type GroupOpened =
   | { kind: "content"; content: Content; writes: E2eWrite[]; isGrace: boolean }
-  | { kind: "undecryptable"; reason: GroupOpenFailure; detail: string };
+  | {
+      kind: "undecryptable";
+      reason: GroupOpenFailure;
+      detail: string;
+      /** For "no-sender-key": the epoch whose key to ask the sending device for (key-request.ts). */
+      missingEpoch?: number;
+    };
+
+export type KeyRequestOutcomeRefusal = KeyRequestRefusal | "bad-request" | "unknown-group" | "no-key" | "unreachable";
+
+/** What this device did with another device's request for its sender key. */
+export type KeyRequestOutcome =
+  | { kind: "answered"; epoch: number; iteration: number }
+  | { kind: "refused"; reason: KeyRequestOutcomeRefusal; detail: string };
 
 export type DistributionOutcome =
   | { kind: "accepted"; writes: E2eWrite[] }
@@ -563,6 +578,72 @@ export class GroupCodec {
     ]);
   }
 
+  /**
+   * Another member device asked for this device's sender key of `epoch` (it
+   * lost the distribution; the request came pairwise, so the requester's
+   * device is authenticated): handed to that device alone, from where the
+   * chain stands — messages sealed from now on open there — when its user is
+   * a member now and was one during the epoch (key-request.ts). Refused with
+   * the reason otherwise, or when this device has no key of that epoch (it
+   * sent nothing in it, or the key was deleted after the epoch's window).
+   * Sends the distribution itself (live connection only).
+   */
+  async answerKeyRequest(
+    chatId: string,
+    requesterUserId: string,
+    requesterDeviceId: string,
+    request: SenderKeyRequest,
+  ): Promise<KeyRequestOutcome> {
+    const refuse = (reason: KeyRequestOutcomeRefusal, detail: string): KeyRequestOutcome => ({
+      kind: "refused",
+      reason,
+      detail,
+    });
+    const { e2e, store, clock } = this.options;
+    if (request.chatId !== chatId) return refuse("bad-request", "a request for another group's key");
+    if (request.targetDeviceId !== this.options.deviceId) return refuse("bad-request", "a request to another device");
+    const stored = await this.readGroup(chatId);
+    if (stored === undefined) return refuse("unknown-group", "this device knows no membership of this group");
+    const epoch = request.epoch;
+    const verdict = judgeKeyRequest(stored.record.history, requesterUserId, epoch);
+    if (!verdict.isAllowed) return refuse(verdict.reason, verdict.detail);
+    const ownStored = (await store.readE2e([ownKey(chatId, epoch)])).get(ownKey(chatId, epoch));
+    if (ownStored === undefined) return refuse("no-key", `this device holds no sender key of epoch ${epoch}`);
+    const own = this.decode<OwnRecord>(ownKey(chatId, epoch), ownStored);
+    const server = this.requireServer(`answer a sender key request in group ${chatId}`);
+    // Before the epoch's first distribution the chain is handed from its first message, as everyone gets it.
+    const from = own.origin ?? own.key;
+    const content: Content = {
+      body: {
+        $case: "senderKey",
+        value: { ...distributionOf(own.key), iteration: from.iteration, chainKey: from.chainKey },
+      },
+      composedAtMs: clock.nowMs(),
+    };
+    const sealed = await e2e.sealForMembers(
+      chatId,
+      messageIdToHex(newMessageId()),
+      content,
+      [requesterUserId],
+      (id) => id === requesterDeviceId,
+    );
+    if (sealed.deviceIds.length === 0) {
+      return refuse("unreachable", `device ${requesterDeviceId} has no session or prekeys to reach it`);
+    }
+    // The pairwise ratchet step is stored before its ciphertext leaves.
+    await store.writeE2e(sealed.writes);
+    await server.sendMessage(SendMessageRequest.decode(sealed.sealed));
+    // A queued message sealed before this position is sealed again before it leaves (prepareSend), so it reads it too.
+    const sent = await this.readSent(chatId, epoch);
+    const record: SentRecord = {
+      deviceIds: [...new Set([...(sent?.record.deviceIds ?? []), requesterDeviceId])],
+      isComplete: sent?.record.isComplete ?? false,
+      readableFrom: Math.max(sent?.record.readableFrom ?? 0, from.iteration),
+    };
+    await store.writeE2e([this.write(sentKey(chatId, epoch), sent?.version ?? 0, record)]);
+    return { kind: "answered", epoch, iteration: from.iteration };
+  }
+
   // ── receiving ──────────────────────────────────────────────────────────
 
   /** Opens a group message (a GroupEnvelope in the shared payload) from another device. */
@@ -597,10 +678,12 @@ export class GroupCodec {
     const record = (await this.options.store.readE2e([key])).get(key);
     const from = record === undefined ? undefined : this.decode<FromRecord>(key, record);
     if (from === undefined || from.userId !== message.senderUserId) {
-      return refuse(
-        "no-sender-key",
-        `no sender key of device ${message.senderDeviceId} for epoch ${envelope.epoch} reached this device`,
-      );
+      return {
+        kind: "undecryptable",
+        reason: "no-sender-key",
+        detail: `no sender key of device ${message.senderDeviceId} for epoch ${envelope.epoch} reached this device`,
+        missingEpoch: envelope.epoch,
+      };
     }
     let opened;
     try {

@@ -69,6 +69,7 @@ import {
   type Message,
   type Receipt,
   SendMessageRequest,
+  type SenderKeyRequest,
   type ServerPush,
 } from "../wire/proto.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF, backoffDelay } from "./backoff.ts";
@@ -96,6 +97,7 @@ import {
 import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../group/epoch-window.ts";
 import { type GroupAdminPort, type GroupChangeRequest, changeGroup, createGroup } from "../group/group-admin.ts";
 import { type GroupChange, GroupCodec, type GroupServer } from "../group/group-codec.ts";
+import { KeyRequestThrottle } from "../group/key-request.ts";
 import { textContent } from "./payload-codec.ts";
 
 export interface SessionTiming {
@@ -209,6 +211,13 @@ export interface SessionEvents {
   sessionReset: { chatId: string; fromUserId: string; fromDeviceId: string; reason: string };
   /** This device could not decrypt a message and reset the session with its sender. */
   healing: { chatId: string; userId: string; deviceId: string; reason: string };
+  /**
+   * This device holds no sender key of a member device for a group epoch (its
+   * distribution was lost) and asked that device for it, pairwise.
+   */
+  senderKeyRequested: { chatId: string; userId: string; deviceId: string; epoch: number; reason: string };
+  /** Another member device asked this one for its sender key: handed to it, or refused with the reason. */
+  senderKeyRequest: SenderKeyRequestEvent;
   /** A group's membership operation joined its chain (a change, a rotation), or was refused with its reason. */
   group: GroupEvent;
   /** Something failed that the session handled (store errors, bad payloads); for logs and UIs. */
@@ -218,6 +227,18 @@ export interface SessionEvents {
 export type GroupEvent =
   | { kind: "change"; change: GroupChange }
   | { kind: "rejected"; chatId: string; seq: number; actorUserId: string; reason: string; detail: string };
+
+export type SenderKeyRequestEvent =
+  | { kind: "answered"; chatId: string; fromUserId: string; fromDeviceId: string; epoch: number; iteration: number }
+  | {
+      kind: "refused";
+      chatId: string;
+      fromUserId: string;
+      fromDeviceId: string;
+      epoch: number;
+      reason: string;
+      detail: string;
+    };
 
 export interface WaitOptions {
   timeoutMs: number;
@@ -230,11 +251,13 @@ interface Received {
   heal: string | undefined;
   /** A group's key distribution: stored, never shown. */
   isControl: boolean;
+  /** A group message refused for lack of its sender's key of this epoch: ask the sender for it. */
+  missingKeyEpoch?: number;
 }
 
 type OpenedFor =
   | { kind: "content"; content: Content; writes: E2eWrite[] }
-  | { kind: "undecryptable"; reason: string; detail: string; canHeal: boolean }
+  | { kind: "undecryptable"; reason: string; detail: string; canHeal: boolean; missingKeyEpoch?: number }
   | { kind: "control" };
 
 type ServeOutcome =
@@ -251,6 +274,7 @@ export class ClientSession {
   private groupsValue: GroupCodec | undefined;
   private readonly groupWindow: GraceWindow;
   private readonly lastHeal = new Map<string, number>();
+  private readonly keyRequests = new KeyRequestThrottle(HEAL_INTERVAL_MS);
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly logger: Logger;
@@ -891,7 +915,7 @@ export class ClientSession {
       await this.receiveOperation(message, base, isOwnDevice);
       return;
     }
-    const { record, isNew, heal, isControl } = isOwnDevice
+    const { record, isNew, heal, isControl, missingKeyEpoch } = isOwnDevice
       ? await this.receiveOwn(message, base)
       : await this.receiveSealed(message, base);
     this.inbox.stored(chatId, seq);
@@ -913,10 +937,17 @@ export class ClientSession {
       }
       return;
     }
+    if (body?.$case === "senderKeyRequest") {
+      if (!isOwnDevice) this.answerKeyRequest(record, body.value);
+      return;
+    }
     // Key distributions (ours echoed back, or addressed to other devices) are never shown.
     if (isControl || body?.$case === "senderKey") return;
     this.events.emit("message", { message: record, isOwnDevice });
     if (heal !== undefined) this.heal(chatId, record.senderUserId, record.senderDeviceId, heal);
+    if (missingKeyEpoch !== undefined) {
+      this.askForSenderKey(chatId, record.senderUserId, record.senderDeviceId, missingKeyEpoch, record.problem ?? "");
+    }
   }
 
   /** Our own message, pushed back: its content is in our outbox (a group key distribution never was). */
@@ -1009,6 +1040,7 @@ export class ClientSession {
             isNew: await this.store.saveReceived(record),
             heal: opened.canHeal ? opened.reason : undefined,
             isControl: false,
+            ...(opened.missingKeyEpoch === undefined ? {} : { missingKeyEpoch: opened.missingKeyEpoch }),
           };
         }
         const record = { ...base, content: opened.content };
@@ -1034,9 +1066,15 @@ export class ClientSession {
   private async openFor(message: Message): Promise<OpenedFor> {
     if (message.payload.length > 0) {
       const opened = await this.groups.open(message);
-      return opened.kind === "content"
-        ? { kind: "content", content: opened.content, writes: opened.writes }
-        : { kind: "undecryptable", reason: opened.reason, detail: opened.detail, canHeal: false };
+      if (opened.kind === "content") return { kind: "content", content: opened.content, writes: opened.writes };
+      const { reason, detail, missingEpoch } = opened;
+      return {
+        kind: "undecryptable",
+        reason,
+        detail,
+        canHeal: false,
+        ...(missingEpoch === undefined ? {} : { missingKeyEpoch: missingEpoch }),
+      };
     }
     const opened = await this.e2e.open(message);
     if (opened.kind === "undecryptable") {
@@ -1076,6 +1114,76 @@ export class ClientSession {
       ),
       (error) => {
         this.report(`resetting the session with ${deviceId}`, error);
+      },
+    );
+  }
+
+  /**
+   * A group message did not open for lack of its sender's key of `epoch`:
+   * ask the sending device for it, pairwise (at most once per sender device
+   * and group per HEAL_INTERVAL_MS), so its next messages open here. The
+   * request goes through the outbox like any message (retried until the
+   * server has it).
+   */
+  private askForSenderKey(chatId: string, userId: string, deviceId: string, epoch: number, reason: string): void {
+    if (!this.keyRequests.shouldAsk(chatId, deviceId, this.clock.nowMs())) return;
+    drop(this.requestSenderKey(chatId, userId, deviceId, epoch, reason), (error) => {
+      this.report(`asking ${deviceId} for its sender key`, error);
+    });
+  }
+
+  private async requestSenderKey(
+    chatId: string,
+    userId: string,
+    deviceId: string,
+    epoch: number,
+    reason: string,
+  ): Promise<void> {
+    // A sender that has left the group cannot be reached in it (and sends nothing more there).
+    const state = await this.groups.groupState(chatId);
+    if (state?.members.includes(userId) !== true) return;
+    this.events.emit("senderKeyRequested", { chatId, userId, deviceId, epoch, reason });
+    await this.sendContent(chatId, {
+      body: { $case: "senderKeyRequest", value: { chatId, epoch, targetDeviceId: deviceId } },
+      composedAtMs: this.clock.nowMs(),
+    });
+  }
+
+  /**
+   * Another member device asked for this device's sender key (pairwise, so
+   * its sender is authenticated): GroupCodec.answerKeyRequest hands it over
+   * when that user is entitled to the epoch, and the outcome is shown.
+   */
+  private answerKeyRequest(record: ReceivedMessage, request: SenderKeyRequest): void {
+    const { chatId, senderUserId: fromUserId, senderDeviceId: fromDeviceId } = record;
+    if (request.targetDeviceId !== this.profile.deviceId) return;
+    const codec = this.e2e;
+    drop(
+      codec
+        .exclusive(() => retryStale(() => this.groups.answerKeyRequest(chatId, fromUserId, fromDeviceId, request)))
+        .then((outcome) => {
+          const who = { chatId, fromUserId, fromDeviceId, epoch: request.epoch };
+          if (outcome.kind === "answered") {
+            this.logger.info(
+              { chatId, deviceId: fromDeviceId, epoch: request.epoch },
+              "sender key handed out on request",
+            );
+            this.events.emit("senderKeyRequest", { kind: "answered", ...who, iteration: outcome.iteration });
+          } else {
+            this.logger.warn(
+              { chatId, deviceId: fromDeviceId, epoch: request.epoch, reason: outcome.reason },
+              "sender key request refused",
+            );
+            this.events.emit("senderKeyRequest", {
+              kind: "refused",
+              ...who,
+              reason: outcome.reason,
+              detail: outcome.detail,
+            });
+          }
+        }),
+      (error) => {
+        this.report(`answering ${fromDeviceId}'s sender key request`, error);
       },
     );
   }
@@ -1203,7 +1311,9 @@ export class ClientSession {
       }
     }
     const body = content.body;
-    if (body?.$case !== "sessionReset") return this.groups.seal(chatId, messageIdHex, content);
+    if (body?.$case !== "sessionReset" && body?.$case !== "senderKeyRequest") {
+      return this.groups.seal(chatId, messageIdHex, content);
+    }
     const members = (await this.groups.groupState(chatId))?.members ?? [];
     const target = body.value.targetDeviceId;
     return this.e2e.sealForMembers(chatId, messageIdHex, content, members, (id) => id === target);

@@ -8,7 +8,7 @@ import type { Content } from "../wire/proto.ts";
 import type { TransportKind } from "./transport.ts";
 
 /** What plain DNS carries: text, and the small control messages the E2E layer needs to heal. */
-const ALLOWED_ON_DNS: ReadonlySet<string> = new Set(["text", "sessionReset"]);
+const ALLOWED_ON_DNS: ReadonlySet<string> = new Set(["text", "sessionReset", "senderKeyRequest"]);
 
 export const TEXT_ONLY_REASON = "waits for a better network: only text messages go over plain DNS";
 
