@@ -8,7 +8,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import type { GraceWindow } from "../core/src/group/epoch-window.ts";
 import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
-import type { ClientSession, ClientSessionOptions, GroupEvent } from "../core/src/session/client-session.ts";
+import type {
+  ClientSession,
+  ClientSessionOptions,
+  GroupEvent,
+  SenderKeyRequestEvent,
+  SessionEvents,
+} from "../core/src/session/client-session.ts";
 import { contentText } from "../core/src/session/payload-codec.ts";
 import { GroupEnvelope, SendMessageRequest } from "../core/src/wire/proto.ts";
 import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
@@ -303,4 +309,103 @@ describe("groups end to end (real server process)", () => {
         .map((e) => (e.kind === "change" ? e.change.epoch : 0)),
     ).toEqual([1, 2, 3]);
   }, 60_000);
+  it("a member that lost a sender's key asks that device for it: the sender's next messages open again; a request of a member added later, or of a removed one, is refused", async () => {
+    const alice = await member("alice");
+    const bob = await member("bob");
+    const carol = await member("carol");
+    const dave = await member("dave");
+    const requested: SessionEvents["senderKeyRequested"][] = [];
+    const answers: SenderKeyRequestEvent[] = [];
+    bob.session.events.on("senderKeyRequested", (event) => requested.push(event));
+    alice.session.events.on("senderKeyRequest", (event) => answers.push(event));
+    const chatId = await alice.session.createGroup(
+      "lossy",
+      [bob.device.profile.userId, carol.device.profile.userId],
+      WAIT,
+    );
+    const aliceDevice = alice.device.profile.deviceId;
+    const first = await sendAndWait(alice, chatId, "before the loss");
+    await waitForReads(bob, [first.seq], "reads the first message");
+    expect(bob.read.get(first.seq)).toBe("before the loss");
+
+    // Bob's copy of alice's key of epoch 1 is lost (a damaged or restored store).
+    const keys = await bob.device.store.listE2eKeys(`group/${chatId}/from/${aliceDevice}/`);
+    expect(keys).toEqual([`group/${chatId}/from/${aliceDevice}/1`]);
+    const records = await bob.device.store.readE2e(keys);
+    await bob.device.store.writeE2e(
+      [...records].map(([key, record]) => ({ key, expectedVersion: record.version, value: undefined })),
+    );
+
+    const lost = await sendAndWait(alice, chatId, "while bob has no key");
+    await waitReadOrRefused(bob, lost.seq);
+    // Shown with its reason, never dropped; bob asks alice's device for its key.
+    expect(bob.refused.get(lost.seq)).toMatch(/^undecryptable: no-sender-key \(no sender key of device /);
+    await waitUntil(() => answers.length > 0, 15_000, "alice answers bob's request");
+    expect(requested).toMatchObject([{ chatId, userId: alice.device.profile.userId, deviceId: aliceDevice, epoch: 1 }]);
+    expect(answers).toMatchObject([
+      {
+        kind: "answered",
+        chatId,
+        fromUserId: bob.device.profile.userId,
+        fromDeviceId: bob.device.profile.deviceId,
+        epoch: 1,
+      },
+    ]);
+
+    const after = [
+      await sendAndWait(alice, chatId, "after the request 1"),
+      await sendAndWait(alice, chatId, "after the request 2"),
+    ];
+    await waitForReads(
+      bob,
+      after.map((s) => s.seq),
+      "reads alice's later messages",
+    );
+    for (const s of after) expect(bob.read.get(s.seq)).toBe(s.text);
+    // The one sealed before the answer stays refused, with its reason.
+    expect(bob.read.has(lost.seq)).toBe(false);
+    // Carol, who lost nothing, read everything; she was never asked to hand out anything.
+    await waitForReads(
+      carol,
+      [first, lost, ...after].map((s) => s.seq),
+      "reads everything",
+    );
+    expect([first, lost, ...after].map((s) => carol.read.get(s.seq))).toEqual(
+      [first, lost, ...after].map((s) => s.text),
+    );
+    expect(requested).toHaveLength(1);
+
+    // Dave joins in epoch 2 and asks for alice's key of epoch 1: refused, nothing handed out.
+    await alice.session.changeGroup(chatId, { kind: "add", userIds: [dave.device.profile.userId] }, WAIT);
+    await waitForChange(dave, (e) => e.kind === "change" && e.change.change === "added", "its addition");
+    await dave.session.requestSenderKey(chatId, aliceDevice, 1);
+    await waitUntil(() => answers.length > 1, 15_000, "alice answers dave's request");
+    expect(answers[1]).toMatchObject({
+      kind: "refused",
+      fromUserId: dave.device.profile.userId,
+      epoch: 1,
+      reason: "not-entitled",
+    });
+    expect(await dave.device.store.listE2eKeys(`group/${chatId}/from/${aliceDevice}/1`)).toEqual([]);
+
+    // Carol is removed; her request for the new epoch's key never reaches alice: the server refuses it.
+    const removal = await alice.session.changeGroup(
+      chatId,
+      { kind: "remove", userIds: [carol.device.profile.userId] },
+      WAIT,
+    );
+    await waitForChange(carol, (e) => e.kind === "change" && e.change.change === "removed", "her removal");
+    const request = await carol.session.requestSenderKey(chatId, aliceDevice, removal.epoch);
+    const failed = await waitForEvent(
+      carol.session.events,
+      "outbox",
+      (e) => e.messageId === request.messageId && e.state === "failed",
+      15_000,
+      "carol's request refused",
+    );
+    expect(failed.problem?.code).toBe("NOT_FOUND");
+    const lastWord = await sendAndWait(alice, chatId, "after carol left");
+    await waitForReads(bob, [lastWord.seq], "reads the last message");
+    expect(answers).toHaveLength(2);
+  }, 90_000);
 });

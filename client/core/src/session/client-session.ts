@@ -1127,12 +1127,12 @@ export class ClientSession {
    */
   private askForSenderKey(chatId: string, userId: string, deviceId: string, epoch: number, reason: string): void {
     if (!this.keyRequests.shouldAsk(chatId, deviceId, this.clock.nowMs())) return;
-    drop(this.requestSenderKey(chatId, userId, deviceId, epoch, reason), (error) => {
+    drop(this.requestSenderKeyOnce(chatId, userId, deviceId, epoch, reason), (error) => {
       this.report(`asking ${deviceId} for its sender key`, error);
     });
   }
 
-  private async requestSenderKey(
+  private async requestSenderKeyOnce(
     chatId: string,
     userId: string,
     deviceId: string,
@@ -1143,7 +1143,18 @@ export class ClientSession {
     const state = await this.groups.groupState(chatId);
     if (state?.members.includes(userId) !== true) return;
     this.events.emit("senderKeyRequested", { chatId, userId, deviceId, epoch, reason });
-    await this.sendContent(chatId, {
+    await this.requestSenderKey(chatId, deviceId, epoch);
+  }
+
+  /**
+   * Asks member device `deviceId` of group `chatId` for its sender key of
+   * `epoch`, pairwise; resolves once the request is in the outbox (follow the
+   * "outbox" event for its fate: the server refuses it from a non-member).
+   * The session asks by itself when a message does not open for lack of the
+   * key; this is for a user's "ask again".
+   */
+  async requestSenderKey(chatId: string, deviceId: string, epoch: number): Promise<OutboxEntry> {
+    return this.sendContent(chatId, {
       body: { $case: "senderKeyRequest", value: { chatId, epoch, targetDeviceId: deviceId } },
       composedAtMs: this.clock.nowMs(),
     });
