@@ -10,10 +10,14 @@
  *   {chat:ID}:messages  hash   seq -> protobuf Message without chatId/seq
  *   {chat:ID}:cursors   zset   device id, score = throughSeq
  *   {chat:ID}:ops       hash   seq -> a group operation's message body, never trimmed
+ *   {chat:ID}:departed  hash   removed device id -> "untilSeq" or "untilSeq:resumeSeq",
+ *                              while the device is owed entries through its removal
  *   {user:ID}:record    string JSON
  *   {user:ID}:devices   hash   device id -> JSON
  *   {user:ID}:chats     set    chat ids
  *   {device:ID}:owner   string user id
+ *   {device:ID}:departed set   ids of groups the device may still be owed entries of
+ *                              (a superset: stale entries are dropped when listed)
  *   server:secret       string
  *
  * All of a chat's keys share the hash tag {chat:ID}, so each atomic step on a
@@ -24,7 +28,9 @@
  *   - createChat: create the chat, then list it under each member (done on
  *     every call, so a retry repairs a listing a crash left out);
  *   - createUser: claim the device id, then write the user and its device (a
- *     claimed id whose user does not list the device reads as no device).
+ *     claimed id whose user does not list the device reads as no device);
+ *   - a group removal: list the group under each removed device, then apply
+ *     it (an entry without a departure in the chat reads as nothing).
  *
  * The same code runs on one Redis and on a Redis Cluster (ioredis Cluster):
  * every script touches one hash tag, so it runs on one slot.
@@ -65,6 +71,7 @@ import {
   type ChatRecord,
   type ChatHead,
   type ChatState,
+  type DeliveryCursor,
   type DeviceAck,
   type DeviceCursor,
   type DeviceRecord,
@@ -114,12 +121,13 @@ const REPLICA_COUNT_TTL_MS = 1_000;
 /** Each script is lua/<name>-<number of keys>.lua; the client method is the camel-cased name. */
 const SCRIPTS = {
   appendMessages: "append-messages-4",
-  ackDelivered: "ack-delivered-3",
-  ackDeliveredMany: "ack-delivered-many-3",
+  ackDelivered: "ack-delivered-4",
+  ackDeliveredMany: "ack-delivered-many-4",
   createChat: "create-chat-2",
   createUser: "create-user-2",
   readMessages: "read-messages-2",
-  applyGroupOperation: "apply-group-operation-5",
+  applyGroupOperation: "apply-group-operation-6",
+  readDeliveryCursor: "read-delivery-cursor-2",
   readGroupOperations: "read-group-operations-1",
 } as const;
 
@@ -142,10 +150,12 @@ const keys = {
   chatMessages: (chatId: string) => `{chat:${chatId}}:messages`,
   chatCursors: (chatId: string) => `{chat:${chatId}}:cursors`,
   chatOperations: (chatId: string) => `{chat:${chatId}}:ops`,
+  chatDepartures: (chatId: string) => `{chat:${chatId}}:departed`,
   userRecord: (userId: string) => `{user:${userId}}:record`,
   userDevices: (userId: string) => `{user:${userId}}:devices`,
   userChats: (userId: string) => `{user:${userId}}:chats`,
   deviceOwner: (deviceId: string) => `{device:${deviceId}}:owner`,
+  deviceDepartures: (deviceId: string) => `{device:${deviceId}}:departed`,
   serverSecret: () => "server:secret",
 };
 
@@ -326,6 +336,7 @@ export class RedisStore implements Store {
       keys.chatMeta(chatId),
       keys.chatCursors(chatId),
       keys.chatMessages(chatId),
+      keys.chatDepartures(chatId),
       deviceId,
       throughSeq,
     );
@@ -340,6 +351,7 @@ export class RedisStore implements Store {
       keys.chatMeta(chatId),
       keys.chatCursors(chatId),
       keys.chatMessages(chatId),
+      keys.chatDepartures(chatId),
       ...acks.flatMap((ack) => [ack.deviceId, ack.throughSeq]),
     );
     if (!Array.isArray(reply) || reply.length !== acks.length) throw unexpectedReply("ackDeliveredMany", reply);
@@ -354,6 +366,27 @@ export class RedisStore implements Store {
     return score === null ? undefined : Number(score);
   }
 
+  async getDeliveryCursor(chatId: string, deviceId: string): Promise<DeliveryCursor | undefined> {
+    const reply = await this.client.readDeliveryCursor(keys.chatCursors(chatId), keys.chatDepartures(chatId), deviceId);
+    if (reply === null) return undefined;
+    if (!Array.isArray(reply) || typeof reply[0] !== "number") throw unexpectedReply("readDeliveryCursor", reply);
+    const throughSeq = reply[0];
+    const departure: unknown = reply[1];
+    if (typeof departure !== "string") return { throughSeq };
+    const [untilSeq, resumeSeq] = departure.split(":").map(Number);
+    if (untilSeq === undefined) throw unexpectedReply("readDeliveryCursor", reply);
+    return resumeSeq === undefined ? { throughSeq, untilSeq } : { throughSeq, untilSeq, resumeSeq };
+  }
+
+  async listDepartedChatIds(deviceId: string): Promise<string[]> {
+    const listed = await this.client.smembers(keys.deviceDepartures(deviceId));
+    const owed = await Promise.all(listed.map((chatId) => this.client.hexists(keys.chatDepartures(chatId), deviceId)));
+    const stale = listed.filter((_, i) => owed[i] !== 1);
+    // Received everything it was owed (or the removal never happened): forget the listing.
+    if (stale.length > 0) await this.client.srem(keys.deviceDepartures(deviceId), ...stale);
+    return listed.filter((_, i) => owed[i] === 1);
+  }
+
   async applyGroupOperation(
     chatId: string,
     draft: MessageDraft,
@@ -362,7 +395,10 @@ export class RedisStore implements Store {
   ): Promise<AppendOutcome> {
     // Listed before the operation (a listing without membership reads as nothing),
     // unlisted after it: a crash between the steps leaves no member unlisted.
-    await Promise.all(change.addedUserIds.map((userId) => this.client.sadd(keys.userChats(userId), chatId)));
+    await Promise.all([
+      ...change.addedUserIds.map((userId) => this.client.sadd(keys.userChats(userId), chatId)),
+      ...change.removedDeviceIds.map((deviceId) => this.client.sadd(keys.deviceDepartures(deviceId), chatId)),
+    ]);
     let reply: unknown;
     try {
       reply = await this.client.applyGroupOperation(
@@ -371,6 +407,7 @@ export class RedisStore implements Store {
         keys.chatMessages(chatId),
         keys.chatCursors(chatId),
         keys.chatOperations(chatId),
+        keys.chatDepartures(chatId),
         options.fenceToken ?? 0,
         Buffer.from(change.previousHash).toString("hex"),
         Buffer.from(change.operationHash).toString("hex"),

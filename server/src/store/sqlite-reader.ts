@@ -8,7 +8,7 @@ import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { ChatKind, type Message } from "../../../client/core/src/wire/proto.ts";
 import { decodeMessageBody } from "./message-body.ts";
 import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
-import type { ChatHead, ChatState, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
+import type { ChatHead, ChatState, DeliveryCursor, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";
 
 export class SqliteReader {
   private readonly selectUser: StatementSync;
@@ -22,6 +22,8 @@ export class SqliteReader {
   private readonly selectCursors: StatementSync;
   private readonly selectCursor: StatementSync;
   private readonly selectOperations: StatementSync;
+  private readonly selectDeliveryCursor: StatementSync;
+  private readonly selectDepartedChatIds: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.selectUser = db.prepare("SELECT user_id, display_name, created_at_ms FROM users WHERE user_id = ?");
@@ -53,6 +55,14 @@ export class SqliteReader {
     this.selectCursor = db.prepare(
       `SELECT through_seq FROM cursors
        WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND device_id = ?`,
+    );
+    this.selectDeliveryCursor = db.prepare(
+      `SELECT cursors.through_seq, departures.until_seq, departures.resume_seq FROM cursors
+       LEFT JOIN departures USING (chat_key, device_id)
+       WHERE cursors.chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND cursors.device_id = ?`,
+    );
+    this.selectDepartedChatIds = db.prepare(
+      "SELECT chats.chat_id FROM departures JOIN chats USING (chat_key) WHERE departures.device_id = ?",
     );
     this.selectOperations = db.prepare(
       `SELECT seq, body FROM group_operations
@@ -130,6 +140,20 @@ export class SqliteReader {
   getCursor(chatId: string, deviceId: string): number | undefined {
     const row = this.selectCursor.get(chatId, deviceId);
     return row === undefined ? undefined : integerColumn(row, "through_seq");
+  }
+
+  getDeliveryCursor(chatId: string, deviceId: string): DeliveryCursor | undefined {
+    const row = this.selectDeliveryCursor.get(chatId, deviceId);
+    if (row === undefined) return undefined;
+    const throughSeq = integerColumn(row, "through_seq");
+    const untilSeq = row["until_seq"];
+    if (typeof untilSeq !== "number") return { throughSeq };
+    const resumeSeq = row["resume_seq"];
+    return typeof resumeSeq === "number" ? { throughSeq, untilSeq, resumeSeq } : { throughSeq, untilSeq };
+  }
+
+  listDepartedChatIds(deviceId: string): string[] {
+    return this.selectDepartedChatIds.all(deviceId).map((row) => textColumn(row, "chat_id"));
   }
 
   readGroupOperations(chatId: string, afterSeq: number, limit: number): Message[] {

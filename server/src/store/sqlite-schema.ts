@@ -88,6 +88,19 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX cursors_by_seq ON cursors (chat_key, through_seq);
   `,
+  // Removed members' devices still owed the group's entries through their
+  // removal (until_seq); resume_seq: re-added meanwhile, the cursor continues
+  // there once it reaches until_seq.
+  `
+  CREATE TABLE departures (
+    chat_key INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    until_seq INTEGER NOT NULL,
+    resume_seq INTEGER,
+    PRIMARY KEY (chat_key, device_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX departures_by_device ON departures (device_id);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

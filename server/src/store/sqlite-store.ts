@@ -45,6 +45,7 @@ import type {
   ChatRecord,
   ChatState,
   DeviceAck,
+  DeliveryCursor,
   DeviceCursor,
   DeviceRecord,
   GroupChange,
@@ -195,6 +196,14 @@ export class SqliteStore implements Store {
 
   getCursor(chatId: string, deviceId: string): Promise<number | undefined> {
     return this.read(() => this.reader.getCursor(chatId, deviceId));
+  }
+
+  getDeliveryCursor(chatId: string, deviceId: string): Promise<DeliveryCursor | undefined> {
+    return this.read(() => this.reader.getDeliveryCursor(chatId, deviceId));
+  }
+
+  listDepartedChatIds(deviceId: string): Promise<string[]> {
+    return this.read(() => this.reader.listDepartedChatIds(deviceId));
   }
 
   applyGroupOperation(chatId: string, draft: MessageDraft, change: GroupChange): Promise<AppendOutcome> {

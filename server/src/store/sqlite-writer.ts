@@ -104,6 +104,11 @@ export class SqliteWriter {
   private readonly insertOperation: StatementSync;
   private readonly insertCursorAt: StatementSync;
   private readonly deleteCursor: StatementSync;
+  private readonly selectAckCursor: StatementSync;
+  private readonly selectDeparture: StatementSync;
+  private readonly insertDeparture: StatementSync;
+  private readonly updateDepartureResume: StatementSync;
+  private readonly deleteDeparture: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.db = db;
@@ -147,6 +152,19 @@ export class SqliteWriter {
       "INSERT INTO cursors (chat_key, device_id, through_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     );
     this.deleteCursor = db.prepare("DELETE FROM cursors WHERE chat_key = ? AND device_id = ?");
+    this.selectAckCursor = db.prepare(
+      `SELECT cursors.through_seq, departures.until_seq, departures.resume_seq FROM cursors
+       LEFT JOIN departures USING (chat_key, device_id)
+       WHERE cursors.chat_key = ? AND cursors.device_id = ?`,
+    );
+    this.selectDeparture = db.prepare("SELECT resume_seq FROM departures WHERE chat_key = ? AND device_id = ?");
+    this.insertDeparture = db.prepare(
+      "INSERT INTO departures (chat_key, device_id, until_seq, resume_seq) VALUES (?, ?, ?, NULL)",
+    );
+    this.updateDepartureResume = db.prepare(
+      "UPDATE departures SET resume_seq = ? WHERE chat_key = ? AND device_id = ?",
+    );
+    this.deleteDeparture = db.prepare("DELETE FROM departures WHERE chat_key = ? AND device_id = ?");
   }
 
   /**
@@ -276,9 +294,32 @@ export class SqliteWriter {
     this.deleteMembers.run(chatKey);
     this.insertMembers(chatKey, change.record);
     this.insertOperation.run(chatKey, seq, draft.body);
-    for (const deviceId of change.addedDeviceIds) this.insertCursorAt.run(chatKey, deviceId, seq - 1);
-    for (const deviceId of change.removedDeviceIds) this.deleteCursor.run(chatKey, deviceId);
+    for (const deviceId of change.addedDeviceIds) {
+      // Still owed entries from before an earlier removal: continue here once through them.
+      if (this.selectDeparture.get(chatKey, deviceId) === undefined)
+        this.insertCursorAt.run(chatKey, deviceId, seq - 1);
+      else this.updateDepartureResume.run(seq - 1, chatKey, deviceId);
+    }
+    for (const deviceId of change.removedDeviceIds) this.depart(chatKey, deviceId, seq);
     return appended;
+  }
+
+  /**
+   * Bounds a removed device's cursor by its removal at `seq` (it is owed the
+   * entries through it). Already through it (a LEAVE's sender): the cursor
+   * goes now. Removed again while still owed entries before a re-addition:
+   * one bound is kept, the earlier one, so nothing after a removal leaks (the
+   * entries between the re-addition and this removal are not delivered).
+   */
+  private depart(chatKey: number, deviceId: string, seq: number): void {
+    const row = this.selectAckCursor.get(chatKey, deviceId);
+    if (row === undefined) return;
+    if (row["until_seq"] !== null) {
+      this.updateDepartureResume.run(null, chatKey, deviceId);
+      return;
+    }
+    if (integerColumn(row, "through_seq") >= seq) this.deleteCursor.run(chatKey, deviceId);
+    else this.insertDeparture.run(chatKey, deviceId, seq);
   }
 
   private appendMessages(chatId: string, drafts: readonly EncodedDraft[]): AppendOutcome[] {
@@ -336,10 +377,22 @@ export class SqliteWriter {
     const chatKey = integerColumn(chatRow, "chat_key");
     const head = integerColumn(chatRow, "head_seq");
     const results = acks.map(({ deviceId, throughSeq }) => {
-      const cursorRow = this.selectCursor.get(chatKey, deviceId);
+      const cursorRow = this.selectAckCursor.get(chatKey, deviceId);
       if (cursorRow === undefined) return undefined;
       const cursor = integerColumn(cursorRow, "through_seq");
-      const next = Math.max(cursor, Math.min(throughSeq, head));
+      const untilSeq = cursorRow["until_seq"];
+      const bound = typeof untilSeq === "number" ? untilSeq : head;
+      let next = Math.max(cursor, Math.min(throughSeq, head, bound));
+      if (typeof untilSeq === "number" && next >= untilSeq) {
+        // A removed device has everything it was owed: its bound goes, and its cursor unless re-added.
+        this.deleteDeparture.run(chatKey, deviceId);
+        const resumeSeq = cursorRow["resume_seq"];
+        if (typeof resumeSeq !== "number") {
+          this.deleteCursor.run(chatKey, deviceId);
+          return next;
+        }
+        next = Math.max(next, resumeSeq);
+      }
       if (next !== cursor) this.updateCursor.run(next, chatKey, deviceId);
       return next;
     });

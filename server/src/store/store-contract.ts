@@ -6,7 +6,8 @@
  * Invariants covered: gapless seqs; idempotent appends by (chat, message id)
  * within a batch, across batches, under concurrency and after trimming, with the
  * first sender reported; the sender-cursor rule; readMessages paging; ack
- * cursors monotonic and clamped, trimming only once every cursor passed;
+ * cursors monotonic and clamped, trimming only once every cursor passed; a
+ * removed group member's devices owed everything through their removal;
  * createChat idempotent; users and devices; the server secret; and durability
  * across close and reopen.
  */
@@ -526,14 +527,18 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
           lastOperationHash: bytes(32, 2),
           lastOperationSeq: 4,
         });
-        // New members' devices start just below the operation; the removed member's device has no cursor.
+        // New members' devices start just below the operation; the removed member's device is owed 1..4.
         expect(await store.getCursor(chat.chatId, "d-d1")).toBe(3);
         expect(await store.getCursor(chat.chatId, "d-d2")).toBe(3);
-        expect(await store.getCursor(chat.chatId, "d-c")).toBeUndefined();
+        expect(await store.getDeliveryCursor(chat.chatId, "d-d1")).toEqual({ throughSeq: 3 });
+        expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toEqual({ throughSeq: 0, untilSeq: 4 });
+        expect(await store.listDepartedChatIds("d-c")).toEqual([chat.chatId]);
+        expect(await store.listDepartedChatIds("d-b")).toEqual([]);
         expect(await store.getCursor(chat.chatId, "d-b")).toBe(0);
         expect(sortCursors(await store.getCursors(chat.chatId)).map((c) => c.deviceId)).toEqual([
           "d-a",
           "d-b",
+          "d-c",
           "d-d1",
           "d-d2",
         ]);
@@ -545,6 +550,105 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         expect(seqs(await store.readGroupOperations(chat.chatId, 1, 10))).toEqual([4]);
         expect(seqs(await store.readGroupOperations(chat.chatId, 0, 1))).toEqual([1]);
         expect((await store.readMessages(chat.chatId, 3, 10))[0]?.groupOperation?.signature).toEqual(bytes(64, 4));
+      });
+
+      /** A group of u-a (admin, d-a) and `others` (one device each, d-<user>), its CREATE at seq 1. */
+      async function group(others: string[]): Promise<{ chat: ChatRecord; apply: Apply }> {
+        const members = ["u-a", ...others];
+        const chat = chatRecord(members);
+        await store.createChat(
+          chat,
+          members.map((u) => `d-${u.slice(2)}`),
+        );
+        let head: Uint8Array = new Uint8Array(0);
+        let hashByte = 0;
+        let current = members;
+        const apply: Apply = async (n, sender, edit) => {
+          hashByte += 1;
+          const next = [...current.filter((u) => !(edit.removed ?? []).includes(u)), ...(edit.added ?? [])];
+          const planned = change(chat, head, hashByte, {
+            members: next,
+            admins: ["u-a"],
+            epoch: hashByte,
+            addedUserIds: edit.added ?? [],
+            addedDeviceIds: (edit.added ?? []).map((u) => `d-${u.slice(2)}`),
+            removedUserIds: edit.removed ?? [],
+            removedDeviceIds: (edit.removed ?? []).map((u) => `d-${u.slice(2)}`),
+          });
+          const outcome = await store.applyGroupOperation(chat.chatId, operationDraft(n, sender), planned);
+          head = planned.operationHash;
+          current = next;
+          if (outcome.kind !== "appended") throw new Error("not appended");
+          return outcome.seq;
+        };
+        await apply(1, "d-a", {});
+        return { chat, apply };
+      }
+      type Apply = (n: number, sender: string, edit: { added?: string[]; removed?: string[] }) => Promise<number>;
+
+      it("keeps a removed device's cursor until it acked through its removal, holding those entries back", async () => {
+        const { chat, apply } = await group(["u-b", "u-c"]);
+        await store.appendMessages(chat.chatId, [draft(2, "d-a"), draft(3, "d-a")]);
+        expect(await apply(4, "d-a", { removed: ["u-c"] })).toBe(4);
+        await store.appendMessages(chat.chatId, [draft(5, "d-a")]);
+        await store.ackDeliveredMany(chat.chatId, [
+          { deviceId: "d-a", throughSeq: 5 },
+          { deviceId: "d-b", throughSeq: 5 },
+        ]);
+        // Everything the removed device is owed is still stored; it cannot ack past its removal.
+        expect(seqs(await store.readMessages(chat.chatId, 0, 10))).toEqual([1, 2, 3, 4, 5]);
+        expect(await store.ackDelivered(chat.chatId, "d-c", 2)).toBe(2);
+        expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toEqual({ throughSeq: 2, untilSeq: 4 });
+        expect(seqs(await store.readMessages(chat.chatId, 0, 10))).toEqual([3, 4, 5]);
+        expect(await store.ackDelivered(chat.chatId, "d-c", 5)).toBe(4);
+        // Through its removal: its cursor, its bound and its listing go, and nothing is held back any more.
+        expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toBeUndefined();
+        expect(await store.getCursor(chat.chatId, "d-c")).toBeUndefined();
+        expect(await store.listDepartedChatIds("d-c")).toEqual([]);
+        expect(await store.readMessages(chat.chatId, 0, 10)).toEqual([]);
+        expect(await store.ackDelivered(chat.chatId, "d-c", 5)).toBeUndefined();
+      });
+
+      it("releases a removed device in a batch of acks like a single ack", async () => {
+        const { chat, apply } = await group(["u-b", "u-c"]);
+        await apply(2, "d-a", { removed: ["u-b", "u-c"] });
+        await store.appendMessages(chat.chatId, [draft(3, "d-a")]);
+        expect(
+          await store.ackDeliveredMany(chat.chatId, [
+            { deviceId: "d-b", throughSeq: 3 },
+            { deviceId: "d-c", throughSeq: 1 },
+            { deviceId: "d-a", throughSeq: 3 },
+          ]),
+        ).toEqual([2, 1, 3]);
+        expect(await store.getCursor(chat.chatId, "d-b")).toBeUndefined();
+        expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toEqual({ throughSeq: 1, untilSeq: 2 });
+        expect(seqs(await store.readMessages(chat.chatId, 0, 10))).toEqual([2, 3]);
+      });
+
+      it("owes nothing to a device that leaves already through its own LEAVE", async () => {
+        const { chat, apply } = await group(["u-b"]);
+        await store.ackDelivered(chat.chatId, "d-b", 1);
+        expect(await apply(2, "d-b", { removed: ["u-b"] })).toBe(2);
+        expect(await store.getCursor(chat.chatId, "d-b")).toBeUndefined();
+        expect(await store.listDepartedChatIds("d-b")).toEqual([]);
+      });
+
+      it("continues a re-added device after its removal, skipping what it was out for", async () => {
+        const { chat, apply } = await group(["u-b"]);
+        await store.appendMessages(chat.chatId, [draft(2, "d-a")]);
+        await apply(3, "d-a", { removed: ["u-b"] });
+        await store.appendMessages(chat.chatId, [draft(4, "d-a")]);
+        expect(await apply(5, "d-a", { added: ["u-b"] })).toBe(5);
+        expect(await store.getDeliveryCursor(chat.chatId, "d-b")).toEqual({ throughSeq: 0, untilSeq: 3, resumeSeq: 4 });
+        expect(await store.ackDelivered(chat.chatId, "d-b", 3)).toBe(4);
+        expect(await store.getDeliveryCursor(chat.chatId, "d-b")).toEqual({ throughSeq: 4 });
+        expect(await store.listDepartedChatIds("d-b")).toEqual([]);
+        // Removed again while owed entries before its re-addition: the first bound only, nothing after it.
+        await apply(6, "d-a", { removed: ["u-b"] });
+        expect(await store.getDeliveryCursor(chat.chatId, "d-b")).toEqual({ throughSeq: 4, untilSeq: 6 });
+        await apply(7, "d-a", { added: ["u-b"] });
+        await apply(8, "d-a", { removed: ["u-b"] });
+        expect(await store.getDeliveryCursor(chat.chatId, "d-b")).toEqual({ throughSeq: 4, untilSeq: 6 });
       });
 
       it("refuses an operation that does not follow the chain head and changes nothing", async () => {

@@ -15,8 +15,12 @@
  * - A group operation is applied only on top of the chain head it names
  *   (compare-and-set), in the same atomic step as its append; its new members'
  *   devices get cursors just below it (they receive it and what follows, and
- *   nothing before), its removed members' cursors are dropped, and the
- *   operation is kept in the group's chain after its message is trimmed.
+ *   nothing before), and the operation is kept in the group's chain after its
+ *   message is trimmed.
+ * - A removed member's device keeps its cursor, bounded by the removal's seq
+ *   (`untilSeq`), until it acked through that seq: it is owed every entry up
+ *   to and including its removal (held back from trimming like any cursor),
+ *   and nothing after. Then its cursor and that bound are dropped.
  */
 import type { ChatKind, DevicePayload, Message, SignedGroupOperation } from "../../../client/core/src/wire/proto.ts";
 import type { DeviceKeyStore } from "./device-keys.ts";
@@ -78,7 +82,7 @@ export interface GroupChange {
   /** Devices of added members: a cursor just below the operation's seq. */
   addedDeviceIds: readonly string[];
   addedUserIds: readonly string[];
-  /** Devices of removed members: cursors dropped. */
+  /** Devices of removed members: cursors bounded by the operation's seq (see DeliveryCursor.untilSeq). */
   removedDeviceIds: readonly string[];
   removedUserIds: readonly string[];
 }
@@ -126,6 +130,24 @@ export class FencedError extends Error {
     this.chatId = chatId;
     this.storedToken = storedToken;
   }
+}
+
+/** Where a device stands in a chat's delivery. */
+export interface DeliveryCursor {
+  /** Everything through this seq reached the device. */
+  throughSeq: number;
+  /**
+   * The device's user was removed from the group at this seq: the device is
+   * owed the entries through it (the removal included) and nothing after.
+   * Absent for a member's device.
+   */
+  untilSeq?: number;
+  /**
+   * Re-added to the group after its removal while still owed entries: once
+   * through `untilSeq` its cursor continues at this seq (the re-addition's
+   * seq - 1), skipping what was sent while it was out.
+   */
+  resumeSeq?: number;
 }
 
 export interface DeviceCursor {
@@ -179,7 +201,9 @@ export interface Store extends DeviceKeyStore {
    */
   readMessages(chatId: string, afterSeq: number, limit: number): Promise<Message[]>;
   /**
-   * Moves the device's cursor to max(cursor, min(throughSeq, head)) and drops
+   * Moves the device's cursor to max(cursor, min(throughSeq, head, untilSeq))
+   * (a removed device whose cursor reaches its untilSeq loses the cursor and
+   * the bound, and the chat leaves its listDepartedChatIds) and drops
    * messages that every device with a cursor has now acked (also when this
    * cursor stood still: the sender-cursor rule may have moved the last one).
    * Returns the cursor. A device without a cursor in the chat, or an unknown
@@ -196,6 +220,17 @@ export interface Store extends DeviceKeyStore {
   getCursors(chatId: string): Promise<DeviceCursor[]>;
   /** One device's cursor in the chat; undefined without one (not a recipient, or no such chat). */
   getCursor(chatId: string, deviceId: string): Promise<number | undefined>;
+  /**
+   * One device's cursor and, for a removed member's device that has not yet
+   * acked through its removal, the removal's seq; read in one atomic step.
+   * Undefined without a cursor.
+   */
+  getDeliveryCursor(chatId: string, deviceId: string): Promise<DeliveryCursor | undefined>;
+  /**
+   * Groups the device was removed from and still has entries to receive in
+   * (its cursor is below its removal's seq), in no particular order.
+   */
+  listDepartedChatIds(deviceId: string): Promise<string[]>;
 
   /**
    * Appends a group operation's message and applies its change, atomically
@@ -203,8 +238,9 @@ export interface Store extends DeviceKeyStore {
    * `change.previousHash` (else rejects with GROUP_CHANGED and changes
    * nothing); the chat takes `change.record`, the operation becomes the head
    * of the chain (kept for readGroupOperations), added devices get a cursor at
-   * seq - 1 (unless they have one), removed devices lose theirs, and the chat
-   * is listed (or no longer) under added (removed) users. A message id
+   * seq - 1 (unless they have one), removed devices that have a cursor keep it
+   * bounded by seq (untilSeq; listed by listDepartedChatIds), and the chat is
+   * listed (or no longer) under added (removed) users. A message id
    * already in the chat is a duplicate, as in appendMessages (nothing
    * applied). NOT_FOUND without the chat; FencedError as appendMessages.
    */

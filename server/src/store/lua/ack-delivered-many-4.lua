@@ -1,26 +1,29 @@
 --[[
   Moves the delivery cursors of several devices of one chat forward (a batch
   of acks), then drops the messages every device of the chat has received:
-  ack-delivered-3.lua for many devices, with one trim.
+  ack-delivered-4.lua for many devices, with one trim.
 
   Input:
     KEYS[1] chat meta hash      {chat:ID}:meta      fields: record, head, trimmed
     KEYS[2] cursor sorted set   {chat:ID}:cursors   device id, score = throughSeq
     KEYS[3] message body hash   {chat:ID}:messages  seq -> body
+    KEYS[4] departure hash      {chat:ID}:departed  removed device id -> "untilSeq" or "untilSeq:resumeSeq"
 
     ARGV[2i-1], ARGV[2i]  deviceId, throughSeq of the i-th ack
 
   Output:
     one entry per ack, in order: -1 when the device has no cursor in the chat
-    (nothing changes for it), otherwise its cursor after the ack:
-    max(cursor, min(throughSeq, head)).
+    (nothing changes for it), otherwise its cursor after the ack, as
+    ack-delivered-4.lua returns it.
 
-  Invariants: as ack-delivered-3.lua; a device acked twice in the batch ends
-  at the higher of the two.
+  Invariants: as ack-delivered-4.lua; a device acked twice in the batch ends
+  at the higher of the two. The departure hash is read only when it exists
+  (one EXISTS per batch): members' acks cost what they did before.
 ]]
 local meta = redis.call('HMGET', KEYS[1], 'head', 'trimmed')
 local head = tonumber(meta[1] or '0')
 local trimmed = tonumber(meta[2] or '0')
+local hasDepartures = redis.call('EXISTS', KEYS[4]) == 1
 
 local out = {}
 for i = 1, #ARGV, 2 do
@@ -30,7 +33,23 @@ for i = 1, #ARGV, 2 do
   else
     cursor = tonumber(cursor)
     local nextCursor = math.max(cursor, math.min(tonumber(ARGV[i + 1]), head))
-    if nextCursor ~= cursor then
+    local departure = hasDepartures and redis.call('HGET', KEYS[4], ARGV[i])
+    local released = false
+    if departure then
+      local colon = string.find(departure, ':', 1, true)
+      local untilSeq = tonumber(colon and string.sub(departure, 1, colon - 1) or departure)
+      nextCursor = math.max(cursor, math.min(nextCursor, untilSeq))
+      if nextCursor >= untilSeq then
+        redis.call('HDEL', KEYS[4], ARGV[i])
+        if colon then
+          nextCursor = math.max(nextCursor, tonumber(string.sub(departure, colon + 1)))
+        else
+          redis.call('ZREM', KEYS[2], ARGV[i])
+          released = true
+        end
+      end
+    end
+    if nextCursor ~= cursor and not released then
       redis.call('ZADD', KEYS[2], 'XX', nextCursor, ARGV[i])
     end
     out[#out + 1] = nextCursor
