@@ -18,7 +18,8 @@
  *   messages it opens. The first distribution of an epoch hands out the chain
  *   from the first message sealed in it; a device seen later (linked, or one
  *   that lost its key and reset the session) gets the chain from where it
- *   stands then.
+ *   stands then; so does a member device that asks for the key again
+ *   (answerKeyRequest), if it is entitled to the epoch.
  * - Only members of an epoch get its keys: a removed member none of the next
  *   epoch, an added member none of an earlier one.
  * - Opening judges the message by the epoch rules first (seq and server time:

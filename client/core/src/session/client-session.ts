@@ -28,7 +28,11 @@
  *   device's sender key; before it leaves, the key of its epoch reaches every
  *   member device (pairwise control messages in the group, never shown).
  *   Membership operations are verified and applied in the group's order and
- *   shown as `group` events, refused ones with their reason.
+ *   shown as `group` events, refused ones with their reason. A message that
+ *   does not open for lack of its sender's key is shown with its reason and
+ *   the key is asked of the sending device (pairwise, rate-limited like
+ *   healing); such requests from others are answered only for entitled
+ *   members.
  */
 import { type DeviceSigner } from "../crypto/device-signer.ts";
 import {
