@@ -177,7 +177,9 @@ describe.each(STORE_KINDS)("groups (%s store)", (kind) => {
     await bob.driver.call({ $case: "ping", value: { clientTimeMs: 1 } });
     expect(timeline(bob)).toEqual(everything.slice(0, 7));
 
-    // A reconnecting removed member gets nothing of the group; the group is not listed for him.
+    // Acked through his removal (an ack past it stops there), a reconnecting removed member gets
+    // nothing of the group; the group is not listed for him.
+    await bob.driver.call({ $case: "ack", value: { acks: [{ chatId: group.chatId, throughSeq: 9 }] } });
     const again = await FrameDriver.connect(url);
     drivers.push(again);
     await again.login(bob.id);
@@ -189,6 +191,55 @@ describe.each(STORE_KINDS)("groups (%s store)", (kind) => {
     await expect(
       again.call({ $case: "getGroupOperations", value: { chatId: group.chatId, afterSeq: 0, limit: 0 } }),
     ).rejects.toSatisfy((e) => isError(e, ErrorCode.ERROR_CODE_NOT_FOUND));
+  });
+
+  it("gives a member removed while offline what it missed through its removal on its next connection, once, and nothing after", async () => {
+    const [alice, bob] = await Promise.all([listening("alice"), listening("bob")]);
+    const carol = await listening("carol");
+    const group = await createGroup(alice.driver, alice.id, [bob.id.userId, carol.id.userId]);
+    await carol.driver.waitFor(() => seen(carol.driver.messages(), group.chatId).length === 1, "carol's CREATE");
+    await carol.driver.call({ $case: "ack", value: { acks: [{ chatId: group.chatId, throughSeq: 1 }] } });
+    carol.driver.close();
+    await carol.driver.closed;
+
+    const missed = ["m1", "m2", "m3", "m4", "m5"];
+    for (const text of missed) await alice.driver.send(group.chatId, text);
+    const removal = await changeGroup(alice.driver, alice.id, group, REMOVE, [carol.id.userId]);
+    expect(removal.seq).toBe(7);
+    for (const text of ["after1", "after2"]) await alice.driver.send(group.chatId, text);
+    // Bob acks everything: only carol's cursor holds her entries back now.
+    await bob.driver.waitFor(() => seen(bob.driver.messages(), group.chatId).length === 9, "bob gets all");
+    await bob.driver.call({ $case: "ack", value: { acks: [{ chatId: group.chatId, throughSeq: 9 }] } });
+    await alice.driver.call({ $case: "ack", value: { acks: [{ chatId: group.chatId, throughSeq: 9 }] } });
+
+    const owed = [...missed.map((text, i) => `${i + 2}:${text}`), "7:op3"];
+    const back = await FrameDriver.connect(url);
+    drivers.push(back);
+    await back.login(carol.id);
+    await back.subscribe();
+    await back.waitFor(() => back.isSynced(), "carol's sync");
+    expect(seen(back.messages(), group.chatId)).toEqual(owed);
+    // Sent after her return: nothing reaches her (a ping round trip lets anything in flight arrive).
+    await alice.driver.send(group.chatId, "after3");
+    await back.call({ $case: "ping", value: { clientTimeMs: 1 } });
+    expect(seen(back.messages(), group.chatId)).toEqual(owed);
+
+    // Not acked: owed again on the next connection. Acked through the removal: nothing more, ever.
+    back.close();
+    const twice = await FrameDriver.connect(url);
+    drivers.push(twice);
+    await twice.login(carol.id);
+    await twice.subscribe();
+    await twice.waitFor(() => twice.isSynced(), "carol's second sync");
+    expect(seen(twice.messages(), group.chatId)).toEqual(owed);
+    await twice.call({ $case: "ack", value: { acks: [{ chatId: group.chatId, throughSeq: 10 }] } });
+    twice.close();
+    const done = await FrameDriver.connect(url);
+    drivers.push(done);
+    await done.login(carol.id);
+    await done.subscribe();
+    await done.waitFor(() => done.isSynced(), "carol's last sync");
+    expect(seen(done.messages(), group.chatId)).toEqual([]);
   });
 
   it("lets clients reject a forged membership operation written straight into the store", async () => {

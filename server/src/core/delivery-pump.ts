@@ -12,10 +12,16 @@
  * - at most `windowSize` messages are pushed but not acked (flow control).
  * - groups: the pump watches a group's events only while the device has a
  *   cursor in it, and forgets the group right after pushing the operation
- *   that removes its user (or on `forget`): nothing after it is pushed. A read
- *   from the store is followed by a cursor check, so a removal that lands
- *   during the read stops it too. Other members' receipts are not sent for
- *   groups (10,000 members would make every ack a broadcast).
+ *   that removes its user: nothing after it is pushed. A removed device that
+ *   was behind (offline, or reading) is still owed everything up to and
+ *   including its removal: the store keeps its cursor bounded by the
+ *   removal's seq (`untilSeq`) until it acked through it, and the pump
+ *   delivers through that bound, also on a later connection (subscribe lists
+ *   such groups). A read from the store is followed by a read of the cursor
+ *   and its bound, so a removal that lands during the read stops it at the
+ *   removal. Re-added meanwhile (`resumeSeq`), the device skips what was sent
+ *   while it was out. Other members' receipts are not sent for groups
+ *   (10,000 members would make every ack a broadcast).
  */
 import { decodeOperation, GroupOperationError } from "../../../client/core/src/wire/group-operation.ts";
 import {
@@ -58,6 +64,10 @@ interface ChatProgress {
   ackedThrough: number;
   isGroup: boolean;
   watch: GroupWatch | undefined;
+  /** Removed from the group at this seq: push through it, nothing after (see DeliveryCursor). */
+  untilSeq: number | undefined;
+  /** Re-added after that removal: continue after this seq once `untilSeq` is pushed. */
+  resumeSeq: number | undefined;
 }
 
 export const DEFAULT_WINDOW_SIZE = 1024;
@@ -91,6 +101,12 @@ function removedUsersOf(signed: SignedGroupOperation): ReadonlySet<string> {
 }
 const DEFAULT_PAGE_SIZE = 256;
 
+/** A seq after the device's removal from the group (and not after its re-addition): never pushed. */
+function isWithheld(progress: ChatProgress, seq: number): boolean {
+  const { untilSeq, resumeSeq } = progress;
+  return untilSeq !== undefined && seq > untilSeq && (resumeSeq === undefined || seq <= resumeSeq);
+}
+
 export class DeliveryPump {
   private readonly options: DeliveryPumpOptions;
   private readonly windowSize: number;
@@ -100,6 +116,8 @@ export class DeliveryPump {
   private readonly behind = new Set<string>();
   /** Chats whose progress is being loaded from the store (first seen live). */
   private readonly loading = new Set<string>();
+  /** Groups forgotten here after pushing the removal at this seq: nothing through it is pushed again. */
+  private readonly removedAt = new Map<string, number>();
   private pumping: Promise<void> | undefined;
   /** The initial loading of the subscribed chats' cursors. */
   private loaded: Promise<void> = Promise.resolve();
@@ -140,8 +158,19 @@ export class DeliveryPump {
     this.onSynced?.();
   }
 
-  /** The device is no longer a recipient in the chat (removed from a group): push nothing more of it. */
-  forget(chatId: string): void {
+  /**
+   * The device's user was removed from the group (the `left` event of another
+   * node): read where the removal bounds this device, from the store, and
+   * push through it. Nothing after the removal is pushed.
+   */
+  onLeft(chatId: string): void {
+    if (this.isStopped || !this.chats.has(chatId)) return;
+    this.behind.add(chatId);
+    this.schedule();
+  }
+
+  /** Pushes nothing more of the chat on this connection. */
+  private forget(chatId: string): void {
     const progress = this.chats.get(chatId);
     if (progress === undefined) return;
     this.chats.delete(chatId);
@@ -161,10 +190,13 @@ export class DeliveryPump {
     if (this.isStopped) return;
     const progress = this.chats.get(message.chatId);
     if (progress === undefined) {
+      // Its removal was pushed here: only a later re-addition brings the group back.
+      if (message.seq <= (this.removedAt.get(message.chatId) ?? 0)) return;
       // A chat new to this connection (created after subscribe): learn its cursor first.
       void this.loadChat(message.chatId).then(() => this.schedule());
       return;
     }
+    if (isWithheld(progress, message.seq)) return;
     if (senderCaughtUp && message.senderDeviceId === this.options.deviceId) {
       this.onAcked(message.chatId, message.seq);
       return;
@@ -203,6 +235,7 @@ export class DeliveryPump {
     progress.ackedThrough = throughSeq;
     // A cursor moved past what we sent (another connection of the device): skip ahead.
     if (throughSeq > progress.sentThrough) progress.sentThrough = throughSeq;
+    this.passRemoval(chatId, progress);
     this.schedule();
   }
 
@@ -249,7 +282,31 @@ export class DeliveryPump {
     progress.sentThrough = message.seq;
     if (message.seq > progress.ackedThrough) this.inFlight += 1;
     if (!this.isSynced) this.pushedBySync += 1;
-    if (progress.isGroup && this.removesThisUser(message)) this.forget(message.chatId);
+    if (progress.isGroup && progress.untilSeq === undefined && this.removesThisUser(message)) {
+      progress.untilSeq = message.seq;
+    }
+    this.passRemoval(message.chatId, progress);
+  }
+
+  /**
+   * Once the removal that bounds the chat here is pushed (or acked): forget
+   * the group, or, re-added since, skip to the re-addition.
+   */
+  private passRemoval(chatId: string, progress: ChatProgress): void {
+    const { untilSeq, resumeSeq } = progress;
+    if (untilSeq === undefined || progress.sentThrough < untilSeq) return;
+    if (resumeSeq === undefined) {
+      this.removedAt.set(chatId, untilSeq);
+      this.forget(chatId);
+      return;
+    }
+    // The store moves the cursor over the skipped seqs with the ack of the
+    // removal; count them as in flight so that ack frees exactly the window.
+    const skipped = Math.max(0, resumeSeq - progress.sentThrough);
+    if (progress.ackedThrough < resumeSeq) this.inFlight += skipped;
+    progress.sentThrough = Math.max(progress.sentThrough, resumeSeq);
+    progress.untilSeq = undefined;
+    progress.resumeSeq = undefined;
   }
 
   /** Whether the message is a group operation that takes this device's user out of the group. */
@@ -270,13 +327,33 @@ export class DeliveryPump {
       // A group's events come on its own channel: listen before reading, so nothing slips between.
       watch = isGroup ? this.options.watchGroup?.(chatId) : undefined;
       await watch?.ready;
-      const cursor = await this.options.store.getCursor(chatId, this.options.deviceId);
+      const cursor = await this.options.store.getDeliveryCursor(chatId, this.options.deviceId);
       if (cursor === undefined || this.isStopped) return; // not a recipient here
+      let { throughSeq } = cursor;
+      let untilSeq = cursor.untilSeq;
+      const pushedThrough = this.removedAt.get(chatId);
+      if (untilSeq !== undefined && pushedThrough !== undefined && pushedThrough >= untilSeq) {
+        // This connection pushed the removal already; only a re-addition is left to follow.
+        if (cursor.resumeSeq === undefined) return;
+        throughSeq = Math.max(throughSeq, cursor.resumeSeq);
+        untilSeq = undefined;
+      }
+      this.removedAt.delete(chatId);
+      const resumeSeq = untilSeq === undefined ? undefined : cursor.resumeSeq;
       // Always start behind: a message may have landed between the reads.
-      this.chats.set(chatId, { sentThrough: cursor, ackedThrough: cursor, isGroup, watch });
+      this.chats.set(chatId, {
+        sentThrough: throughSeq,
+        ackedThrough: throughSeq,
+        isGroup,
+        watch,
+        untilSeq,
+        resumeSeq,
+      });
       watch = undefined;
       this.behind.add(chatId);
-      if (!this.isStarted) this.syncTargets.set(chatId, chat.headSeq);
+      const target =
+        untilSeq !== undefined && resumeSeq === undefined ? Math.min(chat.headSeq, untilSeq) : chat.headSeq;
+      if (!this.isStarted) this.syncTargets.set(chatId, target);
     } catch (error) {
       this.options.onError(error);
     } finally {
@@ -313,10 +390,7 @@ export class DeliveryPump {
           try {
             messages = await this.options.store.readMessages(chatId, progress.sentThrough, limit);
             // Removed from the group while reading: what was read may follow the removal.
-            if (progress.isGroup && (await this.options.store.getCursor(chatId, this.options.deviceId)) === undefined) {
-              this.forget(chatId);
-              continue;
-            }
+            if (progress.isGroup && !(await this.boundAfterRead(chatId, progress))) continue;
           } catch (error) {
             this.behind.add(chatId); // retried on the next event
             throw error;
@@ -324,7 +398,9 @@ export class DeliveryPump {
           for (const message of messages) {
             if (this.isStopped) return;
             if (this.chats.get(chatId) !== progress) break; // forgotten: its removal was just pushed
-            if (message.seq === progress.sentThrough + 1) this.send(message, progress);
+            if (message.seq === progress.sentThrough + 1 && !isWithheld(progress, message.seq)) {
+              this.send(message, progress);
+            }
           }
           // A full page means there may be more; so does a live message that came meanwhile.
           if (messages.length === limit && this.chats.get(chatId) === progress) this.behind.add(chatId);
@@ -336,6 +412,26 @@ export class DeliveryPump {
       this.pumping = undefined;
       this.checkSynced();
     }
+  }
+
+  /**
+   * After a read of a group: the device's cursor and removal bound as the
+   * store has them now. False when the chat was forgotten (no cursor: the
+   * device acked through its removal, on this connection or another).
+   */
+  private async boundAfterRead(chatId: string, progress: ChatProgress): Promise<boolean> {
+    const cursor = await this.options.store.getDeliveryCursor(chatId, this.options.deviceId);
+    if (this.chats.get(chatId) !== progress) return false;
+    if (cursor === undefined) {
+      this.forget(chatId);
+      return false;
+    }
+    // Acked further on another connection (a re-added device's cursor may have jumped): never push below it.
+    if (cursor.throughSeq > progress.sentThrough) progress.sentThrough = cursor.throughSeq;
+    if (cursor.untilSeq !== undefined && progress.untilSeq === undefined) progress.untilSeq = cursor.untilSeq;
+    if (progress.untilSeq === cursor.untilSeq) progress.resumeSeq = cursor.resumeSeq;
+    this.passRemoval(chatId, progress);
+    return this.chats.get(chatId) === progress;
   }
 
   /** Once every chat's queue as of subscribe time is out: receipts, then sync_complete. */

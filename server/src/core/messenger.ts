@@ -559,13 +559,16 @@ export class Messenger {
     const unsubscribe = bus.subscribe(device.userId, (event) => {
       if (event.kind === "message") pump.onMessage(event.message, event.senderCaughtUp);
       else if (event.kind === "receipt") pump.onReceipt(event.receipt);
-      else if (event.kind === "left") pump.forget(event.chatId);
+      else if (event.kind === "left") pump.onLeft(event.chatId);
       else pump.resync();
     });
     const synced = bus
       .ready(device.userId)
-      .then(() => store.listUserChatIds(device.userId))
-      .then((chatIds) => pump.start(chatIds));
+      .then(() =>
+        // Groups the device was removed from still owe it their entries through the removal.
+        Promise.all([store.listUserChatIds(device.userId), store.listDepartedChatIds(device.deviceId)]),
+      )
+      .then(([chatIds, departed]) => pump.start([...new Set([...chatIds, ...departed])]));
     this.pumps.add(pump);
     return {
       pump,
