@@ -8,9 +8,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CliProcess, type JsonLine, runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
+import { join } from "node:path";
+import { DATABASE_FILE } from "../cli/src/profile.ts";
+import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
 import type { ClientSession } from "../core/src/session/client-session.ts";
 import { type CliUser, type SendResult, initUser, profileRoot } from "./cli-fixtures.ts";
 import { registerTestDevice, sessionFor } from "./devices.ts";
+import { waitForEvent } from "./wait.ts";
 
 const WAIT = { timeoutMs: 10_000 };
 
@@ -164,6 +168,42 @@ describe("groups through the CLI", () => {
       await carolListen.stop();
       await bob.stop();
       await admin.stop();
+    }
+  }, 60_000);
+  it("listen shows a lost sender key healing: the message is undecryptable with its reason, the key is asked for, and the sender's next message reads", async () => {
+    const alice = await adminSession();
+    const bob = await initUser(profiles.profile("bob-lossy"), server.url, "bob");
+    let listen = startCli(bob.profile, ["listen", "--json"]);
+    try {
+      await listen.next((l) => l.type === "connection" && l.state === "connected");
+      const chatId = await alice.createGroup("lossy", [bob.userId], WAIT);
+      await alice.send(chatId, "before the loss");
+      await listen.next(isText("before the loss"));
+      await listen.stop();
+      // Bob's copy of alice's key is lost (a damaged or restored store).
+      const store = SqliteClientStore.open(join(bob.profile, DATABASE_FILE));
+      try {
+        const keys = await store.listE2eKeys(`group/${chatId}/from/${alice.deviceId}/`);
+        expect(keys).toHaveLength(1);
+        const records = await store.readE2e(keys);
+        await store.writeE2e([...records].map(([key, r]) => ({ key, expectedVersion: r.version, value: undefined })));
+      } finally {
+        await store.close();
+      }
+      const answered = waitForEvent(alice.events, "senderKeyRequest", () => true, 15_000, "alice answers bob");
+      listen = startCli(bob.profile, ["listen", "--json"]);
+      await listen.next((l) => l.type === "connection" && l.state === "connected");
+      await alice.send(chatId, "while bob has no key");
+      const refused = await listen.next((l) => l.type === "message" && l.state === "undecryptable");
+      expect(refused.reason).toMatch(/^undecryptable: no-sender-key/);
+      const asked = await listen.next((l) => l.type === "session" && l.event === "key-requested");
+      expect(asked).toMatchObject({ chatId, user: alice.userId, device: alice.deviceId, epoch: 1 });
+      expect(await answered).toMatchObject({ kind: "answered", fromUserId: bob.userId, epoch: 1 });
+      await alice.send(chatId, "after the request");
+      await listen.next(isText("after the request"));
+    } finally {
+      await listen.stop();
+      await alice.stop();
     }
   }, 60_000);
 });
