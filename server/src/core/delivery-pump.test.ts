@@ -127,6 +127,54 @@ async function settle(pump: DeliveryPump): Promise<void> {
 const seqs = (messages: Message[]): number[] => messages.map((m) => m.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
+/** The sender (as the group's admin) removes the receiver's user from `chat`. */
+async function removeReceiver(w: World, chat: string, receiverUser: string) {
+  const members = [w.senderUser, receiverUser].sort();
+  const state = {
+    chatId: chat,
+    title: "",
+    members,
+    admins: [w.senderUser],
+    epoch: 1,
+    lastOperationHash: new Uint8Array(32),
+  };
+  const { operation, next } = draftOperation(chat, state, {
+    kind: GroupOperationKind.GROUP_OPERATION_KIND_REMOVE,
+    userIds: [receiverUser],
+    actorUserId: w.senderUser,
+    actorDeviceId: w.senderDevice,
+    createdAtMs: 1,
+  });
+  const draft = {
+    messageId: newMessageId(),
+    senderUserId: w.senderUser,
+    senderDeviceId: w.senderDevice,
+    serverTimeMs: 1,
+    payload: new Uint8Array(0),
+    devicePayloads: [],
+    groupOperation: { operation, signature: new Uint8Array(64) },
+  };
+  const outcome = await store.applyGroupOperation(chat, draft, {
+    previousHash: new Uint8Array(0),
+    operationHash: next.lastOperationHash,
+    record: {
+      chatId: chat,
+      kind: ChatKind.CHAT_KIND_GROUP,
+      title: "",
+      memberUserIds: next.members,
+      createdByUserId: w.senderUser,
+      createdAtMs: 1,
+      adminUserIds: next.admins,
+      epoch: next.epoch,
+    },
+    addedDeviceIds: [],
+    addedUserIds: [],
+    removedDeviceIds: [w.receiver],
+    removedUserIds: [receiverUser],
+  });
+  return { draft, outcome };
+}
+
 describe("DeliveryPump", () => {
   it("pushes each chat's queue in order, then receipts, then sync_complete with the count", async () => {
     const w = await world(3);
@@ -170,50 +218,8 @@ describe("DeliveryPump", () => {
     await pump.start(w.chatIds);
     expect(seqs(sink.messages(chat))).toEqual([1, 2]);
 
-    // The sender (as admin) removes the receiver: its cursor goes in the same step.
-    const members = [w.senderUser, receiverUser].sort();
-    const state = {
-      chatId: chat,
-      title: "",
-      members,
-      admins: [w.senderUser],
-      epoch: 1,
-      lastOperationHash: new Uint8Array(32),
-    };
-    const { operation, next } = draftOperation(chat, state, {
-      kind: GroupOperationKind.GROUP_OPERATION_KIND_REMOVE,
-      userIds: [receiverUser],
-      actorUserId: w.senderUser,
-      actorDeviceId: w.senderDevice,
-      createdAtMs: 1,
-    });
-    const draft = {
-      messageId: newMessageId(),
-      senderUserId: w.senderUser,
-      senderDeviceId: w.senderDevice,
-      serverTimeMs: 1,
-      payload: new Uint8Array(0),
-      devicePayloads: [],
-      groupOperation: { operation, signature: new Uint8Array(64) },
-    };
-    const outcome = await store.applyGroupOperation(chat, draft, {
-      previousHash: new Uint8Array(0),
-      operationHash: next.lastOperationHash,
-      record: {
-        chatId: chat,
-        kind: ChatKind.CHAT_KIND_GROUP,
-        title: "",
-        memberUserIds: next.members,
-        createdByUserId: w.senderUser,
-        createdAtMs: 1,
-        adminUserIds: next.admins,
-        epoch: next.epoch,
-      },
-      addedDeviceIds: [],
-      addedUserIds: [],
-      removedDeviceIds: [w.receiver],
-      removedUserIds: [receiverUser],
-    });
+    // The sender (as admin) removes the receiver.
+    const { draft, outcome } = await removeReceiver(w, chat, receiverUser);
     const removal = { ...draft, chatId: chat, seq: outcome.seq };
     pump.onMessage(removal);
     for (const m of await append(w, chat, 2)) pump.onMessage(m);
@@ -222,6 +228,54 @@ describe("DeliveryPump", () => {
     expect(seqs(sink.messages(chat))).toEqual([1, 2, 3]);
     // The forgotten group holds none of the window any more.
     expect(pump.unacked).toBe(0);
+  });
+
+  it("pushes a device that was behind at its removal everything through it, on this and later connections, until it acks", async () => {
+    const w = await world(1, ChatKind.CHAT_KIND_GROUP);
+    const [chat] = w.chatIds as [string];
+    const receiverUser = (await store.getDevice(w.receiver))?.userId ?? "";
+    await append(w, chat, 2);
+    const connect = async (isOpen: boolean) => {
+      const sink = new RecordingSink();
+      sink.isOpen = isOpen;
+      const pump = new DeliveryPump({
+        deviceId: w.receiver,
+        userId: receiverUser,
+        store,
+        sink,
+        clock: systemClock,
+        onError: (error) => {
+          throw error;
+        },
+      });
+      const chatIds = [
+        ...(await store.listUserChatIds(receiverUser)),
+        ...(await store.listDepartedChatIds(w.receiver)),
+      ];
+      void pump.start(chatIds); // resolves at sync_complete, which a full socket holds back
+      await settle(pump);
+      return { sink, pump };
+    };
+    // A full socket: nothing is pushed before the removal lands.
+    const first = await connect(false);
+    await removeReceiver(w, chat, receiverUser);
+    await append(w, chat, 2);
+    first.pump.onLeft(chat);
+    first.sink.isOpen = true;
+    first.pump.onWritable();
+    await settle(first.pump);
+    expect(seqs(first.sink.messages(chat))).toEqual([1, 2, 3]);
+    expect(first.pump.unacked).toBe(0);
+    first.pump.stop();
+
+    // Not acked: owed again on the next connection, still nothing after the removal.
+    const second = await connect(true);
+    expect(seqs(second.sink.messages(chat))).toEqual([1, 2, 3]);
+    expect(await store.ackDelivered(chat, w.receiver, 5)).toBe(3);
+    second.pump.stop();
+    const third = await connect(true);
+    expect(third.sink.messages(chat)).toEqual([]);
+    third.pump.stop();
   });
 
   it("follows live messages after the sync without gaps or repeats, even when events arrive during a read", async () => {
