@@ -21,6 +21,12 @@ export interface KeyVault {
 const DB_VERSION = 1;
 const STORE = "keys";
 const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** Why a vault refused: its wrapping key is unusable, or `unwrap` got data it did not make. */
+export class KeyVaultError extends Error {
+  override readonly name = "KeyVaultError";
+}
 
 function request<T>(req: IDBRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -33,13 +39,41 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
   });
 }
 
+/** Settles when `tx` has committed (or failed): a request's success alone does not mean the data is stored. */
+function committed(tx: IDBTransaction): Promise<void> {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => {
+      resolve();
+    };
+    tx.onerror = () => {
+      reject(tx.error ?? new Error("IndexedDB transaction failed"));
+    };
+    tx.onabort = () => {
+      reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+    };
+  });
+}
+
+/** A stored key we may use: a non-extractable AES-GCM key, else an error (never a silent new key). */
+function asVaultKey(stored: unknown, dbName: string, name: string): CryptoKey | undefined {
+  if (stored === undefined) return undefined;
+  if (!(stored instanceof CryptoKey) || stored.algorithm.name !== "AES-GCM") {
+    throw new KeyVaultError(`IndexedDB ${dbName}/${STORE} holds something other than an AES-GCM key under "${name}"`);
+  }
+  if (stored.extractable) {
+    throw new KeyVaultError(`the vault key ${dbName}/${STORE}/"${name}" is extractable; refusing to use it`);
+  }
+  return stored;
+}
+
 /**
  * A vault whose wrapping key is a non-extractable WebCrypto AES-GCM key
  * stored (as a CryptoKey object, structured-cloned) in IndexedDB: scripts,
- * ours included, can use it but never export its raw bytes.
+ * ours included, can use it but never export its raw bytes. A wrapped secret
+ * is IV (12 bytes) ‖ AES-256-GCM ciphertext ‖ tag (16 bytes).
  *
- * Its real-browser test waits for the app (no browser runs in this repo's
- * test suite yet); fake-indexeddb would not exercise the engine's key store.
+ * Tested in a real Chromium (key-vault.browser.test.ts); fake-indexeddb would
+ * not exercise the engine's key store.
  */
 export class IndexedDbKeyVault implements KeyVault {
   private readonly key: CryptoKey;
@@ -56,14 +90,25 @@ export class IndexedDbKeyVault implements KeyVault {
     };
     const db = await request(open);
     try {
-      const stored = (await request(db.transaction(STORE, "readonly").objectStore(STORE).get(name))) as unknown;
-      if (stored instanceof CryptoKey) return new IndexedDbKeyVault(stored);
+      const read = async (): Promise<CryptoKey | undefined> =>
+        asVaultKey(await request(db.transaction(STORE, "readonly").objectStore(STORE).get(name)), dbName, name);
+      const stored = await read();
+      if (stored !== undefined) return new IndexedDbKeyVault(stored);
       const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
-      const tx = db.transaction(STORE, "readwrite");
-      // add(), not put(): two tabs racing to create the key cannot overwrite each other's.
-      await request(tx.objectStore(STORE).add(key, name)).catch(() => undefined);
-      const winner = (await request(db.transaction(STORE, "readonly").objectStore(STORE).get(name))) as unknown;
-      if (!(winner instanceof CryptoKey)) throw new Error("IndexedDB did not keep the vault key");
+      // Strict durability: the key is on disk before anything is wrapped under it.
+      const tx = db.transaction(STORE, "readwrite", { durability: "strict" });
+      // add(), not put(): two tabs racing to create the key cannot overwrite each other's;
+      // the loser's add fails with ConstraintError and it uses the winner's key.
+      const added = request(tx.objectStore(STORE).add(key, name));
+      try {
+        await Promise.all([added, committed(tx)]);
+      } catch (err) {
+        if (!(err instanceof DOMException && err.name === "ConstraintError")) {
+          throw new KeyVaultError(`could not store the vault key ${dbName}/${STORE}/"${name}"`, { cause: err });
+        }
+      }
+      const winner = await read();
+      if (winner === undefined) throw new KeyVaultError("IndexedDB did not keep the vault key");
       return new IndexedDbKeyVault(winner);
     } finally {
       db.close();
@@ -82,8 +127,18 @@ export class IndexedDbKeyVault implements KeyVault {
   }
 
   async unwrap(wrapped: Uint8Array): Promise<Uint8Array> {
+    if (wrapped.length < IV_BYTES + TAG_BYTES) {
+      throw new KeyVaultError(
+        `wrapped secret is ${wrapped.length} bytes, shorter than IV and tag (${IV_BYTES + TAG_BYTES}): not made by a vault`,
+      );
+    }
     const iv = wrapped.slice(0, IV_BYTES);
     const body = wrapped.slice(IV_BYTES);
-    return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv }, this.key, body));
+    try {
+      return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv }, this.key, body));
+    } catch (err) {
+      // WebCrypto says only "OperationError"; the one cause for AES-GCM is a failed tag check.
+      throw new KeyVaultError("wrapped secret was changed or was not made by this vault's key", { cause: err });
+    }
   }
 }
