@@ -1281,16 +1281,27 @@ export class ClientSession {
    * ratchet steps, in place of exactly the bytes that were refused.
    */
   private resealQueued(entry: OutboxEntry, previous: Uint8Array, change: DevicesChangedError): Promise<Uint8Array> {
-    const codec = this.e2e;
-    return codec.exclusive(async () => {
+    return this.replaceSealed(entry, previous, () => this.e2e.reseal(previous, entry.content, change));
+  }
+
+  /**
+   * Stores what `seal` makes in place of a queued message's sealed bytes,
+   * only while they are still exactly `previous` (optimistic: another process
+   * on this profile may have replaced them first; then its bytes are sent).
+   */
+  private replaceSealed(
+    entry: OutboxEntry,
+    previous: Uint8Array,
+    seal: () => Promise<{ sealed: Uint8Array; writes: readonly E2eWrite[] }>,
+  ): Promise<Uint8Array> {
+    return this.e2e.exclusive(async () => {
       for (let attempt = 1; attempt <= MAX_STALE_RETRIES; attempt += 1) {
         const current = await this.store.getOutboxEntry(entry.messageId);
         if (current?.state !== "queued" || current.sealed === undefined) {
           throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `message ${entry.messageId} left the queue`);
         }
-        // Another process on this profile resealed it already: send its bytes.
         if (!sameBytes(current.sealed, previous)) return current.sealed;
-        const resealed = await codec.reseal(previous, entry.content, change);
+        const resealed = await seal();
         try {
           const stored = await this.store.resealOutboxEntry(
             entry.messageId,
@@ -1379,29 +1390,7 @@ export class ClientSession {
 
   /** Seals a queued group message again in the current epoch, in place of exactly `previous`. */
   private resealGroupQueued(entry: OutboxEntry, previous: Uint8Array): Promise<Uint8Array> {
-    const codec = this.e2e;
-    return codec.exclusive(async () => {
-      for (let attempt = 1; attempt <= MAX_STALE_RETRIES; attempt += 1) {
-        const current = await this.store.getOutboxEntry(entry.messageId);
-        if (current?.state !== "queued" || current.sealed === undefined) {
-          throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `message ${entry.messageId} left the queue`);
-        }
-        if (!sameBytes(current.sealed, previous)) return current.sealed;
-        const resealed = await this.groups.seal(entry.chatId, entry.messageId, entry.content);
-        try {
-          const stored = await this.store.resealOutboxEntry(
-            entry.messageId,
-            previous,
-            resealed.sealed,
-            resealed.writes,
-          );
-          if (stored?.sealed !== undefined) return stored.sealed;
-        } catch (error) {
-          if (!(error instanceof StaleE2eStateError)) throw error;
-        }
-      }
-      throw new Error(`message ${entry.messageId} could not be sealed again`);
-    });
+    return this.replaceSealed(entry, previous, () => this.groups.seal(entry.chatId, entry.messageId, entry.content));
   }
 
   /** Seals a message that entered the outbox unsealed (offline, no session yet); once, with its ratchet step. */
