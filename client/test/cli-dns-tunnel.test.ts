@@ -11,7 +11,7 @@ import { runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
 import { DNS_TYPE_SOA, RCODE_NOERROR, decodeDnsMessage, encodeDnsQuery } from "../core/src/wire/dns-message.ts";
-import { type SendResult, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
+import { type SendResult, createDirectChat, initUser, linkDevice, profileRoot } from "./cli-fixtures.ts";
 
 const ZONE = "t.example";
 let server: TestServer;
@@ -81,6 +81,18 @@ describe("remessenger over the DNS tunnel", () => {
     const exit = await listen.exited(30_000);
     expect(exit.code, listen.stderr()).toBe(0);
   }, 180_000);
+
+  it("gives a linked device the tunnel too: it can go over DNS at once", async () => {
+    const erin = await initUser(profiles.profile("erin"), server.url, "Erin");
+    const laptop = await linkDevice(server.url, erin, profiles.profile("erin-laptop"), "Erin's laptop");
+    const status = await runCliJson<{ tunnelZone?: string }>(laptop.profile, ["status"]);
+    expect(status.tunnelZone).toBe(ZONE);
+    const over = await runCliJson<{ connection: { state: string; transport: string } }>(laptop.profile, [
+      ...viaDns(),
+      "status",
+    ]);
+    expect(over.connection).toMatchObject({ state: "connected", transport: "dns" });
+  }, 60_000);
 
   it("refuses a damaged invite and a tunnel the profile does not know, with a clear message and exit code 2", async () => {
     const bad = await runCli(profiles.profile("carol"), [

@@ -22,6 +22,7 @@ import {
   type DeviceProfile,
   type DeviceSigner,
   type E2eKeyMaterial,
+  encodeTunnelKey,
   makeDeviceIdentity,
 } from "../../core/src/index.ts";
 import type { CliConfig } from "./cli-config.ts";
@@ -37,6 +38,7 @@ import {
   readKeyFile,
   writeKeyFile,
 } from "./key-file.ts";
+import type { TunnelInfo } from "../../core/src/wire/proto.ts";
 import { SqliteClientStore } from "./sqlite-client-store.ts";
 import type { Endpoints } from "./transport/cli-transports.ts";
 
@@ -162,6 +164,13 @@ export function withOverrides<P extends Pick<DeviceProfile, "serverUrl" | "dohUr
     next = { ...next, resolver: { ...resolver } };
   }
   return next;
+}
+
+/** The DNS tunnel a server's hello announced, as a profile keeps it; undefined when it has none. */
+export function tunnelFromHello(tunnel: TunnelInfo | undefined): DeviceProfile["tunnel"] {
+  return tunnel === undefined || tunnel.zone === ""
+    ? undefined
+    : { zone: tunnel.zone, publicKey: encodeTunnelKey(tunnel.publicKey) };
 }
 
 /** Where this profile reaches its server. */

@@ -30,6 +30,7 @@ import {
   newDeviceSecrets,
   type OpenProfile,
   readDeviceSecrets,
+  tunnelFromHello,
   withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
@@ -93,12 +94,7 @@ export async function initCommand(context: CommandContext, options: { name: stri
       }
       throw error;
     }
-    const learned = registered.tunnel;
-    const tunnel =
-      invited ??
-      (learned === undefined || learned.zone === ""
-        ? undefined
-        : { zone: learned.zone, publicKey: encodeTunnelKey(learned.publicKey) });
+    const tunnel = invited ?? tunnelFromHello(registered.tunnel);
     await store.saveProfile({
       ...endpoints,
       userId: registered.userId,

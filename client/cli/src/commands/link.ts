@@ -38,6 +38,7 @@ import {
   newDeviceSecrets,
   openProfile,
   readDeviceSecrets,
+  tunnelFromHello,
   withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
@@ -194,12 +195,14 @@ export async function linkFinishCommand(
   }
   const store = SqliteClientStore.open(join(dir, DATABASE_FILE));
   try {
+    const tunnel = tunnelFromHello(linked.tunnel);
     const profile = {
       ...endpoints,
       userId: linked.userId,
       deviceId: linked.deviceId,
       displayName: options.name,
       registeredAtMs: linked.serverTimeMs,
+      ...(tunnel === undefined ? {} : { tunnel }),
     };
     await store.saveProfile(profile);
     const session = createSession(

@@ -140,8 +140,10 @@ export interface LinkNewDeviceOptions {
   logger?: Logger;
 }
 
-/** Adds this new device to an existing user on a short-lived connection of its own. */
-export async function linkNewDevice(options: LinkNewDeviceOptions): Promise<LinkDeviceResponse> {
+/** Adds this new device to an existing user on a short-lived connection of its own; also what the hello said of the DNS tunnel. */
+export async function linkNewDevice(
+  options: LinkNewDeviceOptions,
+): Promise<LinkDeviceResponse & { tunnel: TunnelInfo | undefined }> {
   const clock = options.clock ?? systemClock;
   const limit = deadline(clock, options.timeoutMs, "linking", options.signal);
   try {
@@ -158,7 +160,7 @@ export async function linkNewDevice(options: LinkNewDeviceOptions): Promise<Link
     try {
       const { approval, signer } = options;
       const requestOptions = { timeoutMs: options.timeoutMs, signal: limit.signal };
-      return await withFreshChallengeOnce(connection, hello, requestOptions, async (nonce) =>
+      const response = await withFreshChallengeOnce(connection, hello, requestOptions, async (nonce) =>
         connection.request(
           "linkDevice",
           {
@@ -173,6 +175,7 @@ export async function linkNewDevice(options: LinkNewDeviceOptions): Promise<Link
           requestOptions,
         ),
       );
+      return { ...response, tunnel: hello.tunnel };
     } finally {
       connection.close(CLOSE_NORMAL, "linked");
     }
