@@ -387,6 +387,11 @@ describe("groups end to end (real server process)", () => {
       reason: "not-entitled",
     });
     expect(await dave.device.store.listE2eKeys(`group/${chatId}/from/${aliceDevice}/1`)).toEqual([]);
+    // Asking again at once is ignored (each answer costs alice a pairwise encryption): once alice
+    // has read what dave wrote after it, no third answer comes (checked at the end).
+    await dave.session.requestSenderKey(chatId, aliceDevice, 1);
+    const afterAsking = await sendAndWait(dave, chatId, "dave, after asking twice");
+    await waitForReads(alice, [afterAsking.seq], "reads what dave wrote after asking twice");
 
     // Carol is removed; her request for the new epoch's key never reaches alice: the server refuses it.
     const removal = await alice.session.changeGroup(

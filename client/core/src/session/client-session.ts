@@ -279,6 +279,8 @@ export class ClientSession {
   private readonly groupWindow: GraceWindow;
   private readonly lastHeal = new Map<string, number>();
   private readonly keyRequests = new KeyRequestThrottle(HEAL_INTERVAL_MS);
+  /** Answers to one device's key requests in one group, at most as often as a device may ask. */
+  private readonly keyAnswers = new KeyRequestThrottle(HEAL_INTERVAL_MS);
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly logger: Logger;
@@ -1172,6 +1174,11 @@ export class ClientSession {
   private answerKeyRequest(record: ReceivedMessage, request: SenderKeyRequest): void {
     const { chatId, senderUserId: fromUserId, senderDeviceId: fromDeviceId } = record;
     if (request.targetDeviceId !== this.profile.deviceId) return;
+    // Each answer costs a pairwise encryption: a device asking more often than the rule allows is ignored.
+    if (!this.keyAnswers.shouldAsk(chatId, fromDeviceId, this.clock.nowMs())) {
+      this.logger.warn({ chatId, deviceId: fromDeviceId }, "sender key request ignored: asked again too soon");
+      return;
+    }
     const codec = this.e2e;
     drop(
       codec
