@@ -65,9 +65,9 @@ async function watch(context: CommandContext, session: ClientSession): Promise<v
   let shown = "";
   const show = (status: ConnectionStatus): void => {
     const json = connectionJson(status);
+    // A line per change of state, transport, failure, queue or a rung's failures; not per retry tick.
     const key = JSON.stringify({
       ...json,
-      queued: undefined,
       nextRetryAtMs: undefined,
       transports: undefined,
       rungs: status.transports.map((r) => [r.kind, r.failures]),
