@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import {
   GroupOperationError,
+  type GroupState,
   decodeOperation,
   nextGroupState,
   operationMessageId,
@@ -47,7 +48,6 @@ import {
   type GetGroupOperationsResponse,
   type GetUserRequest,
   type GetUserResponse,
-  type GroupOperation,
   type ListChatsResponse,
   type LinkDeviceRequest,
   type LinkDeviceResponse,
@@ -102,16 +102,6 @@ export interface Subscription {
 
 /** Operations one GetGroupOperations answer carries at most (a client pages on). */
 const MAX_GROUP_OPERATIONS_PER_READ = 500;
-
-/** The state a CREATE makes, or INVALID_ARGUMENT saying why it makes none. */
-function groupGenesisState(chatId: string, genesis: SignedGroupOperation, operation: GroupOperation) {
-  try {
-    return nextGroupState(chatId, undefined, genesis.operation, operation);
-  } catch (error) {
-    if (error instanceof GroupOperationError) throw toRemessengerError(error);
-    throw error;
-  }
-}
 
 function invalid(message: string): RemessengerError {
   return new RemessengerError(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message);
@@ -332,8 +322,7 @@ export class Messenger {
     const chatId = request.chatId ?? "";
     requireId("chat", chatId, "chat_id");
     if (genesis === undefined) throw invalid("a group starts with its signed CREATE operation (genesis)");
-    const operation = this.checkedGenesis(device, chatId, genesis);
-    const state = groupGenesisState(chatId, genesis, operation);
+    const state = this.genesisState(device, chatId, genesis);
     if (state.members.length > MAX_CHAT_MEMBERS_AT_CREATE) {
       throw invalid(`a group starts with at most ${MAX_CHAT_MEMBERS_AT_CREATE} members; add more afterwards`);
     }
@@ -375,7 +364,8 @@ export class Messenger {
     return { chat: toChat(chat), created };
   }
 
-  private checkedGenesis(device: AuthedDevice, chatId: string, genesis: SignedGroupOperation): GroupOperation {
+  /** The state the group's CREATE makes, once checked as the creator's genesis of this chat. */
+  private genesisState(device: AuthedDevice, chatId: string, genesis: SignedGroupOperation): GroupState {
     try {
       const operation = decodeOperation(genesis);
       if (operation.kind !== GroupOperationKind.GROUP_OPERATION_KIND_CREATE) {
@@ -388,7 +378,7 @@ export class Messenger {
         );
       }
       if (operation.chatId !== chatId) throw invalid("the genesis names another chat");
-      return operation;
+      return nextGroupState(chatId, undefined, genesis.operation, operation);
     } catch (error) {
       if (error instanceof GroupOperationError) throw toRemessengerError(error);
       throw error;
