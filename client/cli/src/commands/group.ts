@@ -21,12 +21,8 @@ import {
   isId,
   messageIdToHex,
 } from "../../../core/src/index.ts";
-import {
-  GroupOperationError,
-  type GroupState,
-  equalBytes,
-  operationHash,
-} from "../../../core/src/wire/group-operation.ts";
+import { equalBytes } from "../../../core/src/wire/bytes.ts";
+import { GroupOperationError, type GroupState, operationHash } from "../../../core/src/wire/group-operation.ts";
 import type { Message } from "../../../core/src/wire/proto.ts";
 import { CliError, EXIT_USAGE, usageError } from "../cli-error.ts";
 import { type CommandContext, REQUEST_TIMEOUT_MS, connectOrFail, withSession } from "../cli-session.ts";

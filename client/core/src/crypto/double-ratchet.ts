@@ -30,6 +30,7 @@ import {
   AEAD_NONCE_BYTES,
   AEAD_TAG_BYTES,
 } from "./aead.ts";
+import { concat, equalBytes } from "../wire/bytes.ts";
 import { hkdfSha256, hmacSha256Each } from "./hkdf.ts";
 import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
@@ -330,21 +331,4 @@ function openHeader(headerKey: Uint8Array, box: Uint8Array): Header | undefined 
   if (bytes?.length !== HEADER_BYTES) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { dh: bytes.slice(0, 32), pn: view.getUint32(32), n: view.getUint32(36) };
-}
-
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i += 1) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
-  return diff === 0;
-}
-
-export function concat(...parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

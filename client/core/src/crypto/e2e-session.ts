@@ -19,14 +19,8 @@
  * - Nothing changes on failure: a rejected envelope leaves the record as it was.
  */
 import { E2eEnvelope, type PreKeyBundle, type PreKeyMessage } from "../wire/proto.ts";
-import {
-  RatchetError,
-  type RatchetFailure,
-  concat,
-  equalBytes,
-  ratchetDecrypt,
-  ratchetEncrypt,
-} from "./double-ratchet.ts";
+import { concat, equalBytes } from "../wire/bytes.ts";
+import { RatchetError, type RatchetFailure, ratchetDecrypt, ratchetEncrypt } from "./double-ratchet.ts";
 import { pad, unpad } from "./padding.ts";
 import {
   type DeviceIdentity,

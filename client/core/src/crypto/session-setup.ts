@@ -18,7 +18,8 @@
 import { RemessengerError } from "../wire/errors.ts";
 import { ErrorCode, type PreKeyBundle, type PreKeyMessage } from "../wire/proto.ts";
 import type { DeviceSigner, Ed25519Provider } from "./device-signer.ts";
-import { type RatchetState, concat, initReceiver, initSender } from "./double-ratchet.ts";
+import { concat } from "../wire/bytes.ts";
+import { type RatchetState, initReceiver, initSender } from "./double-ratchet.ts";
 import { hkdfSha256 } from "./hkdf.ts";
 import { type MlKemProvider, nobleMlKem } from "./ml-kem.ts";
 import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";

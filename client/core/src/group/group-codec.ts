@@ -28,7 +28,7 @@
  * - No chain key is written anywhere but in these encrypted records.
  */
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
-import { equalBytes } from "../crypto/double-ratchet.ts";
+import { equalBytes } from "../wire/bytes.ts";
 import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
 import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
 import type { Clock } from "../session/clock.ts";

@@ -29,7 +29,7 @@
  */
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
 import { AEAD_NONCE_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
-import { concat, equalBytes } from "../crypto/double-ratchet.ts";
+import { concat, equalBytes } from "../wire/bytes.ts";
 import { hmacSha256Each } from "../crypto/hkdf.ts";
 import { pad, unpad } from "../crypto/padding.ts";
 import { randomBytes } from "../wire/ids.ts";

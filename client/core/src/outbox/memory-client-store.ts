@@ -24,6 +24,7 @@ import {
   type ReceivedMessage,
   StaleE2eStateError,
 } from "./client-store.ts";
+import { equalBytes } from "../wire/bytes.ts";
 
 export class MemoryClientStore implements ClientStore {
   private profile: DeviceProfile | undefined;
@@ -97,7 +98,7 @@ export class MemoryClientStore implements ClientStore {
     writes: readonly E2eWrite[],
   ): Promise<OutboxEntry | undefined> {
     const entry = this.outbox.get(messageId);
-    if (entry?.state !== "queued" || entry.sealed === undefined || !sameBytes(entry.sealed, previous)) {
+    if (entry?.state !== "queued" || entry.sealed === undefined || !equalBytes(entry.sealed, previous)) {
       return Promise.resolve(undefined);
     }
     try {
@@ -311,8 +312,4 @@ function indexOf(index: Map<string, Set<string>>, chatId: string): Set<string> {
 
 function copy(entry: OutboxEntry): OutboxEntry {
   return { ...entry, problem: entry.problem && { ...entry.problem }, sealed: entry.sealed?.slice() };
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -63,6 +63,7 @@ import {
 import { textOnlyRefusal } from "../transport/text-only.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
 import { DevicesChangedError, RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
+import { equalBytes } from "../wire/bytes.ts";
 import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
 import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
 import {
@@ -1307,7 +1308,7 @@ export class ClientSession {
         if (current?.state !== "queued" || current.sealed === undefined) {
           throw new RemessengerError(ErrorCode.ERROR_CODE_UNAVAILABLE, `message ${entry.messageId} left the queue`);
         }
-        if (!sameBytes(current.sealed, previous)) return current.sealed;
+        if (!equalBytes(current.sealed, previous)) return current.sealed;
         const resealed = await seal();
         try {
           const stored = await this.store.resealOutboxEntry(
@@ -1526,8 +1527,4 @@ async function retryStale<T>(work: () => Promise<T>): Promise<T> {
       if (!(error instanceof StaleE2eStateError) || attempt >= MAX_STALE_RETRIES) throw error;
     }
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -19,6 +19,7 @@
  *   the next operation.
  */
 import { sha256 } from "@noble/hashes/sha2.js";
+import { concat, equalBytes } from "./bytes.ts";
 import { isId } from "./ids.ts";
 import { MAX_CHAT_TITLE_CHARS, MESSAGE_ID_BYTES } from "./limits.ts";
 import { GroupOperation, GroupOperationKind, type SignedGroupOperation } from "./proto.ts";
@@ -66,29 +67,22 @@ export class GroupOperationError extends Error {
   }
 }
 
+/** Re-exported for the callers that compare operation hashes with it (the server's chat actor). */
+export { equalBytes };
+
 const encoder = new TextEncoder();
 const PROOF_PREFIX = encoder.encode("remessenger/v1/group-op\u0000");
 const HASH_PREFIX = encoder.encode("remessenger/v1/group-op-hash\u0000");
 const STATE_PREFIX = encoder.encode("remessenger/v1/group-state\u0000");
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /** The bytes the acting device signs. */
 export function operationProof(operation: Uint8Array): Uint8Array {
-  return concat([PROOF_PREFIX, operation]);
+  return concat(PROOF_PREFIX, operation);
 }
 
 /** What the next operation names as `previous_hash`. */
 export function operationHash(operation: Uint8Array): Uint8Array {
-  return sha256(concat([HASH_PREFIX, operation]));
+  return sha256(concat(HASH_PREFIX, operation));
 }
 
 /** The message id a group operation is sent with: from its hash, so sending it again is a duplicate. */
@@ -108,7 +102,7 @@ function field(text: string): Uint8Array {
 /** Hash of the membership a signer commits to (not the chain position). */
 export function stateHash(state: Pick<GroupState, "chatId" | "title" | "members" | "admins" | "epoch">): Uint8Array {
   return sha256(
-    concat([
+    concat(
       STATE_PREFIX,
       field(state.chatId),
       field(String(state.epoch)),
@@ -117,7 +111,7 @@ export function stateHash(state: Pick<GroupState, "chatId" | "title" | "members"
       ...state.members.map(field),
       field(String(state.admins.length)),
       ...state.admins.map(field),
-    ]),
+    ),
   );
 }
 
@@ -139,13 +133,6 @@ export function decodeOperation(signed: SignedGroupOperation): GroupOperation {
   } catch {
     throw new GroupOperationError("undecodable", "the group operation does not decode");
   }
-}
-
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i += 1) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
-  return diff === 0;
 }
 
 function sortedUnique(ids: readonly string[]): string[] {
