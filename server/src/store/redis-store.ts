@@ -361,11 +361,6 @@ export class RedisStore implements Store {
     });
   }
 
-  async getCursor(chatId: string, deviceId: string): Promise<number | undefined> {
-    const score = await this.client.zscore(keys.chatCursors(chatId), deviceId);
-    return score === null ? undefined : Number(score);
-  }
-
   async getDeliveryCursor(chatId: string, deviceId: string): Promise<DeliveryCursor | undefined> {
     const reply = await this.client.readDeliveryCursor(keys.chatCursors(chatId), keys.chatDepartures(chatId), deviceId);
     if (reply === null) return undefined;

@@ -20,7 +20,6 @@ export class SqliteReader {
   private readonly selectUserChatIds: StatementSync;
   private readonly selectMessages: StatementSync;
   private readonly selectCursors: StatementSync;
-  private readonly selectCursor: StatementSync;
   private readonly selectOperations: StatementSync;
   private readonly selectDeliveryCursor: StatementSync;
   private readonly selectDepartedChatIds: StatementSync;
@@ -51,10 +50,6 @@ export class SqliteReader {
     this.selectCursors = db.prepare(
       `SELECT device_id, through_seq FROM cursors
        WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?)`,
-    );
-    this.selectCursor = db.prepare(
-      `SELECT through_seq FROM cursors
-       WHERE chat_key = (SELECT chat_key FROM chats WHERE chat_id = ?) AND device_id = ?`,
     );
     this.selectDeliveryCursor = db.prepare(
       `SELECT cursors.through_seq, departures.until_seq, departures.resume_seq FROM cursors
@@ -135,11 +130,6 @@ export class SqliteReader {
     return this.selectMessages
       .all(chatId, afterSeq, limit)
       .map((row) => decodeMessageBody(chatId, integerColumn(row, "seq"), blobColumn(row, "body")));
-  }
-
-  getCursor(chatId: string, deviceId: string): number | undefined {
-    const row = this.selectCursor.get(chatId, deviceId);
-    return row === undefined ? undefined : integerColumn(row, "through_seq");
   }
 
   getDeliveryCursor(chatId: string, deviceId: string): DeliveryCursor | undefined {

@@ -194,10 +194,6 @@ export class SqliteStore implements Store {
     return this.read(() => this.reader.getChatHead(chatId));
   }
 
-  getCursor(chatId: string, deviceId: string): Promise<number | undefined> {
-    return this.read(() => this.reader.getCursor(chatId, deviceId));
-  }
-
   getDeliveryCursor(chatId: string, deviceId: string): Promise<DeliveryCursor | undefined> {
     return this.read(() => this.reader.getDeliveryCursor(chatId, deviceId));
   }

@@ -528,13 +528,13 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
           lastOperationSeq: 4,
         });
         // New members' devices start just below the operation; the removed member's device is owed 1..4.
-        expect(await store.getCursor(chat.chatId, "d-d1")).toBe(3);
-        expect(await store.getCursor(chat.chatId, "d-d2")).toBe(3);
+        expect(await cursorOf(store, chat.chatId, "d-d1")).toBe(3);
+        expect(await cursorOf(store, chat.chatId, "d-d2")).toBe(3);
         expect(await store.getDeliveryCursor(chat.chatId, "d-d1")).toEqual({ throughSeq: 3 });
         expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toEqual({ throughSeq: 0, untilSeq: 4 });
         expect(await store.listDepartedChatIds("d-c")).toEqual([chat.chatId]);
         expect(await store.listDepartedChatIds("d-b")).toEqual([]);
-        expect(await store.getCursor(chat.chatId, "d-b")).toBe(0);
+        expect(await cursorOf(store, chat.chatId, "d-b")).toBe(0);
         expect(sortCursors(await store.getCursors(chat.chatId)).map((c) => c.deviceId)).toEqual([
           "d-a",
           "d-b",
@@ -603,7 +603,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         expect(await store.ackDelivered(chat.chatId, "d-c", 5)).toBe(4);
         // Through its removal: its cursor, its bound and its listing go, and nothing is held back any more.
         expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toBeUndefined();
-        expect(await store.getCursor(chat.chatId, "d-c")).toBeUndefined();
+        expect(await cursorOf(store, chat.chatId, "d-c")).toBeUndefined();
         expect(await store.listDepartedChatIds("d-c")).toEqual([]);
         expect(await store.readMessages(chat.chatId, 0, 10)).toEqual([]);
         expect(await store.ackDelivered(chat.chatId, "d-c", 5)).toBeUndefined();
@@ -620,7 +620,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
             { deviceId: "d-a", throughSeq: 3 },
           ]),
         ).toEqual([2, 1, 3]);
-        expect(await store.getCursor(chat.chatId, "d-b")).toBeUndefined();
+        expect(await cursorOf(store, chat.chatId, "d-b")).toBeUndefined();
         expect(await store.getDeliveryCursor(chat.chatId, "d-c")).toEqual({ throughSeq: 1, untilSeq: 2 });
         expect(seqs(await store.readMessages(chat.chatId, 0, 10))).toEqual([2, 3]);
       });
@@ -629,7 +629,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         const { chat, apply } = await group(["u-b"]);
         await store.ackDelivered(chat.chatId, "d-b", 1);
         expect(await apply(2, "d-b", { removed: ["u-b"] })).toBe(2);
-        expect(await store.getCursor(chat.chatId, "d-b")).toBeUndefined();
+        expect(await cursorOf(store, chat.chatId, "d-b")).toBeUndefined();
         expect(await store.listDepartedChatIds("d-b")).toEqual([]);
       });
 
@@ -666,7 +666,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
         });
         const after = await store.getChat(chat.chatId);
         expect(after).toMatchObject({ headSeq: 1, epoch: 1, lastOperationSeq: 1, lastOperationHash: bytes(32, 1) });
-        expect(await store.getCursor(chat.chatId, "d-b")).toBe(0);
+        expect(await cursorOf(store, chat.chatId, "d-b")).toBe(0);
         expect(seqs(await store.readGroupOperations(chat.chatId, 0, 10))).toEqual([1]);
         // The refused message id stays free.
         expect(await store.appendMessages(chat.chatId, [draft(2, "d-a")])).toEqual([appended(2)]);
@@ -710,7 +710,7 @@ export function describeStoreContract(adapterName: string, openFixture: () => Pr
           code: ErrorCode.ERROR_CODE_NOT_FOUND,
         });
         expect(await store.readGroupOperations(chat.chatId, 0, 10)).toEqual([]);
-        expect(await store.getCursor(chat.chatId, "d-a")).toBeUndefined();
+        expect(await cursorOf(store, chat.chatId, "d-a")).toBeUndefined();
       });
     });
 
@@ -812,6 +812,11 @@ async function expectConsistentOutcomes(
 }
 
 /** The chat holds exactly these message ids at seqs 1..n, and its head is n. */
+/** The device's cursor in the chat (getDeliveryCursor's throughSeq); undefined without one. */
+async function cursorOf(store: Store, chatId: string, deviceId: string): Promise<number | undefined> {
+  return (await store.getDeliveryCursor(chatId, deviceId))?.throughSeq;
+}
+
 async function expectStoredIds(store: Store, chatId: string, idsInSeqOrder: readonly number[]): Promise<void> {
   const stored = await store.readMessages(chatId, 0, idsInSeqOrder.length + 10);
   expect(seqs(stored)).toEqual(idsInSeqOrder.map((_, i) => i + 1));

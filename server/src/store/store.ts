@@ -218,8 +218,6 @@ export interface Store extends DeviceKeyStore {
   ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Promise<Array<number | undefined>>;
   /** Every device cursor of the chat, in no particular order. */
   getCursors(chatId: string): Promise<DeviceCursor[]>;
-  /** One device's cursor in the chat; undefined without one (not a recipient, or no such chat). */
-  getCursor(chatId: string, deviceId: string): Promise<number | undefined>;
   /**
    * One device's cursor and, for a removed member's device that has not yet
    * acked through its removal, the removal's seq; read in one atomic step.
