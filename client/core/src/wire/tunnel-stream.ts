@@ -82,10 +82,14 @@ export class StreamSender {
 
   /** True when a chunk could go out now (a retransmission due or new bytes within the window). */
   hasWork(nowMs: number, rtoMs: number): boolean {
-    if (this.queuedBytes > 0 && this.nextSeq - this.ackedBelow < this.windowChunks && this.nextSeq <= MAX_SEQ)
-      return true;
+    if (this.canSendNew()) return true;
     for (const chunk of this.unacked.values()) if (isDue(chunk, nowMs, rtoMs)) return true;
     return false;
+  }
+
+  /** Queued bytes may go out as a new chunk: within the window past the cumulative ack, and seqs left. */
+  private canSendNew(): boolean {
+    return this.queuedBytes > 0 && this.nextSeq - this.ackedBelow < this.windowChunks && this.nextSeq <= MAX_SEQ;
   }
 
   /** The sequence numbers sent so far are all below this. */
@@ -106,9 +110,7 @@ export class StreamSender {
         return chunk;
       }
     }
-    if (this.queuedBytes === 0 || this.nextSeq - this.ackedBelow >= this.windowChunks || maxBytes <= 0)
-      return undefined;
-    if (this.nextSeq > MAX_SEQ) return undefined;
+    if (maxBytes <= 0 || !this.canSendNew()) return undefined;
     const bytes = this.take(Math.min(maxBytes, this.queuedBytes));
     const chunk: SentChunk = { seq: this.nextSeq, bytes, sentAtMs: nowMs, sends: 1 };
     this.nextSeq += 1;
