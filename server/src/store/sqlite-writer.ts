@@ -15,6 +15,7 @@
  * past the head; a message is deleted only once every cursor in its chat passed it.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { equalBytes } from "../../../client/core/src/wire/bytes.ts";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
 import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
@@ -281,7 +282,7 @@ export class SqliteWriter {
         senderDeviceId: textColumn(first, "sender_device_id"),
       };
     }
-    if (!sameBytes(stored instanceof Uint8Array ? stored : new Uint8Array(0), change.previousHash)) {
+    if (!equalBytes(stored instanceof Uint8Array ? stored : new Uint8Array(0), change.previousHash)) {
       throw new RemessengerError(
         ErrorCode.ERROR_CODE_GROUP_CHANGED,
         "the group changed: this operation does not follow its last one; fetch the group and retry",
@@ -403,10 +404,6 @@ export class SqliteWriter {
     if (everyoneThrough > 0) this.deleteMessagesThrough.run(chatKey, everyoneThrough);
     return results;
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 export function toWireError(error: unknown): WireError {
