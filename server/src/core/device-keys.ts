@@ -13,6 +13,7 @@
  *   cursor at the head of each of the user's chats, so it receives what is
  *   sent from then on.
  */
+import { equalBytes } from "../../../client/core/src/wire/bytes.ts";
 import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import { isId, newId } from "../../../client/core/src/wire/ids.ts";
 import {
@@ -207,7 +208,7 @@ export class DeviceKeys {
         `a user has at most ${MAX_DEVICES_PER_USER} devices`,
       );
     }
-    if (devices.some((d) => bytesEqual(d.identityKey, request.identityKey))) {
+    if (devices.some((d) => equalBytes(d.identityKey, request.identityKey))) {
       throw new RemessengerError(ErrorCode.ERROR_CODE_ALREADY_EXISTS, "this key is a device of the user already");
     }
     const deviceId = newId("device", this.deps.random);
@@ -225,8 +226,4 @@ export class DeviceKeys {
     for (const chatId of await store.listUserChatIds(request.userId)) await store.addChatCursor(chatId, deviceId);
     return { userId: request.userId, deviceId };
   }
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

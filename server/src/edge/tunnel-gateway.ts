@@ -21,6 +21,7 @@ import dnsPacket from "dns-packet";
 import type { Logger } from "pino";
 import { answerClientHandshake, obfuscationMasker } from "../../../client/core/src/crypto/tunnel-cipher.ts";
 import type { X25519Provider } from "../../../client/core/src/crypto/x25519.ts";
+import { concat, equalBytes } from "../../../client/core/src/wire/bytes.ts";
 import {
   DNS_TYPE_ANY,
   DNS_TYPE_NS,
@@ -302,7 +303,7 @@ export class TunnelGateway {
     const query = readHandshakeQuery(bytes, this.obfuscation);
     if (query === undefined || pending.fragments.length !== query.fragCount) return undefined;
     const known = pending.fragments[query.fragIndex];
-    return known !== undefined && sameBytes(known, query.fragment) ? query : undefined;
+    return known !== undefined && equalBytes(known, query.fragment) ? query : undefined;
   }
 
   private async onHandshake(
@@ -323,11 +324,11 @@ export class TunnelGateway {
       this.handshakes.set(query.sid, pending);
     }
     const known = pending.fragments[query.fragIndex];
-    if (known !== undefined && !sameBytes(known, query.fragment)) return undefined;
+    if (known !== undefined && !equalBytes(known, query.fragment)) return undefined;
     pending.fragments[query.fragIndex] = query.fragment;
     if (pending.reply === undefined) {
       if (pending.fragments.some((fragment) => fragment === undefined)) return "pending";
-      const message1 = concat(pending.fragments.filter((fragment) => fragment !== undefined));
+      const message1 = concat(...pending.fragments.filter((fragment) => fragment !== undefined));
       pending.message1 = message1;
       pending.reply = this.accept(query.sid, message1, carrier);
     }
@@ -469,20 +470,4 @@ function typeCode(type: string): number {
   if (known !== undefined) return known;
   const match = /^UNKNOWN_(\d+)$/.exec(type);
   return match === null ? -1 : Number(match[1]);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
