@@ -194,6 +194,8 @@ export const MAX_RESEAL_ROUNDS = 3;
 export const PREKEY_UPKEEP_INTERVAL_MS = 60 * 60 * 1000;
 /** A session with a device is reset at most this often (a burst of undecryptable messages heals once). */
 export const HEAL_INTERVAL_MS = 60_000;
+/** The scope of a throttle kept per device, whatever the chat (no chat id is "*"). */
+const ANY_CHAT = "*";
 
 export interface ReceivedMessageEvent {
   message: ReceivedMessage;
@@ -278,7 +280,12 @@ export class ClientSession {
   private codecValue: E2eCodec | undefined;
   private groupsValue: GroupCodec | undefined;
   private readonly groupWindow: GraceWindow;
-  private readonly lastHeal = new Map<string, number>();
+  /**
+   * Session resets this device started: one per peer device per interval, in
+   * whichever chat (a pairwise session is the device's, not the chat's), by
+   * the same bounded rule as the asking for sender keys.
+   */
+  private readonly heals = new KeyRequestThrottle(HEAL_INTERVAL_MS);
   private readonly keyRequests = new KeyRequestThrottle(HEAL_INTERVAL_MS);
   /** Answers to one device's key requests in one group, at most as often as a device may ask. */
   private readonly keyAnswers = new KeyRequestThrottle(HEAL_INTERVAL_MS);
@@ -1109,8 +1116,7 @@ export class ClientSession {
    */
   private heal(chatId: string, userId: string, deviceId: string, reason: string): void {
     const now = this.clock.nowMs();
-    if (now - (this.lastHeal.get(deviceId) ?? -Infinity) < HEAL_INTERVAL_MS) return;
-    this.lastHeal.set(deviceId, now);
+    if (!this.heals.shouldAsk(ANY_CHAT, deviceId, now)) return;
     this.events.emit("healing", { chatId, userId, deviceId, reason });
     drop(
       this.e2e.resetSession(deviceId).then(() =>
