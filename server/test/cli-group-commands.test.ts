@@ -12,8 +12,7 @@ import { draftOperation, type GroupState } from "../../client/core/src/wire/grou
 import { newMessageId } from "../../client/core/src/wire/ids.ts";
 import { GroupOperationKind } from "../../client/core/src/wire/proto.ts";
 import { runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
-import { FencedError } from "../src/store/store.ts";
-import { STORE_KINDS, type ServerUnderTest, startServerOn } from "./store-targets.ts";
+import { STORE_KINDS, type ServerUnderTest, forgeGroupOperation, startServerOn } from "./store-targets.ts";
 
 interface Members {
   chatId: string;
@@ -127,34 +126,28 @@ describe.each(STORE_KINDS)("a forged membership operation (%s store)", (kind) =>
         actorDeviceId: devices[0]?.deviceId ?? "",
         createdAtMs: Date.now(),
       });
-      const inject = (fenceToken: number) =>
-        store.applyGroupOperation(
-          chatId,
-          {
-            messageId: newMessageId(),
-            senderUserId: alice.userId,
-            senderDeviceId: devices[0]?.deviceId ?? "",
-            serverTimeMs: Date.now(),
-            payload: new Uint8Array(0),
-            devicePayloads: [],
-            groupOperation: { operation: forged.operation, signature: new Uint8Array(randomBytes(64)) },
-          },
-          {
-            previousHash: state.lastOperationHash,
-            operationHash: forged.next.lastOperationHash,
-            record: { ...chat, memberUserIds: forged.next.members, adminUserIds: forged.next.admins, epoch: 2 },
-            addedDeviceIds: malloryDevices,
-            addedUserIds: [mallory.userId],
-            removedDeviceIds: [],
-            removedUserIds: [],
-          },
-          { fenceToken },
-        );
-      // On Redis the server wrote under a shard lease: write as its owner would.
-      await inject(0).catch((error: unknown) => {
-        if (!(error instanceof FencedError)) throw error;
-        return inject(error.storedToken);
-      });
+      await forgeGroupOperation(
+        store,
+        chatId,
+        {
+          messageId: newMessageId(),
+          senderUserId: alice.userId,
+          senderDeviceId: devices[0]?.deviceId ?? "",
+          serverTimeMs: Date.now(),
+          payload: new Uint8Array(0),
+          devicePayloads: [],
+          groupOperation: { operation: forged.operation, signature: new Uint8Array(randomBytes(64)) },
+        },
+        {
+          previousHash: state.lastOperationHash,
+          operationHash: forged.next.lastOperationHash,
+          record: { ...chat, memberUserIds: forged.next.members, adminUserIds: forged.next.admins, epoch: 2 },
+          addedDeviceIds: malloryDevices,
+          addedUserIds: [mallory.userId],
+          removedDeviceIds: [],
+          removedUserIds: [],
+        },
+      );
     } finally {
       await store.close();
     }

@@ -17,8 +17,7 @@ import {
   type GroupHandle,
 } from "../../scripts/harness/group-driver.ts";
 import { verifyDeviceSignature } from "../src/core/device-auth.ts";
-import { FencedError } from "../src/store/store.ts";
-import { STORE_KINDS, startServerOn, type ServerUnderTest } from "./store-targets.ts";
+import { STORE_KINDS, forgeGroupOperation, startServerOn, type ServerUnderTest } from "./store-targets.ts";
 
 const { ADD, REMOVE, PROMOTE, RENAME } = {
   ADD: GroupOperationKind.GROUP_OPERATION_KIND_ADD,
@@ -261,34 +260,28 @@ describe.each(STORE_KINDS)("groups (%s store)", (kind) => {
     try {
       const chat = await store.getChat(group.chatId);
       if (chat === undefined) throw new Error("group missing from the store");
-      const inject = (fenceToken: number) =>
-        store.applyGroupOperation(
-          group.chatId,
-          {
-            messageId: newMessageId(),
-            senderUserId: bob.id.userId,
-            senderDeviceId: bob.id.deviceId,
-            serverTimeMs: Date.now(),
-            payload: new Uint8Array(0),
-            devicePayloads: [],
-            groupOperation: signOperation(bob.id.key, forged.operation),
-          },
-          {
-            previousHash: chat.lastOperationHash ?? new Uint8Array(0),
-            operationHash: forged.next.lastOperationHash,
-            record: { ...chat, memberUserIds: forged.next.members, adminUserIds: forged.next.admins, epoch: 2 },
-            addedDeviceIds: [mallory.id.deviceId],
-            addedUserIds: [mallory.id.userId],
-            removedDeviceIds: [],
-            removedUserIds: [],
-          },
-          { fenceToken },
-        );
-      // On Redis the server wrote under a shard lease: write as its owner would.
-      await inject(0).catch((error: unknown) => {
-        if (!(error instanceof FencedError)) throw error;
-        return inject(error.storedToken);
-      });
+      await forgeGroupOperation(
+        store,
+        group.chatId,
+        {
+          messageId: newMessageId(),
+          senderUserId: bob.id.userId,
+          senderDeviceId: bob.id.deviceId,
+          serverTimeMs: Date.now(),
+          payload: new Uint8Array(0),
+          devicePayloads: [],
+          groupOperation: signOperation(bob.id.key, forged.operation),
+        },
+        {
+          previousHash: chat.lastOperationHash ?? new Uint8Array(0),
+          operationHash: forged.next.lastOperationHash,
+          record: { ...chat, memberUserIds: forged.next.members, adminUserIds: forged.next.admins, epoch: 2 },
+          addedDeviceIds: [mallory.id.deviceId],
+          addedUserIds: [mallory.id.userId],
+          removedDeviceIds: [],
+          removedUserIds: [],
+        },
+      );
     } finally {
       await store.close();
     }

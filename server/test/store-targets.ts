@@ -3,7 +3,13 @@
  * (a private redis-server started for the suite).
  */
 import { startServer, type ServerOptions, type TestServer } from "../../scripts/harness/server.ts";
-import type { Store } from "../src/store/store.ts";
+import {
+  type AppendOutcome,
+  FencedError,
+  type GroupChange,
+  type MessageDraft,
+  type Store,
+} from "../src/store/store.ts";
 
 export const STORE_KINDS = ["embedded", "redis"] as const;
 export type StoreKind = (typeof STORE_KINDS)[number];
@@ -38,4 +44,22 @@ export async function startServerOn(kind: StoreKind, options: ServerOptions = {}
     },
     stop: () => server.cleanup(),
   };
+}
+
+/**
+ * Appends a group operation straight into the store, past every check of the
+ * server (what a compromised server can do). On Redis the server wrote under
+ * a shard lease: the write takes the stored fence token, as its owner would.
+ */
+export function forgeGroupOperation(
+  store: Store,
+  chatId: string,
+  draft: MessageDraft,
+  change: GroupChange,
+): Promise<AppendOutcome> {
+  const write = (fenceToken: number) => store.applyGroupOperation(chatId, draft, change, { fenceToken });
+  return write(0).catch((error: unknown) => {
+    if (!(error instanceof FencedError)) throw error;
+    return write(error.storedToken);
+  });
 }
