@@ -77,6 +77,16 @@ function rates(sent: number, sending: Clocks, receiving: Clocks): Rates {
   };
 }
 
+/** Sends for `windowMs` (in chunks of CHUNK, the clock read between them); the clocks of the sending. */
+async function sendFor(windowMs: number, sendOne: () => Promise<void>): Promise<Clocks> {
+  const sending = start();
+  const began = performance.now();
+  while (performance.now() - began < windowMs) {
+    for (let i = 0; i < CHUNK; i += 1) await sendOne();
+  }
+  return sending.stop();
+}
+
 async function measureOurs(ed25519: Ed25519Provider, windowMs: number): Promise<Rates> {
   const chatId = newId("chat");
   const deviceId = newId("device");
@@ -111,12 +121,7 @@ async function measureOurs(ed25519: Ed25519Provider, windowMs: number): Promise<
   messageIds.length = 0;
   envelopes.length = 0;
 
-  const sending = start();
-  const began = performance.now();
-  while (performance.now() - began < windowMs) {
-    for (let i = 0; i < CHUNK; i += 1) await sendOne();
-  }
-  const sendClocks = sending.stop();
+  const sendClocks = await sendFor(windowMs, sendOne);
   const receiving = start();
   for (let i = 0; i < envelopes.length; i += 1) await receiveOne(i);
   return rates(envelopes.length, sendClocks, receiving.stop());
@@ -154,12 +159,7 @@ async function measureLibsignal(windowMs: number): Promise<Rates> {
   const first = ciphertexts.pop();
   if (first !== undefined) await receiveOne(first);
 
-  const sending = start();
-  const began = performance.now();
-  while (performance.now() - began < windowMs) {
-    for (let i = 0; i < CHUNK; i += 1) await sendOne();
-  }
-  const sendClocks = sending.stop();
+  const sendClocks = await sendFor(windowMs, sendOne);
   const receiving = start();
   for (const bytes of ciphertexts) await receiveOne(bytes);
   return rates(ciphertexts.length, sendClocks, receiving.stop());
