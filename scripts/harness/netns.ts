@@ -79,29 +79,26 @@ export function makeNetnsLab(): NetnsLab {
       },
     );
   }
+  /** A counted drop of the namespace's outgoing packets that match `match` (read by droppedPackets). */
+  const addDropRule = (match: string): void => {
+    const rules = `table inet rmloss {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ${match} counter drop
+  }
+}
+`;
+    execFileSync(IP, ["netns", "exec", name, NFT, "-f", "-"], { input: rules, stdio: ["pipe", "pipe", "pipe"] });
+  };
   return {
     name,
     hostAddress,
     innerAddress,
     dropUdpTo(host, port, percent) {
-      const rules = `table inet rmloss {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip daddr ${host} udp dport ${port} numgen random mod 100 < ${percent} counter drop
-  }
-}
-`;
-      execFileSync(IP, ["netns", "exec", name, NFT, "-f", "-"], { input: rules, stdio: ["pipe", "pipe", "pipe"] });
+      addDropRule(`ip daddr ${host} udp dport ${port} numgen random mod 100 < ${percent}`);
     },
     dropLongUdpTo(host, port, maxBytes) {
-      const rules = `table inet rmloss {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip daddr ${host} udp dport ${port} ip length > ${maxBytes} counter drop
-  }
-}
-`;
-      execFileSync(IP, ["netns", "exec", name, NFT, "-f", "-"], { input: rules, stdio: ["pipe", "pipe", "pipe"] });
+      addDropRule(`ip daddr ${host} udp dport ${port} ip length > ${maxBytes}`);
     },
     droppedPackets() {
       const listing = run(IP, ["netns", "exec", name, NFT, "list", "table", "inet", "rmloss"]);
