@@ -26,6 +26,7 @@ import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal } from "./aead.ts"
 import { stream as xchacha20Stream } from "@stablelib/xchacha20";
 import { hkdfSha256, sha256 } from "./hkdf.ts";
 import type { X25519Provider } from "./x25519.ts";
+import { concat } from "../wire/bytes.ts";
 import type { Masker } from "../wire/tunnel-packet.ts";
 
 export const TUNNEL_PROTOCOL_VERSION = 1;
@@ -40,18 +41,6 @@ export const HANDSHAKE_MESSAGE2_BYTES = 32 + 3 + AEAD_TAG_BYTES;
 
 export class TunnelCryptoError extends Error {
   override readonly name = "TunnelCryptoError";
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 function counterNonce(counter: number, domain = 0): Uint8Array {

@@ -4,18 +4,9 @@
  * Builders and verifiers on every side use these, so they cannot disagree.
  * A context string and a NUL make each signature valid for one purpose only.
  */
+import { concat } from "./bytes.ts";
 
 const encoder = new TextEncoder();
-
-function concat(...parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 function u32(value: number): Uint8Array {
   const out = new Uint8Array(4);
