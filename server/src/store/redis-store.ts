@@ -121,7 +121,6 @@ const REPLICA_COUNT_TTL_MS = 1_000;
 /** Each script is lua/<name>-<number of keys>.lua; the client method is the camel-cased name. */
 const SCRIPTS = {
   appendMessages: "append-messages-4",
-  ackDelivered: "ack-delivered-4",
   ackDeliveredMany: "ack-delivered-many-4",
   createChat: "create-chat-2",
   createUser: "create-user-2",
@@ -332,17 +331,8 @@ export class RedisStore implements Store {
   }
 
   async ackDelivered(chatId: string, deviceId: string, throughSeq: number): Promise<number | undefined> {
-    const reply = await this.client.ackDelivered(
-      keys.chatMeta(chatId),
-      keys.chatCursors(chatId),
-      keys.chatMessages(chatId),
-      keys.chatDepartures(chatId),
-      deviceId,
-      throughSeq,
-    );
-    if (reply === null) return undefined;
-    if (typeof reply !== "number") throw unexpectedReply("ackDelivered", reply);
-    return reply;
+    const [cursor] = await this.ackDeliveredMany(chatId, [{ deviceId, throughSeq }]);
+    return cursor;
   }
 
   async ackDeliveredMany(chatId: string, acks: readonly DeviceAck[]): Promise<Array<number | undefined>> {

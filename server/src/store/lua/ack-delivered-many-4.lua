@@ -1,7 +1,7 @@
 --[[
-  Moves the delivery cursors of several devices of one chat forward (a batch
-  of acks), then drops the messages every device of the chat has received:
-  ack-delivered-4.lua for many devices, with one trim.
+  Moves the delivery cursors of one or more devices of one chat forward (an
+  ack, or a batch of acks), then drops the messages every device of the chat
+  has now received, with one trim.
 
   Input:
     KEYS[1] chat meta hash      {chat:ID}:meta      fields: record, head, trimmed
@@ -13,12 +13,19 @@
 
   Output:
     one entry per ack, in order: -1 when the device has no cursor in the chat
-    (nothing changes for it), otherwise its cursor after the ack, as
-    ack-delivered-4.lua returns it.
+    (nothing changes for it), otherwise its cursor after the ack:
+    max(cursor, min(throughSeq, head, untilSeq)), or resumeSeq when a
+    re-added device just reached its untilSeq.
 
-  Invariants: as ack-delivered-4.lua; a device acked twice in the batch ends
-  at the higher of the two. The departure hash is read only when it exists
-  (one EXISTS per batch): members' acks cost what they did before.
+  Invariants: a cursor never moves backward or past the head (nor past a
+  removed device's untilSeq); a removed device that reaches its untilSeq loses
+  its departure, and its cursor unless re-added; messages through the lowest
+  cursor are deleted (trimmed records how far), message ids are kept.
+  Trimming runs even when no cursor moved, because a sender's cursor moved by
+  its own append may have been the last one holding a message back. A device
+  acked twice in the batch ends at the higher of the two. The departure hash
+  is read only when it exists (one EXISTS per batch): members' acks cost no
+  more for it.
 ]]
 local meta = redis.call('HMGET', KEYS[1], 'head', 'trimmed')
 local head = tonumber(meta[1] or '0')
