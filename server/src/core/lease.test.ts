@@ -114,6 +114,18 @@ function node(store: MemoryLeaseStore, nodeId: string): TestNode {
 const owned = (n: TestNode): number[] =>
   Array.from({ length: SHARDS }, (_, shard) => shard).filter((shard) => n.leases.tokenFor(shard) !== undefined);
 
+/** Nodes a and b on one store, ticked until the shards are split between them (a joins first). */
+async function settledPair(): Promise<{ store: MemoryLeaseStore; a: TestNode; b: TestNode }> {
+  const store = new MemoryLeaseStore();
+  const a = node(store, "a");
+  const b = node(store, "b");
+  await a.leases.tickNow();
+  await b.leases.tickNow(); // b announces itself
+  await a.leases.tickNow(); // a hands b's shards over
+  await b.leases.tickNow(); // b takes them
+  return { store, a, b };
+}
+
 describe("ShardLeases", () => {
   it("takes every shard when alone, then hands a joining node its preferred ones", async () => {
     const store = new MemoryLeaseStore();
@@ -152,13 +164,7 @@ describe("ShardLeases", () => {
   });
 
   it("lets the survivors take a silent node's shards once its lease expired, with a higher token", async () => {
-    const store = new MemoryLeaseStore();
-    const a = node(store, "a");
-    const b = node(store, "b");
-    await a.leases.tickNow();
-    await b.leases.tickNow();
-    await a.leases.tickNow();
-    await b.leases.tickNow();
+    const { store, a, b } = await settledPair();
     const bShards = owned(b);
     const oldTokens = bShards.map((s) => b.leases.tokenFor(s) ?? 0);
     // b stops renewing: a keeps ticking, the clock passes b's lease.
@@ -192,13 +198,7 @@ describe("ShardLeases", () => {
   });
 
   it("routes a shard here, to its holder, or to the preferred node, and forgets a shard the store fenced", async () => {
-    const store = new MemoryLeaseStore();
-    const a = node(store, "a");
-    const b = node(store, "b");
-    await a.leases.tickNow();
-    await b.leases.tickNow();
-    await a.leases.tickNow();
-    await b.leases.tickNow();
+    const { a, b } = await settledPair();
     const [mine] = owned(a);
     const [theirs] = owned(b);
     if (mine === undefined || theirs === undefined) throw new Error("each node should own shards");
@@ -216,13 +216,7 @@ describe("ShardLeases", () => {
   });
 
   it("hands every shard over and leaves the node list when stopped", async () => {
-    const store = new MemoryLeaseStore();
-    const a = node(store, "a");
-    const b = node(store, "b");
-    await a.leases.tickNow();
-    await b.leases.tickNow();
-    await a.leases.tickNow();
-    await b.leases.tickNow();
+    const { store, a, b } = await settledPair();
     const aShards = owned(a);
     await a.leases.stop();
     expect(a.drained.length).toBeGreaterThanOrEqual(aShards.length);
