@@ -5,7 +5,8 @@
  *   SPUBLISH goes only to the master of that slot (and its replicas), not to
  *   every node of the cluster as classic PUBLISH would, and only the nodes
  *   with a subscriber for that user receive it. Redis is the presence list.
- * - Local listeners are called synchronously at publish, as on one node; the
+ * - Local listeners are called at publish as on one node (synchronously, or
+ *   in slices of turns for a large group: core/sliced-delivery.ts); the
  *   event also goes to Redis for the other nodes, and this node ignores its
  *   own copy (PushEventBatch.origin_node_id) without decoding it.
  * - The events published on one channel in one turn of the event loop leave
