@@ -17,14 +17,19 @@ export function connectionJson(status: ConnectionStatus): Record<string, unknown
     lastFailure: status.lastFailure?.reason,
     nextRetryAtMs: status.nextRetryAtMs,
     queued: status.queuedCount,
-    transports: status.transports.map((rung) => ({
-      kind: rung.kind,
-      failures: rung.failures,
-      lastFailure: rung.lastFailure?.reason,
-      retryAtMs: rung.retryAtMs,
-      lastSuccessAtMs: rung.lastSuccessAtMs,
-    })),
+    transports: transportsJson(status),
   };
+}
+
+/** Each rung's health, best first, as JSON lines and `status` show it. */
+export function transportsJson(status: ConnectionStatus): Array<Record<string, unknown>> {
+  return status.transports.map((rung) => ({
+    kind: rung.kind,
+    failures: rung.failures,
+    lastFailure: rung.lastFailure?.reason,
+    retryAtMs: rung.retryAtMs,
+    lastSuccessAtMs: rung.lastSuccessAtMs,
+  }));
 }
 
 export function connectionLine(status: ConnectionStatus, nowMs: number): string {

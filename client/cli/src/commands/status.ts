@@ -10,7 +10,7 @@
  */
 import { type ClientSession, type ConnectionStatus, type OutboxEntry, contentText } from "../../../core/src/index.ts";
 import { type CommandContext, firstAttempt, withSession } from "../cli-session.ts";
-import { connectionJson, connectionLine } from "../connection-line.ts";
+import { connectionJson, connectionLine, transportsJson } from "../connection-line.ts";
 
 const STATUS_ATTEMPT_MS = 3_000;
 const MAX_LISTED = 1_000;
@@ -50,7 +50,7 @@ export async function statusCommand(context: CommandContext, options: { watch: b
         deviceId: profile.deviceId,
         server: profile.serverUrl,
         ...endpoints,
-        connection: { ...connection, transports: connectionJson(session.status)["transports"] },
+        connection: { ...connection, transports: transportsJson(session.status) },
         queued,
         messages,
       },
