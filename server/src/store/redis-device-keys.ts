@@ -62,6 +62,16 @@ const SCRIPTS = {
 
 type Arg = string | Buffer | number;
 
+/**
+ * Defines the scripts on the client; run before its first command (RedisStore's
+ * prepare step). Defined later, a script called in the same event-loop turn as
+ * an auto-pipelined command fails ("pipeline[functionName] is not a function",
+ * ioredis #1931) and can misalign the replies of that whole pipeline.
+ */
+export function defineDeviceKeyScripts(client: RedisClient): void {
+  for (const s of Object.values(SCRIPTS)) client.defineCommand(s.name, { lua: s.lua, numberOfKeys: s.numberOfKeys });
+}
+
 export class RedisDeviceKeys {
   private readonly client: RedisClient;
 
@@ -184,14 +194,12 @@ export class RedisDeviceKeys {
     return reply === 1;
   }
 
-  /** The script as a command ioredis defines on the client (EVALSHA with an EVAL fallback, keys prefixed). */
+  /** The script as the command defineDeviceKeyScripts made of it (EVALSHA with an EVAL fallback, keys prefixed). */
   private async run(s: Script, scriptKeys: string[], args: Arg[], isBinary: boolean): Promise<unknown> {
     const commands = this.client as unknown as Record<string, ((...a: Arg[]) => Promise<unknown>) | undefined>;
-    if (commands[s.name] === undefined) {
-      this.client.defineCommand(s.name, { lua: s.lua, numberOfKeys: s.numberOfKeys });
-    }
     const command = commands[isBinary ? `${s.name}Buffer` : s.name];
-    if (command === undefined) throw new Error(`ioredis did not define ${s.name}`);
+    if (command === undefined)
+      throw new Error(`${s.name} is not defined: defineDeviceKeyScripts runs before the first command`);
     return command.call(this.client, ...scriptKeys, ...args);
   }
 }

@@ -63,7 +63,7 @@ import {
   connectionTo,
   masterOf,
 } from "./redis-connection.ts";
-import { RedisDeviceKeys } from "./redis-device-keys.ts";
+import { RedisDeviceKeys, defineDeviceKeyScripts } from "./redis-device-keys.ts";
 import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import {
   type AppendOptions,
@@ -612,6 +612,7 @@ async function defineScripts(client: RedisClient): Promise<void> {
     const numberOfKeys = Number(file.slice(file.lastIndexOf("-") + 1));
     client.defineCommand(name, { lua, numberOfKeys });
   }
+  defineDeviceKeyScripts(client);
 }
 
 function parseAppendReply(reply: unknown, count: number): AppendOutcome[] {
