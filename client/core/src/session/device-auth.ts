@@ -94,8 +94,27 @@ export interface RegisteredDevice extends RegisterResponse {
 }
 
 export async function registerNewDevice(options: RegisterNewDeviceOptions): Promise<RegisteredDevice> {
+  return onShortConnection(options, "registering", async (connection, hello, requestOptions) => {
+    const response = await registerDevice(connection, hello, options.signer, options.displayName, requestOptions);
+    return { ...response, tunnel: hello.tunnel };
+  });
+}
+
+/**
+ * Runs `body` on a connection of its own, opened and used within
+ * `options.timeoutMs` in all, and closed afterwards whatever happened.
+ */
+async function onShortConnection<T>(
+  options: { transports: TransportFactory; timeoutMs: number; signal?: AbortSignal; clock?: Clock; logger?: Logger },
+  what: string,
+  body: (
+    connection: Connection,
+    hello: Hello,
+    requestOptions: { timeoutMs: number; signal: AbortSignal },
+  ) => Promise<T>,
+): Promise<T> {
   const clock = options.clock ?? systemClock;
-  const limit = deadline(clock, options.timeoutMs, "registering", options.signal);
+  const limit = deadline(clock, options.timeoutMs, what, options.signal);
   try {
     const { connection, hello } = await Connection.open(
       {
@@ -108,13 +127,9 @@ export async function registerNewDevice(options: RegisterNewDeviceOptions): Prom
       { signal: limit.signal, timeoutMs: options.timeoutMs },
     );
     try {
-      const response = await registerDevice(connection, hello, options.signer, options.displayName, {
-        timeoutMs: options.timeoutMs,
-        signal: limit.signal,
-      });
-      return { ...response, tunnel: hello.tunnel };
+      return await body(connection, hello, { timeoutMs: options.timeoutMs, signal: limit.signal });
     } finally {
-      connection.close(CLOSE_NORMAL, "registered");
+      connection.close(CLOSE_NORMAL, `done ${what}`);
     }
   } finally {
     limit.dispose();
@@ -144,42 +159,23 @@ export interface LinkNewDeviceOptions {
 export async function linkNewDevice(
   options: LinkNewDeviceOptions,
 ): Promise<LinkDeviceResponse & { tunnel: TunnelInfo | undefined }> {
-  const clock = options.clock ?? systemClock;
-  const limit = deadline(clock, options.timeoutMs, "linking", options.signal);
-  try {
-    const { connection, hello } = await Connection.open(
-      {
-        transports: options.transports,
-        clock,
-        logger: options.logger ?? silentLogger,
-        onPush: () => undefined,
-        onClose: () => undefined,
-      },
-      { signal: limit.signal, timeoutMs: options.timeoutMs },
+  return onShortConnection(options, "linking", async (connection, hello, requestOptions) => {
+    const { approval, signer } = options;
+    const response = await withFreshChallengeOnce(connection, hello, requestOptions, async (nonce) =>
+      connection.request(
+        "linkDevice",
+        {
+          userId: approval.userId,
+          identityKey: signer.publicKey,
+          nonce,
+          signature: await signer.sign(linkProof(nonce, signer.publicKey, approval.userId)),
+          approvedByDeviceId: approval.approvedByDeviceId,
+          approvalExpiresAtMs: approval.expiresAtMs,
+          approvalSignature: approval.signature,
+        },
+        requestOptions,
+      ),
     );
-    try {
-      const { approval, signer } = options;
-      const requestOptions = { timeoutMs: options.timeoutMs, signal: limit.signal };
-      const response = await withFreshChallengeOnce(connection, hello, requestOptions, async (nonce) =>
-        connection.request(
-          "linkDevice",
-          {
-            userId: approval.userId,
-            identityKey: signer.publicKey,
-            nonce,
-            signature: await signer.sign(linkProof(nonce, signer.publicKey, approval.userId)),
-            approvedByDeviceId: approval.approvedByDeviceId,
-            approvalExpiresAtMs: approval.expiresAtMs,
-            approvalSignature: approval.signature,
-          },
-          requestOptions,
-        ),
-      );
-      return { ...response, tunnel: hello.tunnel };
-    } finally {
-      connection.close(CLOSE_NORMAL, "linked");
-    }
-  } finally {
-    limit.dispose();
-  }
+    return { ...response, tunnel: hello.tunnel };
+  });
 }
