@@ -3,6 +3,57 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 import importX from "eslint-plugin-import-x";
 
+const NODE_BUILTINS = {
+  group: ["node:*"],
+  message: "this code runs in browsers and WebViews too; put Node code in client/core/src/node (the ./node entry)",
+};
+const NO_SERVER = { group: ["**/server/**"], message: "nothing outside server/ imports the server" };
+const NO_CLIENT = {
+  group: ["**/client/**", "@remessenger/client-core", "@remessenger/client-core/*"],
+  message: "the server imports nothing of a client; what both sides speak is in @remessenger/protocol",
+};
+const NO_DEEP = {
+  group: ["**/protocol/src/**", "**/core/src/**", "**/protocol/*.ts", "@remessenger/*/src/**"],
+  message:
+    "reach another package by its name and public entry (@remessenger/protocol, @remessenger/client-core[/node])",
+};
+
+/** One no-restricted-imports list per area of the tree (tests of an area follow its production rules). */
+function importBoundaries() {
+  const restrict = (files, patterns, extra = {}) => ({
+    files,
+    ...extra,
+    rules: { "no-restricted-imports": ["error", { patterns }] },
+  });
+  return [
+    restrict(["protocol/**/*.ts"], [NODE_BUILTINS, NO_SERVER, NO_CLIENT], { ignores: ["protocol/**/*.test.ts"] }),
+    restrict(["protocol/**/*.test.ts"], [NO_SERVER, NO_CLIENT]),
+    restrict(["client/core/**/*.ts"], [NODE_BUILTINS, NO_SERVER, NO_DEEP], {
+      ignores: ["client/core/**/*.test.ts", "client/core/src/node/**"],
+    }),
+    restrict(["client/core/**/*.test.ts", "client/core/src/node/**/*.ts"], [NO_SERVER, NO_DEEP]),
+    restrict(["client/cli/**/*.ts", "client/test/**/*.ts", "scripts/**/*.ts"], [NO_SERVER, NO_DEEP]),
+    restrict(["server/**/*.ts"], [NO_CLIENT, NO_DEEP], { ignores: ["server/src/core/**/*.ts"] }),
+    restrict(
+      ["server/src/core/**/*.ts"],
+      [
+        NO_CLIENT,
+        NO_DEEP,
+        {
+          group: ["**/edge/**", "ws", "@grpc/*", "nice-grpc*", "node:http*", "node:net", "node:dgram"],
+          message: "server/core knows nothing of transports",
+        },
+        {
+          group: ["ioredis", "node:sqlite", "**/store/*-store.ts"],
+          message: "server/core reaches storage only through the Store port",
+        },
+      ],
+      { ignores: ["server/src/core/**/*.test.ts"] },
+    ),
+    restrict(["server/src/core/**/*.test.ts"], [NO_CLIENT, NO_DEEP]),
+  ];
+}
+
 export default tseslint.config(
   { ignores: ["node_modules/**", ".tools/**", "gen/**", "data/**", "client/app/**", "eslint.config.js"] },
   js.configs.recommended,
@@ -27,55 +78,10 @@ export default tseslint.config(
       "no-console": "error",
     },
   },
-  {
-    // The portable core runs in browsers and WebViews: no Node built-ins.
-    files: ["client/core/**/*.ts"],
-    ignores: ["client/core/**/*.test.ts"],
-    rules: {
-      "no-restricted-imports": [
-        "error",
-        {
-          patterns: [
-            {
-              group: ["node:*"],
-              message: "client/core is isomorphic; put Node code behind an interface in client/cli",
-            },
-          ],
-        },
-      ],
-    },
-  },
-  {
-    // Dependencies point one way: nothing imports the server, the server core knows no edges.
-    files: ["client/**/*.ts"],
-    rules: {
-      "no-restricted-imports": [
-        "error",
-        { patterns: [{ group: ["**/server/**"], message: "nothing in client/ imports the server" }] },
-      ],
-    },
-  },
-  {
-    files: ["server/src/core/**/*.ts"],
-    ignores: ["server/src/core/**/*.test.ts"],
-    rules: {
-      "no-restricted-imports": [
-        "error",
-        {
-          patterns: [
-            {
-              group: ["**/edge/**", "ws", "@grpc/*", "nice-grpc*", "node:http*", "node:net", "node:dgram"],
-              message: "server/core knows nothing of transports",
-            },
-            {
-              group: ["ioredis", "node:sqlite", "**/store/*-store.ts"],
-              message: "server/core reaches storage only through the Store port",
-            },
-          ],
-        },
-      ],
-    },
-  },
+  // Dependencies point one way (gen ← protocol ← client-core ← {cli, app}; protocol ← server), and a
+  // package is reached only by name through its public entry. In flat config a later block's
+  // no-restricted-imports replaces an earlier one's, so each area states its whole list once.
+  ...importBoundaries(),
   {
     files: ["client/cli/**/*.ts", "scripts/**/*.ts", "bench/**/*.ts"],
     rules: { "no-console": "off" },

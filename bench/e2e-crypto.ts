@@ -52,19 +52,26 @@ import {
   sealEnvelope,
   startSession,
 } from "../client/core/src/crypto/e2e-session.ts";
-import { type MlKemProvider, mlKemGenerateKeyPair, nobleMlKem } from "../client/core/src/crypto/ml-kem.ts";
-import { nodeMlKem } from "../client/cli/src/crypto/node-ml-kem.ts";
-import { type DeviceIdentity, makeDeviceIdentity } from "../client/core/src/crypto/session-setup.ts";
-import { stablelibX25519 } from "../client/core/src/crypto/stablelib-x25519.ts";
-import { webCryptoEd25519 } from "../client/core/src/crypto/webcrypto-ed25519.ts";
-import { webCryptoX25519 } from "../client/core/src/crypto/webcrypto-x25519.ts";
-import type { Ed25519Provider } from "../client/core/src/crypto/device-signer.ts";
-import { nodeEd25519 } from "../client/cli/src/crypto/node-ed25519.ts";
-import { nodeX25519 } from "../client/cli/src/crypto/node-x25519.ts";
-import { nobleEd25519 } from "../client/core/src/crypto/noble-ed25519.ts";
-import type { X25519KeyPair, X25519Provider } from "../client/core/src/crypto/x25519.ts";
-import { pqPreKeyProof, signedPreKeyProof } from "../client/core/src/wire/prekey-proofs.ts";
-import type { PreKeyBundle } from "../client/core/src/wire/proto.ts";
+import {
+  mlKemGenerateKeyPair,
+  nobleMlKem,
+  makeDeviceIdentity,
+  webCryptoEd25519,
+  nobleEd25519,
+  type Ed25519Provider,
+  type MlKemProvider,
+  type DeviceIdentity,
+} from "@remessenger/client-core";
+import { nodeMlKem, nodeEd25519, nodeX25519 } from "@remessenger/client-core/node";
+import {
+  stablelibX25519,
+  webCryptoX25519,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  type X25519KeyPair,
+  type X25519Provider,
+  type PreKeyBundle,
+} from "@remessenger/protocol";
 import type { BenchOptions, BenchReport, Benchmark } from "./benchmark.ts";
 
 const TEXT = new Uint8Array(200).fill(0x61);

@@ -17,8 +17,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type WebSocket from "ws";
-import { decodeServerFrame, encodeClientFrame } from "../client/core/src/wire/frame-codec.ts";
-import { newMessageId } from "../client/core/src/wire/ids.ts";
+import { decodeServerFrame, encodeClientFrame, newMessageId } from "@remessenger/protocol";
 import { FrameDriver } from "../scripts/harness/frame-driver.ts";
 import type { LoadRun, WindowedSender } from "./pair-load.ts";
 

@@ -23,10 +23,8 @@ import {
   processSenderKeyDistributionMessage,
 } from "@signalapp/libsignal-client";
 import { loadavg } from "node:os";
-import { nodeEd25519 } from "../client/cli/src/crypto/node-ed25519.ts";
-import type { Ed25519Provider } from "../client/core/src/crypto/device-signer.ts";
-import { nobleEd25519 } from "../client/core/src/crypto/noble-ed25519.ts";
-import { webCryptoEd25519 } from "../client/core/src/crypto/webcrypto-ed25519.ts";
+import { nodeEd25519 } from "@remessenger/client-core/node";
+import { type Ed25519Provider, nobleEd25519, webCryptoEd25519 } from "@remessenger/client-core";
 import {
   createOwnSenderKey,
   distributionOf,
@@ -35,8 +33,7 @@ import {
   receiveDistribution,
   sealGroupMessage,
 } from "../client/core/src/group/sender-key.ts";
-import { newId, randomBytes } from "../client/core/src/wire/ids.ts";
-import { Content, GroupEnvelope } from "../client/core/src/wire/proto.ts";
+import { newId, randomBytes, Content, GroupEnvelope } from "@remessenger/protocol";
 import type { BenchOptions, BenchReport, Benchmark } from "./benchmark.ts";
 
 const TEXT = "a".repeat(200);

@@ -18,10 +18,14 @@
  */
 import { randomBytes } from "node:crypto";
 import type WebSocket from "ws";
-import { decodeServerFrame, encodeClientFrame, type ServerBodyFrame } from "../client/core/src/wire/frame-codec.ts";
-import { MAX_USERS_PER_OPERATION } from "../client/core/src/wire/group-operation.ts";
-import { newMessageId } from "../client/core/src/wire/ids.ts";
-import { GroupOperationKind } from "../client/core/src/wire/proto.ts";
+import {
+  decodeServerFrame,
+  encodeClientFrame,
+  type ServerBodyFrame,
+  MAX_USERS_PER_OPERATION,
+  newMessageId,
+  GroupOperationKind,
+} from "@remessenger/protocol";
 import { FrameDriver, type Identity } from "../scripts/harness/frame-driver.ts";
 import { changeGroup, createGroup } from "../scripts/harness/group-driver.ts";
 import { startRedis } from "../scripts/harness/redis.ts";

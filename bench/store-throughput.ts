@@ -17,7 +17,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { ChatKind } from "../client/core/src/wire/proto.ts";
+import { ChatKind } from "@remessenger/protocol";
 import { RedisStore } from "../server/src/store/redis-store.ts";
 import { SqliteStore } from "../server/src/store/sqlite-store.ts";
 import type { MessageDraft, Store } from "../server/src/store/store.ts";

@@ -5,15 +5,17 @@
  * not the session's bookkeeping.
  */
 import { sign } from "node:crypto";
-import type { TransportFactory, Transport } from "../client/core/src/transport/transport.ts";
-import { loginProof } from "../client/core/src/wire/auth-proof.ts";
+import type { TransportFactory, Transport } from "@remessenger/client-core";
 import {
+  loginProof,
   type ClientRequest,
   type ServerBodyFrame,
   decodeServerFrame,
   encodeClientFrame,
-} from "../client/core/src/wire/frame-codec.ts";
-import { AckRequest, LoginRequest, type Message } from "../client/core/src/wire/proto.ts";
+  AckRequest,
+  LoginRequest,
+  type Message,
+} from "@remessenger/protocol";
 import type { Identity } from "../scripts/harness/frame-driver.ts";
 
 const REQUEST_TIMEOUT_MS = 60_000;

@@ -18,7 +18,7 @@ import type { LabClientConfig } from "./harness/lab-client.ts";
 import { type RunningResolver, startUnbound } from "./harness/resolvers.ts";
 import { type TestServer, startServer } from "./harness/server.ts";
 import { announcedTunnel } from "./harness/tunnel.ts";
-import { RUNG_STABLE_AFTER_MS } from "../client/core/src/manager/transport-ladder.ts";
+import { RUNG_STABLE_AFTER_MS } from "@remessenger/client-core";
 
 const SERVER_PORT = 8080;
 const SERVER_URL = `http://${LAB_ADDRESS.server}:${SERVER_PORT}`;

@@ -6,6 +6,7 @@
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
+import { ESLint } from "eslint";
 import { describe, expect, it } from "vitest";
 import { checkBreaking } from "./check-breaking.ts";
 import { staleGeneratedFiles } from "./check-generated.ts";
@@ -42,9 +43,11 @@ describe("repository checks", { timeout: 300_000 }, () => {
     expect(staleGeneratedFiles()).toEqual([]);
   });
 
-  it("TypeScript compiles strictly, and client/core without Node types", async () => {
+  it("TypeScript compiles strictly, and the protocol and client/core without Node types", async () => {
     const repo = await tool("tsc", ["-p", "tsconfig.json"]);
     expect(repo.output).toBe("");
+    const protocol = await tool("tsc", ["-p", "protocol/tsconfig.json"]);
+    expect(protocol.output).toBe("");
     const core = await tool("tsc", ["-p", "client/core/tsconfig.json"]);
     expect(core.output).toBe("");
   });
@@ -53,6 +56,32 @@ describe("repository checks", { timeout: 300_000 }, () => {
     const result = await tool("eslint", ["--max-warnings", "0", "."]);
     expect(result.output).toBe("");
     expect(result.ok).toBe(true);
+  });
+
+  it("ESLint refuses imports across the package boundaries, and allows the public entries", async () => {
+    const eslint = new ESLint({ cwd: root });
+    const refusals = async (filePath: string, specifier: string): Promise<number> => {
+      const code = `import { value } from "${specifier}";\nexport const copy: unknown = value;\n`;
+      const [result] = await eslint.lintText(code, { filePath });
+      return result?.messages.filter((message) => message.ruleId === "no-restricted-imports").length ?? -1;
+    };
+    // The server imports nothing of a client, by path or by name.
+    expect(await refusals("server/src/edge/to-status.ts", "../../../client/core/src/index.ts")).toBeGreaterThan(0);
+    expect(await refusals("server/src/edge/to-status.ts", "@remessenger/client-core")).toBe(1);
+    expect(await refusals("server/src/core/chat-actor.ts", "../../../client/cli/src/main.ts")).toBeGreaterThan(0);
+    // No deep import into another package, by relative path or through its name.
+    expect(await refusals("server/src/edge/to-status.ts", "../../../protocol/src/wire/ids.ts")).toBe(1);
+    expect(await refusals("client/cli/src/main.ts", "../../core/src/session/client-session.ts")).toBe(1);
+    expect(await refusals("client/cli/src/main.ts", "@remessenger/client-core/src/index.ts")).toBe(1);
+    expect(await refusals("client/core/src/index.ts", "../../../protocol/src/wire/ids.ts")).toBe(1);
+    // The portable packages take no Node built-ins; the core's ./node entry may.
+    expect(await refusals("protocol/src/index.ts", "node:fs")).toBe(1);
+    expect(await refusals("client/core/src/index.ts", "node:fs")).toBe(1);
+    expect(await refusals("client/core/src/node/index.ts", "node:fs")).toBe(0);
+    // The public entries are the way in.
+    expect(await refusals("server/src/edge/to-status.ts", "@remessenger/protocol")).toBe(0);
+    expect(await refusals("client/cli/src/main.ts", "@remessenger/client-core")).toBe(0);
+    expect(await refusals("client/cli/src/main.ts", "@remessenger/client-core/node")).toBe(0);
   });
 
   it("Prettier finds every file formatted", async () => {

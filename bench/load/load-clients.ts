@@ -8,15 +8,17 @@
 import { sign } from "node:crypto";
 import { Metadata, createChannel, createClient, type Channel } from "nice-grpc";
 import WebSocket from "ws";
-import { registerProof } from "../../client/core/src/wire/auth-proof.ts";
-import { RemessengerError, errorCodeName } from "../../client/core/src/wire/errors.ts";
-import { decodeServerFrame, encodeClientFrame } from "../../client/core/src/wire/frame-codec.ts";
 import {
+  registerProof,
+  RemessengerError,
+  errorCodeName,
+  decodeServerFrame,
+  encodeClientFrame,
   AuthServiceDefinition,
   ChatServiceDefinition,
   type Message,
   MessageServiceDefinition,
-} from "../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import { FrameDriver, type Identity, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 import { groupGenesis } from "../../scripts/harness/group-driver.ts";
 

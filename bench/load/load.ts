@@ -21,8 +21,7 @@
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { build } from "hdr-histogram-js";
-import { messageIdToHex, newMessageId } from "../../client/core/src/wire/ids.ts";
-import type { Message } from "../../client/core/src/wire/proto.ts";
+import { messageIdToHex, newMessageId, type Message } from "@remessenger/protocol";
 import { type LoadClient, type TransportChoice, connectClient, errorName } from "./load-clients.ts";
 
 const USAGE = `Usage: npm run load -- --target URL[,URL...] --clients N --chats M --rate R --duration S

@@ -9,7 +9,7 @@ import { runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { type SendResult, createDirectChat, initUser, outboxOf, profileRoot } from "./cli-fixtures.ts";
 import { startFrameGate } from "./frame-gate-proxy.ts";
-import { waitUntil } from "./wait.ts";
+import { waitUntil } from "../../scripts/harness/wait.ts";
 
 let server: TestServer;
 const profiles = profileRoot();

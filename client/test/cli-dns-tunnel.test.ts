@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
-import { DNS_TYPE_SOA, RCODE_NOERROR, decodeDnsMessage, encodeDnsQuery } from "../core/src/wire/dns-message.ts";
+import { DNS_TYPE_SOA, RCODE_NOERROR, decodeDnsMessage, encodeDnsQuery } from "@remessenger/protocol";
 import { type SendResult, createDirectChat, initUser, linkDevice, profileRoot } from "./cli-fixtures.ts";
 
 const ZONE = "t.example";

@@ -16,11 +16,10 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
-import { TEST_PASSPHRASE, startCli } from "../../scripts/harness/cli.ts";
+import { TEST_PASSPHRASE, startCli, runCli } from "../../scripts/harness/cli.ts";
 import { readKeyFile } from "../cli/src/key-file.ts";
 import { startServer } from "../../scripts/harness/server.ts";
 import { type CliUser, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
-import { runCli } from "../../scripts/harness/cli.ts";
 
 const STORE_KINDS = ["embedded", "redis"] as const;
 const ROUNDS = 10;

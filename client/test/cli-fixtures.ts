@@ -2,42 +2,13 @@
  * Shared set-up for the CLI end-to-end suites: temporary profiles and users
  * registered through the real `remessenger init`.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runCliJson } from "../../scripts/harness/cli.ts";
-import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
+import { type CliUser, runCliJson } from "../../scripts/harness/cli.ts";
+import type { OutboxEntry } from "@remessenger/client-core";
 import { DATABASE_FILE } from "../cli/src/profile.ts";
-import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
+import { SqliteClientStore } from "@remessenger/client-core/node";
 
-export interface CliUser {
-  profile: string;
-  userId: string;
-  deviceId: string;
-}
-
-/** A temporary directory holding test profiles; `dispose` removes it. */
-export function profileRoot(): { dir: string; profile(name: string): string; dispose(): void } {
-  const dir = mkdtempSync(join(tmpdir(), "remessenger-cli-"));
-  return {
-    dir,
-    profile: (name) => join(dir, name),
-    dispose: () => {
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-export async function initUser(profile: string, serverUrl: string, name: string): Promise<CliUser> {
-  const ids = await runCliJson<{ userId: string; deviceId: string }>(profile, [
-    "--server",
-    serverUrl,
-    "init",
-    "--name",
-    name,
-  ]);
-  return { profile, ...ids };
-}
+export { type CliUser, initUser, profileRoot } from "../../scripts/harness/cli.ts";
 
 /** Links a new device (profile) to `owner`'s user as a user would: request, approval by `owner`, finish. */
 export async function linkDevice(serverUrl: string, owner: CliUser, profile: string, name: string): Promise<CliUser> {

@@ -10,11 +10,11 @@ import { type CliProcess, type JsonLine, runCli, runCliJson, startCli } from "..
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { join } from "node:path";
 import { DATABASE_FILE } from "../cli/src/profile.ts";
-import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
-import type { ClientSession } from "../core/src/session/client-session.ts";
+import { SqliteClientStore } from "@remessenger/client-core/node";
+import type { ClientSession } from "@remessenger/client-core";
 import { type CliUser, type SendResult, initUser, profileRoot } from "./cli-fixtures.ts";
 import { registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent } from "./wait.ts";
+import { waitForEvent } from "../../scripts/harness/wait.ts";
 
 const WAIT = { timeoutMs: 10_000 };
 

@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, runCliJson, startCli, type JsonLine } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { DATABASE_FILE } from "../cli/src/profile.ts";
-import { SqliteClientStore } from "../cli/src/sqlite-client-store.ts";
-import { textContent } from "../core/src/session/payload-codec.ts";
+import { SqliteClientStore } from "@remessenger/client-core/node";
+import { textContent } from "@remessenger/client-core";
 import { type CliUser, type SendResult, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
 
 let server: TestServer;

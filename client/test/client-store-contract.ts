@@ -10,7 +10,7 @@ import {
   type NewOutboxMessage,
   type ReceivedMessage,
   StaleE2eStateError,
-} from "../core/src/outbox/client-store.ts";
+} from "@remessenger/client-core";
 
 const blob = (n: number): Uint8Array => new Uint8Array(8).fill(n);
 const put = (key: string, expectedVersion: number, n: number): E2eWrite => ({ key, expectedVersion, value: blob(n) });

@@ -2,16 +2,19 @@
  * Test devices on the real server: a registered identity with an in-memory
  * store, ready to build a ClientSession on.
  */
-import { selectEd25519Provider } from "../core/src/crypto/select-ed25519-provider.ts";
-import type { DeviceSigner } from "../core/src/crypto/device-signer.ts";
-import type { DeviceProfile } from "../core/src/outbox/client-store.ts";
-import { MemoryClientStore } from "../core/src/outbox/memory-client-store.ts";
-import { makeDeviceIdentity } from "../core/src/crypto/session-setup.ts";
-import { selectX25519Provider } from "../core/src/crypto/select-x25519-provider.ts";
-import { randomBytes } from "../core/src/wire/ids.ts";
-import { ClientSession, type ClientSessionOptions, type E2eKeyMaterial } from "../core/src/session/client-session.ts";
-import { registerNewDevice } from "../core/src/session/device-auth.ts";
-import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
+import {
+  selectEd25519Provider,
+  type DeviceSigner,
+  type DeviceProfile,
+  type ClientSessionOptions,
+  type E2eKeyMaterial,
+  MemoryClientStore,
+  makeDeviceIdentity,
+  ClientSession,
+  registerNewDevice,
+  webSocketTransportFactory,
+} from "@remessenger/client-core";
+import { selectX25519Provider, randomBytes } from "@remessenger/protocol";
 
 export interface TestDevice {
   profile: DeviceProfile;

@@ -6,7 +6,7 @@
  * whole, once and in order.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { NodeDnsExchange } from "../cli/src/transport/node-dns-exchange.ts";
+import { NodeDnsExchange } from "@remessenger/client-core/node";
 import { type NetnsLab, makeNetnsLab } from "../../scripts/harness/netns.ts";
 import { type RunningResolver, ensureResolverPackages, startUnbound } from "../../scripts/harness/resolvers.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";

@@ -5,10 +5,9 @@
  * bytes as evenly spread as random ones.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { NodeDnsExchange } from "../cli/src/transport/node-dns-exchange.ts";
-import type { DnsExchange, DnsExchangeOptions } from "../core/src/transport/dns-exchange.ts";
-import { decodeDnsMessage } from "../core/src/wire/dns-message.ts";
-import { decodeTunnelName } from "../core/src/wire/tunnel-name.ts";
+import { NodeDnsExchange } from "@remessenger/client-core/node";
+import type { DnsExchange, DnsExchangeOptions } from "@remessenger/client-core";
+import { decodeDnsMessage, decodeTunnelName } from "@remessenger/protocol";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { type Gateway, conversation, tunnelOf } from "./tunnel-conversation.ts";
 

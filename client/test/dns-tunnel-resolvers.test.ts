@@ -7,9 +7,8 @@
  */
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, it } from "vitest";
-import { NodeDnsExchange } from "../cli/src/transport/node-dns-exchange.ts";
-import { NodeHttp2DohExchange } from "../cli/src/transport/node-http2-doh-exchange.ts";
-import { FetchDohExchange, type DnsExchange } from "../core/src/transport/dns-exchange.ts";
+import { NodeDnsExchange, NodeHttp2DohExchange } from "@remessenger/client-core/node";
+import { FetchDohExchange, type DnsExchange } from "@remessenger/client-core";
 import {
   type RunningResolver,
   ensureResolverPackages,

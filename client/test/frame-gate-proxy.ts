@@ -10,7 +10,7 @@
  * uncompressed and readable here.
  */
 import { type Server, type Socket, createServer, connect } from "node:net";
-import { type ClientRequestFrame, decodeClientFrame } from "../core/src/wire/frame-codec.ts";
+import { type ClientRequestFrame, decodeClientFrame } from "@remessenger/protocol";
 
 export interface FrameGate {
   /** Base URL clients use instead of the server's. */

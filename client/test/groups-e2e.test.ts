@@ -6,20 +6,20 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import type { GraceWindow } from "../core/src/group/epoch-window.ts";
-import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
-import type {
-  ClientSession,
-  ClientSessionOptions,
-  GroupEvent,
-  SenderKeyRequestEvent,
-  SessionEvents,
-} from "../core/src/session/client-session.ts";
-import { contentText } from "../core/src/session/payload-codec.ts";
-import { GroupEnvelope, SendMessageRequest } from "../core/src/wire/proto.ts";
-import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
+import {
+  type GraceWindow,
+  type OutboxEntry,
+  type ClientSession,
+  type ClientSessionOptions,
+  type GroupEvent,
+  type SenderKeyRequestEvent,
+  type SessionEvents,
+  contentText,
+  webSocketTransportFactory,
+} from "@remessenger/client-core";
+import { GroupEnvelope, SendMessageRequest } from "@remessenger/protocol";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent, waitUntil } from "./wait.ts";
+import { waitForEvent, waitUntil } from "../../scripts/harness/wait.ts";
 
 const WAIT = { timeoutMs: 10_000 };
 

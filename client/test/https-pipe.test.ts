@@ -5,13 +5,16 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import type { ClientSession, ReceivedMessageEvent } from "../core/src/session/client-session.ts";
-import { contentText } from "../core/src/session/payload-codec.ts";
-import { httpsTransportFactory, pipeUrl } from "../core/src/transport/https-transport.ts";
-import { ChatKind, PipeFrames, PipeOpened } from "../core/src/wire/proto.ts";
-import { encodeClientFrame, decodeServerFrame } from "../core/src/wire/frame-codec.ts";
+import {
+  type ClientSession,
+  type ReceivedMessageEvent,
+  contentText,
+  httpsTransportFactory,
+  pipeUrl,
+} from "@remessenger/client-core";
+import { ChatKind, PipeFrames, PipeOpened, encodeClientFrame, decodeServerFrame } from "@remessenger/protocol";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent, waitUntil } from "./wait.ts";
+import { waitForEvent, waitUntil } from "../../scripts/harness/wait.ts";
 
 let server: TestServer;
 const sessions: ClientSession[] = [];

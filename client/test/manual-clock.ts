@@ -2,7 +2,7 @@
  * A Clock for tests: time moves only when the test says so, so an hour of
  * retries runs in a millisecond and deadlines fire exactly when asked.
  */
-import type { Clock } from "../core/src/session/clock.ts";
+import type { Clock } from "@remessenger/client-core";
 
 interface Timer {
   id: number;

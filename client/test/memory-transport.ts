@@ -9,10 +9,15 @@ import type {
   TransportConnectOptions,
   TransportFactory,
   TransportHandlers,
-} from "../core/src/transport/transport.ts";
-import { type ClientRequestFrame, decodeClientFrame, encodeServerFrame } from "../core/src/wire/frame-codec.ts";
-import { RemessengerError } from "../core/src/wire/errors.ts";
-import { ErrorCode, type ServerFrame } from "../core/src/wire/proto.ts";
+} from "@remessenger/client-core";
+import {
+  type ClientRequestFrame,
+  decodeClientFrame,
+  encodeServerFrame,
+  ErrorCode,
+  type ServerFrame,
+  RemessengerError,
+} from "@remessenger/protocol";
 
 export class MemoryPipe implements Transport {
   readonly kind = "websocket";

@@ -5,10 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import { PREKEY_BATCH } from "../core/src/session/e2e-payload-codec.ts";
-import { PREKEY_LOW_WATER } from "../core/src/wire/limits.ts";
+import { PREKEY_BATCH } from "@remessenger/client-core";
+import { PREKEY_LOW_WATER } from "@remessenger/protocol";
 import { registerTestDevice, sessionFor } from "./devices.ts";
-import { waitUntil } from "./wait.ts";
+import { waitUntil } from "../../scripts/harness/wait.ts";
 
 let server: TestServer;
 

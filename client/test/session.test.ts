@@ -4,12 +4,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import type { OutboxEntry } from "../core/src/outbox/client-store.ts";
-import type { ClientSession, ReceivedMessageEvent } from "../core/src/session/client-session.ts";
-import { contentText } from "../core/src/session/payload-codec.ts";
-import { ChatKind } from "../core/src/wire/proto.ts";
+import { type OutboxEntry, type ClientSession, type ReceivedMessageEvent, contentText } from "@remessenger/client-core";
+import { ChatKind } from "@remessenger/protocol";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent, waitUntil } from "./wait.ts";
+import { waitForEvent, waitUntil } from "../../scripts/harness/wait.ts";
 
 let server: TestServer;
 const sessions: ClientSession[] = [];

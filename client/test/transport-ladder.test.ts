@@ -7,15 +7,18 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { type SwitchProxy, startSwitchProxy } from "../../scripts/harness/switch-proxy.ts";
-import { TransportLadder } from "../core/src/manager/ladder-transports.ts";
-import type { ClientSession, ReceivedMessageEvent } from "../core/src/session/client-session.ts";
-import { systemClock } from "../core/src/session/clock.ts";
-import { contentText } from "../core/src/session/payload-codec.ts";
-import { httpsTransportFactory } from "../core/src/transport/https-transport.ts";
-import { webSocketTransportFactory } from "../core/src/transport/websocket-transport.ts";
-import { ChatKind } from "../core/src/wire/proto.ts";
+import {
+  TransportLadder,
+  systemClock,
+  contentText,
+  httpsTransportFactory,
+  webSocketTransportFactory,
+  type ClientSession,
+  type ReceivedMessageEvent,
+} from "@remessenger/client-core";
+import { ChatKind } from "@remessenger/protocol";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent, waitUntil } from "./wait.ts";
+import { waitForEvent, waitUntil } from "../../scripts/harness/wait.ts";
 
 let server: TestServer;
 let wsPath: SwitchProxy;

@@ -5,15 +5,15 @@
  */
 import { expect } from "vitest";
 import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
-import type { ClientSession } from "../core/src/session/client-session.ts";
-import type { DnsExchange } from "../core/src/transport/dns-exchange.ts";
 import {
+  type ClientSession,
+  type DnsExchange,
   type DnsTunnelTransportFactory,
   dnsTunnelTransportFactory,
-} from "../core/src/transport/dns-tunnel-transport.ts";
-import { ChatKind, CreateChatRequest } from "../core/src/wire/proto.ts";
+} from "@remessenger/client-core";
+import { ChatKind, CreateChatRequest } from "@remessenger/protocol";
 import { type TestDevice, registerTestDevice, sessionFor } from "./devices.ts";
-import { waitForEvent } from "./wait.ts";
+import { waitForEvent } from "../../scripts/harness/wait.ts";
 
 export type Gateway = AnnouncedTunnel;
 

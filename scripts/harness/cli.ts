@@ -11,7 +11,9 @@
  * Every wait has a timeout and reports what the process printed when it fails.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 
 export const CLI_BIN = resolve(import.meta.dirname, "../../client/cli/bin/remessenger.js");
@@ -212,4 +214,33 @@ export function startCli(profile: string, args: readonly string[], options: CliO
     },
   };
   return cli;
+}
+
+export interface CliUser {
+  profile: string;
+  userId: string;
+  deviceId: string;
+}
+
+/** A temporary directory holding test profiles; `dispose` removes it. */
+export function profileRoot(): { dir: string; profile(name: string): string; dispose(): void } {
+  const dir = mkdtempSync(join(tmpdir(), "remessenger-cli-"));
+  return {
+    dir,
+    profile: (name) => join(dir, name),
+    dispose: () => {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function initUser(profile: string, serverUrl: string, name: string): Promise<CliUser> {
+  const ids = await runCliJson<{ userId: string; deviceId: string }>(profile, [
+    "--server",
+    serverUrl,
+    "init",
+    "--name",
+    name,
+  ]);
+  return { profile, ...ids };
 }

@@ -7,23 +7,22 @@
  */
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import WebSocket from "ws";
-import { loginProof, registerProof } from "../../client/core/src/wire/auth-proof.ts";
-import { RemessengerError } from "../../client/core/src/wire/errors.ts";
 import {
+  loginProof,
+  registerProof,
+  RemessengerError,
+  newMessageId,
   type ClientRequest,
   type ServerBodyFrame,
   decodeServerFrame,
   encodeClientFrame,
-} from "../../client/core/src/wire/frame-codec.ts";
-import { newMessageId } from "../../client/core/src/wire/ids.ts";
-import {
   ChatKind,
   type GetChallengeResponse,
   type Message,
   type Receipt,
   type SendMessageResponse,
   type ServerPush,
-} from "../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 
 const REQUEST_TIMEOUT_MS = 15_000;
 

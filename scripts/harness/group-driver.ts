@@ -1,6 +1,6 @@
 /**
  * Groups for the frame-level tests and benchmarks: drafts a membership
- * operation with the shared rules (client/core/src/wire/group-operation.ts),
+ * operation with the shared rules (protocol/src/wire/group-operation.ts),
  * signs it with the device's key and sends it over a FrameDriver. It keeps
  * the chain state it made, as a client would; a test may sign whatever it
  * likes (a non-admin's change, a forged operation) with `signOperation`.
@@ -11,15 +11,13 @@ import {
   draftOperation,
   operationMessageId,
   operationProof,
-} from "../../client/core/src/wire/group-operation.ts";
-import { newId } from "../../client/core/src/wire/ids.ts";
-import {
   ChatKind,
   type CreateChatRequest,
   GroupOperationKind,
   type SendMessageResponse,
   type SignedGroupOperation,
-} from "../../client/core/src/wire/proto.ts";
+  newId,
+} from "@remessenger/protocol";
 import type { DeviceKey, FrameDriver, Identity } from "./frame-driver.ts";
 
 export function signOperation(key: DeviceKey, operation: Uint8Array): SignedGroupOperation {

@@ -12,17 +12,17 @@
  */
 import { createInterface } from "node:readline";
 import { transportFactoryFor } from "../../client/cli/src/transport/cli-transports.ts";
-import { MemoryClientStore } from "../../client/core/src/outbox/memory-client-store.ts";
-import { selectEd25519Provider } from "../../client/core/src/crypto/select-ed25519-provider.ts";
-import { selectX25519Provider } from "../../client/core/src/crypto/select-x25519-provider.ts";
-import { makeDeviceIdentity } from "../../client/core/src/crypto/session-setup.ts";
-import { randomBytes } from "../../client/core/src/wire/ids.ts";
-import { ClientSession } from "../../client/core/src/session/client-session.ts";
-import { registerNewDevice } from "../../client/core/src/session/device-auth.ts";
-import { contentText } from "../../client/core/src/session/payload-codec.ts";
-import { silentLogger } from "../../client/core/src/session/logger.ts";
-import type { TransportFactory } from "../../client/core/src/transport/transport.ts";
-import { ChatKind } from "../../client/core/src/wire/proto.ts";
+import {
+  MemoryClientStore,
+  selectEd25519Provider,
+  makeDeviceIdentity,
+  ClientSession,
+  registerNewDevice,
+  contentText,
+  silentLogger,
+  type TransportFactory,
+} from "@remessenger/client-core";
+import { selectX25519Provider, randomBytes, ChatKind } from "@remessenger/protocol";
 
 export interface LabClientConfig {
   name: string;

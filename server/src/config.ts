@@ -3,7 +3,7 @@
  * vars (flags win) into one validated object. Nothing else reads process.env.
  */
 import { parseArgs } from "node:util";
-import { normalizeZone } from "../../client/core/src/wire/tunnel-name.ts";
+import { normalizeZone } from "@remessenger/protocol";
 
 export interface HostPort {
   host: string;

@@ -1,9 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeClientFrame } from "../../client/core/src/wire/frame-codec.ts";
-import { newMessageId } from "../../client/core/src/wire/ids.ts";
-import { MAX_FRAME_BYTES } from "../../client/core/src/wire/limits.ts";
-import { ChatKind, ErrorCode } from "../../client/core/src/wire/proto.ts";
+import { encodeClientFrame, newMessageId, MAX_FRAME_BYTES, ChatKind, ErrorCode } from "@remessenger/protocol";
 import { startServer, type TestServer } from "../../scripts/harness/server.ts";
 import { FrameDriver, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 import { MAX_BAD_FRAMES } from "../src/edge/frame-session.ts";

@@ -7,11 +7,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
-import { type CliUser, initUser, profileRoot } from "../../client/test/cli-fixtures.ts";
-import { draftOperation, type GroupState } from "../../client/core/src/wire/group-operation.ts";
-import { newMessageId } from "../../client/core/src/wire/ids.ts";
-import { GroupOperationKind } from "../../client/core/src/wire/proto.ts";
-import { runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
+import { draftOperation, type GroupState, newMessageId, GroupOperationKind } from "@remessenger/protocol";
+import { type CliUser, initUser, profileRoot, runCli, runCliJson, startCli } from "../../scripts/harness/cli.ts";
 import { STORE_KINDS, type ServerUnderTest, forgeGroupOperation, startServerOn } from "./store-targets.ts";
 
 interface Members {

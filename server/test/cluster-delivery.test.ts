@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
-import { messageIdToHex, newMessageId } from "../../client/core/src/wire/ids.ts";
+import { messageIdToHex, newMessageId } from "@remessenger/protocol";
 import { type ClusterUnderTest, startCluster, storedHistory } from "./cluster-fixture.ts";
 
 let cluster: ClusterUnderTest;

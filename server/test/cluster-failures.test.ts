@@ -12,8 +12,8 @@
  *   0 acked messages lost.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { waitUntil } from "../../client/test/wait.ts";
-import { directChatId, messageIdToHex } from "../../client/core/src/wire/ids.ts";
+import { waitUntil } from "../../scripts/harness/wait.ts";
+import { directChatId, messageIdToHex } from "@remessenger/protocol";
 import { type ClusterUnderTest, KEY_PREFIX, startCluster, storedHistory } from "./cluster-fixture.ts";
 import { FailoverClient } from "./failover-client.ts";
 

@@ -4,7 +4,7 @@
  * from the cluster, and a frame client that checks per-chat order.
  */
 import { Cluster } from "ioredis";
-import { waitUntil } from "../../client/test/wait.ts";
+import { waitUntil } from "../../scripts/harness/wait.ts";
 import { type RunningRedisCluster, startRedisCluster } from "../../scripts/harness/redis-cluster.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { SHARD_COUNT, shardOf } from "../src/core/shard-placement.ts";

@@ -6,8 +6,7 @@
  * member's node stops. Every member sees one gapless order.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeOperation } from "../../client/core/src/wire/group-operation.ts";
-import { GroupOperationKind, type Message } from "../../client/core/src/wire/proto.ts";
+import { decodeOperation, GroupOperationKind, type Message } from "@remessenger/protocol";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
 import { changeGroup, createGroup } from "../../scripts/harness/group-driver.ts";
 import { type ClusterUnderTest, startCluster } from "./cluster-fixture.ts";

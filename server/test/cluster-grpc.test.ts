@@ -33,16 +33,18 @@ import {
   createClient as createWebClient,
 } from "nice-grpc-web";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { registerProof } from "../../client/core/src/wire/auth-proof.ts";
-import { newId, newMessageId } from "../../client/core/src/wire/ids.ts";
-import { MAX_FRAME_BYTES, MAX_MESSAGE_BYTES } from "../../client/core/src/wire/limits.ts";
 import {
+  registerProof,
+  newId,
+  newMessageId,
+  MAX_FRAME_BYTES,
+  MAX_MESSAGE_BYTES,
   AuthServiceDefinition,
   ChatKind,
   ChatServiceDefinition,
   MessageServiceDefinition,
   type SubscribeResponse,
-} from "../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import { newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 import { type ClusterUnderTest, startCluster } from "./cluster-fixture.ts";
 

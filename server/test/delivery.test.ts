@@ -1,7 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isError } from "../../client/core/src/wire/errors.ts";
-import { messageIdToHex, newMessageId } from "../../client/core/src/wire/ids.ts";
-import { ErrorCode, type Message } from "../../client/core/src/wire/proto.ts";
+import { isError, messageIdToHex, newMessageId, ErrorCode, type Message } from "@remessenger/protocol";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
 import { STORE_KINDS, startServerOn, type ServerUnderTest } from "./store-targets.ts";
 

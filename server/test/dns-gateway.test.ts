@@ -21,8 +21,8 @@ import {
   RCODE_REFUSED,
   decodeDnsMessage,
   encodeDnsQuery,
-} from "../../client/core/src/wire/dns-message.ts";
-import { encodeTunnelName } from "../../client/core/src/wire/tunnel-name.ts";
+  encodeTunnelName,
+} from "@remessenger/protocol";
 import { type AnnouncedTunnel, announcedTunnel } from "../../scripts/harness/tunnel.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 

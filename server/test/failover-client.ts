@@ -8,9 +8,7 @@
  * It records the evidence the tests check: every answered send (message id →
  * seq), every pushed message in arrival order, and anything out of order.
  */
-import { RemessengerError, shouldRetry } from "../../client/core/src/wire/errors.ts";
-import { messageIdToHex, newMessageId } from "../../client/core/src/wire/ids.ts";
-import type { Message } from "../../client/core/src/wire/proto.ts";
+import { RemessengerError, shouldRetry, messageIdToHex, newMessageId, type Message } from "@remessenger/protocol";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
 
 const RECONNECT_DEADLINE_MS = 30_000;

@@ -1,13 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isError } from "../../client/core/src/wire/errors.ts";
 import {
+  isError,
   checkReceivedOperations,
   decodeOperation,
   draftOperation,
   operationProof,
-} from "../../client/core/src/wire/group-operation.ts";
-import { newMessageId } from "../../client/core/src/wire/ids.ts";
-import { ErrorCode, GroupOperationKind, type Message } from "../../client/core/src/wire/proto.ts";
+  newMessageId,
+  ErrorCode,
+  GroupOperationKind,
+  type Message,
+} from "@remessenger/protocol";
 import { FrameDriver, type Identity } from "../../scripts/harness/frame-driver.ts";
 import {
   changeGroup,

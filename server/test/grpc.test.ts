@@ -1,15 +1,16 @@
 import { sign } from "node:crypto";
 import { Metadata, Status, createChannel, createClient, type Channel, ClientError } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loginProof, registerProof } from "../../client/core/src/wire/auth-proof.ts";
-import { newMessageId } from "../../client/core/src/wire/ids.ts";
 import {
+  loginProof,
+  registerProof,
+  newMessageId,
   AuthServiceDefinition,
   ChatKind,
   ChatServiceDefinition,
   MessageServiceDefinition,
   UserServiceDefinition,
-} from "../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import { startServer, type TestServer } from "../../scripts/harness/server.ts";
 import { newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 

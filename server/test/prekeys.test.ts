@@ -1,12 +1,19 @@
 import { sign } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mlKemGenerateKeyPair } from "../../client/core/src/crypto/ml-kem.ts";
-import { webCryptoX25519 } from "../../client/core/src/crypto/webcrypto-x25519.ts";
-import { isError } from "../../client/core/src/wire/errors.ts";
-import { linkApprovalProof, linkProof, loginProof } from "../../client/core/src/wire/auth-proof.ts";
-import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../../client/core/src/wire/prekey-proofs.ts";
-import { ErrorCode, type PublishPreKeysRequest } from "../../client/core/src/wire/proto.ts";
-import { PREKEY_LOW_WATER } from "../../client/core/src/wire/limits.ts";
+import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
+import {
+  webCryptoX25519,
+  isError,
+  linkApprovalProof,
+  linkProof,
+  loginProof,
+  identityDhProof,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  PREKEY_LOW_WATER,
+  ErrorCode,
+  type PublishPreKeysRequest,
+} from "@remessenger/protocol";
 import { FrameDriver, type Identity, newDeviceKey } from "../../scripts/harness/frame-driver.ts";
 import { STORE_KINDS, startServerOn, type ServerUnderTest } from "./store-targets.ts";
 
@@ -14,7 +21,7 @@ async function fullPublish(identity: Identity, oneTimeCount: number): Promise<Pu
   const signed = (data: Uint8Array): Uint8Array => new Uint8Array(sign(null, data, identity.key.privateKey));
   const dh = await webCryptoX25519.generateKeyPair();
   const spk = await webCryptoX25519.generateKeyPair();
-  const pq = mlKemGenerateKeyPair();
+  const pq = ml_kem768.keygen();
   const oneTime = [];
   for (let i = 1; i <= oneTimeCount; i += 1)
     oneTime.push({ keyId: i, publicKey: (await webCryptoX25519.generateKeyPair()).publicKey });

@@ -11,8 +11,7 @@ import { join } from "node:path";
 import { ChannelCredentials, createChannel, createClient } from "nice-grpc";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeServerFrame } from "../../client/core/src/wire/frame-codec.ts";
-import { AuthServiceDefinition } from "../../client/core/src/wire/proto.ts";
+import { decodeServerFrame, AuthServiceDefinition } from "@remessenger/protocol";
 import { startServer, type TestServer } from "../../scripts/harness/server.ts";
 
 describe("TLS on the main listener and on gRPC", () => {

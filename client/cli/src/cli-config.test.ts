@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_GRACE_WINDOW } from "../../core/src/group/epoch-window.ts";
-import { SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATION_MS } from "../../core/src/session/e2e-payload-codec.ts";
+import { DEFAULT_GRACE_WINDOW, SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATION_MS } from "@remessenger/client-core";
 import { parseCliConfig } from "./cli-config.ts";
 
 describe("parseCliConfig", () => {

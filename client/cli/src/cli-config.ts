@@ -25,14 +25,16 @@
  *                                              how long it keeps a replaced one (default 7 and 30 days)
  */
 import { join } from "node:path";
-import { splitServerUrls, webSocketUrl } from "../../core/src/index.ts";
-import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../../core/src/group/epoch-window.ts";
 import {
+  splitServerUrls,
+  webSocketUrl,
+  DEFAULT_GRACE_WINDOW,
+  type GraceWindow,
   SIGNED_PREKEY_GRACE_MS,
   SIGNED_PREKEY_ROTATION_MS,
   type SignedPreKeyPolicy,
-} from "../../core/src/session/e2e-payload-codec.ts";
-import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "../../core/src/wire/tunnel-name.ts";
+} from "@remessenger/client-core";
+import { MAX_NAME_CHARS, MIN_NAME_BUDGET } from "@remessenger/protocol";
 import { usageError } from "./cli-error.ts";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:8080";

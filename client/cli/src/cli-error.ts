@@ -5,8 +5,8 @@
  * Exit codes: 0 success; 1 the operation failed (server unreachable, refused,
  * timed out); 2 bad input (malformed id, unknown chat or user, no profile).
  */
-import { RemessengerError, errorCodeName } from "../../core/src/index.ts";
-import { ErrorCode } from "../../core/src/wire/proto.ts";
+import { RemessengerError, errorCodeName } from "@remessenger/client-core";
+import { ErrorCode } from "@remessenger/protocol";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;

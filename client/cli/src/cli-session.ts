@@ -11,7 +11,7 @@ import {
   type Logger,
   isFinal,
   isLoggedIn,
-} from "../../core/src/index.ts";
+} from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
 import { CliError } from "./cli-error.ts";
 import type { Output } from "./output.ts";

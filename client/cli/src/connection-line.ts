@@ -3,7 +3,7 @@
  * reason, retry, queue, and every rung's health) and one JSON object, shared by
  * `listen` and `status --watch` so both say the same thing the same way. Pure.
  */
-import type { ConnectionStatus, TransportHealth } from "../../core/src/index.ts";
+import type { ConnectionStatus, TransportHealth } from "@remessenger/client-core";
 
 const SHORT_NAMES: Record<string, string> = { websocket: "ws", https: "https", doh: "doh", dns: "dns" };
 

@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes, scryptSync } from "node:crypto";
 import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { aeadOpen, aeadSeal } from "../../core/src/crypto/aead.ts";
+import { aeadOpen, aeadSeal } from "@remessenger/protocol";
 import { usageError } from "./cli-error.ts";
 
 export const IDENTITY_FILE = "identity.key";

@@ -24,12 +24,10 @@ import {
   type E2eKeyMaterial,
   encodeTunnelKey,
   makeDeviceIdentity,
-} from "../../core/src/index.ts";
+} from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
 import { usageError } from "./cli-error.ts";
-import { nodeEd25519 } from "./crypto/node-ed25519.ts";
-import { nodeMlKem } from "./crypto/node-ml-kem.ts";
-import { nodeX25519 } from "./crypto/node-x25519.ts";
+import { nodeEd25519, nodeMlKem, nodeX25519, SqliteClientStore } from "@remessenger/client-core/node";
 import {
   type DeviceSecrets,
   type KekSource,
@@ -38,8 +36,7 @@ import {
   readKeyFile,
   writeKeyFile,
 } from "./key-file.ts";
-import type { TunnelInfo } from "../../core/src/wire/proto.ts";
-import { SqliteClientStore } from "./sqlite-client-store.ts";
+import type { TunnelInfo } from "@remessenger/protocol";
 import type { Endpoints } from "./transport/cli-transports.ts";
 
 export const DATABASE_FILE = "client.sqlite";

@@ -6,13 +6,47 @@ export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./c
 export { nobleEd25519 } from "./crypto/noble-ed25519.ts";
 export { selectEd25519Provider } from "./crypto/select-ed25519-provider.ts";
 export { webCryptoEd25519 } from "./crypto/webcrypto-ed25519.ts";
-export { aeadOpen, aeadOpenRandomNonce, aeadSeal, aeadSealRandomNonce } from "./crypto/aead.ts";
-export { hkdfSha256, hmacSha256, sha256, sha512 } from "./crypto/hkdf.ts";
-export { mlKemDecapsulate, mlKemEncapsulate, mlKemGenerateKeyPair } from "./crypto/ml-kem.ts";
-export { selectX25519Provider } from "./crypto/select-x25519-provider.ts";
-export { stablelibX25519 } from "./crypto/stablelib-x25519.ts";
-export { webCryptoX25519 } from "./crypto/webcrypto-x25519.ts";
-export type { X25519KeyPair, X25519Provider } from "./crypto/x25519.ts";
+export {
+  aeadOpen,
+  aeadOpenRandomNonce,
+  aeadSeal,
+  aeadSealRandomNonce,
+  hkdfSha256,
+  hmacSha256,
+  sha256,
+  sha512,
+  selectX25519Provider,
+  stablelibX25519,
+  webCryptoX25519,
+  type X25519KeyPair,
+  type X25519Provider,
+  linkApprovalProof,
+  DevicesChangedError,
+  RemessengerError,
+  errorCodeName,
+  isError,
+  shouldRetry,
+  type Invite,
+  InviteError,
+  decodeInvite,
+  decodeTunnelKey,
+  encodeInvite,
+  encodeTunnelKey,
+  directChatId,
+  isId,
+  messageIdFromHex,
+  messageIdToHex,
+  type Chat,
+  ChatKind,
+  ErrorCode,
+} from "@remessenger/protocol";
+export {
+  type MlKemProvider,
+  mlKemDecapsulate,
+  mlKemEncapsulate,
+  mlKemGenerateKeyPair,
+  nobleMlKem,
+} from "./crypto/ml-kem.ts";
 
 export {
   type ConnectionFailure,
@@ -22,8 +56,9 @@ export {
   isFinal,
   isLoggedIn,
 } from "./manager/connection-state.ts";
-export { TypedEmitter } from "./manager/typed-emitter.ts";
+export { TypedEmitter } from "./runtime/typed-emitter.ts";
 export { type SwitchingTransports, TransportLadder, isSwitchingTransports } from "./manager/ladder-transports.ts";
+export { RUNG_STABLE_AFTER_MS } from "./manager/transport-ladder.ts";
 
 export type {
   ChatKindName,
@@ -43,7 +78,7 @@ export type {
 export { StaleE2eStateError, toChatSummary } from "./outbox/client-store.ts";
 export { MemoryClientStore } from "./outbox/memory-client-store.ts";
 
-export { type BackoffPolicy, DEFAULT_BACKOFF } from "./session/backoff.ts";
+export { type BackoffPolicy, DEFAULT_BACKOFF } from "./runtime/backoff.ts";
 export {
   ClientSession,
   type ClientSessionOptions,
@@ -51,11 +86,12 @@ export {
   type E2eKeyMaterial,
   type GroupEvent,
   type ReceivedMessageEvent,
+  type SenderKeyRequestEvent,
   type SessionEvents,
   type SessionTiming,
   type WaitOptions,
 } from "./session/client-session.ts";
-export { type Clock, systemClock } from "./session/clock.ts";
+export { type Clock, systemClock } from "./runtime/clock.ts";
 export { DEFAULT_GRACE_WINDOW, type GraceWindow } from "./group/epoch-window.ts";
 export type { GroupChangeRequest } from "./group/group-admin.ts";
 export type { GroupChange } from "./group/group-codec.ts";
@@ -67,9 +103,8 @@ export {
   registerNewDevice,
   type RegisterNewDeviceOptions,
 } from "./session/device-auth.ts";
-export { linkApprovalProof } from "./wire/auth-proof.ts";
-export { drop } from "./session/drop.ts";
-export { type Logger, silentLogger } from "./session/logger.ts";
+export { drop } from "./runtime/drop.ts";
+export { type Logger, silentLogger } from "./runtime/logger.ts";
 export { contentText, textContent } from "./session/payload-codec.ts";
 export {
   DEVICE_LIST_TTL_MS,
@@ -79,6 +114,10 @@ export {
   type KnownDevice,
   type KnownUser,
   NeedsServerError,
+  PREKEY_BATCH,
+  SIGNED_PREKEY_GRACE_MS,
+  SIGNED_PREKEY_ROTATION_MS,
+  type SignedPreKeyPolicy,
 } from "./session/e2e-payload-codec.ts";
 export { type DeviceIdentity, makeDeviceIdentity } from "./crypto/session-setup.ts";
 export { safetyNumber, type SafetyNumber } from "./crypto/safety-number.ts";
@@ -86,6 +125,7 @@ export { safetyNumber, type SafetyNumber } from "./crypto/safety-number.ts";
 export type {
   Transport,
   TransportCloseReason,
+  TransportConnectOptions,
   TransportFactory,
   TransportHandlers,
   TransportKind,
@@ -111,18 +151,7 @@ export {
   type DnsTunnelOptions,
   type DnsTunnelTransportFactory,
   type TunnelEndpoint,
+  type TunnelStats,
   dnsTunnelTransportFactory,
 } from "./transport/dns-tunnel-transport.ts";
 export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
-
-export { DevicesChangedError, RemessengerError, errorCodeName, isError, shouldRetry } from "./wire/errors.ts";
-export {
-  type Invite,
-  InviteError,
-  decodeInvite,
-  decodeTunnelKey,
-  encodeInvite,
-  encodeTunnelKey,
-} from "./wire/invite.ts";
-export { directChatId, isId, messageIdFromHex, messageIdToHex } from "./wire/ids.ts";
-export { type Chat, ChatKind, ErrorCode } from "./wire/proto.ts";

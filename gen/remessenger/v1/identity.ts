@@ -68,7 +68,7 @@ export interface Device {
 
 /**
  * Adds a device to an existing user, approved by one of the user's devices.
- * Signed bytes (client/core/src/wire/auth-proof.ts):
+ * Signed bytes (protocol/src/wire/auth-proof.ts):
  *   approval (by the approving device): "remessenger/v1/link-approval" 0x00 utf8(user_id) 0x00 identity_key u64be(expires_at_ms)
  *   proof (by the new device):          "remessenger/v1/link" 0x00 nonce identity_key utf8(user_id)
  */

@@ -9,8 +9,7 @@
  * Invariants: at most one store call per chat at a time; each caller gets its
  * own device's cursor (as Store.ackDelivered); waiting acks are bounded.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 import type { DeviceAck, Store } from "../store/store.ts";
 
 /** Acks handed to the store in one step. */

@@ -15,9 +15,16 @@
  * checked against the new members. A group message is published once for the
  * whole group (PushBus.publishToGroup), whatever its size.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { operationHash, equalBytes, decodeOperation } from "../../../client/core/src/wire/group-operation.ts";
-import { ChatKind, ErrorCode, GroupOperationKind, Message } from "../../../client/core/src/wire/proto.ts";
+import {
+  RemessengerError,
+  operationHash,
+  equalBytes,
+  decodeOperation,
+  ChatKind,
+  ErrorCode,
+  GroupOperationKind,
+  Message,
+} from "@remessenger/protocol";
 import { type AppendOutcome, type ChatState, FencedError, type MessageDraft, type Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
 import { type PlannedChange, planGroupChange } from "./group-change.ts";

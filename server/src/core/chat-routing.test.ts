@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { newId, newMessageId } from "../../../client/core/src/wire/ids.ts";
-import { ErrorCode, type SendMessageRequest, type SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
+import {
+  RemessengerError,
+  newId,
+  newMessageId,
+  ErrorCode,
+  type SendMessageRequest,
+  type SendMessageResponse,
+} from "@remessenger/protocol";
 import { ChatRouter, MAX_ROUTE_ATTEMPTS, ROUTE_RETRY_DELAYS_MS, type ShardDirectory } from "./chat-routing.ts";
 import { type NodeInfo, NotOwnerError, type ShardRoute } from "./lease.ts";
 

@@ -12,7 +12,7 @@
  * - A forwarded send is never forwarded again: its receiver owns the shard,
  *   takes it when free, or refuses.
  */
-import type { SendMessageRequest, SendMessageResponse } from "../../../client/core/src/wire/proto.ts";
+import type { SendMessageRequest, SendMessageResponse } from "@remessenger/protocol";
 import { type NodeInfo, NotOwnerError, type ShardLeases, type ShardRoute } from "./lease.ts";
 
 /** What the router asks of the leases (ShardLeases), one shard at a time. */

@@ -3,9 +3,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newId, newMessageId } from "../../../client/core/src/wire/ids.ts";
-import { draftOperation } from "../../../client/core/src/wire/group-operation.ts";
-import { ChatKind, GroupOperationKind, type Message, type ServerPush } from "../../../client/core/src/wire/proto.ts";
+import {
+  newId,
+  newMessageId,
+  draftOperation,
+  ChatKind,
+  GroupOperationKind,
+  type Message,
+  type ServerPush,
+} from "@remessenger/protocol";
 import { SqliteStore } from "../store/sqlite-store.ts";
 import type { Store } from "../store/store.ts";
 import { systemClock } from "./clock.ts";

@@ -23,15 +23,16 @@
  *   while it was out. Other members' receipts are not sent for groups
  *   (10,000 members would make every ack a broadcast).
  */
-import { decodeOperation, GroupOperationError } from "../../../client/core/src/wire/group-operation.ts";
 import {
+  decodeOperation,
+  GroupOperationError,
   ChatKind,
   GroupOperationKind,
   type Message,
   type Receipt,
   type ServerPush,
   type SignedGroupOperation,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
 import type { GroupWatch } from "./push-bus.ts";

@@ -1,8 +1,6 @@
 import { generateKeyPairSync, sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { isError } from "../../../client/core/src/wire/errors.ts";
-import { CHALLENGE_TTL_MS } from "../../../client/core/src/wire/limits.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { isError, CHALLENGE_TTL_MS, ErrorCode } from "@remessenger/protocol";
 import {
   ChallengeBook,
   MAX_OUTSTANDING_CHALLENGES,

@@ -9,14 +9,15 @@
  */
 import { createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypto";
 import { base64urlnopad } from "@scure/base";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import {
+  RemessengerError,
   CHALLENGE_NONCE_BYTES,
   CHALLENGE_TTL_MS,
   ED25519_PUBLIC_KEY_BYTES,
   ED25519_SIGNATURE_BYTES,
-} from "../../../client/core/src/wire/limits.ts";
-import { ErrorCode, type GetChallengeResponse } from "../../../client/core/src/wire/proto.ts";
+  ErrorCode,
+  type GetChallengeResponse,
+} from "@remessenger/protocol";
 import type { Clock } from "./clock.ts";
 
 /** Outstanding challenges kept at once; the oldest go first beyond this. */

@@ -17,8 +17,7 @@
  * Invariant: a refused send stores nothing; the gap names exactly the device
  * ids to add (missing) and to drop (stale), each sorted.
  */
-import { DevicesChangedError, RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ChatKind, ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { DevicesChangedError, RemessengerError, ChatKind, ErrorCode } from "@remessenger/protocol";
 import type { ChatState, MessageDraft, Store } from "../store/store.ts";
 
 export interface CoverageGap {

@@ -13,10 +13,11 @@
  *   cursor at the head of each of the user's chats, so it receives what is
  *   sent from then on.
  */
-import { equalBytes } from "../../../client/core/src/wire/bytes.ts";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { isId, newId } from "../../../client/core/src/wire/ids.ts";
 import {
+  equalBytes,
+  RemessengerError,
+  isId,
+  newId,
   ED25519_PUBLIC_KEY_BYTES,
   ED25519_SIGNATURE_BYTES,
   MAX_DEVICES_PER_USER,
@@ -26,22 +27,22 @@ import {
   ML_KEM_768_PUBLIC_KEY_BYTES,
   PREKEY_LOW_WATER,
   X25519_PUBLIC_KEY_BYTES,
-} from "../../../client/core/src/wire/limits.ts";
-import { linkApprovalProof, linkProof } from "../../../client/core/src/wire/auth-proof.ts";
-import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../../../client/core/src/wire/prekey-proofs.ts";
-import {
+  linkApprovalProof,
+  linkProof,
+  identityDhProof,
+  pqPreKeyProof,
+  signedPreKeyProof,
   ErrorCode,
   type GetPreKeyBundlesRequest,
   type GetPreKeyBundlesResponse,
   type LinkDeviceRequest,
   type PreKeyStock,
   type PublishPreKeysRequest,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { PreKeyCounts, PreKeyUpload, StoredSignedPreKey } from "../store/device-keys.ts";
 import type { Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
-import type { ChallengeBook } from "./device-auth.ts";
-import { verifyDeviceSignature } from "./device-auth.ts";
+import { type ChallengeBook, verifyDeviceSignature } from "./device-auth.ts";
 
 export interface DeviceKeysDeps {
   store: Store;

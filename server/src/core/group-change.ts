@@ -2,7 +2,7 @@
  * The server's check of a group operation before its chat actor appends it:
  * the operation must be signed by the sending device (its identity key), be
  * made by that device's user, and follow the group's chain under the rules of
- * client/core/src/wire/group-operation.ts (only admins change membership) —
+ * protocol/src/wire/group-operation.ts (only admins change membership) —
  * the same code every client runs again on what it receives.
  *
  * Returns the store's GroupChange: the record after the operation, and the
@@ -11,16 +11,18 @@
  * for a non-admin (or an operation signed for another device), GROUP_CHANGED
  * when it does not follow the head, INVALID_ARGUMENT otherwise.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import {
+  RemessengerError,
   decodeOperation,
   GroupOperationError,
   type GroupOperationFailure,
   type GroupState,
   nextGroupState,
   operationProof,
-} from "../../../client/core/src/wire/group-operation.ts";
-import { ChatKind, ErrorCode, type GroupOperation } from "../../../client/core/src/wire/proto.ts";
+  ChatKind,
+  ErrorCode,
+  type GroupOperation,
+} from "@remessenger/protocol";
 import type { ChatState, GroupChange, MessageDraft, Store } from "../store/store.ts";
 import { verifyDeviceSignature } from "./device-auth.ts";
 

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { AcquireResult, LeaseHolder, LeaseStore, NodeInfo } from "./lease.ts";
-import { ShardLeases } from "./lease.ts";
+import { type AcquireResult, type LeaseHolder, type LeaseStore, type NodeInfo, ShardLeases } from "./lease.ts";
 import { preferredOwner } from "./shard-placement.ts";
 
 const SHARDS = 16;

@@ -14,8 +14,7 @@
  *   when they expire; its entry in the node list expires with them, so the
  *   survivors' preference moves its shards to them.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 import type { Clock } from "./clock.ts";
 import { SHARD_COUNT, preferredOwner } from "./shard-placement.ts";
 

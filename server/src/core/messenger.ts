@@ -13,17 +13,11 @@
  * every member grows with the square of the group.
  */
 import type { Logger } from "pino";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import {
-  GroupOperationError,
-  type GroupState,
-  decodeOperation,
-  nextGroupState,
-  operationMessageId,
-  operationProof,
-} from "../../../client/core/src/wire/group-operation.ts";
-import { directChatId, isId, newId } from "../../../client/core/src/wire/ids.ts";
-import {
+  RemessengerError,
+  directChatId,
+  isId,
+  newId,
   MAX_ACKS_PER_REQUEST,
   MAX_CHAT_MEMBERS_AT_CREATE,
   MAX_CHAT_TITLE_CHARS,
@@ -31,9 +25,14 @@ import {
   MAX_DISPLAY_NAME_CHARS,
   MAX_MESSAGE_BYTES,
   MESSAGE_ID_BYTES,
-} from "../../../client/core/src/wire/limits.ts";
-import { loginProof, registerProof } from "../../../client/core/src/wire/auth-proof.ts";
-import {
+  loginProof,
+  registerProof,
+  GroupOperationError,
+  type GroupState,
+  decodeOperation,
+  nextGroupState,
+  operationMessageId,
+  operationProof,
   type AckRequest,
   type Chat,
   ChatKind,
@@ -61,7 +60,7 @@ import {
   type SendMessageRequest,
   type SendMessageResponse,
   type SignedGroupOperation,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { ChatState, Store } from "../store/store.ts";
 import { AckBatcher } from "./ack-batcher.ts";
 import { ChatActorRegistry } from "./chat-actor.ts";

@@ -4,7 +4,7 @@
  * its user. One node uses the in-process bus; several nodes share one through
  * Redis (store/redis-push-bus.ts), which is why events are plain data.
  */
-import type { Message, Receipt } from "../../../client/core/src/wire/proto.ts";
+import type { Message, Receipt } from "@remessenger/protocol";
 import { SlicedDelivery } from "./sliced-delivery.ts";
 
 export type BusEvent =

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { newId } from "../../../client/core/src/wire/ids.ts";
+import { newId } from "@remessenger/protocol";
 import { SHARD_COUNT, preferredOwner, preferredShards, shardOf } from "./shard-placement.ts";
 
 const nodes = (count: number): string[] => Array.from({ length: count }, (_, i) => `node-${i}`);

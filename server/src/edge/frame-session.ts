@@ -9,22 +9,21 @@
  *   garbage is closed. Nothing a peer sends can throw out of this class.
  */
 import type { Logger } from "pino";
-import { RemessengerError, assertNever } from "../../../client/core/src/wire/errors.ts";
 import {
+  RemessengerError,
+  assertNever,
+  MAX_FRAME_BYTES,
   type ClientRequest,
   FrameError,
   type ServerBody,
   decodeClientFrame,
   encodeServerFrame,
-} from "../../../client/core/src/wire/frame-codec.ts";
-import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
-import {
   ErrorCode,
   type Message,
   type ServerFrame,
   type ServerPush,
   type TunnelInfo,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { AuthedDevice, Messenger, Subscription } from "../core/messenger.ts";
 import { isInternal, toErrorDetail } from "./to-status.ts";
 

@@ -12,7 +12,7 @@ import { type CallContext, type Server, ServerError, type ServerMiddlewareCall, 
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import type { Logger } from "pino";
-import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
+import { MAX_FRAME_BYTES } from "@remessenger/protocol";
 import type { AuthedDevice, Messenger } from "../core/messenger.ts";
 import { authenticateBearer, serviceTable } from "./grpc-services.ts";
 import { HEALTH_SERVICE, serviceDescriptors } from "./service-descriptors.ts";

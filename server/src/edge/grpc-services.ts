@@ -8,8 +8,8 @@
  * Register/Login); the others are open.
  */
 import type { TsProtoServiceDefinition } from "nice-grpc";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
 import {
+  RemessengerError,
   AuthServiceDefinition,
   ChatServiceDefinition,
   ErrorCode,
@@ -18,7 +18,7 @@ import {
   type ServerPush,
   type SubscribeResponse,
   UserServiceDefinition,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { AuthedDevice, Messenger } from "../core/messenger.ts";
 
 /** Pushes buffered per Subscribe stream before the pump waits for the reader. */

@@ -21,7 +21,7 @@ import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbui
 import { Code, ConnectError, type ConnectRouter, type HandlerContext, cors } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
+import { MAX_FRAME_BYTES } from "@remessenger/protocol";
 import type { Messenger } from "../core/messenger.ts";
 import { type ServiceCall, type ServiceEntry, authenticateBearer, serviceTable } from "./grpc-services.ts";
 import { serviceDescriptors } from "./service-descriptors.ts";

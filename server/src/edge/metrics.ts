@@ -10,8 +10,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import { errorCodeName } from "../../../client/core/src/wire/errors.ts";
-import type { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { errorCodeName, type ErrorCode } from "@remessenger/protocol";
 
 /** Every gauge's current value, asked for at each scrape. */
 export interface MetricsSources {

@@ -36,9 +36,10 @@ import {
   Metadata,
 } from "nice-grpc";
 import type { Logger } from "pino";
-import { RemessengerError, errorFromDetail } from "../../../client/core/src/wire/errors.ts";
-import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
 import {
+  RemessengerError,
+  errorFromDetail,
+  MAX_FRAME_BYTES,
   ErrorCode,
   type ForwardSendBatchesRequest,
   type ForwardSendBatchesResponse,
@@ -48,7 +49,7 @@ import {
   NodeServiceDefinition,
   SendMessageRequest,
   type SendMessageResponse,
-} from "../../../client/core/src/wire/proto.ts";
+} from "@remessenger/protocol";
 import type { SendForwarder, SendingDevice } from "../core/chat-routing.ts";
 import { type NodeInfo, NotOwnerError } from "../core/lease.ts";
 import type { Messenger } from "../core/messenger.ts";

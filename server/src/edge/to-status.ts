@@ -4,8 +4,7 @@
  * sees INTERNAL.
  */
 import { Status } from "nice-grpc";
-import { RemessengerError, assertNever, errorToDetail } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode, type ErrorDetail } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, assertNever, errorToDetail, ErrorCode, type ErrorDetail } from "@remessenger/protocol";
 import { recordError } from "./metrics.ts";
 
 export function toErrorDetail(error: unknown): ErrorDetail {

@@ -16,14 +16,18 @@
  *   pauses (FramePipe.isWritable) and resumes below LOW_WATER.
  */
 import type { Logger } from "pino";
-import { RecordOpener, RecordSealer, type TunnelKeys } from "../../../client/core/src/crypto/tunnel-cipher.ts";
-import { MAX_FRAME_BYTES } from "../../../client/core/src/wire/limits.ts";
 import {
+  RecordOpener,
+  RecordSealer,
+  type TunnelKeys,
   ANSWER_HEADER_BYTES,
   type TunnelAnswer,
   type TunnelQuery,
-} from "../../../client/core/src/wire/tunnel-packet.ts";
-import { StreamReceiver, StreamSender, TUNNEL_WINDOW_CHUNKS } from "../../../client/core/src/wire/tunnel-stream.ts";
+  MAX_FRAME_BYTES,
+  StreamReceiver,
+  StreamSender,
+  TUNNEL_WINDOW_CHUNKS,
+} from "@remessenger/protocol";
 import type { Clock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
 import { FrameSession } from "./frame-session.ts";

@@ -6,9 +6,10 @@ import dnsPacket from "dns-packet";
 import fc from "fast-check";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selectX25519Provider } from "../../../client/core/src/crypto/select-x25519-provider.ts";
-import { obfuscationMasker, startClientHandshake } from "../../../client/core/src/crypto/tunnel-cipher.ts";
 import {
+  selectX25519Provider,
+  obfuscationMasker,
+  startClientHandshake,
   DNS_TYPE_SOA,
   DNS_TYPE_TXT,
   RCODE_FORMERR,
@@ -19,16 +20,14 @@ import {
   decodeDnsMessage,
   encodeDnsQuery,
   fromTxtStrings,
-} from "../../../client/core/src/wire/dns-message.ts";
-import { encodeTunnelName } from "../../../client/core/src/wire/tunnel-name.ts";
-import {
+  encodeTunnelName,
   type Masker,
   type TunnelAnswer,
   type TunnelQuery,
   decodeAnswer,
   decodeQuery,
   encodeQuery,
-} from "../../../client/core/src/wire/tunnel-packet.ts";
+} from "@remessenger/protocol";
 import { systemClock } from "../core/clock.ts";
 import { Messenger } from "../core/messenger.ts";
 import { LocalPushBus } from "../core/push-bus.ts";

@@ -19,10 +19,15 @@
  */
 import dnsPacket from "dns-packet";
 import type { Logger } from "pino";
-import { answerClientHandshake, obfuscationMasker } from "../../../client/core/src/crypto/tunnel-cipher.ts";
-import type { X25519Provider } from "../../../client/core/src/crypto/x25519.ts";
-import { concat, equalBytes } from "../../../client/core/src/wire/bytes.ts";
 import {
+  answerClientHandshake,
+  obfuscationMasker,
+  concat,
+  equalBytes,
+  TunnelNameError,
+  decodeTunnelName,
+  downstreamCapacityBytes,
+  isInZone,
   DNS_TYPE_ANY,
   DNS_TYPE_NS,
   DNS_TYPE_SOA,
@@ -34,26 +39,19 @@ import {
   RCODE_NXDOMAIN,
   RCODE_REFUSED,
   RCODE_SERVFAIL,
-  type ResourceRecord,
   encodeDnsResponse,
   toTxtStrings,
-} from "../../../client/core/src/wire/dns-message.ts";
-import {
-  TunnelNameError,
-  decodeTunnelName,
-  downstreamCapacityBytes,
-  isInZone,
-} from "../../../client/core/src/wire/tunnel-name.ts";
-import {
-  type Masker,
-  type TunnelAnswer,
   TunnelPacketError,
-  type TunnelQuery,
   decodeQuery,
   encodeAnswer,
   peekQuery,
   readHandshakeQuery,
-} from "../../../client/core/src/wire/tunnel-packet.ts";
+  type X25519Provider,
+  type ResourceRecord,
+  type Masker,
+  type TunnelAnswer,
+  type TunnelQuery,
+} from "@remessenger/protocol";
 import type { Clock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";
 import { GatewaySession } from "./tunnel-gateway-session.ts";

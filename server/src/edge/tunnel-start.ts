@@ -5,9 +5,7 @@
  * /dns-query on the main listener, and the UDP/TCP listener when asked.
  */
 import type { Logger } from "pino";
-import { hkdfSha256 } from "../../../client/core/src/crypto/hkdf.ts";
-import { selectX25519Provider } from "../../../client/core/src/crypto/select-x25519-provider.ts";
-import type { TunnelInfo } from "../../../client/core/src/wire/proto.ts";
+import { hkdfSha256, selectX25519Provider, type TunnelInfo } from "@remessenger/protocol";
 import type { TunnelConfig } from "../config.ts";
 import { systemClock } from "../core/clock.ts";
 import type { Messenger } from "../core/messenger.ts";

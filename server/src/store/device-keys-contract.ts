@@ -4,8 +4,7 @@
  * concurrency — and linked devices with their chat cursors.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newId } from "../../../client/core/src/wire/ids.ts";
-import { ChatKind, ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { newId, ChatKind, ErrorCode } from "@remessenger/protocol";
 import type { LinkedDevice, PreKeyUpload } from "./device-keys.ts";
 import type { Store } from "./store.ts";
 import type { StoreFixture } from "./store-contract.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { ErrorCode } from "@remessenger/protocol";
 import { GroupCommit, type Settlement } from "./group-commit.ts";
 
 /** A commit that records each batch and answers with the ops themselves, failing odd numbers. */

@@ -11,8 +11,7 @@
  * submission order; the queue is bounded (`maxPendingWeight`), beyond which
  * submissions are refused with UNAVAILABLE instead of buffering without limit.
  */
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 
 export type Settlement<R> = { ok: true; value: R } | { ok: false; error: unknown };
 

@@ -4,7 +4,7 @@
  * in Redis, where Lua assigns the seq and cannot encode protobuf), and they are
  * filled back in on read, so a stored body never disagrees with its position.
  */
-import { Message } from "../../../client/core/src/wire/proto.ts";
+import { Message } from "@remessenger/protocol";
 import type { MessageDraft } from "./store.ts";
 
 export function encodeMessageBody(draft: MessageDraft): Uint8Array {

@@ -6,8 +6,7 @@
  */
 import { Cluster, Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { newId } from "../../../client/core/src/wire/ids.ts";
-import { ChatKind } from "../../../client/core/src/wire/proto.ts";
+import { newId, ChatKind } from "@remessenger/protocol";
 import { type RunningRedisCluster, startRedisCluster } from "../../../scripts/harness/redis-cluster.ts";
 import { RedisStore } from "./redis-store.ts";
 import { describeStoreContract, draft, type StoreFixture } from "./store-contract.ts";

@@ -7,8 +7,7 @@
  */
 import calculateSlot from "cluster-key-slot";
 import { Cluster, Redis } from "ioredis";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 
 export interface RedisHostPort {
   host: string;

@@ -16,8 +16,7 @@
  * by exactly one caller.
  */
 import { readFileSync } from "node:fs";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode, OneTimePreKey, PqPreKey, SignedPreKey } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode, OneTimePreKey, PqPreKey, SignedPreKey } from "@remessenger/protocol";
 import type {
   DeviceApproval,
   LinkedDevice,

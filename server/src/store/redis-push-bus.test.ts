@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newId, newMessageId } from "../../../client/core/src/wire/ids.ts";
+import { newId, newMessageId } from "@remessenger/protocol";
 import { type RunningRedis, startRedis } from "../../../scripts/harness/redis.ts";
 import type { BusEvent } from "../core/push-bus.ts";
 import { type RedisClient, connectRedis } from "./redis-connection.ts";

@@ -26,7 +26,7 @@
  *   A lost event delays a push; it never loses a message (the store has it).
  */
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { PushEvent, PushEventBatch } from "../../../client/core/src/wire/proto.ts";
+import { PushEvent, PushEventBatch } from "@remessenger/protocol";
 import type { BusEvent, BusListener, GroupWatch, PushBus } from "../core/push-bus.ts";
 import { SlicedDelivery } from "../core/sliced-delivery.ts";
 import { type RedisClient, type RedisTarget, connectRedis, isCluster } from "./redis-connection.ts";

@@ -51,8 +51,7 @@
  */
 import { readFile } from "node:fs/promises";
 import type { Redis } from "ioredis";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ChatKind, ErrorCode, type Message } from "@remessenger/protocol";
 import { GroupCommit, type GroupCommitStats, type Settlement } from "./group-commit.ts";
 import { decodeMessageBody, encodeMessageBody } from "./message-body.ts";
 import {

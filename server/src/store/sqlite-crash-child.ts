@@ -5,7 +5,7 @@
  * checks every printed message survived.
  */
 import { randomBytes } from "node:crypto";
-import { ChatKind } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind } from "@remessenger/protocol";
 import { SqliteStore } from "./sqlite-store.ts";
 import type { MessageDraft } from "./store.ts";
 

@@ -6,8 +6,7 @@
  * it — is atomic: one writer, one transaction. Reads run on any connection.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 import type {
   DeviceApproval,
   LinkedDevice,

@@ -5,7 +5,7 @@
  * members), so each answer is consistent without an explicit read transaction.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import { ChatKind, type Message } from "../../../client/core/src/wire/proto.ts";
+import { ChatKind, type Message } from "@remessenger/protocol";
 import { decodeMessageBody } from "./message-body.ts";
 import { blobColumn, integerColumn, textColumn, type Row } from "./sqlite-rows.ts";
 import type { ChatHead, ChatState, DeliveryCursor, DeviceCursor, DeviceRecord, UserRecord } from "./store.ts";

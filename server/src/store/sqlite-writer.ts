@@ -15,9 +15,7 @@
  * past the head; a message is deleted only once every cursor in its chat passed it.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import { equalBytes } from "../../../client/core/src/wire/bytes.ts";
-import { RemessengerError } from "../../../client/core/src/wire/errors.ts";
-import { ErrorCode } from "../../../client/core/src/wire/proto.ts";
+import { equalBytes, RemessengerError, ErrorCode } from "@remessenger/protocol";
 import type { LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import { SqliteDeviceKeyWriter } from "./sqlite-device-keys.ts";
 import { SqliteReader } from "./sqlite-reader.ts";

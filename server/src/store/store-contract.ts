@@ -13,8 +13,7 @@
  */
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newId } from "../../../client/core/src/wire/ids.ts";
-import { ChatKind, ErrorCode, type Message } from "../../../client/core/src/wire/proto.ts";
+import { newId, ChatKind, ErrorCode, type Message } from "@remessenger/protocol";
 import { describeDeviceKeyStoreContract } from "./device-keys-contract.ts";
 import type {
   AppendOutcome,

@@ -22,7 +22,7 @@
  *   to and including its removal (held back from trimming like any cursor),
  *   and nothing after. Then its cursor and that bound are dropped.
  */
-import type { ChatKind, DevicePayload, Message, SignedGroupOperation } from "../../../client/core/src/wire/proto.ts";
+import type { ChatKind, DevicePayload, Message, SignedGroupOperation } from "@remessenger/protocol";
 import type { DeviceKeyStore } from "./device-keys.ts";
 
 export interface UserRecord {

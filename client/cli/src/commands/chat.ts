@@ -4,7 +4,7 @@
  * several make a group. The list comes from the server and is cached in the
  * profile; offline, the cache is shown with a note.
  */
-import { type ChatSummary, ChatKind, isId, toChatSummary } from "../../../core/src/index.ts";
+import { type ChatSummary, ChatKind, isId, toChatSummary } from "@remessenger/client-core";
 import { CliError, usageError } from "../cli-error.ts";
 import {
   type CommandContext,

@@ -2,7 +2,7 @@
  * `remessenger contacts`: the users you share a chat with, with their names.
  * Fetched from the server and cached; offline, the cache is shown with a note.
  */
-import { type ContactRecord, toChatSummary } from "../../../core/src/index.ts";
+import { type ContactRecord, toChatSummary } from "@remessenger/client-core";
 import {
   type CommandContext,
   FIRST_ATTEMPT_TIMEOUT_MS,

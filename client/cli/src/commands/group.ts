@@ -20,10 +20,8 @@ import {
   type GroupChangeRequest,
   isId,
   messageIdToHex,
-} from "../../../core/src/index.ts";
-import { equalBytes } from "../../../core/src/wire/bytes.ts";
-import { GroupOperationError, type GroupState, operationHash } from "../../../core/src/wire/group-operation.ts";
-import type { Message } from "../../../core/src/wire/proto.ts";
+} from "@remessenger/client-core";
+import { equalBytes, GroupOperationError, operationHash, type Message, type GroupState } from "@remessenger/protocol";
 import { CliError, EXIT_USAGE, usageError } from "../cli-error.ts";
 import { type CommandContext, REQUEST_TIMEOUT_MS, connectOrFail, withSession } from "../cli-session.ts";
 

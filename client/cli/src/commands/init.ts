@@ -16,8 +16,8 @@ import {
   type Invite,
   decodeInvite,
   encodeTunnelKey,
-} from "../../../core/src/index.ts";
-import { MAX_DISPLAY_NAME_CHARS } from "../../../core/src/wire/limits.ts";
+} from "@remessenger/client-core";
+import { MAX_DISPLAY_NAME_CHARS } from "@remessenger/protocol";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
 import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
@@ -34,7 +34,7 @@ import {
   withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
-import { SqliteClientStore } from "../sqlite-client-store.ts";
+import { SqliteClientStore } from "@remessenger/client-core/node";
 import { transportFactoryFor } from "../transport/cli-transports.ts";
 
 const REGISTER_TIMEOUT_MS = 10_000;

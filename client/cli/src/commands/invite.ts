@@ -4,7 +4,7 @@
  * `remessenger init --name NAME --invite STRING` then works over
  * `--transport doh` or `--transport dns`.
  */
-import { decodeTunnelKey, encodeInvite } from "../../../core/src/index.ts";
+import { decodeTunnelKey, encodeInvite } from "@remessenger/client-core";
 import { usageError } from "../cli-error.ts";
 import type { CommandContext } from "../cli-session.ts";
 import { openProfile } from "../profile.ts";

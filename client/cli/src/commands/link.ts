@@ -25,7 +25,7 @@ import {
   type LinkApproval,
   linkApprovalProof,
   linkNewDevice,
-} from "../../../core/src/index.ts";
+} from "@remessenger/client-core";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
 import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
@@ -42,7 +42,7 @@ import {
   withOverrides,
   writeDeviceSecrets,
 } from "../profile.ts";
-import { SqliteClientStore } from "../sqlite-client-store.ts";
+import { SqliteClientStore } from "@remessenger/client-core/node";
 import { transportFactoryFor } from "../transport/cli-transports.ts";
 
 /** How long an approval lets a new device join. */

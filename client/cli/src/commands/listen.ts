@@ -30,7 +30,7 @@ import {
   type ReceivedMessageEvent,
   contentText,
   drop,
-} from "../../../core/src/index.ts";
+} from "@remessenger/client-core";
 import { CliError } from "../cli-error.ts";
 import { type CommandContext, REQUEST_TIMEOUT_MS, withSession } from "../cli-session.ts";
 import { connectionJson, connectionLine } from "../connection-line.ts";

@@ -15,7 +15,7 @@ import {
   isError,
   isId,
   toChatSummary,
-} from "../../../core/src/index.ts";
+} from "@remessenger/client-core";
 import { CliError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../cli-error.ts";
 import {
   type CommandContext,

@@ -8,7 +8,7 @@
  * a JSON object of type "connection" with --json — at every change of state
  * or transport, and whenever a rung's health changes, until interrupted.
  */
-import { type ClientSession, type ConnectionStatus, type OutboxEntry, contentText } from "../../../core/src/index.ts";
+import { type ClientSession, type ConnectionStatus, type OutboxEntry, contentText } from "@remessenger/client-core";
 import { type CommandContext, firstAttempt, withSession } from "../cli-session.ts";
 import { connectionJson, connectionLine, transportsJson } from "../connection-line.ts";
 

@@ -10,7 +10,7 @@
  * waits for acceptance.
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { isId, type KnownUser, safetyNumber, sha256 } from "../../../core/src/index.ts";
+import { isId, type KnownUser, safetyNumber, sha256 } from "@remessenger/client-core";
 import { CliError, EXIT_FAILURE, usageError } from "../cli-error.ts";
 import { type CommandContext, connectOrFail, withSession } from "../cli-session.ts";
 

@@ -24,11 +24,10 @@ import {
   TransportLadder,
   systemClock,
   webSocketTransportFactory,
-} from "../../../core/src/index.ts";
+} from "@remessenger/client-core";
 import type { CliConfig } from "../cli-config.ts";
 import { usageError } from "../cli-error.ts";
-import { NodeDnsExchange } from "./node-dns-exchange.ts";
-import { NodeHttp2DohExchange } from "./node-http2-doh-exchange.ts";
+import { NodeDnsExchange, NodeHttp2DohExchange } from "@remessenger/client-core/node";
 
 export interface ProfileTunnel {
   zone: string;

@@ -1,7 +1,7 @@
 import { hex } from "@scure/base";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { randomBytes } from "../wire/ids.ts";
+import { randomBytes, stablelibX25519, webCryptoX25519, type X25519Provider } from "@remessenger/protocol";
 import {
   MAX_SKIP_PER_CHAIN,
   RatchetError,
@@ -13,9 +13,6 @@ import {
   ratchetDecrypt,
   ratchetEncrypt,
 } from "./double-ratchet.ts";
-import { stablelibX25519 } from "./stablelib-x25519.ts";
-import { webCryptoX25519 } from "./webcrypto-x25519.ts";
-import type { X25519Provider } from "./x25519.ts";
 
 const AD = new TextEncoder().encode("routing header");
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);

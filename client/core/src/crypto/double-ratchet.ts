@@ -29,10 +29,13 @@ import {
   aeadSealRandomNonce,
   AEAD_NONCE_BYTES,
   AEAD_TAG_BYTES,
-} from "./aead.ts";
-import { concat, equalBytes } from "../wire/bytes.ts";
-import { hkdfSha256, hmacSha256Each } from "./hkdf.ts";
-import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
+  concat,
+  equalBytes,
+  hkdfSha256,
+  hmacSha256Each,
+  type X25519KeyPair,
+  type X25519Provider,
+} from "@remessenger/protocol";
 
 /** Most message keys one chain may skip at once (a gap of more is refused). */
 export const MAX_SKIP_PER_CHAIN = 2000;

@@ -6,7 +6,7 @@
  * SQLite file, IndexedDB) holds no private key, no ratchet key and no
  * plaintext, and a box moved to another key does not open.
  */
-import { aeadOpenRandomNonce, aeadSealRandomNonce } from "./aead.ts";
+import { aeadOpenRandomNonce, aeadSealRandomNonce } from "@remessenger/protocol";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,7 +1,14 @@
 import { hex } from "@scure/base";
 import { describe, expect, it } from "vitest";
-import type { PreKeyBundle, PreKeyMessage } from "../wire/proto.ts";
-import { E2eEnvelope } from "../wire/proto.ts";
+import {
+  type PreKeyBundle,
+  type PreKeyMessage,
+  type X25519KeyPair,
+  E2eEnvelope,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  webCryptoX25519,
+} from "@remessenger/protocol";
 import {
   EMPTY_RECORD,
   OpenError,
@@ -12,11 +19,8 @@ import {
 } from "./e2e-session.ts";
 import { mlKemGenerateKeyPair } from "./ml-kem.ts";
 import { paddedSize } from "./padding.ts";
-import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import { type DeviceIdentity, type ResponderKeys, SetupError, makeDeviceIdentity } from "./session-setup.ts";
 import { webCryptoEd25519 } from "./webcrypto-ed25519.ts";
-import { webCryptoX25519 } from "./webcrypto-x25519.ts";
-import type { X25519KeyPair } from "./x25519.ts";
 
 const deps = { x25519: webCryptoX25519, ed25519: webCryptoEd25519, nowMs: 0 };
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -18,8 +18,7 @@
  *   session at once settle on one.
  * - Nothing changes on failure: a rejected envelope leaves the record as it was.
  */
-import { E2eEnvelope, type PreKeyBundle, type PreKeyMessage } from "../wire/proto.ts";
-import { concat, equalBytes } from "../wire/bytes.ts";
+import { E2eEnvelope, type PreKeyBundle, type PreKeyMessage, concat, equalBytes } from "@remessenger/protocol";
 import { RatchetError, type RatchetFailure, ratchetDecrypt, ratchetEncrypt } from "./double-ratchet.ts";
 import { pad, unpad } from "./padding.ts";
 import {

@@ -4,7 +4,7 @@
  * a shared secret; the holder of the decapsulation key recovers the same
  * secret from the ciphertext. The portable implementation is
  * @noble/post-quantum; platforms with a native one (Node 24's node:crypto,
- * client/cli/src/crypto/node-ml-kem.ts) plug in an MlKemProvider. Keys are the
+ * client/core/src/node/node-ml-kem.ts) plug in an MlKemProvider. Keys are the
  * FIPS 203 byte strings (1,184-byte encapsulation key, 2,400-byte
  * decapsulation key) whatever the provider, so they interoperate.
  */

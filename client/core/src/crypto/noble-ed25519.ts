@@ -3,7 +3,7 @@
  * (old WebViews without WebCrypto Ed25519). Audited, constant-time code.
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { randomBytes } from "../wire/ids.ts";
+import { randomBytes } from "@remessenger/protocol";
 import { ED25519_SEED_BYTES, checkSeed, type DeviceSigner, type Ed25519Provider } from "./device-signer.ts";
 
 export const nobleEd25519: Ed25519Provider = {

@@ -8,7 +8,7 @@
  * so both users see the same 60 digits.
  */
 import { base32nopad } from "@scure/base";
-import { sha512 } from "./hkdf.ts";
+import { sha512 } from "@remessenger/protocol";
 
 const ITERATIONS = 5200;
 const VERSION = Uint8Array.of(0, 1);

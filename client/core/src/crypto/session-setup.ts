@@ -15,15 +15,22 @@
  * Every signature (identity DH key, signed prekey, PQ prekey) is verified;
  * a bad one is a SetupError, never a silent fallback to fewer keys.
  */
-import { RemessengerError } from "../wire/errors.ts";
-import { ErrorCode, type PreKeyBundle, type PreKeyMessage } from "../wire/proto.ts";
+import {
+  RemessengerError,
+  ErrorCode,
+  concat,
+  hkdfSha256,
+  identityDhProof,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  type X25519KeyPair,
+  type X25519Provider,
+  type PreKeyBundle,
+  type PreKeyMessage,
+} from "@remessenger/protocol";
 import type { DeviceSigner, Ed25519Provider } from "./device-signer.ts";
-import { concat } from "../wire/bytes.ts";
 import { type RatchetState, initReceiver, initSender } from "./double-ratchet.ts";
-import { hkdfSha256 } from "./hkdf.ts";
 import { type MlKemProvider, nobleMlKem } from "./ml-kem.ts";
-import { identityDhProof, pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
-import type { X25519KeyPair, X25519Provider } from "./x25519.ts";
 
 const SETUP_INFO = new TextEncoder().encode("remessenger/v1/pqxdh X25519 SHA-256 ML-KEM-768");
 const AD_LABEL = new TextEncoder().encode("remessenger/v1/session\u0000");

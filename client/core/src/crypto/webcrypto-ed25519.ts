@@ -6,7 +6,7 @@
  * WebCrypto imports an Ed25519 private key only as PKCS#8 or JWK, so the
  * 32-byte seed is wrapped in the fixed PKCS#8 prefix of RFC 8410.
  */
-import { randomBytes } from "../wire/ids.ts";
+import { randomBytes } from "@remessenger/protocol";
 import { ED25519_SEED_BYTES, checkSeed, type DeviceSigner, type Ed25519Provider } from "./device-signer.ts";
 
 /** DER of PrivateKeyInfo{ version 0, algorithm id-Ed25519, OCTET STRING(OCTET STRING(seed)) }. */

@@ -18,10 +18,14 @@
  */
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import type { E2eWrite } from "../outbox/client-store.ts";
-import { RemessengerError, isError } from "../wire/errors.ts";
-import { draftOperation, operationMessageId, operationProof, type GroupState } from "../wire/group-operation.ts";
-import { newId } from "../wire/ids.ts";
 import {
+  RemessengerError,
+  isError,
+  newId,
+  draftOperation,
+  operationMessageId,
+  operationProof,
+  type GroupState,
   type Chat,
   ChatKind,
   ErrorCode,
@@ -29,7 +33,7 @@ import {
   type SendMessageRequest,
   type SendMessageResponse,
   type SignedGroupOperation,
-} from "../wire/proto.ts";
+} from "@remessenger/protocol";
 import type { GroupChange, GroupCodec } from "./group-codec.ts";
 
 /** Drafts tried when other admins keep changing the group first. */

@@ -1,17 +1,15 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { makeDeviceIdentity } from "../crypto/session-setup.ts";
-import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
-import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
-import type { DeviceSigner } from "../crypto/device-signer.ts";
-import { MemoryClientStore } from "../outbox/memory-client-store.ts";
-import { systemClock } from "../session/clock.ts";
-import { E2eCodec, type E2eServer } from "../session/e2e-payload-codec.ts";
-import { contentText, textContent } from "../session/payload-codec.ts";
-import { type GroupState, draftOperation, nextGroupState, operationProof } from "../wire/group-operation.ts";
-import { linkApprovalProof } from "../wire/auth-proof.ts";
-import { messageIdToHex, randomBytes } from "../wire/ids.ts";
 import {
+  stablelibX25519,
+  linkApprovalProof,
+  messageIdToHex,
+  randomBytes,
+  type GroupState,
+  draftOperation,
+  nextGroupState,
+  operationProof,
   ChatKind,
   type Device,
   GroupEnvelope,
@@ -20,7 +18,13 @@ import {
   type Message,
   type PreKeyBundle,
   SendMessageRequest,
-} from "../wire/proto.ts";
+} from "@remessenger/protocol";
+import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
+import type { DeviceSigner } from "../crypto/device-signer.ts";
+import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import { systemClock } from "../runtime/clock.ts";
+import { E2eCodec, type E2eServer } from "../session/e2e-payload-codec.ts";
+import { contentText, textContent } from "../session/payload-codec.ts";
 import type { GraceWindow } from "./epoch-window.ts";
 import { COVERAGE_CHECK_MS, GroupCodec, type GroupServer } from "./group-codec.ts";
 

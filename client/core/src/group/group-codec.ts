@@ -28,13 +28,12 @@
  * - No chain key is written anywhere but in these encrypted records.
  */
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
-import { equalBytes } from "../wire/bytes.ts";
-import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
-import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
-import type { Clock } from "../session/clock.ts";
-import { type E2eCodec, NeedsServerError, type Sealed } from "../session/e2e-payload-codec.ts";
-import { RemessengerError } from "../wire/errors.ts";
 import {
+  equalBytes,
+  RemessengerError,
+  messageIdFromHex,
+  messageIdToHex,
+  newMessageId,
   type GroupOperationFailure,
   GroupOperationError,
   type GroupState,
@@ -44,9 +43,6 @@ import {
   operationHash,
   operationProof,
   startsEpoch,
-} from "../wire/group-operation.ts";
-import { messageIdFromHex, messageIdToHex, newMessageId } from "../wire/ids.ts";
-import {
   type Chat,
   Content,
   ErrorCode,
@@ -57,7 +53,11 @@ import {
   type SendMessageResponse,
   type SenderKeyDistribution,
   type SenderKeyRequest,
-} from "../wire/proto.ts";
+} from "@remessenger/protocol";
+import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
+import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { type E2eCodec, NeedsServerError, type Sealed } from "../session/e2e-payload-codec.ts";
 import {
   EMPTY_HISTORY,
   type EpochFailure,

@@ -1,10 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
-import { hmacSha256 } from "../crypto/hkdf.ts";
+import { hmacSha256, randomBytes } from "@remessenger/protocol";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
 import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
-import { randomBytes } from "../wire/ids.ts";
 import {
   type GroupEnvelopeFields,
   MAX_SKIPPED_KEYS,

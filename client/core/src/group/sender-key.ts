@@ -28,11 +28,16 @@
  *   it was (every step returns a new state and never changes its input).
  */
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
-import { AEAD_NONCE_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
-import { concat, equalBytes } from "../wire/bytes.ts";
-import { hmacSha256Each } from "../crypto/hkdf.ts";
+import {
+  AEAD_NONCE_BYTES,
+  aeadOpen,
+  aeadSeal,
+  concat,
+  equalBytes,
+  hmacSha256Each,
+  randomBytes,
+} from "@remessenger/protocol";
 import { pad, unpad } from "../crypto/padding.ts";
-import { randomBytes } from "../wire/ids.ts";
 
 /** Most message keys one chain may skip at once (a larger gap is refused). */
 export const MAX_SKIP_PER_CHAIN = 2000;

@@ -10,7 +10,7 @@
  * carries every pipe's health.
  */
 import type { TransportKind } from "../transport/transport.ts";
-import { TypedEmitter } from "./typed-emitter.ts";
+import { TypedEmitter } from "../runtime/typed-emitter.ts";
 
 export type ConnectionState =
   /** Created, not started: nothing attempted yet. */

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { systemClock } from "../session/clock.ts";
+import { systemClock } from "../runtime/clock.ts";
 import type { Transport, TransportFactory, TransportKind } from "../transport/transport.ts";
 import { TransportLadder } from "./ladder-transports.ts";
 

@@ -15,10 +15,14 @@
  * - Every change of a rung's health is reported through `onHealth`, so the
  *   connection state can show each pipe and why it is not in use.
  */
-import { type Clock, abortReason, pause } from "../session/clock.ts";
-import { type ServerBodyFrame, decodeServerFrame, encodeClientFrame } from "../wire/frame-codec.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { ErrorCode } from "../wire/proto.ts";
+import { type Clock, abortReason, pause } from "../runtime/clock.ts";
+import {
+  type ServerBodyFrame,
+  decodeServerFrame,
+  encodeClientFrame,
+  RemessengerError,
+  ErrorCode,
+} from "@remessenger/protocol";
 import {
   CLOSE_GOING_AWAY,
   CLOSE_NORMAL,

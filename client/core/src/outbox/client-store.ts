@@ -27,7 +27,7 @@
  *   recipient devices changed), which adds payloads for new devices and drops
  *   those of gone ones; the caller keeps every other payload byte for byte.
  */
-import { type Chat, ChatKind, type Content } from "../wire/proto.ts";
+import { type Chat, ChatKind, type Content } from "@remessenger/protocol";
 
 export type OutboxState = "queued" | "sent" | "delivered" | "failed";
 

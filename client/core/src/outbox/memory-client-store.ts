@@ -24,7 +24,7 @@ import {
   type ReceivedMessage,
   StaleE2eStateError,
 } from "./client-store.ts";
-import { equalBytes } from "../wire/bytes.ts";
+import { equalBytes } from "@remessenger/protocol";
 
 export class MemoryClientStore implements ClientStore {
   private profile: DeviceProfile | undefined;

@@ -1,9 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ManualClock, settle } from "../../../test/manual-clock.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { ErrorCode, type SendMessageResponse } from "../wire/proto.ts";
-import { silentLogger } from "../session/logger.ts";
+import { RemessengerError, ErrorCode, type SendMessageResponse } from "@remessenger/protocol";
+import { silentLogger } from "../runtime/logger.ts";
 import type { OutboxEntry } from "./client-store.ts";
 import { MemoryClientStore } from "./memory-client-store.ts";
 import { OutboxSender } from "./outbox-sender.ts";

@@ -15,12 +15,11 @@
  * - Bounded: at most `maxConcurrentChats` chats are worked on at once; the
  *   others wait in a set of chat ids.
  */
-import { RemessengerError, errorCodeName, shouldRetry } from "../wire/errors.ts";
-import type { SendMessageResponse } from "../wire/proto.ts";
-import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "../session/backoff.ts";
-import type { Clock } from "../session/clock.ts";
-import { drop } from "../session/drop.ts";
-import type { Logger } from "../session/logger.ts";
+import { RemessengerError, errorCodeName, shouldRetry, type SendMessageResponse } from "@remessenger/protocol";
+import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "../runtime/backoff.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { drop } from "../runtime/drop.ts";
+import type { Logger } from "../runtime/logger.ts";
 import type { ClientStore, OutboxEntry, OutboxProblem } from "./client-store.ts";
 
 export const DEFAULT_MAX_CONCURRENT_CHATS = 64;

@@ -9,16 +9,22 @@ import { describe, expect, it } from "vitest";
 import { ManualClock, settle } from "../../../test/manual-clock.ts";
 import { type MemoryPipe, memoryTransports } from "../../../test/memory-transport.ts";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
-import type { ClientRequestFrame } from "../wire/frame-codec.ts";
-import { type ChatAck, type Message, type PreKeyBundle, SendMessageRequest } from "../wire/proto.ts";
+import {
+  type ClientRequestFrame,
+  type ChatAck,
+  type Message,
+  type PreKeyBundle,
+  SendMessageRequest,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  stablelibX25519,
+} from "@remessenger/protocol";
 import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
-import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import type { ReceivedMessage } from "../outbox/client-store.ts";
 import { MemoryClientStore } from "../outbox/memory-client-store.ts";
 import { ClientSession, PREKEY_UPKEEP_INTERVAL_MS, type SessionTiming } from "./client-session.ts";
 import { SIGNED_PREKEY_ROTATION_MS } from "./e2e-payload-codec.ts";
 import { makeDeviceIdentity } from "../crypto/session-setup.ts";
-import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 
 const USER = "u" + "a".repeat(26);
 const OTHER = "u" + "b".repeat(26);

@@ -43,7 +43,7 @@ import {
   isLoggedIn,
 } from "../manager/connection-state.ts";
 import { isSwitchingTransports } from "../manager/ladder-transports.ts";
-import { TypedEmitter } from "../manager/typed-emitter.ts";
+import { TypedEmitter } from "../runtime/typed-emitter.ts";
 import {
   type ClientStore,
   type DeviceProfile,
@@ -51,6 +51,7 @@ import {
   type OutboxEntry,
   type ReceivedMessage,
   toChatSummary,
+  StaleE2eStateError,
 } from "../outbox/client-store.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
 import {
@@ -62,35 +63,41 @@ import {
 } from "../transport/transport.ts";
 import { textOnlyRefusal } from "../transport/text-only.ts";
 import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
-import { DevicesChangedError, RemessengerError, assertNever, errorCodeName, isError } from "../wire/errors.ts";
-import { equalBytes } from "../wire/bytes.ts";
-import { isId, messageIdToHex, newMessageId } from "../wire/ids.ts";
-import { MAX_ACKS_PER_REQUEST, MAX_MESSAGE_BYTES } from "../wire/limits.ts";
 import {
-  type ChatAck,
+  DevicesChangedError,
+  RemessengerError,
+  assertNever,
+  errorCodeName,
+  isError,
+  equalBytes,
+  isId,
+  messageIdToHex,
+  newMessageId,
+  MAX_ACKS_PER_REQUEST,
+  MAX_MESSAGE_BYTES,
+  selectX25519Provider,
   ChatKind,
   Content,
   ErrorCode,
+  SendMessageRequest,
+  type X25519Provider,
+  type ChatAck,
   type Message,
   type Receipt,
-  SendMessageRequest,
   type SenderKeyRequest,
   type ServerPush,
-} from "../wire/proto.ts";
-import { type BackoffPolicy, DEFAULT_BACKOFF, backoffDelay } from "./backoff.ts";
-import { type Clock, deadline, pause, raceAbort, systemClock } from "./clock.ts";
+} from "@remessenger/protocol";
+import { type BackoffPolicy, DEFAULT_BACKOFF, backoffDelay } from "../runtime/backoff.ts";
+import { type Clock, deadline, pause, raceAbort, systemClock } from "../runtime/clock.ts";
 import { Connection, type RequestKind, type RequestValue, type ResponseValue } from "./connection.ts";
 import { loginDevice } from "./device-auth.ts";
-import { drop } from "./drop.ts";
+import { drop } from "../runtime/drop.ts";
 import { Inbox } from "./inbox.ts";
-import { type Logger, silentLogger } from "./logger.ts";
+import { type Logger, silentLogger } from "../runtime/logger.ts";
 import type { Ed25519Provider } from "../crypto/device-signer.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
-import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
 import type { DeviceIdentity } from "../crypto/session-setup.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
-import type { X25519Provider } from "../crypto/x25519.ts";
-import { StaleE2eStateError } from "../outbox/client-store.ts";
 import {
   E2eCodec,
   type E2eServer,

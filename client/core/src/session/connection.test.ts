@@ -1,10 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { ManualClock, settle } from "../../../test/manual-clock.ts";
 import { type MemoryPipe, memoryTransports } from "../../../test/memory-transport.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { ErrorCode, type ServerPush } from "../wire/proto.ts";
+import { RemessengerError, ErrorCode, type ServerPush } from "@remessenger/protocol";
 import { Connection, MAX_BAD_SERVER_FRAMES } from "./connection.ts";
-import { silentLogger } from "./logger.ts";
+import { silentLogger } from "../runtime/logger.ts";
 
 const HELLO = {
   requestId: 0,

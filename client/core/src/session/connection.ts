@@ -11,15 +11,19 @@
  *   the request waits for the buffer to drain, within its deadline.
  * - A frame that does not decode is counted; too many close the pipe.
  */
-import { RemessengerError, errorCodeName, errorFromDetail } from "../wire/errors.ts";
 import {
+  RemessengerError,
+  errorCodeName,
+  errorFromDetail,
   type ClientRequest,
   FrameError,
   type ServerBody,
   decodeServerFrame,
   encodeClientFrame,
-} from "../wire/frame-codec.ts";
-import { ErrorCode, type Hello, type ServerPush } from "../wire/proto.ts";
+  ErrorCode,
+  type Hello,
+  type ServerPush,
+} from "@remessenger/protocol";
 import {
   CLOSE_NORMAL,
   CLOSE_PROTOCOL_ERROR,
@@ -27,8 +31,8 @@ import {
   type TransportCloseReason,
   type TransportFactory,
 } from "../transport/transport.ts";
-import { type Clock, abortReason, deadline, pause, raceAbort } from "./clock.ts";
-import type { Logger } from "./logger.ts";
+import { type Clock, abortReason, deadline, pause, raceAbort } from "../runtime/clock.ts";
+import type { Logger } from "../runtime/logger.ts";
 import { RequestTracker } from "./request-tracker.ts";
 
 export type RequestKind = ClientRequest["$case"];

@@ -5,21 +5,23 @@
  * round trip; if the server refuses it (expired, used) a fresh one is asked
  * for once. A second refusal is final: the device or its key is not known.
  */
-import { linkProof, loginProof, registerProof } from "../wire/auth-proof.ts";
-import { isError } from "../wire/errors.ts";
 import {
+  linkProof,
+  loginProof,
+  registerProof,
+  isError,
   ErrorCode,
   type Hello,
   type LinkDeviceResponse,
   type LoginResponse,
   type RegisterResponse,
   type TunnelInfo,
-} from "../wire/proto.ts";
+} from "@remessenger/protocol";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import { CLOSE_NORMAL, type TransportFactory } from "../transport/transport.ts";
-import { type Clock, deadline, systemClock } from "./clock.ts";
+import { type Clock, deadline, systemClock } from "../runtime/clock.ts";
 import { Connection, type RequestOptions } from "./connection.ts";
-import { type Logger, silentLogger } from "./logger.ts";
+import { type Logger, silentLogger } from "../runtime/logger.ts";
 
 export async function loginDevice(
   connection: Connection,

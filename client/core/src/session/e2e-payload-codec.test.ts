@@ -1,12 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { makeDeviceIdentity } from "../crypto/session-setup.ts";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
-import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
-import { MemoryClientStore } from "../outbox/memory-client-store.ts";
-import { linkApprovalProof } from "../wire/auth-proof.ts";
-import { randomBytes } from "../wire/ids.ts";
-import { isError } from "../wire/errors.ts";
 import {
+  stablelibX25519,
+  linkApprovalProof,
+  randomBytes,
+  isError,
   ChatKind,
   type Device,
   ErrorCode,
@@ -15,7 +14,8 @@ import {
   type PublishPreKeysRequest,
   E2eEnvelope,
   SendMessageRequest,
-} from "../wire/proto.ts";
+} from "@remessenger/protocol";
+import { MemoryClientStore } from "../outbox/memory-client-store.ts";
 import {
   type E2eServer,
   E2eCodec,
@@ -28,7 +28,7 @@ import {
   keptSignedPreKeys,
   planReseal,
 } from "./e2e-payload-codec.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type Clock, systemClock } from "../runtime/clock.ts";
 import { contentText, textContent } from "./payload-codec.ts";
 
 const CHAT = "c" + "a".repeat(26);

@@ -35,26 +35,28 @@ import {
 import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
 import { type MlKemProvider, mlKemGenerateKeyPair, nobleMlKem } from "../crypto/ml-kem.ts";
 import { type DeviceIdentity, type SetupDeps, SetupError } from "../crypto/session-setup.ts";
-import type { X25519KeyPair, X25519Provider } from "../crypto/x25519.ts";
-import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
-import { linkApprovalProof } from "../wire/auth-proof.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { messageIdFromHex } from "../wire/ids.ts";
-import { pqPreKeyProof, signedPreKeyProof } from "../wire/prekey-proofs.ts";
 import {
+  type X25519KeyPair,
+  type X25519Provider,
   type Chat,
-  Content,
   type DevicePayload,
-  ErrorCode,
   type Message,
   type PreKeyBundle,
   type PreKeyMessage,
   type PreKeyStock,
   type PublishPreKeysRequest,
-  SendMessageRequest,
   type User,
-} from "../wire/proto.ts";
-import type { Clock } from "./clock.ts";
+  linkApprovalProof,
+  RemessengerError,
+  messageIdFromHex,
+  pqPreKeyProof,
+  signedPreKeyProof,
+  Content,
+  ErrorCode,
+  SendMessageRequest,
+} from "@remessenger/protocol";
+import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
+import type { Clock } from "../runtime/clock.ts";
 
 /** One-time prekeys published per refill. */
 export const PREKEY_BATCH = 50;

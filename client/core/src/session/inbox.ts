@@ -12,7 +12,7 @@
  *   `startConnection` forgets what was acked on the previous one, because an
  *   ack in flight when a connection drops may be lost.
  */
-import type { ChatAck } from "../wire/proto.ts";
+import type { ChatAck } from "@remessenger/protocol";
 
 export type InboxVerdict = "new" | "duplicate";
 

@@ -3,7 +3,7 @@
  * a `Content`. Sealing and opening are end-to-end encrypted, always
  * (e2e-payload-codec.ts); there is no plaintext codec.
  */
-import type { Content } from "../wire/proto.ts";
+import type { Content } from "@remessenger/protocol";
 
 /** A text message as the user wrote it. */
 export function textContent(text: string, composedAtMs: number): Content {

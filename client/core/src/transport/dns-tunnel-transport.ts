@@ -11,19 +11,18 @@
  * names keep failing the session ends and the factory steps the budget down
  * (253 → 101 → 72) for the next connection.
  */
-import { selectX25519Provider } from "../crypto/select-x25519-provider.ts";
 import {
-  type ClientHandshake,
+  selectX25519Provider,
   RecordOpener,
   RecordSealer,
-  type TunnelKeys,
   obfuscationMasker,
   startClientHandshake,
-} from "../crypto/tunnel-cipher.ts";
-import type { X25519Provider } from "../crypto/x25519.ts";
-import { type Clock, abortReason, systemClock } from "../session/clock.ts";
-import { type Logger, silentLogger } from "../session/logger.ts";
-import {
+  type X25519Provider,
+  type ClientHandshake,
+  type TunnelKeys,
+  type Masker,
+  type TunnelAnswer,
+  type TunnelQuery,
   DNS_TYPE_TXT,
   EDNS_BUFFER_BYTES,
   RCODE_NOERROR,
@@ -32,28 +31,23 @@ import {
   decodeDnsMessage,
   encodeDnsQuery,
   fromTxtStrings,
-} from "../wire/dns-message.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { randomBytes } from "../wire/ids.ts";
-import { MAX_FRAME_BYTES } from "../wire/limits.ts";
-import { ErrorCode } from "../wire/proto.ts";
-import {
+  RemessengerError,
+  randomBytes,
+  MAX_FRAME_BYTES,
+  ErrorCode,
   NAME_BUDGET_STEPS,
   downstreamCapacityBytes,
   encodeTunnelName,
   normalizeZone,
   upstreamCapacityBytes,
-} from "../wire/tunnel-name.ts";
-import {
   HANDSHAKE_QUERY_HEADER_BYTES,
   MAX_HANDSHAKE_FRAGMENTS,
-  type Masker,
   QUERY_HEADER_BYTES,
-  type TunnelAnswer,
-  type TunnelQuery,
   decodeAnswer,
   encodeQuery,
-} from "../wire/tunnel-packet.ts";
+} from "@remessenger/protocol";
+import { type Clock, abortReason, systemClock } from "../runtime/clock.ts";
+import { type Logger, silentLogger } from "../runtime/logger.ts";
 import { type DnsExchange, DnsExchangeError } from "./dns-exchange.ts";
 import {
   DEFAULT_TUNNEL_SESSION_CONFIG,

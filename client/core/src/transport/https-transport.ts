@@ -7,10 +7,8 @@
  * order both ways. Like every transport it is dumb: any failed request closes
  * the pipe and the session reconnects; there is no retransmission here.
  */
-import { abortReason } from "../session/clock.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { MAX_FRAME_BYTES } from "../wire/limits.ts";
-import { ErrorCode, PipeFrames, PipeOpened } from "../wire/proto.ts";
+import { abortReason } from "../runtime/clock.ts";
+import { RemessengerError, MAX_FRAME_BYTES, ErrorCode, PipeFrames, PipeOpened } from "@remessenger/protocol";
 import {
   CLOSE_ABNORMAL,
   CLOSE_MESSAGE_TOO_BIG,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Content } from "../wire/proto.ts";
+import { Content } from "@remessenger/protocol";
 import { TEXT_ONLY_REASON, textOnlyRefusal } from "./text-only.ts";
 
 describe("text-only mode on plain DNS", () => {

@@ -4,7 +4,7 @@
  * go through. Anything else — attachments, calls — stays in the outbox with
  * a reason the user sees, and goes out once a better pipe is up.
  */
-import type { Content } from "../wire/proto.ts";
+import type { Content } from "@remessenger/protocol";
 import type { TransportKind } from "./transport.ts";
 
 /** What plain DNS carries: text, and the small control messages the E2E layer needs to heal. */

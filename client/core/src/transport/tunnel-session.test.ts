@@ -1,7 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ANSWER_HEADER_BYTES, type TunnelAnswer } from "../wire/tunnel-packet.ts";
-import { StreamReceiver, StreamSender } from "../wire/tunnel-stream.ts";
+import { ANSWER_HEADER_BYTES, type TunnelAnswer, StreamReceiver, StreamSender } from "@remessenger/protocol";
 import {
   DEFAULT_TUNNEL_SESSION_CONFIG,
   type OutgoingQuery,

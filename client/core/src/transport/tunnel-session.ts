@@ -31,8 +31,13 @@
  * data queries and 2 × `maxInFlight` queries in all are outstanding; every
  * query id is used once.
  */
-import type { AckInfo, TunnelAnswer } from "../wire/tunnel-packet.ts";
-import { StreamReceiver, StreamSender, TUNNEL_WINDOW_CHUNKS } from "../wire/tunnel-stream.ts";
+import {
+  type AckInfo,
+  type TunnelAnswer,
+  StreamReceiver,
+  StreamSender,
+  TUNNEL_WINDOW_CHUNKS,
+} from "@remessenger/protocol";
 
 export interface TunnelSessionConfig {
   /** Upstream bytes one data query carries (the name budget minus the header). */

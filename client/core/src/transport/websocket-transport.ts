@@ -8,10 +8,8 @@
  * A local close reports at once instead of waiting for the closing
  * handshake, because a stalled peer may never answer it.
  */
-import { abortReason } from "../session/clock.ts";
-import { RemessengerError } from "../wire/errors.ts";
-import { MAX_FRAME_BYTES } from "../wire/limits.ts";
-import { ErrorCode } from "../wire/proto.ts";
+import { abortReason } from "../runtime/clock.ts";
+import { RemessengerError, MAX_FRAME_BYTES, ErrorCode } from "@remessenger/protocol";
 import {
   CLOSE_ABNORMAL,
   CLOSE_MESSAGE_TOO_BIG,

@@ -2,7 +2,7 @@
  * Waiting for events in tests: every wait has a timeout and says what it was
  * waiting for when it fails. No sleeps.
  */
-import type { TypedEmitter } from "../core/src/manager/typed-emitter.ts";
+import type { TypedEmitter } from "@remessenger/client-core";
 
 export function waitForEvent<Events extends object, K extends keyof Events>(
   emitter: TypedEmitter<Events>,

@@ -18,7 +18,7 @@ import {
   base64UrlEncode,
   dohGetUrl,
   retryAfterMs,
-} from "../../../core/src/index.ts";
+} from "../index.ts";
 
 /** Streams one connection carries at most (the resolver may allow fewer; Unbound and others allow 100). */
 const MAX_STREAMS_PER_CONNECTION = 100;

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clientStoreContract } from "../../test/client-store-contract.ts";
+import { clientStoreContract } from "../../../test/client-store-contract.ts";
 import { SqliteClientStore } from "./sqlite-client-store.ts";
 
 clientStoreContract("SqliteClientStore", () => {

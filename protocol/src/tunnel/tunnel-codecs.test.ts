@@ -9,7 +9,7 @@ import {
   maskerFromKey,
   obfuscationMasker,
   startClientHandshake,
-} from "../crypto/tunnel-cipher.ts";
+} from "./tunnel-cipher.ts";
 import { stablelibX25519 } from "../crypto/stablelib-x25519.ts";
 import {
   DNS_TYPE_TXT,
@@ -19,7 +19,7 @@ import {
   fromTxtStrings,
   toTxtStrings,
 } from "./dns-message.ts";
-import { decodeInvite, encodeInvite, InviteError } from "./invite.ts";
+import { decodeInvite, encodeInvite, InviteError } from "../wire/invite.ts";
 import {
   MAX_LABEL_CHARS,
   MAX_NAME_CHARS,

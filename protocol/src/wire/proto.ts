@@ -13,8 +13,8 @@ export {
   GetGroupOperationsResponse,
   ListChatsRequest,
   ListChatsResponse,
-} from "../../../../gen/remessenger/v1/chat.ts";
-export { Content, SenderKeyRequest, SessionReset } from "../../../../gen/remessenger/v1/content.ts";
+} from "../../../gen/remessenger/v1/chat.ts";
+export { Content, SenderKeyRequest, SessionReset } from "../../../gen/remessenger/v1/content.ts";
 export {
   GroupEnvelope,
   GroupInfo,
@@ -22,10 +22,10 @@ export {
   GroupOperationKind,
   SenderKeyDistribution,
   SignedGroupOperation,
-} from "../../../../gen/remessenger/v1/group.ts";
-export { E2eEnvelope, PreKeyMessage } from "../../../../gen/remessenger/v1/e2e.ts";
-export { DevicesChanged, ErrorCode, ErrorDetail } from "../../../../gen/remessenger/v1/errors.ts";
-export { ClientFrame, Hello, ServerFrame, TunnelInfo } from "../../../../gen/remessenger/v1/frame.ts";
+} from "../../../gen/remessenger/v1/group.ts";
+export { E2eEnvelope, PreKeyMessage } from "../../../gen/remessenger/v1/e2e.ts";
+export { DevicesChanged, ErrorCode, ErrorDetail } from "../../../gen/remessenger/v1/errors.ts";
+export { ClientFrame, Hello, ServerFrame, TunnelInfo } from "../../../gen/remessenger/v1/frame.ts";
 export {
   Device,
   GetChallengeRequest,
@@ -39,7 +39,7 @@ export {
   RegisterRequest,
   RegisterResponse,
   User,
-} from "../../../../gen/remessenger/v1/identity.ts";
+} from "../../../gen/remessenger/v1/identity.ts";
 export {
   AckRequest,
   AckResponse,
@@ -55,7 +55,7 @@ export {
   SubscribeRequest,
   SubscribeResponse,
   SyncComplete,
-} from "../../../../gen/remessenger/v1/message.ts";
+} from "../../../gen/remessenger/v1/message.ts";
 export {
   GetPreKeyBundlesRequest,
   GetPreKeyBundlesResponse,
@@ -66,7 +66,7 @@ export {
   PublishPreKeysRequest,
   PublishPreKeysResponse,
   SignedPreKey,
-} from "../../../../gen/remessenger/v1/prekeys.ts";
+} from "../../../gen/remessenger/v1/prekeys.ts";
 export {
   AuthServiceDefinition,
   ChatServiceDefinition,
@@ -83,8 +83,8 @@ export {
   type PreKeyServiceImplementation,
   type UserServiceClient,
   type UserServiceImplementation,
-} from "../../../../gen/remessenger/v1/service.ts";
-export { PipeFrames, PipeOpened } from "../../../../gen/remessenger/v1/pipe.ts";
+} from "../../../gen/remessenger/v1/service.ts";
+export { PipeFrames, PipeOpened } from "../../../gen/remessenger/v1/pipe.ts";
 // Between server nodes only (forwarded sends, the push bus); clients never see these.
 export {
   ChatLeft,
@@ -98,4 +98,4 @@ export {
   PushEventBatch,
   type NodeServiceClient,
   type NodeServiceImplementation,
-} from "../../../../gen/remessenger/internal/v1/node.ts";
+} from "../../../gen/remessenger/internal/v1/node.ts";

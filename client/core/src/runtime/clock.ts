@@ -3,8 +3,7 @@
  * takes a Clock, so a test can run an hour of retries in a millisecond with a
  * manual clock, and the platform's timers stay at the edge.
  */
-import { RemessengerError } from "../wire/errors.ts";
-import { ErrorCode } from "../wire/proto.ts";
+import { RemessengerError, ErrorCode } from "@remessenger/protocol";
 
 export interface Clock {
   nowMs(): number;

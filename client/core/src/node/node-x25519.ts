@@ -10,12 +10,7 @@
  * Passes the same RFC 7748 vectors and cross-checks as the core's providers.
  */
 import { type KeyObject, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from "node:crypto";
-import {
-  X25519_KEY_BYTES,
-  type X25519Provider,
-  checkNonZero,
-  checkX25519Key,
-} from "../../../core/src/crypto/x25519.ts";
+import { X25519_KEY_BYTES, type X25519Provider, checkNonZero, checkX25519Key } from "@remessenger/protocol";
 import { KeyObjectCache } from "./key-object-cache.ts";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");

@@ -1,9 +1,9 @@
 import { hex } from "@scure/base";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { mlKemGenerateKeyPair, nobleMlKem } from "../../../core/src/crypto/ml-kem.ts";
-import { nobleEd25519 } from "../../../core/src/crypto/noble-ed25519.ts";
-import { stablelibX25519 } from "../../../core/src/crypto/stablelib-x25519.ts";
+import { mlKemGenerateKeyPair, nobleMlKem } from "../crypto/ml-kem.ts";
+import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
+import { stablelibX25519 } from "@remessenger/protocol";
 import { nodeEd25519 } from "./node-ed25519.ts";
 import { nodeMlKem } from "./node-ml-kem.ts";
 import { nodeX25519 } from "./node-x25519.ts";

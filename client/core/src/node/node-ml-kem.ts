@@ -15,7 +15,7 @@ import {
   ML_KEM_PUBLIC_KEY_BYTES,
   ML_KEM_SECRET_KEY_BYTES,
   type MlKemProvider,
-} from "../../../core/src/crypto/ml-kem.ts";
+} from "../crypto/ml-kem.ts";
 import { KeyObjectCache } from "./key-object-cache.ts";
 
 /** SubjectPublicKeyInfo{ id-alg-ml-kem-768, BIT STRING(1,184 bytes) }. */

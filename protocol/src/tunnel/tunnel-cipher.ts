@@ -22,12 +22,12 @@
  * therefore ciphertext throughout; a record that does not open ends the
  * session (a forged or corrupted stream is never delivered).
  */
-import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal } from "./aead.ts";
+import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal } from "../crypto/aead.ts";
 import { stream as xchacha20Stream } from "@stablelib/xchacha20";
-import { hkdfSha256, sha256 } from "./hkdf.ts";
-import type { X25519Provider } from "./x25519.ts";
+import { hkdfSha256, sha256 } from "../crypto/hkdf.ts";
+import type { X25519Provider } from "../crypto/x25519.ts";
 import { concat } from "../wire/bytes.ts";
-import type { Masker } from "../wire/tunnel-packet.ts";
+import type { Masker } from "./tunnel-packet.ts";
 
 export const TUNNEL_PROTOCOL_VERSION = 1;
 const PROTOCOL_NAME = "Noise_NK_25519_XChaChaPoly_SHA256";

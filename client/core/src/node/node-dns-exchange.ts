@@ -11,7 +11,7 @@
  */
 import dgram from "node:dgram";
 import net from "node:net";
-import { type DnsExchange, DnsExchangeError, type DnsExchangeOptions } from "../../../core/src/index.ts";
+import { type DnsExchange, DnsExchangeError, type DnsExchangeOptions } from "../index.ts";
 
 /** A UDP socket stops taking new queries after this long or this many queries. */
 const SOCKET_LIFETIME_MS = 1_000;

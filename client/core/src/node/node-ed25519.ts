@@ -4,12 +4,7 @@
  * Signatures are RFC 8032's (deterministic), identical to the other providers'.
  */
 import { type KeyObject, createPrivateKey, createPublicKey, randomBytes, sign, verify } from "node:crypto";
-import {
-  ED25519_SEED_BYTES,
-  checkSeed,
-  type DeviceSigner,
-  type Ed25519Provider,
-} from "../../../core/src/crypto/device-signer.ts";
+import { ED25519_SEED_BYTES, checkSeed, type DeviceSigner, type Ed25519Provider } from "../crypto/device-signer.ts";
 import { KeyObjectCache } from "./key-object-cache.ts";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");

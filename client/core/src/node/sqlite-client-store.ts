@@ -32,9 +32,9 @@ import {
   type OutboxQuery,
   type OutboxState,
   type ReceivedMessage,
-} from "../../core/src/index.ts";
+} from "../index.ts";
 
-import { Content } from "../../core/src/wire/proto.ts";
+import { Content } from "@remessenger/protocol";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;

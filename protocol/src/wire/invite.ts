@@ -9,7 +9,7 @@
  * with a message for the user.
  */
 import { base64urlnopad } from "@scure/base";
-import { normalizeZone } from "./tunnel-name.ts";
+import { normalizeZone } from "../tunnel/tunnel-name.ts";
 
 const PREFIX = "rmsg1.";
 export const TUNNEL_KEY_BYTES = 32;
