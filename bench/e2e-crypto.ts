@@ -51,7 +51,7 @@ import {
   openEnvelope,
   sealEnvelope,
   startSession,
-} from "../client/core/src/crypto/e2e-session.ts";
+} from "../client/core/src/e2e/e2e-session.ts";
 import {
   mlKemGenerateKeyPair,
   nobleMlKem,

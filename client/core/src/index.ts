@@ -55,10 +55,10 @@ export {
   type TransportHealth,
   isFinal,
   isLoggedIn,
-} from "./manager/connection-state.ts";
+} from "./connection/connection-state.ts";
 export { TypedEmitter } from "./runtime/typed-emitter.ts";
-export { type SwitchingTransports, TransportLadder, isSwitchingTransports } from "./manager/ladder-transports.ts";
-export { RUNG_STABLE_AFTER_MS } from "./manager/transport-ladder.ts";
+export { type SwitchingTransports, TransportLadder, isSwitchingTransports } from "./connection/ladder-transports.ts";
+export { RUNG_STABLE_AFTER_MS } from "./connection/transport-ladder.ts";
 
 export type {
   ChatKindName,
@@ -74,9 +74,9 @@ export type {
   OutboxQuery,
   OutboxState,
   ReceivedMessage,
-} from "./outbox/client-store.ts";
-export { StaleE2eStateError, toChatSummary } from "./outbox/client-store.ts";
-export { MemoryClientStore } from "./outbox/memory-client-store.ts";
+} from "./store/client-store.ts";
+export { StaleE2eStateError, toChatSummary } from "./store/client-store.ts";
+export { MemoryClientStore } from "./store/memory-client-store.ts";
 
 export { type BackoffPolicy, DEFAULT_BACKOFF } from "./runtime/backoff.ts";
 export {
@@ -118,9 +118,9 @@ export {
   SIGNED_PREKEY_GRACE_MS,
   SIGNED_PREKEY_ROTATION_MS,
   type SignedPreKeyPolicy,
-} from "./session/e2e-payload-codec.ts";
-export { type DeviceIdentity, makeDeviceIdentity } from "./crypto/session-setup.ts";
-export { safetyNumber, type SafetyNumber } from "./crypto/safety-number.ts";
+} from "./e2e/e2e-payload-codec.ts";
+export { type DeviceIdentity, makeDeviceIdentity } from "./e2e/session-setup.ts";
+export { safetyNumber, type SafetyNumber } from "./e2e/safety-number.ts";
 
 export type {
   Transport,
@@ -129,13 +129,13 @@ export type {
   TransportFactory,
   TransportHandlers,
   TransportKind,
-} from "./transport/transport.ts";
-export { webSocketTransportFactory, webSocketUrl } from "./transport/websocket-transport.ts";
+} from "./connection/transport.ts";
+export { webSocketTransportFactory, webSocketUrl } from "./connection/websocket-transport.ts";
 export {
   type FailoverTransportFactory,
   failoverTransportFactory,
   splitServerUrls,
-} from "./transport/failover-transport.ts";
+} from "./connection/failover-transport.ts";
 export {
   DNS_MESSAGE_TYPE,
   type DnsExchange,
@@ -146,12 +146,12 @@ export {
   base64UrlEncode,
   dohGetUrl,
   retryAfterMs,
-} from "./transport/dns-exchange.ts";
+} from "./connection/dns-exchange.ts";
 export {
   type DnsTunnelOptions,
   type DnsTunnelTransportFactory,
   type TunnelEndpoint,
   type TunnelStats,
   dnsTunnelTransportFactory,
-} from "./transport/dns-tunnel-transport.ts";
-export { httpsTransportFactory, pipeUrl } from "./transport/https-transport.ts";
+} from "./connection/dns-tunnel-transport.ts";
+export { httpsTransportFactory, pipeUrl } from "./connection/https-transport.ts";

@@ -13,7 +13,7 @@ export const protobufFileName = "remessenger/v1/e2e.proto";
 
 /**
  * What a DevicePayload's ciphertext holds: one end-to-end encrypted message
- * from one device to another (client/core/src/crypto/e2e-session.ts). The
+ * from one device to another (client/core/src/e2e/e2e-session.ts). The
  * server never parses it. Inside the ratchet message is a padded `Content`.
  */
 export interface E2eEnvelope {

@@ -17,7 +17,7 @@
  *   nothing of it, not even through the grace window).
  */
 import type { DeviceSigner } from "../crypto/device-signer.ts";
-import type { E2eWrite } from "../outbox/client-store.ts";
+import type { E2eWrite } from "../store/client-store.ts";
 import {
   RemessengerError,
   isError,

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { makeDeviceIdentity } from "../crypto/session-setup.ts";
+import { makeDeviceIdentity } from "../e2e/session-setup.ts";
 import {
   stablelibX25519,
   linkApprovalProof,
@@ -21,9 +21,9 @@ import {
 } from "@remessenger/protocol";
 import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
-import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { systemClock } from "../runtime/clock.ts";
-import { E2eCodec, type E2eServer } from "../session/e2e-payload-codec.ts";
+import { E2eCodec, type E2eServer } from "../e2e/e2e-payload-codec.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 import type { GraceWindow } from "./epoch-window.ts";
 import { COVERAGE_CHECK_MS, GroupCodec, type GroupServer } from "./group-codec.ts";

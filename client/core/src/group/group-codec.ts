@@ -1,6 +1,6 @@
 /**
  * The group layer of the end-to-end codec: what a group chat adds to the
- * pairwise one (session/e2e-payload-codec.ts). It keeps, per group, the
+ * pairwise one (e2e/e2e-payload-codec.ts). It keeps, per group, the
  * membership chain this device verified (every operation checked against the
  * acting device's identity key and the rules of wire/group-operation.ts), the
  * history the epoch rules need (epoch-window.ts), this device's sender key
@@ -54,10 +54,10 @@ import {
   type SenderKeyDistribution,
   type SenderKeyRequest,
 } from "@remessenger/protocol";
-import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
-import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
+import { openRecord, sealRecord } from "../e2e/e2e-records.ts";
+import type { ClientStore, E2eRecord, E2eWrite } from "../store/client-store.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { type E2eCodec, NeedsServerError, type Sealed } from "../session/e2e-payload-codec.ts";
+import { type E2eCodec, NeedsServerError, type Sealed } from "../e2e/e2e-payload-codec.ts";
 import {
   EMPTY_HISTORY,
   type EpochFailure,

@@ -37,7 +37,7 @@ import {
   hmacSha256Each,
   randomBytes,
 } from "@remessenger/protocol";
-import { pad, unpad } from "../crypto/padding.ts";
+import { pad, unpad } from "../e2e/padding.ts";
 
 /** Most message keys one chain may skip at once (a larger gap is refused). */
 export const MAX_SKIP_PER_CHAIN = 2000;

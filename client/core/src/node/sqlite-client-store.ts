@@ -1,7 +1,7 @@
 /**
  * ClientStore on node:sqlite: the CLI's profile database (client.sqlite in
  * the profile directory). It keeps every invariant of the port (see
- * client/core/src/outbox/client-store.ts) and passes its contract suite.
+ * client/core/src/store/client-store.ts) and passes its contract suite.
  *
  * - WAL and synchronous=FULL: a commit is on disk when the call returns, so
  *   `addToOutbox` resolving means the message survives a crash.

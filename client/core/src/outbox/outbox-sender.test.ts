@@ -3,8 +3,8 @@ import { describe, expect, it } from "vitest";
 import { ManualClock, settle } from "../../../test/manual-clock.ts";
 import { RemessengerError, ErrorCode, type SendMessageResponse } from "@remessenger/protocol";
 import { silentLogger } from "../runtime/logger.ts";
-import type { OutboxEntry } from "./client-store.ts";
-import { MemoryClientStore } from "./memory-client-store.ts";
+import type { OutboxEntry } from "../store/client-store.ts";
+import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { OutboxSender } from "./outbox-sender.ts";
 
 const CHAT_A = "caaaaaaaaaaaaaaaaaaaaaaaaaa";

@@ -20,11 +20,11 @@ import {
   stablelibX25519,
 } from "@remessenger/protocol";
 import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
-import type { ReceivedMessage } from "../outbox/client-store.ts";
-import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import type { ReceivedMessage } from "../store/client-store.ts";
+import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { ClientSession, PREKEY_UPKEEP_INTERVAL_MS, type SessionTiming } from "./client-session.ts";
-import { SIGNED_PREKEY_ROTATION_MS } from "./e2e-payload-codec.ts";
-import { makeDeviceIdentity } from "../crypto/session-setup.ts";
+import { SIGNED_PREKEY_ROTATION_MS } from "../e2e/e2e-payload-codec.ts";
+import { makeDeviceIdentity } from "../e2e/session-setup.ts";
 
 const USER = "u" + "a".repeat(26);
 const OTHER = "u" + "b".repeat(26);

@@ -41,8 +41,8 @@ import {
   type ConnectionStatus,
   isFinal,
   isLoggedIn,
-} from "../manager/connection-state.ts";
-import { isSwitchingTransports } from "../manager/ladder-transports.ts";
+} from "../connection/connection-state.ts";
+import { isSwitchingTransports } from "../connection/ladder-transports.ts";
 import { TypedEmitter } from "../runtime/typed-emitter.ts";
 import {
   type ClientStore,
@@ -52,7 +52,7 @@ import {
   type ReceivedMessage,
   toChatSummary,
   StaleE2eStateError,
-} from "../outbox/client-store.ts";
+} from "../store/client-store.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
 import {
   CLOSE_GOING_AWAY,
@@ -60,9 +60,9 @@ import {
   type TransportCloseReason,
   type TransportFactory,
   type TransportKind,
-} from "../transport/transport.ts";
-import { textOnlyRefusal } from "../transport/text-only.ts";
-import { webSocketTransportFactory } from "../transport/websocket-transport.ts";
+} from "../connection/transport.ts";
+import { textOnlyRefusal } from "../connection/text-only.ts";
+import { webSocketTransportFactory } from "../connection/websocket-transport.ts";
 import {
   DevicesChangedError,
   RemessengerError,
@@ -96,7 +96,7 @@ import { Inbox } from "./inbox.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";
 import type { Ed25519Provider } from "../crypto/device-signer.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
-import type { DeviceIdentity } from "../crypto/session-setup.ts";
+import type { DeviceIdentity } from "../e2e/session-setup.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
 import {
   E2eCodec,
@@ -105,7 +105,7 @@ import {
   NeedsServerError,
   type Sealed,
   type SignedPreKeyPolicy,
-} from "./e2e-payload-codec.ts";
+} from "../e2e/e2e-payload-codec.ts";
 import { DEFAULT_GRACE_WINDOW, type GraceWindow } from "../group/epoch-window.ts";
 import { type GroupAdminPort, type GroupChangeRequest, changeGroup, createGroup } from "../group/group-admin.ts";
 import { type GroupChange, GroupCodec, type GroupServer } from "../group/group-codec.ts";

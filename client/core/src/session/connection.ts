@@ -30,7 +30,7 @@ import {
   type Transport,
   type TransportCloseReason,
   type TransportFactory,
-} from "../transport/transport.ts";
+} from "../connection/transport.ts";
 import { type Clock, abortReason, deadline, pause, raceAbort } from "../runtime/clock.ts";
 import type { Logger } from "../runtime/logger.ts";
 import { RequestTracker } from "./request-tracker.ts";

@@ -18,7 +18,7 @@ import {
   type TunnelInfo,
 } from "@remessenger/protocol";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
-import { CLOSE_NORMAL, type TransportFactory } from "../transport/transport.ts";
+import { CLOSE_NORMAL, type TransportFactory } from "../connection/transport.ts";
 import { type Clock, deadline, systemClock } from "../runtime/clock.ts";
 import { Connection, type RequestOptions } from "./connection.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { systemClock } from "../runtime/clock.ts";
-import type { Transport, TransportFactory, TransportKind } from "../transport/transport.ts";
+import type { Transport, TransportFactory, TransportKind } from "./transport.ts";
 import { TransportLadder } from "./ladder-transports.ts";
 
 /** A pipe whose connect settles only when its signal aborts (a path that goes silent). */

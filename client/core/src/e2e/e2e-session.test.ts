@@ -17,10 +17,10 @@ import {
   sealEnvelope,
   startSession,
 } from "./e2e-session.ts";
-import { mlKemGenerateKeyPair } from "./ml-kem.ts";
+import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
 import { paddedSize } from "./padding.ts";
 import { type DeviceIdentity, type ResponderKeys, SetupError, makeDeviceIdentity } from "./session-setup.ts";
-import { webCryptoEd25519 } from "./webcrypto-ed25519.ts";
+import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
 
 const deps = { x25519: webCryptoX25519, ed25519: webCryptoEd25519, nowMs: 0 };
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);

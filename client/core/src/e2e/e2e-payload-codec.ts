@@ -20,7 +20,7 @@
  * that user throws IdentityChangedError until the user accepts it.
  *
  * All state is read and written through the ClientStore as encrypted,
- * versioned records (crypto/e2e-records.ts); work is serialized per codec.
+ * versioned records (e2e/e2e-records.ts); work is serialized per codec.
  */
 import type { Ed25519Provider } from "../crypto/device-signer.ts";
 import {
@@ -31,10 +31,10 @@ import {
   openEnvelope,
   sealEnvelope,
   startSession,
-} from "../crypto/e2e-session.ts";
-import { openRecord, sealRecord } from "../crypto/e2e-records.ts";
+} from "./e2e-session.ts";
+import { openRecord, sealRecord } from "./e2e-records.ts";
 import { type MlKemProvider, mlKemGenerateKeyPair, nobleMlKem } from "../crypto/ml-kem.ts";
-import { type DeviceIdentity, type SetupDeps, SetupError } from "../crypto/session-setup.ts";
+import { type DeviceIdentity, type SetupDeps, SetupError } from "./session-setup.ts";
 import {
   type X25519KeyPair,
   type X25519Provider,
@@ -55,7 +55,7 @@ import {
   ErrorCode,
   SendMessageRequest,
 } from "@remessenger/protocol";
-import type { ClientStore, E2eRecord, E2eWrite } from "../outbox/client-store.ts";
+import type { ClientStore, E2eRecord, E2eWrite } from "../store/client-store.ts";
 import type { Clock } from "../runtime/clock.ts";
 
 /** One-time prekeys published per refill. */

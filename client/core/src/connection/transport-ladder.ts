@@ -25,7 +25,7 @@
  *   heals for good is back in use within about 30 s.
  */
 import type { ConnectionFailure, TransportHealth } from "./connection-state.ts";
-import type { TransportKind } from "../transport/transport.ts";
+import type { TransportKind } from "./transport.ts";
 
 /** Probes of a better rung that must succeed in a row before the ladder climbs to it. */
 export const CLIMB_AFTER_PROBES = 2;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { makeDeviceIdentity } from "../crypto/session-setup.ts";
+import { makeDeviceIdentity } from "./session-setup.ts";
 import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
 import {
   stablelibX25519,
@@ -15,7 +15,7 @@ import {
   E2eEnvelope,
   SendMessageRequest,
 } from "@remessenger/protocol";
-import { MemoryClientStore } from "../outbox/memory-client-store.ts";
+import { MemoryClientStore } from "../store/memory-client-store.ts";
 import {
   type E2eServer,
   E2eCodec,
@@ -29,7 +29,7 @@ import {
   planReseal,
 } from "./e2e-payload-codec.ts";
 import { type Clock, systemClock } from "../runtime/clock.ts";
-import { contentText, textContent } from "./payload-codec.ts";
+import { contentText, textContent } from "../session/payload-codec.ts";
 
 const CHAT = "c" + "a".repeat(26);
 const ALICE = "u" + "a".repeat(26);

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { TransportKind } from "../transport/transport.ts";
+import type { TransportKind } from "./transport.ts";
 import {
   CLIMB_AFTER_PROBES,
   RUNG_STABLE_AFTER_MS,

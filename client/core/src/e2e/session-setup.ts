@@ -28,9 +28,9 @@ import {
   type PreKeyBundle,
   type PreKeyMessage,
 } from "@remessenger/protocol";
-import type { DeviceSigner, Ed25519Provider } from "./device-signer.ts";
+import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
 import { type RatchetState, initReceiver, initSender } from "./double-ratchet.ts";
-import { type MlKemProvider, nobleMlKem } from "./ml-kem.ts";
+import { type MlKemProvider, nobleMlKem } from "../crypto/ml-kem.ts";
 
 const SETUP_INFO = new TextEncoder().encode("remessenger/v1/pqxdh X25519 SHA-256 ML-KEM-768");
 const AD_LABEL = new TextEncoder().encode("remessenger/v1/session\u0000");

@@ -32,7 +32,7 @@ import {
   type TransportFactory,
   type TransportHandlers,
   type TransportKind,
-} from "../transport/transport.ts";
+} from "./transport.ts";
 import {
   DEFAULT_LADDER_TIMING,
   type LadderState,

@@ -9,7 +9,7 @@
  * (several pipes raced and ranked) the state names the active pipe and
  * carries every pipe's health.
  */
-import type { TransportKind } from "../transport/transport.ts";
+import type { TransportKind } from "./transport.ts";
 import { TypedEmitter } from "../runtime/typed-emitter.ts";
 
 export type ConnectionState =
