@@ -3,7 +3,7 @@
  * vars (flags win) into one validated object. Nothing else reads process.env.
  */
 import { parseArgs } from "node:util";
-import { normalizeZone } from "@remessenger/protocol";
+import { normalizeZone, ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 export interface HostPort {
   host: string;
@@ -53,8 +53,12 @@ export interface NodesConfig {
   durability: "replica" | "replica-strict" | "master";
 }
 
-export class ConfigError extends Error {
+/** A flag or environment variable the server cannot run with (INVALID_ARGUMENT). */
+export class ConfigError extends RemessengerError {
   override readonly name = "ConfigError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message, options);
+  }
 }
 
 export const USAGE = `Usage: npm start -- [options]

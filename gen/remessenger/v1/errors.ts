@@ -53,6 +53,12 @@ export const ErrorCode = {
    * operations, draft the change again on top of them, and send it again.
    */
   ERROR_CODE_GROUP_CHANGED: 14,
+  /**
+   * ERROR_CODE_UNDECRYPTABLE - A payload did not open on this device: tampered, replayed, too far out of
+   * order, or sealed with keys it does not hold. Raised and shown by clients
+   * (a message's "undecryptable" state); the server never opens payloads.
+   */
+  ERROR_CODE_UNDECRYPTABLE: 15,
 } as const;
 
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
@@ -73,6 +79,7 @@ export namespace ErrorCode {
   export type ERROR_CODE_DEADLINE_EXCEEDED = typeof ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED;
   export type ERROR_CODE_DEVICES_CHANGED = typeof ErrorCode.ERROR_CODE_DEVICES_CHANGED;
   export type ERROR_CODE_GROUP_CHANGED = typeof ErrorCode.ERROR_CODE_GROUP_CHANGED;
+  export type ERROR_CODE_UNDECRYPTABLE = typeof ErrorCode.ERROR_CODE_UNDECRYPTABLE;
 }
 
 /** The body of an error response or an unsolicited error push. */

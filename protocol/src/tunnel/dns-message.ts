@@ -12,6 +12,8 @@
  * pointers to earlier offsets, so a compression loop cannot hang it, and
  * never reads past the end (DnsMessageError instead).
  */
+import { RemessengerError } from "../wire/errors.ts";
+import { ErrorCode } from "../wire/proto.ts";
 
 export const DNS_TYPE_A = 1;
 export const DNS_TYPE_NS = 2;
@@ -37,8 +39,12 @@ export const MAX_NAME_WIRE_BYTES = 255;
 const MAX_LABEL_BYTES = 63;
 const HEADER_BYTES = 12;
 
-export class DnsMessageError extends Error {
+/** Bytes that are not the DNS message the tunnel expects (BAD_FRAME). */
+export class DnsMessageError extends RemessengerError {
   override readonly name = "DnsMessageError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_BAD_FRAME, message, options);
+  }
 }
 
 export interface SoaData {

@@ -28,6 +28,8 @@ import { hkdfSha256, sha256 } from "../crypto/hkdf.ts";
 import type { X25519Provider } from "../crypto/x25519.ts";
 import { concat } from "../wire/bytes.ts";
 import type { Masker } from "./tunnel-packet.ts";
+import { RemessengerError } from "../wire/errors.ts";
+import { ErrorCode } from "../wire/proto.ts";
 
 export const TUNNEL_PROTOCOL_VERSION = 1;
 const PROTOCOL_NAME = "Noise_NK_25519_XChaChaPoly_SHA256";
@@ -39,8 +41,12 @@ export const RECORD_OVERHEAD_BYTES = RECORD_LENGTH_BYTES + AEAD_TAG_BYTES;
 export const HANDSHAKE_MESSAGE1_BYTES = 32 + 5 + AEAD_TAG_BYTES;
 export const HANDSHAKE_MESSAGE2_BYTES = 32 + 3 + AEAD_TAG_BYTES;
 
-export class TunnelCryptoError extends Error {
+/** A tunnel record or handshake that does not open or verify; the session ends (BAD_FRAME). */
+export class TunnelCryptoError extends RemessengerError {
   override readonly name = "TunnelCryptoError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_BAD_FRAME, message, options);
+  }
 }
 
 function counterNonce(counter: number, domain = 0): Uint8Array {

@@ -13,6 +13,8 @@
  * every produced label is 1..63 characters and every name at most its budget.
  */
 import { base32nopad } from "@scure/base";
+import { RemessengerError } from "../wire/errors.ts";
+import { ErrorCode } from "../wire/proto.ts";
 
 /** RFC 1035: a label is at most 63 octets. */
 export const MAX_LABEL_CHARS = 63;
@@ -80,8 +82,11 @@ export function encodeTunnelName(bytes: Uint8Array, zone: string, budget: number
 }
 
 /** Why a name is not a tunnel name. */
-export class TunnelNameError extends Error {
+export class TunnelNameError extends RemessengerError {
   override readonly name = "TunnelNameError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_BAD_FRAME, message, options);
+  }
 }
 
 /**

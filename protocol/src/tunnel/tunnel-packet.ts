@@ -23,6 +23,8 @@
  * handshake fragment against the ones it holds before it tries the session
  * (tunnel-gateway.ts).
  */
+import { RemessengerError } from "../wire/errors.ts";
+import { ErrorCode } from "../wire/proto.ts";
 
 /** Session ids are 32 bits, chosen at random by the client. */
 export const SESSION_ID_BYTES = 4;
@@ -79,8 +81,12 @@ export const MASK_ANSWER_HEADER = 3;
 /** Padding of probe polls: keystream, so a long poll looks like any data query. */
 export const MASK_PADDING = 4;
 
-export class TunnelPacketError extends Error {
+/** Bytes that are not a tunnel packet (BAD_FRAME). */
+export class TunnelPacketError extends RemessengerError {
   override readonly name = "TunnelPacketError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_BAD_FRAME, message, options);
+  }
 }
 
 function xorInto(target: Uint8Array, at: number, mask: Uint8Array): void {

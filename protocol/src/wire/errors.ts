@@ -5,7 +5,7 @@
 import { type DevicesChanged, ErrorCode, type ErrorDetail } from "./proto.ts";
 
 export class RemessengerError extends Error {
-  override readonly name = "RemessengerError";
+  override readonly name: string = "RemessengerError";
   readonly code: ErrorCode;
   /** Server's hint for RATE_LIMITED / UNAVAILABLE; 0 when it gave none. */
   readonly retryAfterMs: number;
@@ -85,6 +85,7 @@ export function shouldRetry(err: unknown): boolean {
     case ErrorCode.ERROR_CODE_ALREADY_EXISTS:
     case ErrorCode.ERROR_CODE_TOO_LARGE:
     case ErrorCode.ERROR_CODE_UNIMPLEMENTED:
+    case ErrorCode.ERROR_CODE_UNDECRYPTABLE: // the same bytes never open later; the sender must seal anew
       return false;
     default:
       return assertNever(err.code);

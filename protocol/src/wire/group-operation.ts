@@ -22,7 +22,8 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, equalBytes } from "./bytes.ts";
 import { isId } from "./ids.ts";
 import { MAX_CHAT_TITLE_CHARS, MESSAGE_ID_BYTES } from "./limits.ts";
-import { GroupOperation, GroupOperationKind, type SignedGroupOperation } from "./proto.ts";
+import { RemessengerError } from "./errors.ts";
+import { ErrorCode, GroupOperation, GroupOperationKind, type SignedGroupOperation } from "./proto.ts";
 
 /** Members a group may have. */
 export const MAX_GROUP_MEMBERS = 10_000;
@@ -58,12 +59,33 @@ export type GroupOperationFailure =
   | "bad-signature";
 
 /** Why an operation is not part of the chain: shown to the user, refused by the server. */
-export class GroupOperationError extends Error {
+export class GroupOperationError extends RemessengerError {
   override readonly name = "GroupOperationError";
   readonly reason: GroupOperationFailure;
   constructor(reason: GroupOperationFailure, message: string) {
-    super(message);
+    super(groupOperationErrorCode(reason), message);
     this.reason = reason;
+  }
+}
+
+/** The stable code of each refusal: who may not (PERMISSION_DENIED), who lost a race (GROUP_CHANGED). */
+export function groupOperationErrorCode(reason: GroupOperationFailure): ErrorCode {
+  switch (reason) {
+    case "not-admin":
+      return ErrorCode.ERROR_CODE_PERMISSION_DENIED;
+    case "does-not-follow":
+      return ErrorCode.ERROR_CODE_GROUP_CHANGED;
+    case "bad-signature":
+      return ErrorCode.ERROR_CODE_UNAUTHENTICATED;
+    case "undecodable":
+    case "wrong-chat":
+    case "bad-users":
+    case "not-member":
+    case "last-admin":
+    case "too-many-members":
+    case "wrong-epoch":
+    case "wrong-state":
+      return ErrorCode.ERROR_CODE_INVALID_ARGUMENT;
   }
 }
 

@@ -10,6 +10,8 @@
  */
 import { base64urlnopad } from "@scure/base";
 import { normalizeZone } from "../tunnel/tunnel-name.ts";
+import { RemessengerError } from "./errors.ts";
+import { ErrorCode } from "./proto.ts";
 
 const PREFIX = "rmsg1.";
 export const TUNNEL_KEY_BYTES = 32;
@@ -20,8 +22,12 @@ export interface Invite {
   publicKey: Uint8Array;
 }
 
-export class InviteError extends Error {
+/** An invite string that does not decode (INVALID_ARGUMENT). */
+export class InviteError extends RemessengerError {
   override readonly name = "InviteError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message, options);
+  }
 }
 
 const encoder = new TextEncoder();

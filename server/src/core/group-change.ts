@@ -15,7 +15,6 @@ import {
   RemessengerError,
   decodeOperation,
   GroupOperationError,
-  type GroupOperationFailure,
   type GroupState,
   nextGroupState,
   operationProof,
@@ -45,29 +44,9 @@ export function groupStateOf(chat: ChatState): GroupState | undefined {
   };
 }
 
-function codeOf(reason: GroupOperationFailure): ErrorCode {
-  switch (reason) {
-    case "not-admin":
-      return ErrorCode.ERROR_CODE_PERMISSION_DENIED;
-    case "does-not-follow":
-      return ErrorCode.ERROR_CODE_GROUP_CHANGED;
-    case "bad-signature":
-      return ErrorCode.ERROR_CODE_UNAUTHENTICATED;
-    case "undecodable":
-    case "wrong-chat":
-    case "bad-users":
-    case "not-member":
-    case "last-admin":
-    case "too-many-members":
-    case "wrong-epoch":
-    case "wrong-state":
-      return ErrorCode.ERROR_CODE_INVALID_ARGUMENT;
-  }
-}
-
 /** A GroupOperationError as the error a sender sees, reason included. */
 export function toRemessengerError(error: GroupOperationError): RemessengerError {
-  return new RemessengerError(codeOf(error.reason), `group operation refused (${error.reason}): ${error.message}`, {
+  return new RemessengerError(error.code, `group operation refused (${error.reason}): ${error.message}`, {
     cause: error,
   });
 }

@@ -24,6 +24,7 @@ export function toGrpcStatus(code: ErrorCode): Status {
   switch (code) {
     case ErrorCode.ERROR_CODE_BAD_FRAME:
     case ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
+    case ErrorCode.ERROR_CODE_UNDECRYPTABLE:
       return Status.INVALID_ARGUMENT;
     case ErrorCode.ERROR_CODE_UNAUTHENTICATED:
       return Status.UNAUTHENTICATED;

@@ -22,7 +22,14 @@
  *   to and including its removal (held back from trimming like any cursor),
  *   and nothing after. Then its cursor and that bound are dropped.
  */
-import type { ChatKind, DevicePayload, Message, SignedGroupOperation } from "@remessenger/protocol";
+import {
+  type ChatKind,
+  type DevicePayload,
+  ErrorCode,
+  type Message,
+  RemessengerError,
+  type SignedGroupOperation,
+} from "@remessenger/protocol";
 import type { DeviceKeyStore } from "./device-keys.ts";
 
 export interface UserRecord {
@@ -120,13 +127,17 @@ export interface AppendOptions {
 }
 
 /** The append was refused: a writer with a newer lease has written the chat. Nothing was written. */
-export class FencedError extends Error {
+export class FencedError extends RemessengerError {
   override readonly name = "FencedError";
   readonly chatId: string;
   readonly storedToken: number;
 
   constructor(chatId: string, storedToken: number) {
-    super(`chat ${chatId} is fenced at token ${storedToken}: this node lost the shard`);
+    // UNAVAILABLE: the chat's new owner takes the same send; retrying is right.
+    super(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      `chat ${chatId} is fenced at token ${storedToken}: this node lost the shard`,
+    );
     this.chatId = chatId;
     this.storedToken = storedToken;
   }

@@ -8,6 +8,7 @@
  * - NodeDnsExchange (client/cli): plain DNS over UDP, a fresh source port per
  *   query, TCP when the answer comes back truncated.
  */
+import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 export type DnsExchangeFailure =
   /** No response within the deadline. */
@@ -17,15 +18,17 @@ export type DnsExchangeFailure =
   /** Anything else on the way: refused connection, HTTP error, reset. */
   | "network";
 
-export class DnsExchangeError extends Error {
+export class DnsExchangeError extends RemessengerError {
   override readonly name = "DnsExchangeError";
   readonly failure: DnsExchangeFailure;
-  readonly retryAfterMs: number;
 
   constructor(failure: DnsExchangeFailure, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      failure === "rate-limited" ? ErrorCode.ERROR_CODE_RATE_LIMITED : ErrorCode.ERROR_CODE_UNAVAILABLE,
+      message,
+      options,
+    );
     this.failure = failure;
-    this.retryAfterMs = options?.retryAfterMs ?? 0;
   }
 }
 

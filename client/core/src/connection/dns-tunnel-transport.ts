@@ -522,15 +522,17 @@ export class DnsTunnelTransport implements Transport {
   }
 }
 
-class QueryError extends Error {
+class QueryError extends RemessengerError {
   override readonly name = "QueryError";
   readonly failure: QueryFailure;
-  readonly retryAfterMs: number;
 
   constructor(failure: QueryFailure, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      failure === "rate-limited" ? ErrorCode.ERROR_CODE_RATE_LIMITED : ErrorCode.ERROR_CODE_UNAVAILABLE,
+      message,
+      options,
+    );
     this.failure = failure;
-    this.retryAfterMs = options?.retryAfterMs ?? 0;
   }
 }
 

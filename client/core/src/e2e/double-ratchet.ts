@@ -35,6 +35,8 @@ import {
   hmacSha256Each,
   type X25519KeyPair,
   type X25519Provider,
+  ErrorCode,
+  RemessengerError,
 } from "@remessenger/protocol";
 
 /** Most message keys one chain may skip at once (a gap of more is refused). */
@@ -86,11 +88,11 @@ export type RatchetFailure =
   | "bad-body" // header fine, body (or associated data) does not authenticate
   | "bad-key"; // the peer's ratchet key is unusable (small order)
 
-export class RatchetError extends Error {
+export class RatchetError extends RemessengerError {
   override readonly name = "RatchetError";
   readonly reason: RatchetFailure;
   constructor(reason: RatchetFailure, message: string) {
-    super(message);
+    super(ErrorCode.ERROR_CODE_UNDECRYPTABLE, message);
     this.reason = reason;
   }
 }

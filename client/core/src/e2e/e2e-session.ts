@@ -18,7 +18,15 @@
  *   session at once settle on one.
  * - Nothing changes on failure: a rejected envelope leaves the record as it was.
  */
-import { E2eEnvelope, type PreKeyBundle, type PreKeyMessage, concat, equalBytes } from "@remessenger/protocol";
+import {
+  E2eEnvelope,
+  type PreKeyBundle,
+  type PreKeyMessage,
+  concat,
+  equalBytes,
+  ErrorCode,
+  RemessengerError,
+} from "@remessenger/protocol";
 import { RatchetError, type RatchetFailure, ratchetDecrypt, ratchetEncrypt } from "./double-ratchet.ts";
 import { pad, unpad } from "./padding.ts";
 import {
@@ -57,11 +65,11 @@ export type OpenFailure =
   | "bad-padding"
   | "undecodable";
 
-export class OpenError extends Error {
+export class OpenError extends RemessengerError {
   override readonly name = "OpenError";
   readonly reason: OpenFailure;
-  constructor(reason: OpenFailure, message: string, options?: ErrorOptions) {
-    super(message, options);
+  constructor(reason: OpenFailure, message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_UNDECRYPTABLE, message, options);
     this.reason = reason;
   }
 }

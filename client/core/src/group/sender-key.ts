@@ -36,6 +36,8 @@ import {
   equalBytes,
   hmacSha256Each,
   randomBytes,
+  ErrorCode,
+  RemessengerError,
 } from "@remessenger/protocol";
 import { pad, unpad } from "../e2e/padding.ts";
 
@@ -114,11 +116,11 @@ export type SenderKeyFailure =
   | "bad-body" // signed, but the ciphertext does not open (a broken sender)
   | "bad-padding";
 
-export class SenderKeyError extends Error {
+export class SenderKeyError extends RemessengerError {
   override readonly name = "SenderKeyError";
   readonly reason: SenderKeyFailure;
   constructor(reason: SenderKeyFailure, message: string) {
-    super(message);
+    super(ErrorCode.ERROR_CODE_UNDECRYPTABLE, message);
     this.reason = reason;
   }
 }

@@ -19,6 +19,7 @@ import {
   dohGetUrl,
   retryAfterMs,
 } from "../index.ts";
+import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 /** Streams one connection carries at most (the resolver may allow fewer; Unbound and others allow 100). */
 const MAX_STREAMS_PER_CONNECTION = 100;
@@ -192,8 +193,12 @@ export class NodeHttp2DohExchange implements DnsExchange {
   }
 }
 
-class RefusedStream extends Error {
+/** The server refused the stream (too many open): retried on a fresh connection (UNAVAILABLE). */
+class RefusedStream extends RemessengerError {
   override readonly name = "RefusedStream";
+  constructor(message: string) {
+    super(ErrorCode.ERROR_CODE_UNAVAILABLE, message);
+  }
 }
 
 function abortError(signal: AbortSignal): Error {
