@@ -10,12 +10,16 @@
  *   winner flow from its first byte.
  * - While a lower rung carries the connection, better rungs are probed on the
  *   ladder's schedule (open a pipe, wait for the server's first frame, close).
- *   When one has proved itself, `onSwitch` asks the session to reconnect; the
- *   next race then starts on that rung.
- * - Every change of a rung's health is reported through `onHealth`, so the
+ *   When one has proved itself, a "switch" event asks the session to
+ *   reconnect; the next race then starts on that rung.
+ * - Every change of a rung's health is emitted as a "health" event, so the
  *   connection state can show each pipe and why it is not in use.
+ * - `dispose()` stops probing (the session stopped); a session started again
+ *   connects through `create()` and probing resumes.
  */
 import { type Clock, abortReason, pause } from "../runtime/clock.ts";
+import { type Logger, silentLogger } from "../runtime/logger.ts";
+import { TypedEmitter } from "../runtime/typed-emitter.ts";
 import {
   type ServerBodyFrame,
   decodeServerFrame,
@@ -61,26 +65,31 @@ export interface LadderOptions {
   rungs: readonly TransportFactory[];
   clock: Clock;
   timing?: Partial<LadderTiming>;
+  /** Where a listener's error goes. */
+  logger?: Logger;
+}
+
+export interface LadderEvents {
+  /** A better rung proved itself: reconnect now, the next race prefers it. */
+  switch: TransportKind;
+  /** A rung's health changed (for the connection state). */
+  health: readonly RungHealth[];
 }
 
 /** The part of the ladder the session talks to, beyond TransportFactory. */
 export interface SwitchingTransports extends TransportFactory {
-  /** Called when a better rung proved itself: reconnect now, the next race prefers it. */
-  onSwitch: ((to: TransportKind) => void) | undefined;
-  /** Called whenever a rung's health changes (for the connection state). */
-  onHealth: ((rungs: readonly RungHealth[]) => void) | undefined;
+  readonly events: TypedEmitter<LadderEvents>;
   readonly health: readonly RungHealth[];
   /** Stops probing (the session stopped). */
   dispose(): void;
 }
 
 export function isSwitchingTransports(factory: TransportFactory): factory is SwitchingTransports {
-  return "onSwitch" in factory && "dispose" in factory;
+  return "events" in factory && "dispose" in factory;
 }
 
 export class TransportLadder implements SwitchingTransports {
-  onSwitch: ((to: TransportKind) => void) | undefined;
-  onHealth: ((rungs: readonly RungHealth[]) => void) | undefined;
+  readonly events: TypedEmitter<LadderEvents>;
   private state: LadderState;
   private readonly factories: ReadonlyMap<TransportKind, TransportFactory>;
   private readonly options: LadderOptions;
@@ -97,6 +106,10 @@ export class TransportLadder implements SwitchingTransports {
     this.timing = { ...DEFAULT_LADDER_TIMING, ...options.timing };
     this.factories = new Map(options.rungs.map((f) => [f.kind, f]));
     this.state = initialLadder(options.rungs.map((f) => f.kind));
+    const logger = options.logger ?? silentLogger;
+    this.events = new TypedEmitter((error, event) => {
+      logger.error({ err: error, event }, "a transport ladder listener threw");
+    });
   }
 
   /** The rung in use, else the one a connect would try first. */
@@ -109,6 +122,8 @@ export class TransportLadder implements SwitchingTransports {
   }
 
   create(handlers: TransportHandlers): Transport {
+    // A connect after dispose() is a session started again: probing resumes with it.
+    this.isDisposed = false;
     return new RacingTransport(this, this.options.clock, handlers);
   }
 
@@ -176,10 +191,10 @@ export class TransportLadder implements SwitchingTransports {
       if (probing.signal.aborted || this.state.active === undefined) return;
       this.setState(probeSucceeded(this.state, kind, this.options.clock.nowMs(), this.timing));
       const target = climbTarget(this.state);
-      if (target !== undefined && this.onSwitch !== undefined) {
+      if (target !== undefined && this.events.listenerCount("switch") > 0) {
         this.pendingSwitch = target;
         this.setState(climbing(this.state, target));
-        this.onSwitch(target);
+        this.events.emit("switch", target);
         return;
       }
     } catch (error) {
@@ -197,7 +212,7 @@ export class TransportLadder implements SwitchingTransports {
 
   private setState(next: LadderState): void {
     this.state = next;
-    this.onHealth?.(next.rungs);
+    this.events.emit("health", next.rungs);
   }
 }
 
