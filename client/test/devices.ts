@@ -49,7 +49,7 @@ export async function registerTestDevice(serverUrl: string, displayName: string)
   await session.start();
   try {
     await session.whenLoggedIn({ timeoutMs: 10_000 });
-    await session.e2e.exclusive(() => session.e2e.maintainPreKeys(undefined));
+    await session.maintainPreKeys();
   } finally {
     await session.stop();
   }

@@ -57,7 +57,21 @@ export {
   isLoggedIn,
 } from "./connection/connection-state.ts";
 export { TypedEmitter } from "./runtime/typed-emitter.ts";
-export { type SwitchingTransports, TransportLadder, isSwitchingTransports } from "./connection/ladder-transports.ts";
+export {
+  type LadderEvents,
+  type SwitchingTransports,
+  TransportLadder,
+  isSwitchingTransports,
+} from "./connection/ladder-transports.ts";
+export {
+  type CreateTransportsOptions,
+  type TransportChoice,
+  TransportConfigError,
+  type TransportConfigProblem,
+  type TransportEndpoints,
+  type TransportExchanges,
+  createTransports,
+} from "./connection/create-transports.ts";
 export { RUNG_STABLE_AFTER_MS } from "./connection/transport-ladder.ts";
 
 export type {

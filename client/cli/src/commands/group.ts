@@ -125,9 +125,8 @@ export async function groupChangeCommand(
 export async function groupMembersCommand(context: CommandContext, chatId: string): Promise<void> {
   requireChat(chatId);
   await withGroupSession(context, async (session) => {
-    const groups = session.groups;
-    await session.e2e.exclusive(() => groups.refresh(chatId, true));
-    const state: GroupState | undefined = await groups.groupState(chatId);
+    await session.refreshGroup(chatId, true);
+    const state: GroupState | undefined = await session.groupState(chatId);
     if (state === undefined) throw new CliError(`no verified group ${chatId} here`, { code: "NOT_FOUND" });
     const operations = await allOperations(session, chatId, context.signal);
     // Where the verified chain ends in the server's sequence; the operation after it is one this device refuses.
@@ -141,7 +140,7 @@ export async function groupMembersCommand(context: CommandContext, chatId: strin
     const refused: Array<{ seq: number; messageId: string; reason: string; detail: string }> = [];
     const next = operations[headAt + 1];
     if (next !== undefined) {
-      const outcome = await session.e2e.exclusive(() => groups.receiveOperation(next));
+      const outcome = await session.receiveGroupOperation(next);
       if (outcome.kind === "rejected") {
         refused.push({
           seq: next.seq,

@@ -129,7 +129,7 @@ async function publishPreKeys(context: CommandContext, opened: OpenProfile): Pro
       context.output.note(`prekeys not published yet (${attempt.reason}); the next listen or send does it`);
       return;
     }
-    await session.e2e.exclusive(() => session.e2e.maintainPreKeys(undefined));
+    await session.maintainPreKeys();
   } finally {
     await session.stop();
   }

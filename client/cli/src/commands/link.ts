@@ -213,7 +213,7 @@ export async function linkFinishCommand(
     await session.start();
     try {
       const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
-      if (attempt.kind === "connected") await session.e2e.exclusive(() => session.e2e.maintainPreKeys(undefined));
+      if (attempt.kind === "connected") await session.maintainPreKeys();
     } finally {
       await session.stop();
     }

@@ -27,14 +27,13 @@ export async function verifyCommand(
   if (!isId("user", userId)) throw usageError(`not a user id: ${userId}`);
   await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
     await connectOrFail(context, session, opened);
-    const e2e = session.e2e;
-    let them: KnownUser | undefined = await e2e.exclusive(() => e2e.knownUser(userId, true));
-    const me = await e2e.exclusive(() => e2e.knownUser(opened.profile.userId, true));
+    let them: KnownUser | undefined = await session.knownUser(userId, true);
+    const me = await session.knownUser(opened.profile.userId, true);
     if (them === undefined || me === undefined) throw new CliError(`cannot fetch the devices of ${userId}`);
     const wasChanged = them.devices.some((d) => d.trust === "changed");
     if (options.accept) {
       const accepted = them;
-      them = await e2e.exclusive(() => e2e.acceptIdentity(accepted.userId));
+      them = await session.acceptIdentity(accepted.userId);
     }
     const number = safetyNumber(
       { userId: me.userId, identityKeys: me.devices.map((d) => d.identityKey) },

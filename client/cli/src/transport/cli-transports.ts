@@ -1,33 +1,25 @@
 /**
- * Which pipe a CLI command uses, from --transport and the profile: the
- * WebSocket, the HTTPS pipe, the DoH tunnel (through --doh-url resolvers, or
- * the server's own /dns-query) or the plain-DNS tunnel (through --resolver,
- * or the system resolver). The tunnel needs the zone and key the profile
- * learned at init or from an invite.
- *
- * "auto" (the default) is the transport ladder: WebSocket, then HTTPS, then
- * (when the profile knows the server's tunnel) DoH, then plain DNS, switching
- * down when a rung fails and back up when a better one heals.
+ * Which pipe a CLI command uses, from --transport and the profile. The core
+ * builds it (createTransports: the WebSocket, the HTTPS pipe, the DoH and
+ * plain-DNS tunnels, or "auto", the ladder over them); the CLI supplies what
+ * only Node can do: DoH over HTTP/2 for https:// resolvers, and plain DNS
+ * through --resolver or the system resolver. The tunnel needs the zone and
+ * key the profile learned at init or from an invite.
  */
 import { getServers } from "node:dns";
 import {
   type DnsExchange,
   FetchDohExchange,
   type Logger,
+  TransportConfigError,
   type TransportFactory,
-  type TunnelEndpoint,
-  decodeTunnelKey,
-  dnsTunnelTransportFactory,
-  failoverTransportFactory,
-  httpsTransportFactory,
+  createTransports,
   splitServerUrls,
-  TransportLadder,
   systemClock,
-  webSocketTransportFactory,
 } from "@remessenger/client-core";
+import { NodeDnsExchange, NodeHttp2DohExchange } from "@remessenger/client-core/node";
 import type { CliConfig } from "../cli-config.ts";
 import { usageError } from "../cli-error.ts";
-import { NodeDnsExchange, NodeHttp2DohExchange } from "@remessenger/client-core/node";
 
 export interface ProfileTunnel {
   zone: string;
@@ -45,76 +37,45 @@ export interface Endpoints {
   resolver: { host: string; port: number } | undefined;
 }
 
-/**
- * `serverUrls` may list several nodes of one deployment, comma-separated: the
- * WebSocket and HTTPS pipes then use one until it fails, then the next. The
- * DNS tunnel goes through resolvers to the deployment's zone, so it uses the
- * first URL only for defaults.
- */
 export function transportFactoryFor(
   config: Pick<CliConfig, "transport" | "nameBudget">,
   endpoints: Endpoints,
   logger: Logger,
 ): TransportFactory {
-  const urls = splitServerUrls(endpoints.serverUrls);
-  const serverUrl = urls[0] ?? endpoints.serverUrls;
-  const webSocket = (): TransportFactory =>
-    failoverTransportFactory(urls.map((url) => webSocketTransportFactory({ serverUrl: url })));
-  const https = (): TransportFactory =>
-    failoverTransportFactory(urls.map((url) => httpsTransportFactory({ serverUrl: url })));
-  const tunnel = (kind: "doh" | "dns", endpoint: TunnelEndpoint): TransportFactory =>
-    dnsTunnelTransportFactory({
-      kind,
-      exchanges: kind === "doh" ? dohExchanges(endpoints.dohUrls, serverUrl) : [dnsExchange(endpoints.resolver)],
-      tunnel: endpoint,
+  const dns = dnsExchange(endpoints.resolver);
+  if (config.transport === "dns" && endpoints.tunnel !== undefined && dns === undefined) {
+    throw usageError("no system DNS resolver is configured; give one with --resolver HOST:PORT");
+  }
+  try {
+    return createTransports({
+      endpoints,
+      transport: config.transport,
+      exchanges: { doh: dohExchange, ...(dns === undefined ? {} : { dns }) },
       logger,
+      clock: systemClock,
       ...(config.nameBudget === undefined ? {} : { nameBudget: config.nameBudget }),
     });
-  switch (config.transport) {
-    case "auto": {
-      const endpoint = tunnelEndpoint(endpoints.tunnel);
-      const rungs = [webSocket(), https()];
-      if (endpoint !== undefined) {
-        rungs.push(tunnel("doh", endpoint));
-        // Without a resolver to ask (none given, none configured), plain DNS is no rung.
-        if (endpoints.resolver !== undefined || getServers().length > 0) rungs.push(tunnel("dns", endpoint));
-      }
-      return new TransportLadder({ rungs, clock: systemClock });
+  } catch (error) {
+    if (error instanceof TransportConfigError && error.problem === "no-tunnel") {
+      throw usageError(
+        `this profile does not know a DNS tunnel for ${splitServerUrls(endpoints.serverUrls)[0] ?? endpoints.serverUrls}: the server has none, or the profile predates it (init with an invite: remessenger init --invite ...)`,
+      );
     }
-    case "ws":
-      return webSocket();
-    case "https":
-      return https();
-    case "doh":
-    case "dns": {
-      const endpoint = tunnelEndpoint(endpoints.tunnel);
-      if (endpoint === undefined) {
-        throw usageError(
-          `this profile does not know a DNS tunnel for ${serverUrl}: the server has none, or the profile predates it (init with an invite: remessenger init --invite ...)`,
-        );
-      }
-      return tunnel(config.transport, endpoint);
-    }
+    if (error instanceof TransportConfigError) throw usageError(error.message);
+    throw error;
   }
 }
 
-function tunnelEndpoint(tunnel: ProfileTunnel | undefined): TunnelEndpoint | undefined {
-  return tunnel === undefined ? undefined : { zone: tunnel.zone, publicKey: decodeTunnelKey(tunnel.publicKey) };
+/** Resolvers serve DoH over HTTP/2 with TLS; a plain http:// URL (our server on loopback) is HTTP/1.1. */
+function dohExchange(url: string): DnsExchange {
+  return url.startsWith("https:") ? new NodeHttp2DohExchange({ url }) : new FetchDohExchange({ url });
 }
 
-function dohExchanges(dohUrls: readonly string[], serverUrl: string): DnsExchange[] {
-  const urls = dohUrls.length > 0 ? dohUrls : [new URL("/dns-query", serverUrl).toString()];
-  // Resolvers serve DoH over HTTP/2 with TLS; a plain http:// URL (our server on loopback) is HTTP/1.1.
-  return urls.map((url) =>
-    url.startsWith("https:") ? new NodeHttp2DohExchange({ url }) : new FetchDohExchange({ url }),
-  );
-}
-
-function dnsExchange(resolver: Endpoints["resolver"]): DnsExchange {
+/** Plain DNS through --resolver, else the first system resolver; none when neither is there. */
+function dnsExchange(resolver: Endpoints["resolver"]): DnsExchange | undefined {
   if (resolver !== undefined) return new NodeDnsExchange(resolver);
   const system = getServers()[0];
-  if (system === undefined)
-    throw usageError("no system DNS resolver is configured; give one with --resolver HOST:PORT");
+  if (system === undefined) return undefined;
   const match = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(system);
   return new NodeDnsExchange({ host: match?.[1] ?? system, port: Number(match?.[2] ?? 53) });
 }

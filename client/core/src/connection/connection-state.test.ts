@@ -107,6 +107,18 @@ describe("reduceConnection", () => {
       }),
     );
   });
+
+  it("leaves stopped only when the application starts the session again, and then is idle with no failures", () => {
+    const lost: ConnectionEvent = { type: "lost", failure: failure("x"), wasStable: false, nextRetryAtMs: 5 };
+    const stopped = run([lost, lost, { type: "stopped", atMs: 6 }]);
+    const restarted = reduceConnection(stopped, { type: "restarted", atMs: 7 });
+    expect(restarted).toMatchObject({ state: "idle", sinceMs: 7, failedAttempts: 0, nextRetryAtMs: undefined });
+    expect(restarted.lastFailure).toEqual(failure("x"));
+    const refused = run([{ type: "refused", failure: failure("no") }]);
+    expect(reduceConnection(refused, { type: "restarted", atMs: 7 })).toBe(refused);
+    const idle = initialConnectionStatus(0);
+    expect(reduceConnection(idle, { type: "restarted", atMs: 7 })).toBe(idle);
+  });
 });
 
 describe("ConnectionMonitor", () => {

@@ -84,6 +84,8 @@ export type ConnectionEvent =
   | { type: "lost"; failure: ConnectionFailure; wasStable: boolean; nextRetryAtMs: number }
   | { type: "refused"; failure: ConnectionFailure }
   | { type: "stopped"; atMs: number }
+  /** The application started the session (again): a stopped one is idle until it connects. */
+  | { type: "restarted"; atMs: number }
   | { type: "queued"; count: number }
   /** The transport ladder's view of its pipes changed. */
   | { type: "health"; transports: readonly TransportHealth[] };
@@ -114,7 +116,8 @@ export function isFinal(state: ConnectionState): boolean {
 
 /** The next status; the same object when the event changes nothing. */
 export function reduceConnection(status: ConnectionStatus, event: ConnectionEvent): ConnectionStatus {
-  if (isFinal(status.state) && event.type !== "queued" && event.type !== "health") return status;
+  if (isFinal(status.state) && event.type !== "queued" && event.type !== "health" && event.type !== "restarted")
+    return status;
   switch (event.type) {
     case "connecting":
       return {
@@ -165,6 +168,10 @@ export function reduceConnection(status: ConnectionStatus, event: ConnectionEven
       };
     case "stopped":
       return { ...status, state: "stopped", sinceMs: event.atMs, nextRetryAtMs: undefined, isSynced: false };
+    case "restarted":
+      // Only a stop ends with a restart; a refusal stays final until the application stops the session.
+      if (status.state !== "stopped") return status;
+      return { ...status, state: "idle", sinceMs: event.atMs, failedAttempts: 0, nextRetryAtMs: undefined };
     case "queued":
       return event.count === status.queuedCount ? status : { ...status, queuedCount: event.count };
     case "health":

@@ -70,8 +70,7 @@ function setup(options: { maxConcurrentChats?: number } = {}) {
   let isConnected = true;
   const sender = new OutboxSender({
     store,
-    send: server.send,
-    canSend: () => isConnected,
+    sender: { send: server.send, canSend: () => isConnected },
     onUpdate: (entry) => updates.push(entry),
     onError: (error) => errors.push(error),
     clock,

@@ -26,12 +26,17 @@ export const DEFAULT_MAX_CONCURRENT_CHATS = 64;
 /** Chats read per flush; a flush after the next reconnect or poll takes the rest. */
 export const MAX_CHATS_PER_FLUSH = 10_000;
 
-export interface OutboxSenderOptions {
-  store: ClientStore;
+/** What puts one queued message on the wire (the session's Sealer: it seals, then sends). */
+export interface QueuedMessageSender {
   /** Sends one message on the live connection; rejects when there is none. */
   send(entry: OutboxEntry): Promise<SendMessageResponse>;
   /** Whether a connection is up that can take sends. */
   canSend(): boolean;
+}
+
+export interface OutboxSenderOptions {
+  store: ClientStore;
+  sender: QueuedMessageSender;
   /** A message changed state (sent, delivered, failed, or a new problem). */
   onUpdate(entry: OutboxEntry): void;
   /** The store failed: the sender stops this chat until the next flush. */
@@ -65,13 +70,20 @@ export class OutboxSender {
 
   /** Sends whatever is queued in any chat (after a connect, on a poll, on a retry timer). */
   async flushAll(): Promise<void> {
-    if (!this.options.canSend() || this.isStopped) return;
+    if (!this.options.sender.canSend() || this.isStopped) return;
     for (const chatId of await this.options.store.chatsWithQueued(MAX_CHATS_PER_FLUSH)) this.kick(chatId);
+  }
+
+  /** A message just entered the outbox: shown (onUpdate) and sent when its chat's turn comes. */
+  queued(entry: OutboxEntry): OutboxEntry {
+    this.options.onUpdate(entry);
+    this.kick(entry.chatId);
+    return entry;
   }
 
   /** Sends what is queued in one chat (a message was just added there). */
   kick(chatId: string): void {
-    if (!this.options.canSend() || this.isStopped) return;
+    if (!this.options.sender.canSend() || this.isStopped) return;
     if (this.running.has(chatId)) {
       this.again.add(chatId);
       return;
@@ -98,7 +110,7 @@ export class OutboxSender {
         this.again.delete(chatId);
         outcome = await this.sendChat(chatId);
         // A message added after the chat looked empty sets `again`: look once more.
-      } while (outcome !== "retry-later" && this.again.has(chatId) && this.options.canSend() && !this.isStopped);
+      } while (outcome !== "retry-later" && this.again.has(chatId) && this.options.sender.canSend() && !this.isStopped);
     } catch (error) {
       this.options.onError(error);
     } finally {
@@ -110,7 +122,7 @@ export class OutboxSender {
 
   /** Sends the chat's queued messages in order until none is left or one must wait. */
   private async sendChat(chatId: string): Promise<Outcome> {
-    while (this.options.canSend() && !this.isStopped) {
+    while (this.options.sender.canSend() && !this.isStopped) {
       const entry = await this.options.store.nextQueued(chatId);
       if (entry === undefined) return "sent";
       const outcome = await this.sendOne(entry);
@@ -122,7 +134,7 @@ export class OutboxSender {
   private async sendOne(entry: OutboxEntry): Promise<Outcome> {
     let response: SendMessageResponse;
     try {
-      response = await this.options.send(entry);
+      response = await this.options.sender.send(entry);
     } catch (error) {
       return this.onSendFailed(entry, error);
     }
@@ -159,7 +171,7 @@ export class OutboxSender {
    * does; without a connection the next connect flushes anyway.
    */
   private scheduleRetry(error: unknown): void {
-    if (this.cancelRetry !== undefined || !this.options.canSend() || this.isStopped) return;
+    if (this.cancelRetry !== undefined || !this.options.sender.canSend() || this.isStopped) return;
     this.retryAttempt += 1;
     const hinted = error instanceof RemessengerError ? error.retryAfterMs : 0;
     const delay =

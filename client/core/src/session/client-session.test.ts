@@ -22,7 +22,8 @@ import {
 import { mlKemGenerateKeyPair } from "../crypto/ml-kem.ts";
 import type { ReceivedMessage } from "../store/client-store.ts";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
-import { ClientSession, PREKEY_UPKEEP_INTERVAL_MS, type SessionTiming } from "./client-session.ts";
+import { ClientSession, type SessionTiming } from "./client-session.ts";
+import { PREKEY_UPKEEP_INTERVAL_MS } from "./connection-keeper.ts";
 import { SIGNED_PREKEY_ROTATION_MS } from "../e2e/e2e-payload-codec.ts";
 import { makeDeviceIdentity } from "../e2e/session-setup.ts";
 
@@ -452,6 +453,33 @@ describe("ClientSession (scripted server)", () => {
     expect(publishes()[1]).toMatchObject({ oneTimePreKeys: [], lastResortPqPreKey: undefined });
     expect(publishes()[1]?.signedPreKey?.keyId).not.toBe(firstId);
     expect(transports.pipes).toHaveLength(1);
+  });
+
+  it("starts again after stop on the same store: logs in anew, shows nothing twice, sends what stayed queued", async () => {
+    const { session, pipe, acks, peer, store } = await setup();
+    const shown: number[] = [];
+    session.events.on("message", (e) => shown.push(e.message.seq));
+    await push(pipe(), await message(1));
+    peer.isIgnoringSends = true;
+    const entry = await session.send(CHAT, "sent after the restart");
+    await settle();
+    await session.stop();
+    const first = pipe();
+    expect(first.isClosed).toBe(true);
+    expect(session.status.state).toBe("stopped");
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("queued");
+    peer.isIgnoringSends = false;
+    await session.start();
+    await settle();
+    expect(pipe()).not.toBe(first);
+    expect(session.status.state).toBe("syncing");
+    expect(scenarioRequests(pipe()).slice(0, 2)).toEqual(["login", "subscribe"]);
+    await push(pipe(), await message(1), await message(2));
+    expect(shown).toEqual([1, 2]);
+    expect(acks().flat().at(-1)).toEqual({ chatId: CHAT, throughSeq: 2 });
+    expect((await store.getOutboxEntry(entry.messageId))?.state).toBe("sent");
+    await session.stop();
+    expect(session.status.state).toBe("stopped");
   });
 
   it("stops cleanly: the connection closes and the state is stopped", async () => {
