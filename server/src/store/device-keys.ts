@@ -1,6 +1,6 @@
 /**
  * The part of the Store port that keeps devices' public key material for
- * end-to-end encryption (DESIGN §5): prekey bundles, one-time prekeys handed
+ * end-to-end encryption (docs/e2e.md): prekey bundles, one-time prekeys handed
  * out once, and devices linked to an existing user. Every Store adapter
  * implements it (store.ts extends it) and the shared contract suite covers it.
  *
