@@ -83,6 +83,7 @@ export type {
 } from "./store/client-store.ts";
 export { StaleE2eStateError, isShownToUser, toChatSummary } from "./store/client-store.ts";
 export { MemoryClientStore } from "./store/memory-client-store.ts";
+export { DEFAULT_CLIENT_DB, IndexedDbClientStore } from "./store/indexeddb-client-store.ts";
 
 export { type BackoffPolicy, DEFAULT_BACKOFF } from "./runtime/backoff.ts";
 export {
