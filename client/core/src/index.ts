@@ -75,22 +75,29 @@ export {
 export { RUNG_STABLE_AFTER_MS } from "./connection/transport-ladder.ts";
 
 export type {
+  ChatActivity,
   ChatKindName,
   ChatSummary,
   ClientStore,
   ContactRecord,
   DeviceProfile,
+  DirectoryStore,
   E2eRecord,
+  E2eStateStore,
   E2eWrite,
   NewOutboxMessage,
   OutboxEntry,
   OutboxProblem,
   OutboxQuery,
   OutboxState,
+  OutboxStore,
+  ProfileStore,
   ReceivedMessage,
+  TimelineStore,
 } from "./store/client-store.ts";
-export { StaleE2eStateError, toChatSummary } from "./store/client-store.ts";
+export { StaleE2eStateError, isShownToUser, toChatSummary } from "./store/client-store.ts";
 export { MemoryClientStore } from "./store/memory-client-store.ts";
+export { DEFAULT_CLIENT_DB, IndexedDbClientStore } from "./store/indexeddb-client-store.ts";
 
 export { type BackoffPolicy, DEFAULT_BACKOFF } from "./runtime/backoff.ts";
 export {

@@ -2,14 +2,15 @@
  * KeyVault: how a client keeps its secret keys at rest (DESIGN §5). The
  * device's keys (Ed25519 seed, X25519 identity key, the storage key that
  * encrypts sessions and prekeys in the ClientStore) are serialized by the
- * caller and wrapped here; nothing wrapped is ever stored in the clear.
+ * caller (device-secrets.ts) and wrapped here; nothing wrapped is ever
+ * stored in the clear.
  *
  * Implementations: IndexedDbKeyVault below (browser and app WebViews: a
  * non-extractable AES-256-GCM WebCrypto key kept in IndexedDB, which script
- * can use but never read out), and the Node CLI's key file
- * (client/cli/src/key-file.ts: a key from the OS keychain, else scrypt of a
- * passphrase).
+ * can use but never read out), and the Node key file (node/key-file.ts: a
+ * key from the OS keychain, else scrypt of a passphrase).
  */
+import { committed, request } from "../runtime/indexeddb-request.ts";
 
 export interface KeyVault {
   /** Encrypts `secret` for rest. */
@@ -26,32 +27,6 @@ const TAG_BYTES = 16;
 /** Why a vault refused: its wrapping key is unusable, or `unwrap` got data it did not make. */
 export class KeyVaultError extends Error {
   override readonly name = "KeyVaultError";
-}
-
-function request<T>(req: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => {
-      resolve(req.result);
-    };
-    req.onerror = () => {
-      reject(req.error ?? new Error("IndexedDB request failed"));
-    };
-  });
-}
-
-/** Settles when `tx` has committed (or failed): a request's success alone does not mean the data is stored. */
-function committed(tx: IDBTransaction): Promise<void> {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => {
-      resolve();
-    };
-    tx.onerror = () => {
-      reject(tx.error ?? new Error("IndexedDB transaction failed"));
-    };
-    tx.onabort = () => {
-      reject(tx.error ?? new Error("IndexedDB transaction aborted"));
-    };
-  });
 }
 
 /** A stored key we may use: a non-extractable AES-GCM key, else an error (never a silent new key). */

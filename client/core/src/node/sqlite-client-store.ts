@@ -1,7 +1,8 @@
 /**
  * ClientStore on node:sqlite: the CLI's profile database (client.sqlite in
- * the profile directory). It keeps every invariant of the port (see
- * client/core/src/store/client-store.ts) and passes its contract suite.
+ * the profile directory). It keeps every invariant of the ports (see
+ * client/core/src/store/client-store.ts) and passes their contract suites.
+ * The tables, their migrations and rows are in sqlite-client-schema.ts.
  *
  * - WAL and synchronous=FULL: a commit is on disk when the call returns, so
  *   `addToOutbox` resolving means the message survives a crash.
@@ -15,11 +16,12 @@
  *   the outbox insert or received message it belongs to.
  * - Contents are stored as encoded `Content` protobufs; the sealed payload
  *   (what the server gets) beside them.
+ * - Read marks move forward only, guarded in the upsert itself.
  */
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import {
   StaleE2eStateError,
-  type ChatKindName,
+  type ChatActivity,
   type ChatSummary,
   type ClientStore,
   type ContactRecord,
@@ -32,92 +34,22 @@ import {
   type OutboxQuery,
   type OutboxState,
   type ReceivedMessage,
+  isShownToUser,
 } from "../index.ts";
-
 import { Content } from "@remessenger/protocol";
+import {
+  type ChatRow,
+  type OutboxRow,
+  type ReceivedRow,
+  SCHEMA_VERSION,
+  migrateClientSchema,
+  toChat,
+  toEntry,
+  toReceived,
+} from "./sqlite-client-schema.ts";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;
-const SCHEMA_VERSION = 2;
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-  position INTEGER PRIMARY KEY AUTOINCREMENT,
-  message_id TEXT NOT NULL UNIQUE,
-  chat_id TEXT NOT NULL,
-  content BLOB NOT NULL,
-  created_at_ms INTEGER NOT NULL,
-  state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered', 'failed')),
-  seq INTEGER,
-  problem_code TEXT,
-  problem_message TEXT,
-  problem_at_ms INTEGER,
-  sealed BLOB
-);
-CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, chat_id, position);
-CREATE INDEX IF NOT EXISTS outbox_by_chat ON outbox (chat_id, state, seq);
-CREATE TABLE IF NOT EXISTS receipts (chat_id TEXT PRIMARY KEY, through_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS received (
-  chat_id TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  message_id TEXT NOT NULL,
-  sender_user_id TEXT NOT NULL,
-  sender_device_id TEXT NOT NULL,
-  server_time_ms INTEGER NOT NULL,
-  content BLOB,
-  problem TEXT,
-  PRIMARY KEY (chat_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chat_cursors (chat_id TEXT PRIMARY KEY, highest_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chats (
-  chat_id TEXT PRIMARY KEY,
-  kind TEXT NOT NULL,
-  title TEXT NOT NULL,
-  members TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS contacts (user_id TEXT PRIMARY KEY, display_name TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS e2e_state (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
-`;
-
-/** From schema 1 (before E2E): the sealed payload, the undecryptable reason, the E2E state. */
-const MIGRATE_1_TO_2 = `
-ALTER TABLE outbox ADD COLUMN sealed BLOB;
-ALTER TABLE received ADD COLUMN problem TEXT;
-CREATE TABLE IF NOT EXISTS e2e_state (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
-`;
-
-interface OutboxRow {
-  position: number;
-  message_id: string;
-  chat_id: string;
-  content: Uint8Array;
-  created_at_ms: number;
-  state: OutboxState;
-  seq: number | null;
-  problem_code: string | null;
-  problem_message: string | null;
-  problem_at_ms: number | null;
-  sealed: Uint8Array | null;
-}
-
-interface ReceivedRow {
-  chat_id: string;
-  seq: number;
-  message_id: string;
-  sender_user_id: string;
-  sender_device_id: string;
-  server_time_ms: number;
-  content: Uint8Array | null;
-  problem: string | null;
-}
-
-interface ChatRow {
-  chat_id: string;
-  kind: ChatKindName;
-  title: string;
-  members: string;
-}
 
 export class SqliteClientStore implements ClientStore {
   private readonly db: DatabaseSync;
@@ -134,24 +66,9 @@ export class SqliteClientStore implements ClientStore {
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = FULL");
       const store = new SqliteClientStore(db);
-      store.transaction(() => {
-        const isOld =
-          db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined &&
-          (db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined)
-            ?.value === "1";
-        if (isOld) {
-          db.exec(MIGRATE_1_TO_2);
-          db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
-        }
-        db.exec(SCHEMA);
-        db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
-      });
-      const version = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
-        { value: string } | undefined;
-      if (version?.value !== String(SCHEMA_VERSION)) {
-        throw new Error(
-          `profile database ${path} has schema ${version?.value ?? "?"}; this client knows ${SCHEMA_VERSION}`,
-        );
+      const version = store.transaction(() => migrateClientSchema(db));
+      if (version !== String(SCHEMA_VERSION)) {
+        throw new Error(`profile database ${path} has schema ${version ?? "?"}; this client knows ${SCHEMA_VERSION}`);
       }
       return store;
     } catch (error) {
@@ -255,9 +172,10 @@ export class SqliteClientStore implements ClientStore {
     return this.run(() => {
       const states = query.states ?? ["queued", "sent", "delivered", "failed"];
       const marks = states.map(() => "?").join(", ");
+      const inChat = query.chatId === undefined ? "" : "AND chat_id = ?";
       const rows = this.db
-        .prepare(`SELECT * FROM outbox WHERE state IN (${marks}) ORDER BY position LIMIT ?`)
-        .all(...states, query.limit) as unknown as OutboxRow[];
+        .prepare(`SELECT * FROM outbox WHERE state IN (${marks}) ${inChat} ORDER BY position LIMIT ?`)
+        .all(...states, ...(query.chatId === undefined ? [] : [query.chatId]), query.limit) as unknown as OutboxRow[];
       return rows.map(toEntry);
     });
   }
@@ -335,8 +253,8 @@ export class SqliteClientStore implements ClientStore {
         const { changes } = this.db
           .prepare(
             `INSERT OR IGNORE INTO received
-               (chat_id, seq, message_id, sender_user_id, sender_device_id, server_time_ms, content, problem)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+               (chat_id, seq, message_id, sender_user_id, sender_device_id, server_time_ms, content, problem, shown)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           )
           .run(
             message.chatId,
@@ -347,6 +265,7 @@ export class SqliteClientStore implements ClientStore {
             message.serverTimeMs,
             message.content === undefined ? null : Content.encode(message.content).finish(),
             message.problem ?? null,
+            isShownToUser(message) ? 1 : 0,
           );
         if (changes === 0) return false;
         this.applyE2e(writes);
@@ -412,6 +331,66 @@ export class SqliteClientStore implements ClientStore {
         .prepare("SELECT * FROM received WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?")
         .all(chatId, afterSeq, limit) as unknown as ReceivedRow[];
       return rows.map(toReceived);
+    });
+  }
+
+  listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]> {
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `SELECT * FROM (SELECT * FROM received WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
+        )
+        .all(chatId, beforeSeq, limit) as unknown as ReceivedRow[];
+      return rows.map(toReceived);
+    });
+  }
+
+  markRead(chatId: string, throughSeq: number): Promise<boolean> {
+    return this.run(() => {
+      if (throughSeq <= 0) return false;
+      const { changes } = this.db
+        .prepare(
+          `INSERT INTO read_marks (chat_id, through_seq) VALUES (?, ?)
+           ON CONFLICT (chat_id) DO UPDATE SET through_seq = excluded.through_seq
+           WHERE excluded.through_seq > read_marks.through_seq`,
+        )
+        .run(chatId, throughSeq);
+      return changes > 0;
+    });
+  }
+
+  chatActivity(): Promise<ChatActivity[]> {
+    return this.run(() => {
+      const profile = this.db.prepare("SELECT value FROM meta WHERE key = 'profile'").get() as
+        { value: string } | undefined;
+      const me = profile === undefined ? "" : (JSON.parse(profile.value) as DeviceProfile).userId;
+      const chatIds = this.db
+        .prepare(
+          `SELECT chat_id FROM chats UNION SELECT chat_id FROM chat_cursors UNION SELECT chat_id FROM outbox
+           ORDER BY chat_id`,
+        )
+        .all() as Array<{ chat_id: string }>;
+      const lastShown = this.db.prepare(
+        "SELECT * FROM received WHERE chat_id = ? AND shown = 1 ORDER BY seq DESC LIMIT 1",
+      );
+      const lastOwn = this.db.prepare("SELECT * FROM outbox WHERE chat_id = ? ORDER BY position DESC LIMIT 1");
+      const readMark = this.db.prepare("SELECT through_seq FROM read_marks WHERE chat_id = ?");
+      const unread = this.db.prepare(
+        "SELECT COUNT(*) AS n FROM received WHERE chat_id = ? AND shown = 1 AND seq > ? AND sender_user_id <> ?",
+      );
+      return chatIds.map(({ chat_id: chatId }): ChatActivity => {
+        const received = lastShown.get(chatId) as ReceivedRow | undefined;
+        const own = lastOwn.get(chatId) as OutboxRow | undefined;
+        const readThroughSeq = (readMark.get(chatId) as { through_seq: number } | undefined)?.through_seq ?? 0;
+        const { n } = unread.get(chatId, readThroughSeq, me) as { n: number };
+        return {
+          chatId,
+          lastReceived: received && toReceived(received),
+          lastOwn: own && toEntry(own),
+          unreadCount: n,
+          readThroughSeq,
+        };
+      });
     });
   }
 
@@ -524,38 +503,4 @@ export class SqliteClientStore implements ClientStore {
     const row = this.db.prepare(sql).get(...(params as SQLInputValue[])) as OutboxRow | undefined;
     return row === undefined ? undefined : toEntry(row);
   }
-}
-
-function toEntry(row: OutboxRow): OutboxEntry {
-  return {
-    messageId: row.message_id,
-    chatId: row.chat_id,
-    position: row.position,
-    content: Content.decode(row.content),
-    createdAtMs: row.created_at_ms,
-    state: row.state,
-    seq: row.seq ?? undefined,
-    problem:
-      row.problem_code === null
-        ? undefined
-        : { code: row.problem_code, message: row.problem_message ?? "", atMs: row.problem_at_ms ?? 0 },
-    sealed: row.sealed ?? undefined,
-  };
-}
-
-function toReceived(row: ReceivedRow): ReceivedMessage {
-  return {
-    chatId: row.chat_id,
-    seq: row.seq,
-    messageId: row.message_id,
-    senderUserId: row.sender_user_id,
-    senderDeviceId: row.sender_device_id,
-    serverTimeMs: row.server_time_ms,
-    content: row.content === null ? undefined : Content.decode(row.content),
-    ...(row.problem === null ? {} : { problem: row.problem }),
-  };
-}
-
-function toChat(row: ChatRow): ChatSummary {
-  return { chatId: row.chat_id, kind: row.kind, title: row.title, memberUserIds: JSON.parse(row.members) as string[] };
 }

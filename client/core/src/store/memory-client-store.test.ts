@@ -1,4 +1,4 @@
-import { clientStoreContract } from "../../../test/client-store-contract.ts";
+import { clientStoreContract } from "./client-store-contract.ts";
 import { MemoryClientStore } from "./memory-client-store.ts";
 
 clientStoreContract("MemoryClientStore", () =>

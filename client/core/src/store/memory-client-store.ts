@@ -1,15 +1,19 @@
 /**
  * ClientStore in memory: for tests and for load generators that drive many
  * clients in one process. Nothing survives the process; otherwise it keeps
- * every invariant of the port (see client-store.ts) and passes its contract.
+ * every invariant of the ports (see client-store.ts) and passes their
+ * contract suites (client-store-contract.ts).
  * Records are copied in and out, so callers cannot change stored state by
  * mutating what they passed or got.
  *
  * The hot paths of a sending client are O(1) per message: per-chat indexes of
  * queued and sent messages (both in order) and a count per state, so a long
- * load run does not slow down as the outbox grows.
+ * load run does not slow down as the outbox grows. A chat list's summary
+ * (chatActivity) keeps each chat's last shown seq and newest outbox entry at
+ * hand, and counts unread messages by a pass over the chat's messages.
  */
 import {
+  type ChatActivity,
   type ChatSummary,
   type ClientStore,
   type ContactRecord,
@@ -23,6 +27,7 @@ import {
   type OutboxState,
   type ReceivedMessage,
   StaleE2eStateError,
+  isShownToUser,
 } from "./client-store.ts";
 import { equalBytes } from "@remessenger/protocol";
 
@@ -39,6 +44,11 @@ export class MemoryClientStore implements ClientStore {
   private readonly receiptThrough = new Map<string, number>();
   private readonly received = new Map<string, Map<number, ReceivedMessage>>();
   private readonly highest = new Map<string, number>();
+  /** Per chat, the highest seq of a received message a user sees. */
+  private readonly lastShown = new Map<string, number>();
+  /** Per chat, the id of this device's newest outbox entry. */
+  private readonly lastOwn = new Map<string, string>();
+  private readonly readMarks = new Map<string, number>();
   private readonly chats = new Map<string, ChatSummary>();
   private readonly contacts = new Map<string, ContactRecord>();
   private readonly e2e = new Map<string, E2eRecord>();
@@ -70,6 +80,7 @@ export class MemoryClientStore implements ClientStore {
       sealed: message.sealed?.slice(),
     };
     this.outbox.set(entry.messageId, entry);
+    this.lastOwn.set(entry.chatId, entry.messageId);
     indexOf(this.queuedByChat, entry.chatId).add(entry.messageId);
     this.counts.queued += 1;
     return Promise.resolve(copy(entry));
@@ -136,7 +147,10 @@ export class MemoryClientStore implements ClientStore {
     const out: OutboxEntry[] = [];
     for (const entry of this.outbox.values()) {
       if (out.length >= query.limit) break;
-      if (query.states === undefined || query.states.includes(entry.state)) out.push(copy(entry));
+      const isWanted =
+        (query.states === undefined || query.states.includes(entry.state)) &&
+        (query.chatId === undefined || query.chatId === entry.chatId);
+      if (isWanted) out.push(copy(entry));
     }
     return Promise.resolve(out);
   }
@@ -196,6 +210,9 @@ export class MemoryClientStore implements ClientStore {
     }
     chat.set(message.seq, { ...message });
     if (message.seq > (this.highest.get(message.chatId) ?? 0)) this.highest.set(message.chatId, message.seq);
+    if (isShownToUser(message) && message.seq > (this.lastShown.get(message.chatId) ?? 0)) {
+      this.lastShown.set(message.chatId, message.seq);
+    }
     return Promise.resolve(true);
   }
 
@@ -237,6 +254,48 @@ export class MemoryClientStore implements ClientStore {
       .slice(0, limit)
       .map((m) => ({ ...m }));
     return Promise.resolve(messages);
+  }
+
+  listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]> {
+    const chat = this.received.get(chatId) ?? new Map<number, ReceivedMessage>();
+    const messages = [...chat.values()]
+      .filter((m) => m.seq < beforeSeq)
+      .sort((a, b) => a.seq - b.seq)
+      .slice(-limit)
+      .map((m) => ({ ...m }));
+    return Promise.resolve(limit > 0 ? messages : []);
+  }
+
+  markRead(chatId: string, throughSeq: number): Promise<boolean> {
+    if (throughSeq <= (this.readMarks.get(chatId) ?? 0)) return Promise.resolve(false);
+    this.readMarks.set(chatId, throughSeq);
+    return Promise.resolve(true);
+  }
+
+  chatActivity(): Promise<ChatActivity[]> {
+    const me = this.profile?.userId;
+    const chatIds = new Set([...this.chats.keys(), ...this.received.keys(), ...this.lastOwn.keys()]);
+    const out: ChatActivity[] = [];
+    for (const chatId of [...chatIds].sort()) {
+      const received = this.received.get(chatId) ?? new Map<number, ReceivedMessage>();
+      const readThroughSeq = this.readMarks.get(chatId) ?? 0;
+      let unreadCount = 0;
+      for (const m of received.values()) {
+        if (m.seq > readThroughSeq && m.senderUserId !== me && isShownToUser(m)) unreadCount += 1;
+      }
+      const shownSeq = this.lastShown.get(chatId);
+      const lastReceived = shownSeq === undefined ? undefined : received.get(shownSeq);
+      const ownId = this.lastOwn.get(chatId);
+      const lastOwn = ownId === undefined ? undefined : this.outbox.get(ownId);
+      out.push({
+        chatId,
+        lastReceived: lastReceived && { ...lastReceived },
+        lastOwn: lastOwn && copy(lastOwn),
+        unreadCount,
+        readThroughSeq,
+      });
+    }
+    return Promise.resolve(out);
   }
 
   saveChats(chats: readonly ChatSummary[]): Promise<void> {
