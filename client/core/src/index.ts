@@ -127,19 +127,15 @@ export {
 export { drop } from "./runtime/drop.ts";
 export { type Logger, silentLogger } from "./runtime/logger.ts";
 export { contentText, textContent } from "./session/payload-codec.ts";
+export { DEVICE_LIST_TTL_MS, type KnownDevice, type KnownUser } from "./e2e/device-directory.ts";
+export { IdentityChangedError, NeedsServerError } from "./e2e/pairwise-errors.ts";
+export { type E2eServer, PairwiseSessions } from "./e2e/pairwise-sessions.ts";
 export {
-  DEVICE_LIST_TTL_MS,
-  E2eCodec,
-  type E2eServer,
-  IdentityChangedError,
-  type KnownDevice,
-  type KnownUser,
-  NeedsServerError,
   PREKEY_BATCH,
   SIGNED_PREKEY_GRACE_MS,
   SIGNED_PREKEY_ROTATION_MS,
   type SignedPreKeyPolicy,
-} from "./e2e/e2e-payload-codec.ts";
+} from "./e2e/prekey-upkeep.ts";
 export { type DeviceIdentity, makeDeviceIdentity } from "./e2e/session-setup.ts";
 export { safetyNumber, type SafetyNumber } from "./e2e/safety-number.ts";
 

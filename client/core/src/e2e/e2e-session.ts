@@ -3,7 +3,7 @@
  * `SessionRecord` (the sessions this device holds with one peer device):
  * starting one from a prekey bundle, sealing a plaintext into an
  * `E2eEnvelope`, opening one. No storage and no network here; the payload
- * codec (e2e/e2e-payload-codec.ts) persists records and fetches bundles.
+ * sessions (e2e/pairwise-sessions.ts) persists records and fetches bundles.
  *
  * Invariants:
  * - Plaintexts are padded to size buckets before encryption.

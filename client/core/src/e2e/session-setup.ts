@@ -52,6 +52,37 @@ export interface SetupDeps {
   mlKem?: MlKemProvider;
 }
 
+/** The setup's providers; with `onKeyMade`, every key pair a session makes is reported too (a test's key log). */
+export function setupDepsFor(providers: {
+  x25519: X25519Provider;
+  ed25519: Ed25519Provider;
+  mlKem?: MlKemProvider;
+  onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
+}): SetupDeps {
+  const { x25519, ed25519, onKeyMade } = providers;
+  const mlKem = providers.mlKem ?? nobleMlKem;
+  if (onKeyMade === undefined) return { x25519, ed25519, mlKem };
+  // Every key pair a session makes goes through here: the setup's ephemeral key, then ratchet keys.
+  return {
+    ed25519,
+    mlKem,
+    generateEphemeral: async () => {
+      const pair = await x25519.generateKeyPair();
+      onKeyMade("setup-ephemeral", pair);
+      return pair;
+    },
+    x25519: {
+      ...x25519,
+      name: x25519.name,
+      generateKeyPair: async (): Promise<X25519KeyPair> => {
+        const pair = await x25519.generateKeyPair();
+        onKeyMade("ratchet", pair);
+        return pair;
+      },
+    },
+  };
+}
+
 /** A setup failed because of what the peer sent: a bad signature, a missing prekey. */
 export class SetupError extends RemessengerError {
   constructor(message: string) {

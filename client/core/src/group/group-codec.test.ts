@@ -23,7 +23,7 @@ import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { systemClock } from "../runtime/clock.ts";
-import { E2eCodec, type E2eServer } from "../e2e/e2e-payload-codec.ts";
+import { type E2eServer, PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 import type { GraceWindow } from "./epoch-window.ts";
 import { COVERAGE_CHECK_MS, GroupCodec, type GroupServer } from "./group-codec.ts";
@@ -39,7 +39,7 @@ interface LabDevice {
   deviceId: string;
   signer: DeviceSigner;
   store: MemoryClientStore;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   group: GroupCodec;
   /** Next log index to process. */
   cursor: number;
@@ -85,7 +85,7 @@ class GroupLab {
     const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
     const store = new MemoryClientStore();
     const storageKey = randomBytes(32);
-    const e2e = new E2eCodec({
+    const e2e = new PairwiseSessions({
       userId,
       deviceId,
       identity,

@@ -1,6 +1,6 @@
 /**
  * The group layer of the end-to-end codec: what a group chat adds to the
- * pairwise one (e2e/e2e-payload-codec.ts). It keeps, per group, the
+ * pairwise one (e2e/pairwise-sessions.ts). It keeps, per group, the
  * membership chain this device verified (every operation checked against the
  * acting device's identity key and the rules of wire/group-operation.ts), the
  * history the epoch rules need (epoch-window.ts), this device's sender key
@@ -57,7 +57,8 @@ import {
 import { openRecord, sealRecord } from "../e2e/e2e-records.ts";
 import type { ClientStore, E2eRecord, E2eWrite } from "../store/client-store.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { type E2eCodec, NeedsServerError, type Sealed } from "../e2e/e2e-payload-codec.ts";
+import { NeedsServerError } from "../e2e/pairwise-errors.ts";
+import type { PairwiseSessions, Sealed } from "../e2e/pairwise-sessions.ts";
 import {
   EMPTY_HISTORY,
   type EpochFailure,
@@ -111,7 +112,7 @@ export interface GroupCodecOptions {
   store: ClientStore;
   ed25519: Ed25519Provider;
   /** The pairwise layer: distributions and device lists go through it. */
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   clock: Clock;
   window: GraceWindow;
 }

@@ -24,7 +24,7 @@ import type { ReceivedMessage } from "../store/client-store.ts";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { ClientSession, type SessionTiming } from "./client-session.ts";
 import { PREKEY_UPKEEP_INTERVAL_MS } from "./connection-keeper.ts";
-import { SIGNED_PREKEY_ROTATION_MS } from "../e2e/e2e-payload-codec.ts";
+import { SIGNED_PREKEY_ROTATION_MS } from "../e2e/prekey-upkeep.ts";
 import { makeDeviceIdentity } from "../e2e/session-setup.ts";
 
 const USER = "u" + "a".repeat(26);

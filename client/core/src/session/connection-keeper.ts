@@ -34,7 +34,7 @@ import {
   type TransportKind,
 } from "../connection/transport.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
-import type { E2eCodec } from "../e2e/e2e-payload-codec.ts";
+import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import type { GroupCodec } from "../group/group-codec.ts";
 import { backoffDelay } from "../runtime/backoff.ts";
 import { type Clock, pause } from "../runtime/clock.ts";
@@ -71,7 +71,7 @@ export interface ConnectionKeeperOptions {
   api: ServerApi;
   receiver: PushSink;
   outbox: OutboxFlusher;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   groups: GroupCodec;
   events: SessionEmitter;
   clock: Clock;

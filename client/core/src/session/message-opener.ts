@@ -12,7 +12,7 @@
  *   key is kept in the E2E state and the stored content carries no chain key.
  */
 import type { Content, Message } from "@remessenger/protocol";
-import type { E2eCodec } from "../e2e/e2e-payload-codec.ts";
+import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import type { GroupCodec, OperationOutcome } from "../group/group-codec.ts";
 import type { Logger } from "../runtime/logger.ts";
 import type { ClientStore, E2eWrite, ReceivedMessage } from "../store/client-store.ts";
@@ -38,7 +38,7 @@ type OpenedFor =
 
 export interface MessageOpenerOptions {
   store: ClientStore;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   groups: GroupCodec;
   logger: Logger;
 }

@@ -25,7 +25,7 @@ import {
 } from "@remessenger/protocol";
 import type { ConnectionMonitor } from "../connection/connection-state.ts";
 import { CLOSE_GOING_AWAY } from "../connection/transport.ts";
-import type { E2eCodec } from "../e2e/e2e-payload-codec.ts";
+import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import type { GroupCodec } from "../group/group-codec.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
@@ -52,7 +52,7 @@ export interface ReceiverOptions {
   monitor: ConnectionMonitor;
   opener: MessageOpener;
   repair: Repair;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   groups: GroupCodec;
   events: SessionEmitter;
   clock: Clock;

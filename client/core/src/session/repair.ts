@@ -13,7 +13,7 @@
  *   (GroupCodec.answerKeyRequest), and only when addressed to this device.
  */
 import type { Content, SenderKeyRequest } from "@remessenger/protocol";
-import type { E2eCodec } from "../e2e/e2e-payload-codec.ts";
+import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import type { GroupCodec } from "../group/group-codec.ts";
 import { KeyRequestThrottle } from "../group/key-request.ts";
 import type { OutboxSender } from "../outbox/outbox-sender.ts";
@@ -32,7 +32,7 @@ const ANY_CHAT = "*";
 
 export interface RepairOptions {
   deviceId: string;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   groups: GroupCodec;
   sealer: Sealer;
   outbox: OutboxSender;

@@ -30,7 +30,8 @@ import {
 } from "@remessenger/protocol";
 import { textOnlyRefusal } from "../connection/text-only.ts";
 import type { TransportFactory } from "../connection/transport.ts";
-import { type E2eCodec, IdentityChangedError, NeedsServerError, type Sealed } from "../e2e/e2e-payload-codec.ts";
+import { IdentityChangedError, NeedsServerError } from "../e2e/pairwise-errors.ts";
+import type { PairwiseSessions, Sealed } from "../e2e/pairwise-sessions.ts";
 import type { GroupCodec } from "../group/group-codec.ts";
 import type { QueuedMessageSender } from "../outbox/outbox-sender.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -51,7 +52,7 @@ export const MAX_RESEAL_ROUNDS = 3;
 export interface SealerOptions {
   store: ClientStore;
   api: ServerApi;
-  e2e: E2eCodec;
+  e2e: PairwiseSessions;
   groups: GroupCodec;
   /** The pipe in use decides what may be sent (the DNS tunnel carries text only). */
   transports: TransportFactory;
@@ -140,7 +141,7 @@ export class Sealer implements QueuedMessageSender {
           "the chat's devices changed: sealing for the new ones and sending again",
         );
         const previous = sealed;
-        // Only for the devices that changed (see E2eCodec.reseal).
+        // Only for the devices that changed (see PairwiseSessions.reseal).
         sealed = await this.replaceSealed(entry, previous, () =>
           this.options.e2e.reseal(previous, entry.content, error),
         );

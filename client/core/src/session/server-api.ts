@@ -25,7 +25,8 @@ import {
   RemessengerError,
 } from "@remessenger/protocol";
 import { type ConnectionMonitor, isLoggedIn } from "../connection/connection-state.ts";
-import { type E2eServer, NeedsServerError } from "../e2e/e2e-payload-codec.ts";
+import { NeedsServerError } from "../e2e/pairwise-errors.ts";
+import type { E2eServer } from "../e2e/pairwise-sessions.ts";
 import type { GroupServer } from "../group/group-codec.ts";
 import type { Connection, RequestKind, RequestValue, ResponseValue } from "./connection.ts";
 

@@ -6,7 +6,7 @@ import type { X25519Provider } from "@remessenger/protocol";
 import type { TransportFactory } from "../connection/transport.ts";
 import type { DeviceSigner, Ed25519Provider } from "../crypto/device-signer.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
-import type { SignedPreKeyPolicy } from "../e2e/e2e-payload-codec.ts";
+import type { SignedPreKeyPolicy } from "../e2e/prekey-upkeep.ts";
 import type { DeviceIdentity } from "../e2e/session-setup.ts";
 import type { GraceWindow } from "../group/epoch-window.ts";
 import type { Clock } from "../runtime/clock.ts";

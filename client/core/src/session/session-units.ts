@@ -3,7 +3,7 @@
  * top-down, each given the lower units it calls and nothing above it:
  *
  *   ConnectionKeeper → Receiver → MessageOpener, Repair → OutboxSender → Sealer
- *   → E2eCodec, GroupCodec → ServerApi → the logged-in Connection
+ *   → PairwiseSessions, GroupCodec → ServerApi → the logged-in Connection
  *
  * A run is built fresh on every start(), on the same store: nothing of a
  * stopped run (its lock queue, throttles, ack window) leaks into the next.
@@ -12,7 +12,7 @@ import { selectX25519Provider } from "@remessenger/protocol";
 import type { ConnectionMonitor } from "../connection/connection-state.ts";
 import type { TransportFactory } from "../connection/transport.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
-import { E2eCodec } from "../e2e/e2e-payload-codec.ts";
+import { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { DEFAULT_GRACE_WINDOW } from "../group/epoch-window.ts";
 import { GroupCodec } from "../group/group-codec.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
@@ -34,7 +34,7 @@ import type { SessionTiming } from "./session-timing.ts";
 export interface SessionUnits {
   readonly lifetime: AbortController;
   readonly api: ServerApi;
-  readonly e2e: E2eCodec;
+  readonly e2e: PairwiseSessions;
   readonly groups: GroupCodec;
   readonly sealer: Sealer;
   readonly outbox: OutboxSender;
@@ -93,7 +93,7 @@ export async function buildSessionUnits(shell: SessionShell): Promise<SessionUni
   const lifetime = new AbortController();
   const api = new ServerApi({ monitor, requestTimeoutMs: timing.requestTimeoutMs, signal: lifetime.signal });
   const ed25519 = keys.ed25519 ?? (await selectEd25519Provider());
-  const e2e = new E2eCodec({
+  const e2e = new PairwiseSessions({
     userId: profile.userId,
     deviceId: profile.deviceId,
     identity: keys.identity,

@@ -5,10 +5,8 @@ import {
   stablelibX25519,
   linkApprovalProof,
   randomBytes,
-  isError,
   ChatKind,
   type Device,
-  ErrorCode,
   type Message,
   type PreKeyBundle,
   type PublishPreKeysRequest,
@@ -16,18 +14,15 @@ import {
   SendMessageRequest,
 } from "@remessenger/protocol";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
+import { IdentityChangedError } from "./pairwise-errors.ts";
+import { type E2eServer, PairwiseSessions } from "./pairwise-sessions.ts";
 import {
-  type E2eServer,
-  E2eCodec,
-  IdentityChangedError,
   MAX_SIGNED_PREKEYS,
   SIGNED_PREKEY_GRACE_MS,
   SIGNED_PREKEY_ROTATION_MS,
   type SignedPreKeyPolicy,
-  applyReseal,
   keptSignedPreKeys,
-  planReseal,
-} from "./e2e-payload-codec.ts";
+} from "./prekey-upkeep.ts";
 import { type Clock, systemClock } from "../runtime/clock.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 
@@ -99,7 +94,7 @@ async function device(
   const signer = await nobleEd25519.signerFromSeed(nobleEd25519.generateSeed());
   const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
   const store = new MemoryClientStore();
-  const codec = new E2eCodec({
+  const codec = new PairwiseSessions({
     userId,
     deviceId,
     identity,
@@ -152,7 +147,7 @@ async function openAt(to: TestDevice, message: Message): Promise<string> {
   return contentText(opened.content) ?? "";
 }
 
-describe("E2eCodec trust", () => {
+describe("PairwiseSessions trust", () => {
   it("blocks sending to a user whose device key changed until the change is accepted", async () => {
     const server = new FakeServer();
     const alice = await device(server, ALICE, "d" + "a".repeat(26));
@@ -230,43 +225,7 @@ async function linkApproved(server: FakeServer, approver: TestDevice, deviceId: 
   return linked;
 }
 
-describe("planReseal and applyReseal", () => {
-  const request: SendMessageRequest = {
-    chatId: CHAT,
-    messageId: new Uint8Array(16),
-    payload: new Uint8Array(0),
-    devicePayloads: [
-      { deviceId: "d1", ciphertext: new Uint8Array([1]) },
-      { deviceId: "d2", ciphertext: new Uint8Array([2]) },
-    ],
-  };
-
-  it("drops stale payloads, adds missing devices, and keeps every other payload as it was", () => {
-    const plan = planReseal(["d1", "d2"], ["d1", "d3"], { missingDeviceIds: ["d3"], staleDeviceIds: ["d2"] });
-    expect(plan).toEqual({ drop: ["d2"], add: ["d3"] });
-    const next = applyReseal(request, plan.drop, [{ deviceId: "d3", ciphertext: new Uint8Array([3]) }]);
-    expect(next.devicePayloads.map((p) => p.deviceId)).toEqual(["d1", "d3"]);
-    expect(next.devicePayloads[0]).toBe(request.devicePayloads[0]);
-    expect(next.messageId).toBe(request.messageId);
-  });
-
-  it("refuses (retryably) a missing device it cannot see, and a change that changes nothing", () => {
-    expect(() => planReseal(["d1"], ["d1"], { missingDeviceIds: ["d9"], staleDeviceIds: [] })).toThrow(/cannot see/);
-    expect(() => planReseal(["d1"], ["d1"], { missingDeviceIds: ["d1"], staleDeviceIds: ["d7"] })).toThrow(
-      /already matches/,
-    );
-    const refusal = ((): unknown => {
-      try {
-        return planReseal(["d1"], ["d1"], { missingDeviceIds: [], staleDeviceIds: [] });
-      } catch (error) {
-        return error;
-      }
-    })();
-    expect(isError(refusal, ErrorCode.ERROR_CODE_UNAVAILABLE)).toBe(true);
-  });
-});
-
-describe("E2eCodec reseal", () => {
+describe("PairwiseSessions reseal", () => {
   it("seals only for a device linked after the first seal, keeps the other payloads byte for byte, and both devices read it", async () => {
     const server = new FakeServer();
     const alice = await device(server, ALICE, "d" + "a".repeat(26));

@@ -1,0 +1,401 @@
+/**
+ * Pairwise end-to-end sessions: the one place where what the user wrote
+ * becomes ciphertext for each of a chat's devices and back. No plaintext
+ * path exists.
+ *
+ * Sealing (when a message enters the outbox, or at its first send when
+ * sessions must be fetched first): the Content is padded and encrypted once
+ * per recipient device, every device of the other members and this user's
+ * other devices, with Double Ratchet sessions started from prekey bundles
+ * (PQXDH). The result is a SendMessageRequest whose device_payloads hold the
+ * envelopes; the caller stores it with the state writes in one transaction,
+ * and every retry sends those same bytes.
+ *
+ * Opening: the device's own envelope is decrypted with the session of the
+ * sending device (or a new one from a prekey message); failures come back as
+ * a reason, never as a silent drop.
+ *
+ * Trust is the DeviceDirectory's (trust on first use, approvals, changed
+ * identities); this device's prekeys are the PreKeyUpkeep's. All state is
+ * read and written through the ClientStore as encrypted, versioned records
+ * (e2e/e2e-records.ts); work is serialized by `exclusive`.
+ */
+import {
+  Content,
+  type DevicePayload,
+  ErrorCode,
+  type Message,
+  type PreKeyBundle,
+  type PreKeyStock,
+  RemessengerError,
+  SendMessageRequest,
+  type X25519Provider,
+  equalBytes,
+  messageIdFromHex,
+} from "@remessenger/protocol";
+import type { Ed25519Provider } from "../crypto/device-signer.ts";
+import type { MlKemProvider } from "../crypto/ml-kem.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { ClientStore, E2eRecord, E2eWrite } from "../store/client-store.ts";
+import { type DirectoryServer, DeviceDirectory, type KnownUser, type Recipient } from "./device-directory.ts";
+import { openRecord, sealRecord } from "./e2e-records.ts";
+import {
+  EMPTY_RECORD,
+  OpenError,
+  type OpenFailure,
+  type SessionRecord,
+  openEnvelope,
+  sealEnvelope,
+  startSession,
+} from "./e2e-session.ts";
+import { IdentityChangedError, NeedsServerError } from "./pairwise-errors.ts";
+import { type DeviceChange, applyReseal, planReseal } from "./pairwise-reseal.ts";
+import {
+  type LocalPreKeys,
+  PREKEYS_KEY,
+  type PreKeyServer,
+  PreKeyUpkeep,
+  type SignedPreKeyPolicy,
+  responderKeys,
+} from "./prekey-upkeep.ts";
+import { type DeviceIdentity, type SetupDeps, setupDepsFor } from "./session-setup.ts";
+
+const encoder = new TextEncoder();
+
+/** What pairwise sessions ask the server (the session's ServerApi answers). */
+export interface E2eServer extends DirectoryServer, PreKeyServer {
+  getPreKeyBundles(userId: string, deviceIds: readonly string[]): Promise<PreKeyBundle[]>;
+}
+
+export interface PairwiseSessionsOptions {
+  userId: string;
+  deviceId: string;
+  identity: DeviceIdentity;
+  /** 32 bytes: encrypts every E2E record at rest. */
+  storageKey: Uint8Array;
+  store: ClientStore;
+  x25519: X25519Provider;
+  ed25519: Ed25519Provider;
+  /** ML-KEM-768 (the portable one when omitted). */
+  mlKem?: MlKemProvider;
+  clock: Clock;
+  /** Told about every ratchet and prekey key pair made here (SSLKEYLOGFILE-style test hook). */
+  onKeyMade?: (kind: string, pair: { publicKey: Uint8Array; privateKey: Uint8Array }) => void;
+  /** Signed prekey rotation (SIGNED_PREKEY_ROTATION_MS, SIGNED_PREKEY_GRACE_MS when omitted). */
+  signedPreKeys?: Partial<SignedPreKeyPolicy>;
+}
+
+export interface Sealed {
+  /** The encoded SendMessageRequest. */
+  sealed: Uint8Array;
+  writes: E2eWrite[];
+}
+
+export type Opened =
+  | { kind: "content"; content: Content; writes: E2eWrite[] }
+  | {
+      kind: "undecryptable";
+      reason: OpenFailure | "not-for-this-device" | "identity-mismatch";
+      detail: string;
+      canHeal: boolean;
+    };
+
+const sessionKey = (deviceId: string): string => `session/${deviceId}`;
+
+/** The routing header every envelope is bound to (associated data). */
+export function routingHeader(chatId: string, messageId: Uint8Array, fromDevice: string, toDevice: string): Uint8Array {
+  const head = encoder.encode(`remessenger/v1/route\u0000${chatId}\u0000`);
+  const tail = encoder.encode(`\u0000${fromDevice}\u0000${toDevice}`);
+  const out = new Uint8Array(head.length + messageId.length + tail.length);
+  out.set(head);
+  out.set(messageId, head.length);
+  out.set(tail, head.length + messageId.length);
+  return out;
+}
+
+export class PairwiseSessions {
+  private readonly options: PairwiseSessionsOptions;
+  private readonly directory: DeviceDirectory;
+  private readonly preKeys: PreKeyUpkeep;
+  private server: E2eServer | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: PairwiseSessionsOptions) {
+    this.options = options;
+    this.directory = new DeviceDirectory(options);
+    this.preKeys = new PreKeyUpkeep(options);
+  }
+
+  /** Where to fetch device lists and bundles; unset (offline) sealing needs cached sessions. */
+  setServer(server: E2eServer | undefined): void {
+    this.server = server;
+    this.directory.setServer(server);
+    this.preKeys.setServer(server);
+  }
+
+  /** Runs `work` after every earlier E2E step of this device finished: state is read-modified-written one at a time. */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Seals `content` for every other device in the chat. Throws NeedsServerError, IdentityChangedError. */
+  async seal(chatId: string, messageIdHex: string, content: Content): Promise<Sealed> {
+    const messageId = messageIdFromHex(messageIdHex);
+    const targets = await this.directory.recipients(chatId);
+    const { devicePayloads, writes } = await this.sealFor(targets, chatId, messageId, content);
+    if (devicePayloads.length === 0) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_UNAVAILABLE,
+        `no device in ${chatId} can receive encrypted messages yet`,
+      );
+    }
+    const request: SendMessageRequest = { chatId, messageId, payload: new Uint8Array(0), devicePayloads };
+    return { sealed: SendMessageRequest.encode(request).finish(), writes };
+  }
+
+  /**
+   * Seals a sealed message again for a changed set of recipient devices (the
+   * server answered DEVICES_CHANGED): the device lists are fetched anew, the
+   * payloads of stale devices are dropped, each missing device gets one
+   * (through its session, or a new one from its prekey bundle), and every
+   * other payload stays byte for byte — no ratchet moves twice for one
+   * message. Throws IdentityChangedError for a new device nobody we trust
+   * approved, and a retryable UNAVAILABLE when a missing device cannot be
+   * sealed for yet.
+   */
+  async reseal(sealed: Uint8Array, content: Content, change: DeviceChange): Promise<Sealed> {
+    const request = SendMessageRequest.decode(sealed);
+    const targets = await this.directory.recipients(request.chatId, true);
+    const plan = planReseal(
+      request.devicePayloads.map((p) => p.deviceId),
+      targets.map((t) => t.deviceId),
+      change,
+    );
+    const { devicePayloads, writes } = await this.sealFor(
+      targets.filter((t) => plan.add.includes(t.deviceId)),
+      request.chatId,
+      request.messageId,
+      content,
+    );
+    const unsealed = plan.add.filter((id) => !devicePayloads.some((p) => p.deviceId === id));
+    if (unsealed.length > 0) {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_UNAVAILABLE,
+        `cannot encrypt for device ${unsealed.join(", ")} yet (no prekeys)`,
+        { retryAfterMs: 1_000 },
+      );
+    }
+    const next = applyReseal(request, plan.drop, devicePayloads);
+    return { sealed: SendMessageRequest.encode(next).finish(), writes };
+  }
+
+  /** One payload per target that has (or can start) a session; the ratchet writes that go with them. */
+  private async sealFor(
+    targets: readonly Recipient[],
+    chatId: string,
+    messageId: Uint8Array,
+    content: Content,
+  ): Promise<{ devicePayloads: DevicePayload[]; writes: E2eWrite[] }> {
+    const { deviceId } = this.options;
+    const plaintext = Content.encode(content).finish();
+    const records = await this.options.store.readE2e(targets.map((t) => sessionKey(t.deviceId)));
+    const writes: E2eWrite[] = [];
+    const devicePayloads: DevicePayload[] = [];
+    const missing = new Map<string, string[]>();
+    const sessions = new Map<string, { record: SessionRecord; version: number }>();
+    for (const target of targets) {
+      const stored = records.get(sessionKey(target.deviceId));
+      const record = stored === undefined ? EMPTY_RECORD : this.decodeSession(target.deviceId, stored);
+      sessions.set(target.deviceId, { record, version: stored?.version ?? 0 });
+      if (record.current === undefined)
+        missing.set(target.userId, [...(missing.get(target.userId) ?? []), target.deviceId]);
+    }
+    for (const [userId, deviceIds] of missing) {
+      const server = this.requireServer(`start a session with ${userId}`);
+      const bundles = await server.getPreKeyBundles(userId, deviceIds);
+      for (const bundle of bundles) {
+        const target = targets.find((t) => t.deviceId === bundle.deviceId);
+        const entry = sessions.get(bundle.deviceId);
+        if (target === undefined || entry === undefined) continue;
+        if (!equalBytes(bundle.identityKey, target.identityKey)) {
+          throw new IdentityChangedError(userId, `device ${bundle.deviceId} offers a key we do not know`);
+        }
+        entry.record = await startSession(
+          this.setupDeps(),
+          this.options.identity,
+          entry.record,
+          bundle,
+          this.options.clock.nowMs(),
+        );
+      }
+    }
+    for (const target of targets) {
+      const entry = sessions.get(target.deviceId);
+      if (entry?.record.current === undefined) continue; // the device published no bundle: it cannot read us
+      const sealed = sealEnvelope(
+        this.options.identity,
+        entry.record,
+        plaintext,
+        routingHeader(chatId, messageId, deviceId, target.deviceId),
+      );
+      devicePayloads.push({ deviceId: target.deviceId, ciphertext: sealed.envelope });
+      writes.push(this.sessionWrite(target.deviceId, entry.version, sealed.record));
+    }
+    return { devicePayloads, writes };
+  }
+
+  /**
+   * Seals `content` pairwise for the devices of `memberUserIds` (all but this
+   * one, and of those only the ones `isWanted` accepts): a group's control
+   * messages (sender key distributions, session resets), which the server
+   * hands each device its own payload of. `deviceIds` are the devices sealed
+   * for (a device without prekeys cannot be). Throws NeedsServerError,
+   * IdentityChangedError.
+   */
+  async sealForMembers(
+    chatId: string,
+    messageIdHex: string,
+    content: Content,
+    memberUserIds: readonly string[],
+    isWanted: (deviceId: string) => boolean = () => true,
+  ): Promise<Sealed & { deviceIds: string[] }> {
+    const messageId = messageIdFromHex(messageIdHex);
+    const targets = (await this.directory.recipientsOf(memberUserIds)).filter((t) => isWanted(t.deviceId));
+    const { devicePayloads, writes } = await this.sealFor(targets, chatId, messageId, content);
+    const request: SendMessageRequest = { chatId, messageId, payload: new Uint8Array(0), devicePayloads };
+    return {
+      sealed: SendMessageRequest.encode(request).finish(),
+      writes,
+      deviceIds: devicePayloads.map((p) => p.deviceId),
+    };
+  }
+
+  /** The devices of `memberUserIds` other than this one (device lists fetched when stale). Throws IdentityChangedError. */
+  async memberDevices(memberUserIds: readonly string[]): Promise<Array<{ userId: string; deviceId: string }>> {
+    return (await this.directory.recipientsOf(memberUserIds)).map((r) => ({ userId: r.userId, deviceId: r.deviceId }));
+  }
+
+  /** The identity key this device knows for a user's device (fetched anew once when unknown). */
+  async identityKeyOf(userId: string, deviceId: string): Promise<Uint8Array | undefined> {
+    return (await this.directory.knownDevice(userId, deviceId))?.identityKey;
+  }
+
+  /** Opens this device's envelope of a received message. */
+  async open(message: Message): Promise<Opened> {
+    const { deviceId, store } = this.options;
+    const mine = message.devicePayloads.find((p) => p.deviceId === deviceId);
+    if (mine === undefined) {
+      return {
+        kind: "undecryptable",
+        reason: "not-for-this-device",
+        detail: "the sender encrypted nothing for this device",
+        canHeal: true,
+      };
+    }
+    const sender = message.senderDeviceId;
+    const keys = [sessionKey(sender), PREKEYS_KEY];
+    const stored = await store.readE2e(keys);
+    const sessionRecord = stored.get(sessionKey(sender));
+    const prekeysRecord = stored.get(PREKEYS_KEY);
+    const record = sessionRecord === undefined ? EMPTY_RECORD : this.decodeSession(sender, sessionRecord);
+    const local = prekeysRecord === undefined ? undefined : this.preKeys.decode(prekeysRecord);
+    let opened;
+    try {
+      opened = await openEnvelope(
+        { ...this.setupDeps(), nowMs: this.options.clock.nowMs() },
+        this.options.identity,
+        record,
+        mine.ciphertext,
+        routingHeader(message.chatId, message.messageId, sender, deviceId),
+        (prekeyMessage) => Promise.resolve(responderKeys(local, prekeyMessage)),
+      );
+    } catch (error) {
+      if (!(error instanceof OpenError)) throw error;
+      return { kind: "undecryptable", reason: error.reason, detail: error.message, canHeal: error.reason !== "replay" };
+    }
+    const known = await this.directory.knownDevice(message.senderUserId, sender);
+    if (known === undefined || !equalBytes(known.identityKey, opened.peerIdentityKey)) {
+      return {
+        kind: "undecryptable",
+        reason: "identity-mismatch",
+        detail: `the message is signed by a key the server does not list for device ${sender}`,
+        canHeal: false,
+      };
+    }
+    let content: Content;
+    try {
+      content = Content.decode(opened.plaintext);
+    } catch {
+      return {
+        kind: "undecryptable",
+        reason: "undecodable",
+        detail: "the decrypted content is not a Content",
+        canHeal: false,
+      };
+    }
+    const writes = [this.sessionWrite(sender, sessionRecord?.version ?? 0, opened.record)];
+    const { oneTimePreKeyId } = opened.consumed;
+    if (oneTimePreKeyId !== undefined && local !== undefined && prekeysRecord !== undefined) {
+      // The one-time private key goes with the message that used it: it can never set up a second session.
+      const next: LocalPreKeys = { ...local, oneTime: local.oneTime.filter((k) => k.id !== oneTimePreKeyId) };
+      writes.push({
+        key: PREKEYS_KEY,
+        expectedVersion: prekeysRecord.version,
+        value: sealRecord(this.options.storageKey, PREKEYS_KEY, next),
+      });
+    }
+    return { kind: "content", content, writes };
+  }
+
+  /**
+   * Forgets the current session with a device (it failed), so the next
+   * message to it starts a new one from a fresh prekey.
+   */
+  async resetSession(deviceId: string): Promise<void> {
+    const key = sessionKey(deviceId);
+    const stored = (await this.options.store.readE2e([key])).get(key);
+    if (stored === undefined) return;
+    const record = this.decodeSession(deviceId, stored);
+    const previous = record.current === undefined ? record.previous : [record.current, ...record.previous];
+    await this.options.store.writeE2e([this.sessionWrite(deviceId, stored.version, { current: undefined, previous })]);
+  }
+
+  /** See PreKeyUpkeep.maintainPreKeys: cheap when nothing is due; call it at every login and now and then. */
+  maintainPreKeys(stock: PreKeyStock | undefined): Promise<void> {
+    return this.preKeys.maintainPreKeys(stock);
+  }
+
+  /** What we know of a user's devices (fetched when stale and the server is reachable). */
+  knownUser(userId: string, isRefresh = false): Promise<KnownUser | undefined> {
+    return this.directory.knownUser(userId, isRefresh);
+  }
+
+  /** Trusts the user's current device keys (after the user compared the safety number). */
+  acceptIdentity(userId: string): Promise<KnownUser> {
+    return this.directory.acceptIdentity(userId);
+  }
+
+  private requireServer(what: string): E2eServer {
+    if (this.server === undefined) throw new NeedsServerError(`the server is needed to ${what}`);
+    return this.server;
+  }
+
+  private setupDeps(): SetupDeps {
+    return setupDepsFor(this.options);
+  }
+
+  private decodeSession(deviceId: string, stored: E2eRecord): SessionRecord {
+    return openRecord<SessionRecord>(this.options.storageKey, sessionKey(deviceId), stored.value);
+  }
+
+  private decodePreKeys(stored: E2eRecord): LocalPreKeys {
+    return openRecord<LocalPreKeys>(this.options.storageKey, PREKEYS_KEY, stored.value);
+  }
+
+  private sessionWrite(deviceId: string, version: number, record: SessionRecord): E2eWrite {
+    const key = sessionKey(deviceId);
+    return { key, expectedVersion: version, value: sealRecord(this.options.storageKey, key, record) };
+  }
+}
