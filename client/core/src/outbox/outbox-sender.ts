@@ -20,14 +20,14 @@ import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "../runtime/ba
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
 import type { Logger } from "../runtime/logger.ts";
-import type { ClientStore, OutboxEntry, OutboxProblem } from "../store/client-store.ts";
+import type { OutboxEntry, OutboxProblem, OutboxStore } from "../store/outbox-store.ts";
 
 export const DEFAULT_MAX_CONCURRENT_CHATS = 64;
 /** Chats read per flush; a flush after the next reconnect or poll takes the rest. */
 export const MAX_CHATS_PER_FLUSH = 10_000;
 
 export interface OutboxSenderOptions {
-  store: ClientStore;
+  store: OutboxStore;
   /** Sends one message on the live connection; rejects when there is none. */
   send(entry: OutboxEntry): Promise<SendMessageResponse>;
   /** Whether a connection is up that can take sends. */
