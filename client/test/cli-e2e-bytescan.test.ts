@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { TEST_PASSPHRASE, startCli, runCli } from "../../scripts/harness/cli.ts";
-import { readKeyFile } from "../cli/src/key-file.ts";
+import { readKeyFile } from "@remessenger/client-core/node";
 import { startServer } from "../../scripts/harness/server.ts";
 import { type CliUser, createDirectChat, initUser, profileRoot } from "./cli-fixtures.ts";
 

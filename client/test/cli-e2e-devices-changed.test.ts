@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CliProcess, type JsonLine, TEST_PASSPHRASE, runCli, startCli } from "../../scripts/harness/cli.ts";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { join } from "node:path";
-import { readKeyFile } from "../cli/src/key-file.ts";
+import { readKeyFile } from "@remessenger/client-core/node";
 import { DATABASE_FILE, identityFrom } from "../cli/src/profile.ts";
 import { SqliteClientStore } from "@remessenger/client-core/node";
 import { systemClock, ClientSession, contentText, type OutboxEntry, type Clock } from "@remessenger/client-core";

@@ -6,6 +6,7 @@
  * timed out); 2 bad input (malformed id, unknown chat or user, no profile).
  */
 import { RemessengerError, errorCodeName } from "@remessenger/client-core";
+import { KeyFileError } from "@remessenger/client-core/node";
 import { ErrorCode } from "@remessenger/protocol";
 
 export const EXIT_OK = 0;
@@ -48,6 +49,10 @@ export function describeFailure(error: unknown): {
 } {
   if (error instanceof CliError) {
     return { message: error.message, code: error.code, exitCode: error.exitCode, isExpected: true };
+  }
+  // The profile's key file (missing keychain key, wrong passphrase): the user's to fix, as a usage error.
+  if (error instanceof KeyFileError) {
+    return { message: error.message, code: "USAGE", exitCode: EXIT_USAGE, isExpected: true };
   }
   if (error instanceof RemessengerError) {
     return {

@@ -2,7 +2,7 @@
  * The profile directory of the Node client: who this device is and what it
  * keeps.
  *
- *   DIR/identity.key   the device's secret keys, encrypted (key-file.ts): the
+ *   DIR/identity.key   the device's secret keys, encrypted (the core's node/key-file.ts): the
  *                      Ed25519 seed, the X25519 identity key and the storage
  *                      key of the E2E state; mode 0600
  *   DIR/client.sqlite  the ClientStore: profile, outbox, received messages,
@@ -20,22 +20,26 @@ import { hex } from "@scure/base";
 import {
   type DeviceIdentity,
   type DeviceProfile,
+  type DeviceSecrets,
   type DeviceSigner,
   type E2eKeyMaterial,
   encodeTunnelKey,
+  generateDeviceSecrets,
   makeDeviceIdentity,
 } from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
 import { usageError } from "./cli-error.ts";
-import { nodeEd25519, nodeMlKem, nodeX25519, SqliteClientStore } from "@remessenger/client-core/node";
 import {
-  type DeviceSecrets,
   type KekSource,
   hasKeyFile,
   isKeychainUsable,
+  nodeEd25519,
+  nodeMlKem,
+  nodeX25519,
   readKeyFile,
+  SqliteClientStore,
   writeKeyFile,
-} from "./key-file.ts";
+} from "@remessenger/client-core/node";
 import type { TunnelInfo } from "@remessenger/protocol";
 import type { Endpoints } from "./transport/cli-transports.ts";
 
@@ -100,12 +104,8 @@ export function newKekSource(): KekSource {
   return vault.passphrase === undefined && isKeychainUsable() ? { kind: "keychain" } : passphraseSource(true);
 }
 
-export async function newDeviceSecrets(): Promise<DeviceSecrets> {
-  return {
-    ed25519Seed: nodeEd25519.generateSeed(),
-    x25519PrivateKey: (await nodeX25519.generateKeyPair()).privateKey,
-    storageKey: crypto.getRandomValues(new Uint8Array(32)),
-  };
+export function newDeviceSecrets(): Promise<DeviceSecrets> {
+  return generateDeviceSecrets({ ed25519: nodeEd25519, x25519: nodeX25519 });
 }
 
 /** The secrets in the profile's key file, or undefined when it has none. */

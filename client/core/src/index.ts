@@ -4,6 +4,17 @@
  */
 export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./crypto/device-signer.ts";
 export { nobleEd25519 } from "./crypto/noble-ed25519.ts";
+export {
+  DEVICE_SECRET_BYTES,
+  type DeviceSecrets,
+  DeviceSecretsError,
+  decodeDeviceSecrets,
+  encodeDeviceSecrets,
+  generateDeviceSecrets,
+  unwrapDeviceSecrets,
+  wrapDeviceSecrets,
+} from "./crypto/device-secrets.ts";
+export { IndexedDbKeyVault, type KeyVault, KeyVaultError } from "./crypto/key-vault.ts";
 export { selectEd25519Provider } from "./crypto/select-ed25519-provider.ts";
 export { webCryptoEd25519 } from "./crypto/webcrypto-ed25519.ts";
 export {

@@ -1,6 +1,7 @@
 // IndexedDbKeyVault in a real Chromium (vitest browser mode, see vitest.config.ts): the
 // engine's own IndexedDB and WebCrypto key store, no fake-indexeddb.
 import { afterEach, describe, expect, test } from "vitest";
+import { request } from "../runtime/indexeddb-request.ts";
 import { IndexedDbKeyVault, KeyVaultError } from "./key-vault.ts";
 
 type VaultModule = typeof import("./key-vault.ts");
@@ -16,17 +17,6 @@ function freshDbName(label: string): string {
 
 function randomSecret(length = 32): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(length));
-}
-
-function request<T>(req: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => {
-      resolve(req.result);
-    };
-    req.onerror = () => {
-      reject(req.error ?? new Error("IndexedDB request failed"));
-    };
-  });
 }
 
 /**

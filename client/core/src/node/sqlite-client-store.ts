@@ -47,6 +47,7 @@ import {
   toEntry,
   toReceived,
 } from "./sqlite-client-schema.ts";
+import { readChatActivity } from "./sqlite-chat-activity.ts";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;
@@ -360,38 +361,7 @@ export class SqliteClientStore implements ClientStore {
   }
 
   chatActivity(): Promise<ChatActivity[]> {
-    return this.run(() => {
-      const profile = this.db.prepare("SELECT value FROM meta WHERE key = 'profile'").get() as
-        { value: string } | undefined;
-      const me = profile === undefined ? "" : (JSON.parse(profile.value) as DeviceProfile).userId;
-      const chatIds = this.db
-        .prepare(
-          `SELECT chat_id FROM chats UNION SELECT chat_id FROM chat_cursors UNION SELECT chat_id FROM outbox
-           ORDER BY chat_id`,
-        )
-        .all() as Array<{ chat_id: string }>;
-      const lastShown = this.db.prepare(
-        "SELECT * FROM received WHERE chat_id = ? AND shown = 1 ORDER BY seq DESC LIMIT 1",
-      );
-      const lastOwn = this.db.prepare("SELECT * FROM outbox WHERE chat_id = ? ORDER BY position DESC LIMIT 1");
-      const readMark = this.db.prepare("SELECT through_seq FROM read_marks WHERE chat_id = ?");
-      const unread = this.db.prepare(
-        "SELECT COUNT(*) AS n FROM received WHERE chat_id = ? AND shown = 1 AND seq > ? AND sender_user_id <> ?",
-      );
-      return chatIds.map(({ chat_id: chatId }): ChatActivity => {
-        const received = lastShown.get(chatId) as ReceivedRow | undefined;
-        const own = lastOwn.get(chatId) as OutboxRow | undefined;
-        const readThroughSeq = (readMark.get(chatId) as { through_seq: number } | undefined)?.through_seq ?? 0;
-        const { n } = unread.get(chatId, readThroughSeq, me) as { n: number };
-        return {
-          chatId,
-          lastReceived: received && toReceived(received),
-          lastOwn: own && toEntry(own),
-          unreadCount: n,
-          readThroughSeq,
-        };
-      });
-    });
+    return this.run(() => readChatActivity(this.db));
   }
 
   saveChats(chats: readonly ChatSummary[]): Promise<void> {

@@ -20,7 +20,7 @@ import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "../runtime/ba
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
 import type { Logger } from "../runtime/logger.ts";
-import type { ClientStore, OutboxEntry, OutboxProblem } from "../store/client-store.ts";
+import type { OutboxEntry, OutboxProblem, OutboxStore } from "../store/outbox-store.ts";
 
 export const DEFAULT_MAX_CONCURRENT_CHATS = 64;
 /** Chats read per flush; a flush after the next reconnect or poll takes the rest. */
@@ -35,7 +35,7 @@ export interface QueuedMessageSender {
 }
 
 export interface OutboxSenderOptions {
-  store: ClientStore;
+  store: OutboxStore;
   sender: QueuedMessageSender;
   /** A message changed state (sent, delivered, failed, or a new problem). */
   onUpdate(entry: OutboxEntry): void;

@@ -70,6 +70,7 @@ export function clientStoreContract(name: string, open: OpenStoreFixture): void 
         StaleE2eStateError,
       );
       expect(await store.hasReceived(CHAT_B, 1)).toBe(false);
+      expect(await store.hasChat(CHAT_B)).toBe(false);
       expect(await store.saveReceived(received(CHAT_B, 1), [put("session/d1", 2, 3)])).toBe(true);
       // A message stored already applies nothing (another process opened it first).
       expect(await store.saveReceived(received(CHAT_B, 1), [put("session/d1", 3, 4)])).toBe(false);

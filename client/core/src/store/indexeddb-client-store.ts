@@ -170,8 +170,19 @@ export class IndexedDbClientStore implements ClientStore {
       const out: OutboxEntry[] = [];
       if (query.limit <= 0) return out;
       const store = tx.objectStore(OUTBOX);
-      const cursor =
-        query.chatId === undefined ? store.openCursor() : store.index(BY_CHAT).openCursor(keysUnder(query.chatId));
+      // One state asked for: its index holds only matches, in position order; else filter as we go.
+      const [only, ...more] = query.states ?? [];
+      const isOneState = only !== undefined && more.length === 0;
+      let cursor: IDBRequest<IDBCursorWithValue | null>;
+      if (isOneState && query.chatId !== undefined) {
+        cursor = store.index(BY_STATE_CHAT).openCursor(keysUnder(only, query.chatId));
+      } else if (isOneState) {
+        cursor = store.index(BY_STATE).openCursor(only);
+      } else if (query.chatId !== undefined) {
+        cursor = store.index(BY_CHAT).openCursor(keysUnder(query.chatId));
+      } else {
+        cursor = store.openCursor();
+      }
       await walk(cursor, (c) => {
         const record = c.value as OutboxRecord;
         if (query.states === undefined || query.states.includes(record.state)) out.push(toEntry(record));

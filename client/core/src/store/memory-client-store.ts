@@ -197,17 +197,15 @@ export class MemoryClientStore implements ClientStore {
   }
 
   saveReceived(message: ReceivedMessage, writes: readonly E2eWrite[] = []): Promise<boolean> {
-    let chat = this.received.get(message.chatId);
-    if (chat === undefined) {
-      chat = new Map();
-      this.received.set(message.chatId, chat);
-    }
+    const chat = this.received.get(message.chatId) ?? new Map<number, ReceivedMessage>();
     if (chat.has(message.seq)) return Promise.resolve(false);
     try {
       this.applyE2e(writes);
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
+    // Only a stored message makes its chat known (hasChat, chatActivity), never a refused one.
+    this.received.set(message.chatId, chat);
     chat.set(message.seq, { ...message });
     if (message.seq > (this.highest.get(message.chatId) ?? 0)) this.highest.set(message.chatId, message.seq);
     if (isShownToUser(message) && message.seq > (this.lastShown.get(message.chatId) ?? 0)) {

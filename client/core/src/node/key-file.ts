@@ -1,7 +1,8 @@
 /**
  * The Node client's key vault: DIR/identity.key holds the device's secret keys
- * (Ed25519 seed, X25519 identity key, the storage key of the E2E state)
- * encrypted with XChaCha20-Poly1305 under a key-encryption key that is
+ * (crypto/device-secrets.ts: Ed25519 seed, X25519 identity key, the storage
+ * key of the E2E state, in that format's bytes) encrypted with
+ * XChaCha20-Poly1305 under a key-encryption key that is
  *
  *   - a random key kept in the OS keychain, when one is usable (libsecret's
  *     `secret-tool` on Linux with a Secret Service running); or
@@ -10,25 +11,24 @@
  *
  * The file says which (`kek`), so a profile made with one opens only with it.
  * It is written atomically (temp file, fsync, rename) with mode 0600. The
- * plaintext keys exist only in memory.
+ * plaintext keys exist only in memory. What the user can fix (no key in the
+ * keychain, a wrong or empty passphrase, not a key file) is a KeyFileError.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, scryptSync } from "node:crypto";
 import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { aeadOpen, aeadSeal } from "@remessenger/protocol";
-import { usageError } from "./cli-error.ts";
+import { type DeviceSecrets, decodeDeviceSecrets, encodeDeviceSecrets } from "../index.ts";
 
 export const IDENTITY_FILE = "identity.key";
 const FORMAT = "remessenger-keys-v2";
 const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const KEYCHAIN_SERVICE = "remessenger";
 
-/** The device's secret keys, as the vault holds them. */
-export interface DeviceSecrets {
-  ed25519Seed: Uint8Array;
-  x25519PrivateKey: Uint8Array;
-  storageKey: Uint8Array;
+/** A key file the user can do something about: missing key, wrong passphrase, not a key file. */
+export class KeyFileError extends Error {
+  override readonly name = "KeyFileError";
 }
 
 /** Where the key-encryption key comes from. */
@@ -63,7 +63,7 @@ function keychainKey(dir: string, create: boolean): Uint8Array {
   } catch {
     // not found: create below when allowed
   }
-  if (!create) throw usageError(`the keychain has no key for the profile ${profile}`);
+  if (!create) throw new KeyFileError(`the keychain has no key for the profile ${profile}`);
   const key = randomBytes(32);
   execFileSync(
     "secret-tool",
@@ -74,31 +74,6 @@ function keychainKey(dir: string, create: boolean): Uint8Array {
     },
   );
   return new Uint8Array(key);
-}
-
-function encode(secrets: DeviceSecrets): Uint8Array {
-  const json = JSON.stringify({
-    ed25519Seed: Buffer.from(secrets.ed25519Seed).toString("base64"),
-    x25519PrivateKey: Buffer.from(secrets.x25519PrivateKey).toString("base64"),
-    storageKey: Buffer.from(secrets.storageKey).toString("base64"),
-  });
-  return new TextEncoder().encode(json);
-}
-
-function decode(bytes: Uint8Array): DeviceSecrets {
-  const value = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
-  const field = (name: string): Uint8Array => {
-    const text = value[name];
-    if (typeof text !== "string") throw new Error(`key file: ${name} missing`);
-    const out = new Uint8Array(Buffer.from(text, "base64"));
-    if (out.length !== 32) throw new Error(`key file: ${name} is not 32 bytes`);
-    return out;
-  };
-  return {
-    ed25519Seed: field("ed25519Seed"),
-    x25519PrivateKey: field("x25519PrivateKey"),
-    storageKey: field("storageKey"),
-  };
 }
 
 export function hasKeyFile(dir: string): boolean {
@@ -113,8 +88,10 @@ export async function writeKeyFile(dir: string, secrets: DeviceSecrets, source: 
       ? keychainKey(dir, true)
       : new Uint8Array(scryptSync(await nonEmptyPassphrase(source), salt, 32, SCRYPT));
   const nonce = randomBytes(24);
-  const box = aeadSeal(kek, nonce, encode(secrets), new TextEncoder().encode(FORMAT));
+  const plain = encodeDeviceSecrets(secrets);
+  const box = aeadSeal(kek, nonce, plain, new TextEncoder().encode(FORMAT));
   kek.fill(0);
+  plain.fill(0);
   const body: KeyFileJson = {
     format: FORMAT,
     kek: source.kind === "keychain" ? "keychain" : "scrypt",
@@ -142,7 +119,7 @@ export async function readKeyFile(dir: string, source: KekSource): Promise<Devic
   try {
     parsed = JSON.parse(readFileSync(path, "utf8")) as Partial<KeyFileJson>;
   } catch (cause) {
-    throw usageError(
+    throw new KeyFileError(
       `${path} is not a Re:Messenger key file (${cause instanceof Error ? cause.message : "unreadable"})`,
     );
   }
@@ -152,14 +129,14 @@ export async function readKeyFile(dir: string, source: KekSource): Promise<Devic
     typeof parsed.nonce !== "string" ||
     typeof parsed.box !== "string"
   ) {
-    throw usageError(`${path} is not a Re:Messenger key file of format ${FORMAT}`);
+    throw new KeyFileError(`${path} is not a Re:Messenger key file of format ${FORMAT}`);
   }
   const salt = Buffer.from(parsed.salt, "base64");
   let kek: Uint8Array;
   if (parsed.kek === "keychain") {
     kek = keychainKey(dir, false);
   } else {
-    if (source.kind !== "passphrase") throw usageError(`${path} is protected by a passphrase`);
+    if (source.kind !== "passphrase") throw new KeyFileError(`${path} is protected by a passphrase`);
     kek = new Uint8Array(scryptSync(await nonEmptyPassphrase(source), salt, 32, SCRYPT));
   }
   const opened = aeadOpen(
@@ -170,17 +147,21 @@ export async function readKeyFile(dir: string, source: KekSource): Promise<Devic
   );
   kek.fill(0);
   if (opened === undefined) {
-    throw usageError(
+    throw new KeyFileError(
       parsed.kek === "keychain"
         ? `the keychain's key does not open ${path}`
         : `wrong passphrase for ${path} (set REMESSENGER_PASSPHRASE or type it when asked)`,
     );
   }
-  return decode(opened);
+  try {
+    return decodeDeviceSecrets(opened);
+  } finally {
+    opened.fill(0);
+  }
 }
 
 async function nonEmptyPassphrase(source: { passphrase: () => Promise<string> }): Promise<string> {
   const value = await source.passphrase();
-  if (value.length === 0) throw usageError("the passphrase is empty");
+  if (value.length === 0) throw new KeyFileError("the passphrase is empty");
   return value;
 }
