@@ -162,17 +162,20 @@ export {
   type IncomingMessage,
   Messenger,
   type MessengerEvents,
-  type MessengerLifecycle,
-  MessengerNotRunningError,
   type MessengerOptions,
   type TimelineHandle,
 } from "./messenger/messenger.ts";
+export { type MessengerLifecycle, MessengerNotRunningError } from "./messenger/session-lifecycle.ts";
 export type {
   MessengerSession,
   MessengerSessionFactory,
   MessengerSessionOptions,
 } from "./messenger/messenger-session.ts";
-export { type ClientSessionBase, adaptClientSession, clientSessionFactory } from "./messenger/client-session-adapter.ts";
+export {
+  type ClientSessionBase,
+  adaptClientSession,
+  clientSessionFactory,
+} from "./messenger/client-session-adapter.ts";
 export { type Observable, ObservableValue } from "./messenger/observable.ts";
 export type { MessageState, MessageView } from "./messenger/message-view.ts";
 export type { ChatListItem } from "./messenger/chat-list.ts";

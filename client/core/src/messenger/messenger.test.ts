@@ -4,7 +4,8 @@ import { nobleEd25519 } from "../crypto/noble-ed25519.ts";
 import { TypedEmitter } from "../runtime/typed-emitter.ts";
 import type { SessionEvents } from "../session/client-session.ts";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
-import { Messenger, MessengerNotRunningError } from "./messenger.ts";
+import { Messenger } from "./messenger.ts";
+import { MessengerNotRunningError } from "./session-lifecycle.ts";
 import type { MessengerSession } from "./messenger-session.ts";
 import { ALICE, ME, received } from "./test-records.ts";
 

@@ -43,12 +43,10 @@ import { type GroupMembership, groupMembership } from "./groups.ts";
 import { type ApprovalToken, approveLink, decodeLinkCode } from "./linking.ts";
 import { type DisplayNames, type MessageView, isShown, viewOfReceived } from "./message-view.ts";
 import type { MessengerSession, MessengerSessionFactory, MessengerSessionOptions } from "./messenger-session.ts";
+import { type MessengerLifecycle, SessionLifecycle } from "./session-lifecycle.ts";
 import { ObservableValue, type Observable } from "./observable.ts";
 import { Timeline, type TimelineState } from "./timeline.ts";
 import { type Verification, verifyUser } from "./verification.ts";
-
-/** Where a messenger is in its life. */
-export type MessengerLifecycle = "idle" | "running" | "suspended" | "stopped";
 
 /** A message received and stored, decoded. */
 export interface IncomingMessage {
@@ -103,40 +101,27 @@ export interface TimelineHandle {
   close(): void;
 }
 
-/** A messenger call that needs a running session, made while there is none. */
-export class MessengerNotRunningError extends Error {
-  override readonly name = "MessengerNotRunningError";
-}
-
 export class Messenger {
   /** Every event of the running session, decoded; attach before `start` to miss nothing. */
   readonly events: TypedEmitter<MessengerEvents>;
   readonly profile: DeviceProfile;
   private readonly store: ClientStore;
   private readonly signer: DeviceSigner;
-  private readonly sessions: MessengerSessionFactory;
-  private readonly sessionOptions: MessengerSessionOptions;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly requestTimeoutMs: number;
   private readonly pageSize: number;
   private readonly connectionValue: ObservableValue<ConnectionStatus>;
-  private readonly lifecycleValue = new ObservableValue<MessengerLifecycle>("idle");
+  private readonly life: SessionLifecycle;
   private readonly chatList: ChatList;
   private readonly timelines = new Set<Timeline>();
-  private session: MessengerSession | undefined;
   /** Display names by user id, for views made in an event's turn (no store read there). */
   private names: DisplayNames = new Map();
-  private detach: Array<() => void> = [];
-  /** Serializes start/stop/suspend/resume, so an app's quick background/foreground flips apply in order. */
-  private transition: Promise<void> = Promise.resolve();
 
   constructor(options: MessengerOptions) {
     this.store = options.store;
     this.profile = options.profile;
     this.signer = options.signer;
-    this.sessions = options.sessions;
-    this.sessionOptions = options.session ?? {};
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -149,6 +134,16 @@ export class Messenger {
     this.chatList = new ChatList(this.store, this.profile.userId, (error) => {
       this.reportProblem("building the chat list", error);
     });
+    this.life = new SessionLifecycle(options.sessions, options.session ?? {}, {
+      attach: (session) => this.attach(session),
+      beforeRun: () => this.loadNames(),
+      afterRun: () => {
+        this.refreshSoon();
+      },
+    });
+    this.life.state.subscribe((state) => {
+      this.events.emit("lifecycle", state);
+    });
   }
 
   /** The connection: state, pipe, failure and retry, queued count, and each rung's health (`transports`). */
@@ -156,41 +151,29 @@ export class Messenger {
     return this.connectionValue;
   }
 
+  /** idle → running ⇄ suspended → stopped. */
   get lifecycle(): Observable<MessengerLifecycle> {
-    return this.lifecycleValue;
+    return this.life.state;
   }
 
   /** Starts the first session; resolves once it is connecting. */
   start(): Promise<void> {
-    return this.step(async () => {
-      if (this.lifecycleValue.value !== "idle") throw new Error(`the messenger is ${this.lifecycleValue.value}`);
-      await this.run();
-    });
+    return this.life.start();
   }
 
   /** Stops for good: the session stops (what is being stored is finished and acked). */
   stop(): Promise<void> {
-    return this.step(async () => {
-      await this.halt();
-      this.setLifecycle("stopped");
-    });
+    return this.life.stop();
   }
 
   /** Stops the session until `resume` (an app going to the background); no-op unless running. */
   suspend(): Promise<void> {
-    return this.step(async () => {
-      if (this.lifecycleValue.value !== "running") return;
-      await this.halt();
-      this.setLifecycle("suspended");
-    });
+    return this.life.suspend();
   }
 
-  /** Runs a fresh session on the same stores (an app back in the foreground); no-op unless suspended. */
+  /** Runs a fresh session on the same stores (an app back in the foreground), any number of times; no-op unless suspended. */
   resume(): Promise<void> {
-    return this.step(async () => {
-      if (this.lifecycleValue.value !== "suspended") return;
-      await this.run();
-    });
+    return this.life.resume();
   }
 
   /** Waits for the running session's first attempt: connected, or offline with the reason. */
@@ -346,87 +329,42 @@ export class Messenger {
   }
 
   private running(): MessengerSession {
-    if (this.session === undefined) {
-      throw new MessengerNotRunningError(`the messenger is ${this.lifecycleValue.value}, not running`);
-    }
-    return this.session;
+    return this.life.current();
   }
 
-  private step(work: () => Promise<void>): Promise<void> {
-    const next = this.transition.then(work);
-    this.transition = next.catch(() => undefined);
-    return next;
-  }
-
-  private setLifecycle(state: MessengerLifecycle): void {
-    this.lifecycleValue.set(state);
-    this.events.emit("lifecycle", state);
-  }
-
-  private async run(): Promise<void> {
-    await this.loadNames();
-    const session = this.sessions(this.sessionOptions);
-    this.attach(session);
-    this.session = session;
-    try {
-      await session.start();
-    } catch (error) {
-      this.session = undefined;
-      this.detachAll();
-      throw error;
-    }
-    this.setLifecycle("running");
-    this.refreshSoon();
-  }
-
-  private async halt(): Promise<void> {
-    const session = this.session;
-    if (session === undefined) return;
-    this.session = undefined;
-    try {
-      await session.stop();
-    } finally {
-      this.detachAll();
-    }
-  }
-
-  private attach(session: MessengerSession): void {
+  /** Wires a session's events to the messenger's; returns the unwiring. */
+  private attach(session: MessengerSession): () => void {
     const { events } = session;
+    const emit = <K extends keyof MessengerEvents>(name: K, value: MessengerEvents[K]): void => {
+      this.events.emit(name, value);
+    };
     this.connectionValue.set(session.status);
-    this.detach.push(
+    const detach = [
       events.on("connection", (status) => {
         this.connectionValue.set(status);
-        this.events.emit("connection", status);
+        emit("connection", status);
       }),
       events.on("message", ({ message, isOwnDevice }) => {
         this.onMessage(message, isOwnDevice);
       }),
       events.on("outbox", (entry) => {
-        this.events.emit("outbox", entry);
+        emit("outbox", entry);
         for (const timeline of this.timelines) timeline.outbox(entry);
         this.refreshSoon();
       }),
-      events.on("group", () => {
+      events.on("group", (value) => {
+        emit("group", value);
         this.refreshSoon();
       }),
-    );
-    const { emit } = this;
-    this.detach.push(
-      events.on("group", (value) => emit("group", value)),
       events.on("healing", (value) => emit("healing", value)),
       events.on("sessionReset", (value) => emit("sessionReset", value)),
       events.on("senderKeyRequested", (value) => emit("senderKeyRequested", value)),
       events.on("senderKeyRequest", (value) => emit("senderKeyRequest", value)),
       events.on("problem", (value) => emit("problem", value)),
-    );
-  }
-
-  private readonly emit = <K extends keyof MessengerEvents>(name: K, value: MessengerEvents[K]): void => {
-    this.events.emit(name, value);
-  };
-
-  private detachAll(): void {
-    for (const off of this.detach.splice(0)) off();
+    ];
+    return () => {
+      for (const off of detach) off();
+    };
   }
 
   /**

@@ -79,3 +79,14 @@ describe("Timeline", () => {
     expect(timeline.state.value.messages.map((m) => m.text)).toEqual(["hello 1", "hello 2", "later"]);
   });
 });
+
+describe("Timeline at the chat's start", () => {
+  it("knows a full page that reaches seq 1 has nothing older", async () => {
+    const timeline = new Timeline(await storeWith(20), CHAT, ME, 10);
+    await timeline.open();
+    expect(await timeline.loadOlder()).toBe(true);
+    expect(timeline.state.value.hasOlder).toBe(false);
+    expect(await timeline.loadOlder()).toBe(false);
+    expect(timeline.state.value.messages).toHaveLength(20);
+  });
+});

@@ -73,7 +73,7 @@ export class Timeline {
   async open(): Promise<void> {
     this.names = new Map((await this.store.listContacts()).map((c) => [c.userId, c.displayName]));
     const records = await this.store.listReceivedBefore(this.chatId, Number.MAX_SAFE_INTEGER, this.pageSize);
-    await this.addPage(records, records.length === this.pageSize, Number.MAX_SAFE_INTEGER, true);
+    await this.addPage(records, this.mayHaveOlder(records), Number.MAX_SAFE_INTEGER, true);
   }
 
   /** Pages one page backward; false when the chat's start is in the window already. */
@@ -81,7 +81,7 @@ export class Timeline {
     if (!this.value.value.hasOlder) return false;
     const before = this.lowSeq;
     const records = await this.store.listReceivedBefore(this.chatId, before, this.pageSize);
-    await this.addPage(records, records.length === this.pageSize, before, false);
+    await this.addPage(records, this.mayHaveOlder(records), before, false);
     return true;
   }
 
@@ -110,6 +110,11 @@ export class Timeline {
       mergeViews(this.value.value.messages, [viewOfOutbox(entry, this.me, this.names)]),
       this.value.value.hasOlder,
     );
+  }
+
+  /** A full page may have older messages below it, unless it reaches seq 1 (a chat's seqs start there). */
+  private mayHaveOlder(records: readonly ReceivedMessage[]): boolean {
+    return records.length === this.pageSize && (records[0]?.seq ?? 0) > 1;
   }
 
   private async addPage(
