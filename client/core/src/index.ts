@@ -1,6 +1,8 @@
 /**
  * The public API of the client core, for the CLI, the app and load
  * generators. Everything here runs in browsers, WebViews and Node alike.
+ * Apps and the CLI talk to the server through `Messenger` (messenger/);
+ * the lower layers are exported for tests, load generators and adapters.
  */
 export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./crypto/device-signer.ts";
 export { nobleEd25519 } from "./crypto/noble-ed25519.ts";

@@ -101,6 +101,9 @@ export interface TimelineHandle {
   close(): void;
 }
 
+/** Timelines open at once; more means screens forgot to close theirs. */
+export const MAX_OPEN_TIMELINES = 100;
+
 export class Messenger {
   /** Every event of the running session, decoded; attach before `start` to miss nothing. */
   readonly events: TypedEmitter<MessengerEvents>;
@@ -117,6 +120,8 @@ export class Messenger {
   private readonly timelines = new Set<Timeline>();
   /** Display names by user id, for views made in an event's turn (no store read there). */
   private names: DisplayNames = new Map();
+  /** The chat list is kept current only once someone asked for it (a CLI command never does). */
+  private isChatListWatched = false;
 
   constructor(options: MessengerOptions) {
     this.store = options.store;
@@ -202,17 +207,22 @@ export class Messenger {
 
   /** The live chat list: last message, unread count and own delivery state per chat, newest first. */
   chats(): Observable<readonly ChatListItem[]> {
+    this.isChatListWatched = true;
     this.refreshSoon();
     return this.chatList.items;
   }
 
   /** Resolves once the chat list reflects the store as it is now. */
   refreshChatList(): Promise<void> {
+    this.isChatListWatched = true;
     return this.chatList.invalidate();
   }
 
   /** A chat's timeline, opened on its newest page, updated live until closed. */
   async timeline(chatId: string): Promise<TimelineHandle> {
+    if (this.timelines.size >= MAX_OPEN_TIMELINES) {
+      throw new Error(`more than ${MAX_OPEN_TIMELINES} open timelines: close the ones no screen shows`);
+    }
     const timeline = new Timeline(this.store, chatId, this.profile.userId, this.pageSize);
     this.timelines.add(timeline);
     try {
@@ -236,7 +246,7 @@ export class Messenger {
   async markRead(chatId: string, throughSeq?: number): Promise<boolean> {
     const through = throughSeq ?? (await this.store.highestReceivedSeqs()).get(chatId) ?? 0;
     const hasMoved = await this.store.markRead(chatId, through);
-    if (hasMoved) await this.chatList.invalidate();
+    if (hasMoved && this.isChatListWatched) await this.chatList.invalidate();
     return hasMoved;
   }
 
@@ -389,6 +399,7 @@ export class Messenger {
   }
 
   private refreshSoon(): void {
+    if (!this.isChatListWatched) return;
     drop(this.chatList.invalidate(), (error) => this.reportProblem("building the chat list", error));
   }
 
