@@ -6,15 +6,9 @@
  * in meanwhile. No mocks.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  type ChatListItem,
-  Messenger,
-  type Observable,
-  type OutboxEntry,
-  clientSessionFactory,
-} from "@remessenger/client-core";
+import { type ChatListItem, Messenger, type OutboxEntry, clientSessionFactory } from "@remessenger/client-core";
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
-import { waitForEvent } from "../../scripts/harness/wait.ts";
+import { waitForEvent, waitForValue } from "../../scripts/harness/wait.ts";
 import { FAST_TIMING, type TestDevice, registerTestDevice } from "./devices.ts";
 
 let server: TestServer;
@@ -49,32 +43,6 @@ async function startedMessenger(device: TestDevice): Promise<Messenger> {
   running.push(messenger);
   await messenger.start();
   return messenger;
-}
-
-/** Resolves with the observable's value once `predicate` holds (now or later); rejects after `timeoutMs`. */
-function waitForValue<T>(
-  observable: Observable<T>,
-  predicate: (value: T) => boolean,
-  what: string,
-  timeoutMs = 20_000,
-): Promise<T> {
-  if (predicate(observable.value)) return Promise.resolve(observable.value);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(
-        new Error(
-          `timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(observable.value)}`,
-        ),
-      );
-    }, timeoutMs);
-    const off = observable.subscribe((value) => {
-      if (!predicate(value)) return;
-      clearTimeout(timer);
-      off();
-      resolve(value);
-    });
-  });
 }
 
 function chatIn(items: readonly ChatListItem[], chatId: string): ChatListItem | undefined {
