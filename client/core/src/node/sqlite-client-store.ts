@@ -35,7 +35,6 @@ import {
 } from "../index.ts";
 
 import { Content } from "@remessenger/protocol";
-import { type ChatActivity, isUserVisible } from "../store/client-store.ts";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;
@@ -79,7 +78,6 @@ CREATE TABLE IF NOT EXISTS chats (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contacts (user_id TEXT PRIMARY KEY, display_name TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS e2e_state (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS read_marks (chat_id TEXT PRIMARY KEY, through_seq INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 /** From schema 1 (before E2E): the sealed payload, the undecryptable reason, the E2E state. */
@@ -257,10 +255,9 @@ export class SqliteClientStore implements ClientStore {
     return this.run(() => {
       const states = query.states ?? ["queued", "sent", "delivered", "failed"];
       const marks = states.map(() => "?").join(", ");
-      const inChat = query.chatId === undefined ? "" : " AND chat_id = ?";
       const rows = this.db
-        .prepare(`SELECT * FROM outbox WHERE state IN (${marks})${inChat} ORDER BY position LIMIT ?`)
-        .all(...states, ...(query.chatId === undefined ? [] : [query.chatId]), query.limit) as unknown as OutboxRow[];
+        .prepare(`SELECT * FROM outbox WHERE state IN (${marks}) ORDER BY position LIMIT ?`)
+        .all(...states, query.limit) as unknown as OutboxRow[];
       return rows.map(toEntry);
     });
   }
@@ -415,73 +412,6 @@ export class SqliteClientStore implements ClientStore {
         .prepare("SELECT * FROM received WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?")
         .all(chatId, afterSeq, limit) as unknown as ReceivedRow[];
       return rows.map(toReceived);
-    });
-  }
-
-  listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]> {
-    return this.run(() => {
-      const rows = this.db
-        .prepare("SELECT * FROM received WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?")
-        .all(chatId, beforeSeq, limit) as unknown as ReceivedRow[];
-      return rows.reverse().map(toReceived);
-    });
-  }
-
-  markRead(chatId: string, throughSeq: number): Promise<boolean> {
-    return this.run(() => {
-      const result = this.db
-        .prepare(
-          `INSERT INTO read_marks (chat_id, through_seq) VALUES (?, ?)
-           ON CONFLICT (chat_id) DO UPDATE SET through_seq = excluded.through_seq WHERE excluded.through_seq > through_seq`,
-        )
-        .run(chatId, throughSeq);
-      return Number(result.changes) > 0;
-    });
-  }
-
-  chatActivity(): Promise<ChatActivity[]> {
-    return this.run(() => {
-      const profile = this.db.prepare("SELECT value FROM meta WHERE key = 'profile'").get() as
-        { value: string } | undefined;
-      const me = profile === undefined ? undefined : (JSON.parse(profile.value) as DeviceProfile).userId;
-      const ids = this.db
-        .prepare(
-          `SELECT chat_id FROM chats UNION SELECT chat_id FROM chat_cursors UNION SELECT DISTINCT chat_id FROM outbox`,
-        )
-        .all() as Array<{ chat_id: string }>;
-      return ids.map(({ chat_id: chatId }) => {
-        const mark = this.db.prepare("SELECT through_seq FROM read_marks WHERE chat_id = ?").get(chatId) as
-          { through_seq: number } | undefined;
-        const readThroughSeq = mark?.through_seq ?? 0;
-        // Newest first, until one a user sees: control records are few between messages.
-        let lastReceived: ReceivedMessage | undefined;
-        for (const row of this.db
-          .prepare("SELECT * FROM received WHERE chat_id = ? ORDER BY seq DESC")
-          .iterate(chatId) as Iterable<ReceivedRow>) {
-          const message = toReceived(row);
-          if (isUserVisible(message)) {
-            lastReceived = message;
-            break;
-          }
-        }
-        const unread = (
-          this.db
-            .prepare("SELECT * FROM received WHERE chat_id = ? AND seq > ? AND sender_user_id IS NOT ?")
-            .all(chatId, readThroughSeq, me ?? null) as unknown as ReceivedRow[]
-        )
-          .map(toReceived)
-          .filter(isUserVisible).length;
-        const own = this.db
-          .prepare("SELECT * FROM outbox WHERE chat_id = ? ORDER BY position DESC LIMIT 1")
-          .get(chatId) as OutboxRow | undefined;
-        return {
-          chatId,
-          lastReceived,
-          lastOwn: own === undefined ? undefined : toEntry(own),
-          unreadCount: unread,
-          readThroughSeq,
-        };
-      });
     });
   }
 

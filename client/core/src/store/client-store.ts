@@ -147,33 +147,10 @@ export interface DeviceProfile {
 }
 
 export interface OutboxQuery {
-  /** Only this chat's messages (every chat's when omitted). */
-  chatId?: string;
   /** Only these states (all when omitted). */
   states?: readonly OutboxState[];
   /** At most this many, oldest first. */
   limit: number;
-}
-
-/** What the chat list shows of one chat: its latest messages, unread count and read mark. */
-export interface ChatActivity {
-  chatId: string;
-  /** The latest received record that is not a control record (highest seq). */
-  lastReceived: ReceivedMessage | undefined;
-  /** The latest message this device wrote in the chat. */
-  lastOwn: OutboxEntry | undefined;
-  /**
-   * Received messages a user sees, from other users, above the read mark;
-   * control records (content undefined and no problem) and sender-key bodies never count.
-   */
-  unreadCount: number;
-  readThroughSeq: number;
-}
-
-/** Whether a received record counts as a message a user sees (for unread counts). */
-export function isUserVisible(message: ReceivedMessage): boolean {
-  if (message.content === undefined) return message.problem !== undefined;
-  return message.content.body?.$case !== "senderKey";
 }
 
 export interface ClientStore {
@@ -236,12 +213,6 @@ export interface ClientStore {
   highestReceivedSeqs(): Promise<Map<string, number>>;
   /** Received messages of a chat after `afterSeq`, in seq order. */
   listReceived(chatId: string, afterSeq: number, limit: number): Promise<ReceivedMessage[]>;
-  /** The `limit` received messages with the highest seqs below `beforeSeq`, ascending. */
-  listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]>;
-  /** Moves the chat's read mark forward to `throughSeq`; false when it was there or beyond already. */
-  markRead(chatId: string, throughSeq: number): Promise<boolean>;
-  /** Per known chat: its latest messages, unread count and read mark. */
-  chatActivity(): Promise<ChatActivity[]>;
 
   saveChats(chats: readonly ChatSummary[]): Promise<void>;
   getChat(chatId: string): Promise<ChatSummary | undefined>;

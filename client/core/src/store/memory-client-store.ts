@@ -22,8 +22,6 @@ import {
   type OutboxQuery,
   type OutboxState,
   type ReceivedMessage,
-  type ChatActivity,
-  isUserVisible,
   StaleE2eStateError,
 } from "./client-store.ts";
 import { equalBytes } from "@remessenger/protocol";
@@ -44,7 +42,6 @@ export class MemoryClientStore implements ClientStore {
   private readonly chats = new Map<string, ChatSummary>();
   private readonly contacts = new Map<string, ContactRecord>();
   private readonly e2e = new Map<string, E2eRecord>();
-  private readonly readMarks = new Map<string, number>();
 
   getProfile(): Promise<DeviceProfile | undefined> {
     return Promise.resolve(this.profile === undefined ? undefined : { ...this.profile });
@@ -139,7 +136,6 @@ export class MemoryClientStore implements ClientStore {
     const out: OutboxEntry[] = [];
     for (const entry of this.outbox.values()) {
       if (out.length >= query.limit) break;
-      if (query.chatId !== undefined && entry.chatId !== query.chatId) continue;
       if (query.states === undefined || query.states.includes(entry.state)) out.push(copy(entry));
     }
     return Promise.resolve(out);
@@ -241,41 +237,6 @@ export class MemoryClientStore implements ClientStore {
       .slice(0, limit)
       .map((m) => ({ ...m }));
     return Promise.resolve(messages);
-  }
-
-  listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]> {
-    const chat = this.received.get(chatId) ?? new Map<number, ReceivedMessage>();
-    const below = [...chat.values()].filter((m) => m.seq < beforeSeq).sort((a, b) => a.seq - b.seq);
-    return Promise.resolve(below.slice(Math.max(0, below.length - limit)).map((m) => ({ ...m })));
-  }
-
-  markRead(chatId: string, throughSeq: number): Promise<boolean> {
-    if (throughSeq <= (this.readMarks.get(chatId) ?? 0)) return Promise.resolve(false);
-    this.readMarks.set(chatId, throughSeq);
-    return Promise.resolve(true);
-  }
-
-  chatActivity(): Promise<ChatActivity[]> {
-    const me = this.profile?.userId;
-    const chatIds = new Set([...this.chats.keys(), ...this.received.keys()]);
-    for (const entry of this.outbox.values()) chatIds.add(entry.chatId);
-    const out: ChatActivity[] = [];
-    for (const chatId of chatIds) {
-      const readThroughSeq = this.readMarks.get(chatId) ?? 0;
-      const records = [...(this.received.get(chatId)?.values() ?? [])].sort((a, b) => a.seq - b.seq);
-      const visible = records.filter(isUserVisible);
-      const own = [...this.outbox.values()].filter((e) => e.chatId === chatId);
-      const lastReceived = visible.at(-1);
-      const lastOwn = own.at(-1);
-      out.push({
-        chatId,
-        lastReceived: lastReceived && { ...lastReceived },
-        lastOwn: lastOwn && copy(lastOwn),
-        unreadCount: visible.filter((m) => m.seq > readThroughSeq && m.senderUserId !== me).length,
-        readThroughSeq,
-      });
-    }
-    return Promise.resolve(out);
   }
 
   saveChats(chats: readonly ChatSummary[]): Promise<void> {
