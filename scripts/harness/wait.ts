@@ -2,7 +2,7 @@
  * Waiting for events in tests: every wait has a timeout and says what it was
  * waiting for when it fails. No sleeps.
  */
-import type { TypedEmitter } from "@remessenger/client-core";
+import type { Observable, TypedEmitter } from "@remessenger/client-core";
 
 export function waitForEvent<Events extends object, K extends keyof Events>(
   emitter: TypedEmitter<Events>,
@@ -37,4 +37,30 @@ export async function waitUntil(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** Resolves with the observable's value once `predicate` holds (now or later); rejects after `timeoutMs`. */
+export function waitForValue<T>(
+  observable: Observable<T>,
+  predicate: (value: T) => boolean,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<T> {
+  if (predicate(observable.value)) return Promise.resolve(observable.value);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(
+        new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(observable.value)}`,
+        ),
+      );
+    }, timeoutMs);
+    const off = observable.subscribe((value) => {
+      if (!predicate(value)) return;
+      clearTimeout(timer);
+      off();
+      resolve(value);
+    });
+  });
 }

@@ -1,16 +1,16 @@
 /**
- * How CLI commands get a session: built from the opened profile, with pino
+ * How CLI commands get a messenger: built from the opened profile, with pino
  * diagnostics on stderr, and a "connect once" wait for commands that should
  * fail fast instead of retrying (a short first attempt, then an answer).
+ * Every command talks to the server through the Messenger only.
  */
 import { pino } from "pino";
 import {
-  ClientSession,
-  type ClientSessionOptions,
-  type ConnectionStatus,
+  type FirstAttempt,
   type Logger,
-  isFinal,
-  isLoggedIn,
+  Messenger,
+  type MessengerSessionOptions,
+  clientSessionFactory,
 } from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
 import { CliError } from "./cli-error.ts";
@@ -33,108 +33,87 @@ export interface CommandContext {
   signal: AbortSignal;
 }
 
-export function createSession(
-  context: CommandContext,
-  opened: OpenProfile,
-  options: Pick<ClientSessionOptions, "subscribe" | "sendOutbox" | "timing">,
-): ClientSession {
-  const { subscribe, sendOutbox, timing } = options;
-  const session = new ClientSession({
-    transports: transportFactoryFor(context.config, endpointsOf(opened.profile), context.logger),
-    profile: opened.profile,
-    signer: opened.signer,
-    store: opened.store,
-    e2e: opened.e2e,
-    logger: context.logger,
-    groupWindow: context.config.groupWindow,
-    signedPreKeys: context.config.signedPreKeys,
-    ...(subscribe === undefined ? {} : { subscribe }),
-    ...(sendOutbox === undefined ? {} : { sendOutbox }),
-    ...(timing === undefined ? {} : { timing }),
-  });
-  session.events.on("problem", ({ context: where, error }) => {
-    context.output.note(`warning: failed while ${where}: ${error instanceof Error ? error.message : String(error)}`);
-  });
-  return session;
-}
-
-export type FirstAttempt = { kind: "connected" } | { kind: "offline"; reason: string };
-
-/**
- * Waits for the session's first attempt: logged in, or failed (with the
- * reason), or nothing within `timeoutMs`. The session keeps retrying
- * afterwards; the caller decides whether to wait longer.
- */
-export function firstAttempt(session: ClientSession, timeoutMs: number, signal: AbortSignal): Promise<FirstAttempt> {
-  const verdict = (status: ConnectionStatus): FirstAttempt | undefined => {
-    if (isLoggedIn(status.state)) return { kind: "connected" };
-    if (status.state === "offline" || isFinal(status.state)) {
-      return { kind: "offline", reason: status.lastFailure?.reason ?? status.state };
-    }
-    return undefined;
-  };
-  const now = verdict(session.status);
-  if (now !== undefined) return Promise.resolve(now);
-  return new Promise((resolve) => {
-    const finish = (result: FirstAttempt): void => {
-      clearTimeout(timer);
-      off();
-      signal.removeEventListener("abort", onAbort);
-      resolve(result);
-    };
-    const onAbort = (): void => {
-      finish({ kind: "offline", reason: "interrupted" });
-    };
-    const timer = setTimeout(() => {
-      finish({ kind: "offline", reason: `no connection within ${timeoutMs} ms` });
-    }, timeoutMs);
-    const off = session.events.on("connection", (status) => {
-      const result = verdict(status);
-      if (result !== undefined) finish(result);
-    });
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 /** How long one-shot commands give the first connection attempt. */
 export const FIRST_ATTEMPT_TIMEOUT_MS = 5_000;
 /** Deadline of one request once connected. */
 export const REQUEST_TIMEOUT_MS = 10_000;
 
-/**
- * Opens the profile, runs `body` with a started session, and always stops the
- * session and closes the store afterwards.
- */
-export async function withSession<T>(
+export function createMessenger(
   context: CommandContext,
-  options: Pick<ClientSessionOptions, "subscribe" | "sendOutbox" | "timing"> & {
-    /** Attaches listeners before the session starts, so no event is missed. */
-    setup?: (session: ClientSession) => void;
+  opened: OpenProfile,
+  options: MessengerSessionOptions,
+): Messenger {
+  const { config, logger } = context;
+  const messenger = new Messenger({
+    store: opened.store,
+    profile: opened.profile,
+    signer: opened.signer,
+    sessions: clientSessionFactory({
+      profile: opened.profile,
+      signer: opened.signer,
+      store: opened.store,
+      e2e: opened.e2e,
+      logger,
+      groupWindow: config.groupWindow,
+      signedPreKeys: config.signedPreKeys,
+      transports: () => transportFactoryFor(config, endpointsOf(opened.profile), logger),
+    }),
+    session: options,
+    logger,
+    requestTimeoutMs: REQUEST_TIMEOUT_MS,
+  });
+  messenger.events.on("problem", ({ context: where, error }) => {
+    context.output.note(`warning: failed while ${where}: ${error instanceof Error ? error.message : String(error)}`);
+  });
+  return messenger;
+}
+
+/** The first connection attempt of a started messenger, cut short by SIGINT. */
+export function firstAttempt(context: CommandContext, messenger: Messenger, timeoutMs: number): Promise<FirstAttempt> {
+  return messenger.firstAttempt(timeoutMs, context.signal);
+}
+
+/**
+ * Opens the profile, runs `body` with a started messenger, and always stops
+ * it and closes the store afterwards.
+ */
+export async function withMessenger<T>(
+  context: CommandContext,
+  options: MessengerSessionOptions & {
+    /** Attaches listeners before the messenger starts, so no event is missed. */
+    setup?: (messenger: Messenger) => void;
   },
-  body: (session: ClientSession, opened: OpenProfile) => Promise<T>,
+  body: (messenger: Messenger, opened: OpenProfile) => Promise<T>,
 ): Promise<T> {
   const opened = await openProfile(context.config.profileDir, context.config);
   try {
-    const session = createSession(context, opened, options);
-    options.setup?.(session);
-    await session.start();
-    try {
-      return await body(session, opened);
-    } finally {
-      await session.stop();
-    }
+    return await runMessenger(context, opened, options, body);
   } finally {
     await opened.store.close();
   }
 }
 
-/** Connects or throws a CliError saying why the server could not be reached. */
-export async function connectOrFail(
+/** Runs `body` with a started messenger on a profile opened already, and stops it afterwards. */
+export async function runMessenger<T>(
   context: CommandContext,
-  session: ClientSession,
   opened: OpenProfile,
-): Promise<void> {
-  const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+  options: MessengerSessionOptions & { setup?: (messenger: Messenger) => void },
+  body: (messenger: Messenger, opened: OpenProfile) => Promise<T>,
+): Promise<T> {
+  const { setup, ...sessionOptions } = options;
+  const messenger = createMessenger(context, opened, sessionOptions);
+  setup?.(messenger);
+  await messenger.start();
+  try {
+    return await body(messenger, opened);
+  } finally {
+    await messenger.stop();
+  }
+}
+
+/** Connects or throws a CliError saying why the server could not be reached. */
+export async function connectOrFail(context: CommandContext, messenger: Messenger, opened: OpenProfile): Promise<void> {
+  const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
   if (attempt.kind === "offline") {
     throw new CliError(`cannot reach the server at ${opened.profile.serverUrl}: ${attempt.reason}`, {
       code: "UNAVAILABLE",

@@ -1,6 +1,8 @@
 /**
  * The public API of the client core, for the CLI, the app and load
  * generators. Everything here runs in browsers, WebViews and Node alike.
+ * Apps and the CLI talk to the server through `Messenger` (messenger/);
+ * the lower layers are exported for tests, load generators and adapters.
  */
 export { type DeviceSigner, type Ed25519Provider, ED25519_SEED_BYTES } from "./crypto/device-signer.ts";
 export { nobleEd25519 } from "./crypto/noble-ed25519.ts";
@@ -183,3 +185,45 @@ export {
   dnsTunnelTransportFactory,
 } from "./connection/dns-tunnel-transport.ts";
 export { httpsTransportFactory, pipeUrl } from "./connection/https-transport.ts";
+
+/** The messenger API: what apps and the CLI call (messenger/). */
+export {
+  type CallOptions,
+  type IncomingMessage,
+  Messenger,
+  type MessengerEvents,
+  type MessengerOptions,
+  type TimelineHandle,
+} from "./messenger/messenger.ts";
+export { type MessengerLifecycle, MessengerNotRunningError } from "./messenger/session-lifecycle.ts";
+export type {
+  MessengerSession,
+  MessengerSessionFactory,
+  MessengerSessionOptions,
+} from "./messenger/messenger-session.ts";
+export { type ClientSessionBase, clientSessionFactory } from "./messenger/client-session-adapter.ts";
+export { type Observable, ObservableValue } from "./messenger/observable.ts";
+export type { MessageState, MessageView } from "./messenger/message-view.ts";
+export type { ChatListItem } from "./messenger/chat-list.ts";
+export type { TimelineState } from "./messenger/timeline.ts";
+export type { DirectChat } from "./messenger/chats.ts";
+export type { Contact } from "./messenger/contacts.ts";
+export { type GroupMembership, type RefusedOperation, UnknownGroupError } from "./messenger/groups.ts";
+export {
+  type Verification,
+  type VerificationStatus,
+  type VerifiedDevice,
+  UnknownUserError,
+  keyFingerprint,
+} from "./messenger/verification.ts";
+export {
+  APPROVAL_VALIDITY_MS,
+  type ApprovalToken,
+  LINK_CODE_PREFIX,
+  LinkFormatError,
+  decodeApproval,
+  decodeLinkCode,
+  encodeApproval,
+  encodeLinkCode,
+} from "./messenger/linking.ts";
+export { type FirstAttempt, attemptVerdict } from "./messenger/first-attempt.ts";

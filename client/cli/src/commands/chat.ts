@@ -4,15 +4,15 @@
  * several make a group. The list comes from the server and is cached in the
  * profile; offline, the cache is shown with a note.
  */
-import { type ChatSummary, ChatKind, isId, toChatSummary } from "@remessenger/client-core";
-import { CliError, usageError } from "../cli-error.ts";
+import { type ChatSummary, isId } from "@remessenger/client-core";
+import { usageError } from "../cli-error.ts";
 import {
   type CommandContext,
   REQUEST_TIMEOUT_MS,
   connectOrFail,
   firstAttempt,
   FIRST_ATTEMPT_TIMEOUT_MS,
-  withSession,
+  withMessenger,
 } from "../cli-session.ts";
 
 export async function chatCreateCommand(
@@ -21,46 +21,43 @@ export async function chatCreateCommand(
 ): Promise<void> {
   const members = [...new Set(options.with)];
   for (const id of members) if (!isId("user", id)) throw usageError(`not a user id: ${id}`);
-  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
+  await withMessenger(context, { subscribe: false, sendOutbox: false }, async (messenger, opened) => {
     if (members.includes(opened.profile.userId))
       throw usageError("you are in every chat you create; name the other members");
-    await connectOrFail(context, session, opened);
+    await connectOrFail(context, messenger, opened);
     if (members.length > 1) {
       // A group starts with this device's signed CREATE (group create does the same).
-      const chatId = await session.createGroup(options.title ?? "", members, {
+      const chatId = await messenger.createGroup(options.title ?? "", members, {
         timeoutMs: 2 * REQUEST_TIMEOUT_MS,
         signal: context.signal,
       });
       context.output.print({ chatId, created: true }, chatId);
       return;
     }
-    const { chat, created } = await session.request(
-      "createChat",
-      { kind: ChatKind.CHAT_KIND_DIRECT, memberUserIds: members, title: options.title ?? "" },
-      { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal },
-    );
-    if (chat === undefined) throw new CliError("the server answered without the chat");
-    await opened.store.saveChats([toChatSummary(chat)]);
-    context.output.print({ chatId: chat.chatId, created }, chat.chatId);
+    const [other] = members;
+    if (other === undefined) throw usageError("name the other member of the chat");
+    const chat = await messenger.openDirectChat(other, {
+      ...(options.title === undefined ? {} : { title: options.title }),
+      signal: context.signal,
+    });
+    context.output.print({ chatId: chat.chatId, created: chat.isCreated }, chat.chatId);
   });
 }
 
 export async function chatListCommand(context: CommandContext): Promise<void> {
-  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
-    const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+  await withMessenger(context, { subscribe: false, sendOutbox: false }, async (messenger, opened) => {
+    const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
     let chats: ChatSummary[];
     let isCached = false;
     if (attempt.kind === "connected") {
-      const answer = await session.request("listChats", {}, { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal });
-      chats = answer.chats.map(toChatSummary);
-      await opened.store.saveChats(chats);
+      chats = await messenger.fetchChats({ signal: context.signal });
     } else {
       context.output.note(`offline (${attempt.reason}); showing the chats known here`);
-      chats = await opened.store.listChats();
+      chats = await messenger.knownChats();
       isCached = true;
     }
     const me = opened.profile.userId;
-    const contacts = new Map((await opened.store.listContacts()).map((c) => [c.userId, c.displayName]));
+    const contacts = new Map((await messenger.contacts()).map((c) => [c.userId, c.displayName]));
     const lines = chats.map((chat) => {
       const others = chat.memberUserIds.filter((id) => id !== me);
       const names = others.map((id) => (contacts.has(id) ? `${id} (${contacts.get(id) ?? ""})` : id)).join(", ");

@@ -15,15 +15,15 @@
  * (forged, or by a non-admin) is listed with its reason and changes nothing.
  */
 import {
-  type ClientSession,
   type GroupChange,
   type GroupChangeRequest,
+  type Messenger,
+  UnknownGroupError,
   isId,
-  messageIdToHex,
 } from "@remessenger/client-core";
-import { equalBytes, GroupOperationError, operationHash, type Message, type GroupState } from "@remessenger/protocol";
+import { GroupOperationError } from "@remessenger/protocol";
 import { CliError, EXIT_USAGE, usageError } from "../cli-error.ts";
-import { type CommandContext, REQUEST_TIMEOUT_MS, connectOrFail, withSession } from "../cli-session.ts";
+import { type CommandContext, REQUEST_TIMEOUT_MS, connectOrFail, withMessenger } from "../cli-session.ts";
 
 /** What one-shot group commands give a change (drafting, sending, catching up). */
 const CHANGE_TIMEOUT_MS = 2 * REQUEST_TIMEOUT_MS;
@@ -40,20 +40,21 @@ function requireUser(userId: string): void {
 
 /** The rules' refusal (not an admin, not a member...) as the user sees it: bad input, with the reason. */
 function refusal(error: unknown): unknown {
-  return error instanceof GroupOperationError
-    ? new CliError(`refused: ${error.message}`, { exitCode: EXIT_USAGE, code: error.reason.toUpperCase() })
-    : error;
+  if (error instanceof GroupOperationError) {
+    return new CliError(`refused: ${error.message}`, { exitCode: EXIT_USAGE, code: error.reason.toUpperCase() });
+  }
+  return error instanceof UnknownGroupError ? new CliError(error.message, { code: "NOT_FOUND" }) : error;
 }
 
 /** Runs a one-shot, connected group action (no subscription, the outbox left alone). */
-function withGroupSession<T>(
+function withGroupMessenger<T>(
   context: CommandContext,
-  body: (session: ClientSession, me: string) => Promise<T>,
+  body: (messenger: Messenger, me: string) => Promise<T>,
 ): Promise<T> {
-  return withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
-    await connectOrFail(context, session, opened);
+  return withMessenger(context, { subscribe: false, sendOutbox: false }, async (messenger, opened) => {
+    await connectOrFail(context, messenger, opened);
     try {
-      return await body(session, opened.profile.userId);
+      return await body(messenger, opened.profile.userId);
     } catch (error) {
       throw refusal(error);
     }
@@ -93,9 +94,9 @@ export async function groupCreateCommand(
     ),
   ];
   for (const id of members) requireUser(id);
-  await withGroupSession(context, async (session, me) => {
+  await withGroupMessenger(context, async (messenger, me) => {
     if (members.includes(me)) throw usageError("you are in every group you create; name the other members");
-    const chatId = await session.createGroup(options.name, members, {
+    const chatId = await messenger.createGroup(options.name, members, {
       timeoutMs: CHANGE_TIMEOUT_MS,
       signal: context.signal,
     });
@@ -111,8 +112,11 @@ export async function groupChangeCommand(
 ): Promise<void> {
   requireChat(chatId);
   if ("userIds" in request) for (const id of request.userIds) requireUser(id);
-  await withGroupSession(context, async (session) => {
-    const change = await session.changeGroup(chatId, request, { timeoutMs: CHANGE_TIMEOUT_MS, signal: context.signal });
+  await withGroupMessenger(context, async (messenger) => {
+    const change = await messenger.changeGroup(chatId, request, {
+      timeoutMs: CHANGE_TIMEOUT_MS,
+      signal: context.signal,
+    });
     context.output.print(changeJson(change), changeLine(change));
   });
 }
@@ -124,32 +128,9 @@ export async function groupChangeCommand(
  */
 export async function groupMembersCommand(context: CommandContext, chatId: string): Promise<void> {
   requireChat(chatId);
-  await withGroupSession(context, async (session) => {
-    await session.refreshGroup(chatId, true);
-    const state: GroupState | undefined = await session.groupState(chatId);
-    if (state === undefined) throw new CliError(`no verified group ${chatId} here`, { code: "NOT_FOUND" });
-    const operations = await allOperations(session, chatId, context.signal);
-    // Where the verified chain ends in the server's sequence; the operation after it is one this device refuses.
-    const headAt = operations.findIndex(
-      (m) =>
-        m.groupOperation !== undefined &&
-        equalBytes(operationHash(m.groupOperation.operation), state.lastOperationHash),
-    );
-    const verifiedSeq = operations[headAt]?.seq ?? 0;
-    const serverHead = operations.at(-1)?.seq ?? 0;
-    const refused: Array<{ seq: number; messageId: string; reason: string; detail: string }> = [];
-    const next = operations[headAt + 1];
-    if (next !== undefined) {
-      const outcome = await session.receiveGroupOperation(next);
-      if (outcome.kind === "rejected") {
-        refused.push({
-          seq: next.seq,
-          messageId: messageIdToHex(next.messageId),
-          reason: outcome.reason,
-          detail: outcome.detail,
-        });
-      }
-    }
+  await withGroupMessenger(context, async (messenger) => {
+    const state = await messenger.groupMembership(chatId, { signal: context.signal });
+    const { verifiedSeq, refused } = state;
     const lines = [
       `${chatId} "${state.title}", epoch ${state.epoch}, ${state.members.length} members (verified through #${verifiedSeq}):`,
       ...state.members.map((id) => `  ${id}${state.admins.includes(id) ? " (admin)" : ""}`),
@@ -163,29 +144,10 @@ export async function groupMembersCommand(context: CommandContext, chatId: strin
         members: state.members,
         admins: state.admins,
         verifiedSeq,
-        serverSeq: serverHead,
+        serverSeq: state.serverSeq,
         refused,
       },
       lines.join("\n"),
     );
   });
-}
-
-/** Operations fetched per request, and at most this many pages (a group's chain is short: changes, not messages). */
-const OPERATIONS_PAGE = 500;
-const MAX_OPERATION_PAGES = 100;
-
-/** The group's whole chain as the server holds it, seq ascending. */
-async function allOperations(session: ClientSession, chatId: string, signal: AbortSignal): Promise<Message[]> {
-  const all: Message[] = [];
-  for (let page = 0; page < MAX_OPERATION_PAGES; page += 1) {
-    const { operations } = await session.request(
-      "getGroupOperations",
-      { chatId, afterSeq: all.at(-1)?.seq ?? 0, limit: OPERATIONS_PAGE },
-      { timeoutMs: REQUEST_TIMEOUT_MS, signal },
-    );
-    all.push(...operations);
-    if (operations.length < OPERATIONS_PAGE) return all;
-  }
-  throw new CliError(`group ${chatId} has more than ${OPERATIONS_PAGE * MAX_OPERATION_PAGES} operations`);
 }

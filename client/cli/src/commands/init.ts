@@ -20,7 +20,7 @@ import {
 import { MAX_DISPLAY_NAME_CHARS } from "@remessenger/protocol";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
-import { type CommandContext, createSession, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt } from "../cli-session.ts";
+import { type CommandContext, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt, runMessenger } from "../cli-session.ts";
 import {
   DATABASE_FILE,
   endpointsOf,
@@ -121,18 +121,14 @@ export async function initCommand(context: CommandContext, options: { name: stri
  * at every login when the server lacks one). Offline, the next session does it.
  */
 async function publishPreKeys(context: CommandContext, opened: OpenProfile): Promise<void> {
-  const session = createSession(context, opened, { subscribe: false, sendOutbox: false });
-  await session.start();
-  try {
-    const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+  await runMessenger(context, opened, { subscribe: false, sendOutbox: false }, async (messenger) => {
+    const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
     if (attempt.kind === "offline") {
       context.output.note(`prekeys not published yet (${attempt.reason}); the next listen or send does it`);
       return;
     }
-    await session.maintainPreKeys();
-  } finally {
-    await session.stop();
-  }
+    await messenger.publishPreKeys();
+  });
 }
 
 function never(message: string): never {

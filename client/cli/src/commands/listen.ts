@@ -23,16 +23,15 @@
  * on the server for next time), confirms the acks, and exits 0.
  */
 import {
-  type ClientSession,
   type ConnectionStatus,
   type GroupEvent,
+  type IncomingMessage,
+  type Messenger,
   type OutboxEntry,
-  type ReceivedMessageEvent,
-  contentText,
   drop,
 } from "@remessenger/client-core";
 import { CliError } from "../cli-error.ts";
-import { type CommandContext, REQUEST_TIMEOUT_MS, withSession } from "../cli-session.ts";
+import { type CommandContext, REQUEST_TIMEOUT_MS, withMessenger } from "../cli-session.ts";
 import { connectionJson, connectionLine } from "../connection-line.ts";
 
 /** How often `listen` looks for messages other processes put in the outbox. */
@@ -46,22 +45,22 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
   const done = Promise.withResolvers<void>();
   // It may settle (refused) before anyone awaits it; the await below still sees the rejection.
   done.promise.catch(() => undefined);
-  const setup = (session: ClientSession): void => {
+  const setup = (messenger: Messenger): void => {
     let received = 0;
-    session.events.on("message", (event) => {
+    messenger.events.on("message", (event) => {
       if (event.isOwnDevice) return;
       received += 1;
       printMessage(context, event);
       if (options.exitAfter !== undefined && received >= options.exitAfter) {
         // Synchronously, so no later message is stored and acked without being shown.
-        session.stopReceiving();
-        drop(confirmAndFinish(context, session, done.resolve), done.reject);
+        messenger.stopReceiving();
+        drop(confirmAndFinish(context, messenger, done.resolve), done.reject);
       }
     });
-    session.events.on("outbox", (entry) => {
+    messenger.events.on("outbox", (entry) => {
       printOutbox(context, entry);
     });
-    session.events.on("healing", (event) => {
+    messenger.events.on("healing", (event) => {
       context.output.status(
         {
           type: "session",
@@ -74,7 +73,7 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
         `[session] could not decrypt a message from ${event.userId} (device ${event.deviceId}: ${event.reason}); starting a new session with it`,
       );
     });
-    session.events.on("sessionReset", (event) => {
+    messenger.events.on("sessionReset", (event) => {
       context.output.status(
         {
           type: "session",
@@ -87,7 +86,7 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
         `[session] ${event.fromUserId} (device ${event.fromDeviceId}) could not decrypt a message (${event.reason}) and started a new session`,
       );
     });
-    session.events.on("senderKeyRequested", (event) => {
+    messenger.events.on("senderKeyRequested", (event) => {
       context.output.status(
         {
           type: "session",
@@ -101,7 +100,7 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
         `[session] no sender key of ${event.userId} (device ${event.deviceId}) for epoch ${event.epoch} in ${event.chatId}; asked that device for it`,
       );
     });
-    session.events.on("senderKeyRequest", (event) => {
+    messenger.events.on("senderKeyRequest", (event) => {
       const reason = event.kind === "refused" ? `${event.reason}: ${event.detail}` : undefined;
       context.output.status(
         {
@@ -118,11 +117,11 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
           : `[session] ${event.fromUserId} (device ${event.fromDeviceId}) asked for our sender key of epoch ${event.epoch} in ${event.chatId}; refused (${reason ?? ""})`,
       );
     });
-    session.events.on("group", (event) => {
+    messenger.events.on("group", (event) => {
       printGroup(context, event);
     });
     let shown = "";
-    session.events.on("connection", (status) => {
+    messenger.events.on("connection", (status) => {
       // One line per state (or new failure), not per change of the queued count.
       const key = `${status.state}/${status.transport ?? "-"}/${status.lastFailure?.atMs ?? 0}`;
       if (key !== shown) printConnection(context, status);
@@ -132,8 +131,8 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
       }
     });
   };
-  const timing = { outboxPollMs: LISTEN_OUTBOX_POLL_MS };
-  await withSession(context, { subscribe: true, sendOutbox: true, timing, setup }, async () => {
+  const session = { subscribe: true, sendOutbox: true, outboxPollMs: LISTEN_OUTBOX_POLL_MS };
+  await withMessenger(context, { ...session, setup }, async () => {
     const onSignal = (): void => {
       done.resolve();
     };
@@ -147,9 +146,9 @@ export async function listenCommand(context: CommandContext, options: ListenOpti
   });
 }
 
-async function confirmAndFinish(context: CommandContext, session: ClientSession, finish: () => void): Promise<void> {
+async function confirmAndFinish(context: CommandContext, messenger: Messenger, finish: () => void): Promise<void> {
   try {
-    await session.confirmAcks({ timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal });
+    await messenger.confirmAcks({ timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal });
   } catch (error) {
     // Stored already; an unconfirmed ack only means the server may send it again (and we skip it).
     context.output.note(`acks not confirmed: ${error instanceof Error ? error.message : String(error)}`);
@@ -157,8 +156,8 @@ async function confirmAndFinish(context: CommandContext, session: ClientSession,
   finish();
 }
 
-function printMessage(context: CommandContext, { message }: ReceivedMessageEvent): void {
-  const text = contentText(message.content);
+function printMessage(context: CommandContext, { message, senderDeviceId }: IncomingMessage): void {
+  const isReadable = message.state !== "undecryptable";
   context.output.print(
     {
       type: "message",
@@ -166,13 +165,13 @@ function printMessage(context: CommandContext, { message }: ReceivedMessageEvent
       seq: message.seq,
       messageId: message.messageId,
       sender: message.senderUserId,
-      senderDevice: message.senderDeviceId,
-      text: text ?? null,
-      state: message.problem === undefined ? "received" : "undecryptable",
-      reason: message.problem,
-      serverTimeMs: message.serverTimeMs,
+      senderDevice: senderDeviceId,
+      text: isReadable ? message.text : null,
+      state: isReadable ? "received" : "undecryptable",
+      reason: isReadable ? undefined : message.reason,
+      serverTimeMs: message.sentAtMs,
     },
-    `${message.chatId} #${message.seq} ${message.senderUserId}: ${text ?? `(could not be decrypted: ${message.problem ?? "unreadable"})`}`,
+    `${message.chatId} #${message.seq ?? "?"} ${message.senderUserId}: ${isReadable ? message.text : `(could not be decrypted: ${message.reason ?? "unreadable"})`}`,
   );
 }
 

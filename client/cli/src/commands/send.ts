@@ -8,23 +8,9 @@
  *   --timeout (exit 1, the message stays queued).
  * A refusal (unknown chat, too large...) marks the message failed: exit 2.
  */
-import {
-  type ClientSession,
-  ErrorCode,
-  type OutboxEntry,
-  isError,
-  isId,
-  toChatSummary,
-} from "@remessenger/client-core";
+import { ErrorCode, type Messenger, type OutboxEntry, isError, isId } from "@remessenger/client-core";
 import { CliError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../cli-error.ts";
-import {
-  type CommandContext,
-  FIRST_ATTEMPT_TIMEOUT_MS,
-  REQUEST_TIMEOUT_MS,
-  firstAttempt,
-  withSession,
-} from "../cli-session.ts";
-import type { OpenProfile } from "../profile.ts";
+import { type CommandContext, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt, withMessenger } from "../cli-session.ts";
 
 export const DEFAULT_WAIT_TIMEOUT_MS = 30_000;
 /** How often `send` looks at the outbox row, which another process (`listen`) may settle first. */
@@ -45,38 +31,28 @@ export async function sendCommand(
 ): Promise<void> {
   if (!isId("chat", chatId)) throw usageError(`not a chat id: ${chatId}`);
   if (texts.length === 0 || texts.some((text) => text.length === 0)) throw usageError("the message text is empty");
-  await withSession(context, { subscribe: false, sendOutbox: true }, async (session, opened) => {
+  await withMessenger(context, { subscribe: false, sendOutbox: true }, async (messenger) => {
     const deadlineAt = Date.now() + (options.wait ? options.timeoutMs : FIRST_ATTEMPT_TIMEOUT_MS);
-    if (!(await opened.store.hasChat(chatId))) await checkChat(context, session, opened, chatId);
+    if (!(await messenger.hasChat(chatId))) await checkChat(context, messenger, chatId);
     // Sealed and stored in order; the chat's messages go out in that order, so the last one settles last.
     let queued: OutboxEntry | undefined;
-    for (const text of texts) queued = await session.send(chatId, text);
+    for (const text of texts) queued = await messenger.send(chatId, text);
     if (queued === undefined) return;
-    const entry = await settled(context, session, opened, queued.messageId, deadlineAt, options.wait);
+    const entry = await settled(context, messenger, queued.messageId, deadlineAt, options.wait);
     if (texts.length > 1) context.output.note(`${texts.length} messages queued in order; the last one:`);
-    report(context, session, entry, options);
+    report(context, messenger, entry, options);
   });
 }
 
 /** Asks the server about a chat this profile has not seen; refuses unknown chats, tolerates being offline. */
-async function checkChat(
-  context: CommandContext,
-  session: ClientSession,
-  opened: OpenProfile,
-  chatId: string,
-): Promise<void> {
-  const attempt = await firstAttempt(session, FIRST_ATTEMPT_TIMEOUT_MS, context.signal);
+async function checkChat(context: CommandContext, messenger: Messenger, chatId: string): Promise<void> {
+  const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
   if (attempt.kind === "offline") {
     context.output.note(`cannot check chat ${chatId} while offline (${attempt.reason}); queuing it anyway`);
     return;
   }
   try {
-    const { chat } = await session.request(
-      "getChat",
-      { chatId },
-      { timeoutMs: REQUEST_TIMEOUT_MS, signal: context.signal },
-    );
-    if (chat !== undefined) await opened.store.saveChats([toChatSummary(chat)]);
+    await messenger.fetchChat(chatId, { signal: context.signal });
   } catch (error) {
     if (isError(error, ErrorCode.ERROR_CODE_NOT_FOUND) || isError(error, ErrorCode.ERROR_CODE_PERMISSION_DENIED)) {
       throw usageError(`unknown chat ${chatId}: ${error.message}`);
@@ -94,8 +70,7 @@ async function checkChat(
  */
 function settled(
   context: CommandContext,
-  session: ClientSession,
-  opened: OpenProfile,
+  messenger: Messenger,
   messageId: string,
   deadlineAt: number,
   isWaiting: boolean,
@@ -111,23 +86,23 @@ function settled(
       offOutbox();
       offConnection();
       context.signal.removeEventListener("abort", finish);
-      opened.store.getOutboxEntry(messageId).then((entry) => {
+      messenger.outboxEntry(messageId).then((entry) => {
         if (entry === undefined) reject(new CliError(`message ${messageId} vanished from the outbox`));
         else resolve(entry);
       }, reject);
     };
     const check = (): void => {
-      opened.store.getOutboxEntry(messageId).then((entry) => {
+      messenger.outboxEntry(messageId).then((entry) => {
         if (entry !== undefined && entry.state !== "queued") finish();
         else if (!isDone) poll = setTimeout(check, OUTBOX_POLL_MS);
       }, reject);
     };
     const timer = setTimeout(finish, Math.max(0, deadlineAt - Date.now()));
-    const offOutbox = session.events.on("outbox", (entry) => {
+    const offOutbox = messenger.events.on("outbox", (entry) => {
       if (entry.messageId === messageId && entry.state !== "queued") finish();
     });
     let hasSaidOffline = false;
-    const offConnection = session.events.on("connection", (status) => {
+    const offConnection = messenger.events.on("connection", (status) => {
       if (status.state === "refused" || (!isWaiting && status.state === "offline")) finish();
       else if (status.state === "offline" && !hasSaidOffline) {
         hasSaidOffline = true;
@@ -138,12 +113,12 @@ function settled(
       }
     });
     context.signal.addEventListener("abort", finish, { once: true });
-    if (session.status.state === "refused") finish();
+    if (messenger.connection.value.state === "refused") finish();
     else check();
   });
 }
 
-function report(context: CommandContext, session: ClientSession, entry: OutboxEntry, options: SendOptions): void {
+function report(context: CommandContext, messenger: Messenger, entry: OutboxEntry, options: SendOptions): void {
   const { output } = context;
   const base = { chatId: entry.chatId, messageId: entry.messageId, state: entry.state };
   switch (entry.state) {
@@ -164,7 +139,8 @@ function report(context: CommandContext, session: ClientSession, entry: OutboxEn
       });
     }
     case "queued": {
-      const reason = entry.problem?.message ?? session.status.lastFailure?.reason ?? "no answer from the server yet";
+      const reason =
+        entry.problem?.message ?? messenger.connection.value.lastFailure?.reason ?? "no answer from the server yet";
       output.print({ ...base, reason }, `queued: ${entry.chatId} (message ${entry.messageId})`);
       if (options.wait) {
         throw new CliError(

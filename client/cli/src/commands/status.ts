@@ -8,23 +8,24 @@
  * a JSON object of type "connection" with --json — at every change of state
  * or transport, and whenever a rung's health changes, until interrupted.
  */
-import { type ClientSession, type ConnectionStatus, type OutboxEntry, contentText } from "@remessenger/client-core";
-import { type CommandContext, firstAttempt, withSession } from "../cli-session.ts";
+import { type ConnectionStatus, type Messenger, type OutboxEntry, contentText } from "@remessenger/client-core";
+import { type CommandContext, firstAttempt, withMessenger } from "../cli-session.ts";
 import { connectionJson, connectionLine, transportsJson } from "../connection-line.ts";
 
 const STATUS_ATTEMPT_MS = 3_000;
 const MAX_LISTED = 1_000;
 
 export async function statusCommand(context: CommandContext, options: { watch: boolean }): Promise<void> {
-  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
-    const { profile, store } = opened;
-    const attempt = await firstAttempt(session, STATUS_ATTEMPT_MS, context.signal);
-    const unfinished = await store.listOutbox({ states: ["queued", "sent", "failed"], limit: MAX_LISTED });
-    const queued = await store.countOutbox("queued");
+  await withMessenger(context, { subscribe: false, sendOutbox: false }, async (messenger, opened) => {
+    const { profile } = opened;
+    const attempt = await firstAttempt(context, messenger, STATUS_ATTEMPT_MS);
+    const unfinished = await messenger.listOutbox({ states: ["queued", "sent", "failed"], limit: MAX_LISTED });
+    const queued = await messenger.countOutbox("queued");
+    const status = messenger.connection.value;
     const connection =
       attempt.kind === "connected"
-        ? { state: "connected", transport: session.status.transport }
-        : { state: "offline", transport: session.status.transport, reason: attempt.reason };
+        ? { state: "connected", transport: status.transport }
+        : { state: "offline", transport: status.transport, reason: attempt.reason };
     const endpoints = {
       dohUrls: profile.dohUrls ?? [],
       resolver: profile.resolver === undefined ? undefined : `${profile.resolver.host}:${profile.resolver.port}`,
@@ -50,18 +51,18 @@ export async function statusCommand(context: CommandContext, options: { watch: b
         deviceId: profile.deviceId,
         server: profile.serverUrl,
         ...endpoints,
-        connection: { ...connection, transports: transportsJson(session.status) },
+        connection: { ...connection, transports: transportsJson(messenger.connection.value) },
         queued,
         messages,
       },
       lines.join("\n"),
     );
-    if (options.watch) await watch(context, session);
+    if (options.watch) await watch(context, messenger);
   });
 }
 
 /** Prints the connection at each change until interrupted. */
-async function watch(context: CommandContext, session: ClientSession): Promise<void> {
+async function watch(context: CommandContext, messenger: Messenger): Promise<void> {
   let shown = "";
   const show = (status: ConnectionStatus): void => {
     const json = connectionJson(status);
@@ -76,8 +77,8 @@ async function watch(context: CommandContext, session: ClientSession): Promise<v
     shown = key;
     context.output.status(json, connectionLine(status, Date.now()));
   };
-  show(session.status);
-  const off = session.events.on("connection", show);
+  show(messenger.connection.value);
+  const off = messenger.connection.subscribe(show);
   try {
     await new Promise<void>((resolve) => {
       if (context.signal.aborted) resolve();

@@ -9,15 +9,9 @@
  * Exit 0 when the keys are trusted (or were just accepted), 1 when a change
  * waits for acceptance.
  */
-import { bytesToHex } from "@noble/hashes/utils.js";
-import { isId, type KnownUser, safetyNumber, sha256 } from "@remessenger/client-core";
+import { isId, UnknownUserError } from "@remessenger/client-core";
 import { CliError, EXIT_FAILURE, usageError } from "../cli-error.ts";
-import { type CommandContext, connectOrFail, withSession } from "../cli-session.ts";
-
-/** A short, stable name for a key: 16 hex digits of its SHA-256. */
-function fingerprint(key: Uint8Array): string {
-  return bytesToHex(sha256(key).subarray(0, 8)).replace(/(.{4})(?=.)/g, "$1 ");
-}
+import { type CommandContext, connectOrFail, withMessenger } from "../cli-session.ts";
 
 export async function verifyCommand(
   context: CommandContext,
@@ -25,28 +19,17 @@ export async function verifyCommand(
   options: { accept: boolean },
 ): Promise<void> {
   if (!isId("user", userId)) throw usageError(`not a user id: ${userId}`);
-  await withSession(context, { subscribe: false, sendOutbox: false }, async (session, opened) => {
-    await connectOrFail(context, session, opened);
-    let them: KnownUser | undefined = await session.knownUser(userId, true);
-    const me = await session.knownUser(opened.profile.userId, true);
-    if (them === undefined || me === undefined) throw new CliError(`cannot fetch the devices of ${userId}`);
-    const wasChanged = them.devices.some((d) => d.trust === "changed");
-    if (options.accept) {
-      const accepted = them;
-      them = await session.acceptIdentity(accepted.userId);
+  await withMessenger(context, { subscribe: false, sendOutbox: false }, async (messenger, opened) => {
+    await connectOrFail(context, messenger, opened);
+    let verification;
+    try {
+      verification = await messenger.verify(userId, { accept: options.accept });
+    } catch (error) {
+      if (error instanceof UnknownUserError) throw new CliError(error.message);
+      throw error;
     }
-    const number = safetyNumber(
-      { userId: me.userId, identityKeys: me.devices.map((d) => d.identityKey) },
-      { userId, identityKeys: them.devices.map((d) => d.identityKey) },
-    );
-    const isChanged = them.devices.some((d) => d.trust === "changed");
-    const status = isChanged ? "changed" : options.accept && wasChanged ? "accepted" : "trusted";
-    const devices = them.devices.map((d) => ({
-      deviceId: d.deviceId,
-      fingerprint: fingerprint(d.identityKey),
-      trust: d.trust,
-      previousFingerprint: d.previousKey === undefined ? undefined : fingerprint(d.previousKey),
-    }));
+    const { safetyNumber: number, status, devices } = verification;
+    const isChanged = status === "changed";
     const lines = [
       `safety number with ${userId}:`,
       `  ${number.digits}`,
@@ -60,7 +43,14 @@ export async function verifyCommand(
         : `status: ${status}`,
     ];
     context.output.print(
-      { userId, safetyNumber: number.digits, qr: number.qr, status, isVerified: them.isVerified, devices },
+      {
+        userId,
+        safetyNumber: number.digits,
+        qr: number.qr,
+        status,
+        isVerified: verification.isVerified,
+        devices,
+      },
       lines.join("\n"),
     );
     if (isChanged)
