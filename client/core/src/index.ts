@@ -128,7 +128,7 @@ export {
 export { type Clock, systemClock } from "./runtime/clock.ts";
 export { DEFAULT_GRACE_WINDOW, type GraceWindow } from "./group/epoch-window.ts";
 export type { GroupChangeRequest } from "./group/group-admin.ts";
-export type { GroupChange } from "./group/group-codec.ts";
+export type { GroupChange } from "./group/group-chain.ts";
 export type { RequestKind, RequestValue, ResponseValue } from "./session/connection.ts";
 export {
   type LinkApproval,

@@ -34,7 +34,8 @@ import {
   type SendMessageResponse,
   type SignedGroupOperation,
 } from "@remessenger/protocol";
-import type { GroupChange, GroupCodec } from "./group-codec.ts";
+import type { GroupChange } from "./group-chain.ts";
+import type { GroupSessions } from "./group-sessions.ts";
 
 /** Drafts tried when other admins keep changing the group first. */
 export const MAX_DRAFT_ROUNDS = 4;
@@ -45,7 +46,7 @@ export interface GroupAdminPort {
   deviceId: string;
   /** The device's identity key: operations are signed with it. */
   signer: DeviceSigner;
-  groups: GroupCodec;
+  groups: GroupSessions;
   createChat(request: {
     chatId: string;
     title: string;

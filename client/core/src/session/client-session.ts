@@ -12,7 +12,7 @@
  * - A message the user writes is in the store before anything is sent
  *   (`send` resolves only then), and is retried on every connection until
  *   the server answers with its seq.
- * - Every message is end-to-end encrypted (PairwiseSessions, GroupCodec); the E2E
+ * - Every message is end-to-end encrypted (PairwiseSessions, GroupSessions); the E2E
  *   lock is taken inside the units and the methods here, never by a caller.
  * - Every failure shows in `status` (ConnectionStatus) with its reason, and
  *   every handled error as a "problem" event.
@@ -38,7 +38,7 @@ import type { TransportFactory } from "../connection/transport.ts";
 import { webSocketTransportFactory } from "../connection/websocket-transport.ts";
 import type { KnownUser } from "../e2e/device-directory.ts";
 import { type GroupAdminPort, type GroupChangeRequest, changeGroup, createGroup } from "../group/group-admin.ts";
-import type { GroupChange, OperationOutcome } from "../group/group-codec.ts";
+import type { GroupChange, OperationOutcome } from "../group/group-chain.ts";
 import { type Clock, deadline, raceAbort, systemClock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";

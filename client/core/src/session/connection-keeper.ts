@@ -35,7 +35,7 @@ import {
 } from "../connection/transport.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
-import type { GroupCodec } from "../group/group-codec.ts";
+import type { GroupSessions } from "../group/group-sessions.ts";
 import { backoffDelay } from "../runtime/backoff.ts";
 import { type Clock, pause } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
@@ -72,7 +72,7 @@ export interface ConnectionKeeperOptions {
   receiver: PushSink;
   outbox: OutboxFlusher;
   e2e: PairwiseSessions;
-  groups: GroupCodec;
+  groups: GroupSessions;
   events: SessionEmitter;
   clock: Clock;
   random: () => number;

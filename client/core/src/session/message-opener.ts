@@ -13,7 +13,8 @@
  */
 import type { Content, Message } from "@remessenger/protocol";
 import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
-import type { GroupCodec, OperationOutcome } from "../group/group-codec.ts";
+import type { OperationOutcome } from "../group/group-chain.ts";
+import type { GroupSessions } from "../group/group-sessions.ts";
 import type { Logger } from "../runtime/logger.ts";
 import type { ClientStore, E2eWrite, ReceivedMessage } from "../store/client-store.ts";
 import { isRetryableStale, retryStale } from "./stale-retry.ts";
@@ -39,7 +40,7 @@ type OpenedFor =
 export interface MessageOpenerOptions {
   store: ClientStore;
   e2e: PairwiseSessions;
-  groups: GroupCodec;
+  groups: GroupSessions;
   logger: Logger;
 }
 

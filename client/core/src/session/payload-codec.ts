@@ -1,7 +1,7 @@
 /**
  * What a message's content is before it is sealed: helpers to build and read
  * a `Content`. Sealing and opening are end-to-end encrypted, always
- * (e2e/pairwise-sessions.ts, group/group-codec.ts); there is no plaintext codec.
+ * (e2e/pairwise-sessions.ts, group/group-sessions.ts); there is no plaintext codec.
  */
 import type { Content } from "@remessenger/protocol";
 

@@ -26,7 +26,7 @@ import {
 import type { ConnectionMonitor } from "../connection/connection-state.ts";
 import { CLOSE_GOING_AWAY } from "../connection/transport.ts";
 import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
-import type { GroupCodec } from "../group/group-codec.ts";
+import type { GroupSessions } from "../group/group-sessions.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
 import type { Logger } from "../runtime/logger.ts";
@@ -53,7 +53,7 @@ export interface ReceiverOptions {
   opener: MessageOpener;
   repair: Repair;
   e2e: PairwiseSessions;
-  groups: GroupCodec;
+  groups: GroupSessions;
   events: SessionEmitter;
   clock: Clock;
   logger: Logger;

@@ -10,11 +10,11 @@
  *   chat; a device is asked for its key of a group at most once per interval;
  *   a device's requests in a group are answered at most once per interval.
  * - A key request is answered only for a member entitled to the epoch
- *   (GroupCodec.answerKeyRequest), and only when addressed to this device.
+ *   (GroupSessions.answerKeyRequest), and only when addressed to this device.
  */
 import type { Content, SenderKeyRequest } from "@remessenger/protocol";
 import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
-import type { GroupCodec } from "../group/group-codec.ts";
+import type { GroupSessions } from "../group/group-sessions.ts";
 import { KeyRequestThrottle } from "../group/key-request.ts";
 import type { OutboxSender } from "../outbox/outbox-sender.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -33,7 +33,7 @@ const ANY_CHAT = "*";
 export interface RepairOptions {
   deviceId: string;
   e2e: PairwiseSessions;
-  groups: GroupCodec;
+  groups: GroupSessions;
   sealer: Sealer;
   outbox: OutboxSender;
   events: SessionEmitter;
@@ -111,7 +111,7 @@ export class Repair {
 
   /**
    * Another member device asked for this device's sender key (pairwise, so
-   * its sender is authenticated): GroupCodec.answerKeyRequest hands it over
+   * its sender is authenticated): GroupSessions.answerKeyRequest hands it over
    * when that user is entitled to the epoch, and the outcome is shown.
    */
   answerKeyRequest(record: ReceivedMessage, request: SenderKeyRequest): void {

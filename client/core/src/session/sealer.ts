@@ -32,7 +32,7 @@ import { textOnlyRefusal } from "../connection/text-only.ts";
 import type { TransportFactory } from "../connection/transport.ts";
 import { IdentityChangedError, NeedsServerError } from "../e2e/pairwise-errors.ts";
 import type { PairwiseSessions, Sealed } from "../e2e/pairwise-sessions.ts";
-import type { GroupCodec } from "../group/group-codec.ts";
+import type { GroupSessions } from "../group/group-sessions.ts";
 import type { QueuedMessageSender } from "../outbox/outbox-sender.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Logger } from "../runtime/logger.ts";
@@ -53,7 +53,7 @@ export interface SealerOptions {
   store: ClientStore;
   api: ServerApi;
   e2e: PairwiseSessions;
-  groups: GroupCodec;
+  groups: GroupSessions;
   /** The pipe in use decides what may be sent (the DNS tunnel carries text only). */
   transports: TransportFactory;
   clock: Clock;

@@ -27,7 +27,7 @@ import {
 import { type ConnectionMonitor, isLoggedIn } from "../connection/connection-state.ts";
 import { NeedsServerError } from "../e2e/pairwise-errors.ts";
 import type { E2eServer } from "../e2e/pairwise-sessions.ts";
-import type { GroupServer } from "../group/group-codec.ts";
+import type { GroupServer } from "../group/group-sessions.ts";
 import type { Connection, RequestKind, RequestValue, ResponseValue } from "./connection.ts";
 
 export interface ServerApiOptions {

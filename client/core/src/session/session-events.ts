@@ -5,7 +5,7 @@
  */
 import type { ChatAck } from "@remessenger/protocol";
 import type { ConnectionStatus } from "../connection/connection-state.ts";
-import type { GroupChange } from "../group/group-codec.ts";
+import type { GroupChange } from "../group/group-chain.ts";
 import type { Logger } from "../runtime/logger.ts";
 import type { TypedEmitter } from "../runtime/typed-emitter.ts";
 import type { OutboxEntry, ReceivedMessage } from "../store/client-store.ts";

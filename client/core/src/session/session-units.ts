@@ -3,7 +3,7 @@
  * top-down, each given the lower units it calls and nothing above it:
  *
  *   ConnectionKeeper → Receiver → MessageOpener, Repair → OutboxSender → Sealer
- *   → PairwiseSessions, GroupCodec → ServerApi → the logged-in Connection
+ *   → PairwiseSessions, GroupSessions → ServerApi → the logged-in Connection
  *
  * A run is built fresh on every start(), on the same store: nothing of a
  * stopped run (its lock queue, throttles, ack window) leaks into the next.
@@ -14,7 +14,7 @@ import type { TransportFactory } from "../connection/transport.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
 import { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { DEFAULT_GRACE_WINDOW } from "../group/epoch-window.ts";
-import { GroupCodec } from "../group/group-codec.ts";
+import { GroupSessions } from "../group/group-sessions.ts";
 import { OutboxSender } from "../outbox/outbox-sender.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
@@ -35,7 +35,7 @@ export interface SessionUnits {
   readonly lifetime: AbortController;
   readonly api: ServerApi;
   readonly e2e: PairwiseSessions;
-  readonly groups: GroupCodec;
+  readonly groups: GroupSessions;
   readonly sealer: Sealer;
   readonly outbox: OutboxSender;
   readonly repair: Repair;
@@ -107,13 +107,13 @@ export async function buildSessionUnits(shell: SessionShell): Promise<SessionUni
     ...(shell.options.signedPreKeys === undefined ? {} : { signedPreKeys: shell.options.signedPreKeys }),
   });
   e2e.setServer(api);
-  const groups = new GroupCodec({
+  const groups = new GroupSessions({
     userId: profile.userId,
     deviceId: profile.deviceId,
     storageKey: keys.storageKey,
     store,
     ed25519,
-    e2e,
+    pairwise: e2e,
     clock,
     window: shell.options.groupWindow ?? DEFAULT_GRACE_WINDOW,
   });

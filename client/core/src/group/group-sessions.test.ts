@@ -26,7 +26,8 @@ import { systemClock } from "../runtime/clock.ts";
 import { type E2eServer, PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 import type { GraceWindow } from "./epoch-window.ts";
-import { COVERAGE_CHECK_MS, GroupCodec, type GroupServer } from "./group-codec.ts";
+import { COVERAGE_CHECK_MS } from "./key-distribution.ts";
+import { GroupSessions, type GroupServer } from "./group-sessions.ts";
 
 const CHAT = "c" + "g".repeat(26);
 const letter = (n: number): string => "abcdefghij".charAt(n);
@@ -40,7 +41,7 @@ interface LabDevice {
   signer: DeviceSigner;
   store: MemoryClientStore;
   e2e: PairwiseSessions;
-  group: GroupCodec;
+  group: GroupSessions;
   /** Next log index to process. */
   cursor: number;
   read: Array<{ seq: number; text: string }>;
@@ -95,13 +96,13 @@ class GroupLab {
       ed25519: webCryptoEd25519,
       clock: this.clock,
     });
-    const group = new GroupCodec({
+    const group = new GroupSessions({
       userId,
       deviceId,
       storageKey,
       store,
       ed25519: webCryptoEd25519,
-      e2e,
+      pairwise: e2e,
       clock: this.clock,
       window: this.window,
     });
@@ -409,7 +410,7 @@ const ACTION = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("rotate" as const) }) },
 );
 
-describe("GroupCodec", () => {
+describe("GroupSessions", () => {
   it("every member reads every message of the epochs it belongs to, once and in order; nobody reads beyond its membership", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(ACTION, { minLength: 12, maxLength: 32 }), async (actions) => {
