@@ -13,7 +13,7 @@
 import type { ConnectionStatus } from "../connection/connection-state.ts";
 import type { KnownUser } from "../e2e/device-directory.ts";
 import type { GroupChangeRequest } from "../group/group-admin.ts";
-import type { GroupChange, OperationOutcome } from "../group/group-codec.ts";
+import type { GroupChange, OperationOutcome } from "../group/group-chain.ts";
 import type { TypedEmitter } from "../runtime/typed-emitter.ts";
 import type { SessionEvents, WaitOptions } from "../session/client-session.ts";
 import type { RequestKind, RequestValue, ResponseValue } from "../session/connection.ts";

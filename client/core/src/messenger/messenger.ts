@@ -20,7 +20,7 @@ import type { ConnectionStatus } from "../connection/connection-state.ts";
 import { initialConnectionStatus } from "../connection/connection-state.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import type { GroupChangeRequest } from "../group/group-admin.ts";
-import type { GroupChange } from "../group/group-codec.ts";
+import type { GroupChange } from "../group/group-chain.ts";
 import { type Clock, systemClock } from "../runtime/clock.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";
 import { drop } from "../runtime/drop.ts";
