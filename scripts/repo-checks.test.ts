@@ -84,6 +84,21 @@ describe("repository checks", { timeout: 300_000 }, () => {
     expect(await refusals("client/cli/src/main.ts", "@remessenger/client-core/node")).toBe(0);
   });
 
+  it("every error class of the protocol, the server and the client core extends the one base", async () => {
+    const { stdout } = await run(
+      "git",
+      ["grep", "-n", "-E", "class [A-Za-z]+ extends Error\\b", "--", "protocol", "server", "client/core"],
+      {
+        cwd: root,
+      },
+    ).catch((error: unknown) => ({ stdout: (error as { stdout?: string }).stdout ?? "" }));
+    const classes = stdout
+      .split("\n")
+      .filter((line) => line.length > 0 && !line.includes(".test.ts:"))
+      .map((line) => line.replace(/:\d+:/, ": "));
+    expect(classes).toEqual(["protocol/src/wire/errors.ts: export class RemessengerError extends Error {"]);
+  });
+
   it("Prettier finds every file formatted", async () => {
     const result = await tool("prettier", ["--check", "--log-level", "warn", "."]);
     expect(result.output).toBe("");

@@ -1,6 +1,13 @@
 /**
- * The one error type of the protocol. Every failure a peer reports carries a
- * stable ErrorCode from proto/; callers branch on the code, never on text.
+ * The one error base of the whole codebase (protocol, server, client core).
+ * Every failure a peer reports carries a stable ErrorCode from proto/, and so
+ * does every failure the code raises on purpose: each error class extends
+ * RemessengerError with its code, so `isError(err, code)` and `shouldRetry`
+ * answer for all of them; callers branch on the code, never on text.
+ *
+ * Invariant: a plain `Error` is a bug (a broken invariant, an impossible
+ * state). It is never shown to a peer as anything but INTERNAL, and
+ * scripts/repo-checks.test.ts refuses any other error class.
  */
 import { type DevicesChanged, ErrorCode, type ErrorDetail } from "./proto.ts";
 

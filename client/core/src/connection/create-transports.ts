@@ -15,7 +15,7 @@
  *   (its `problem` says which), never at the first connect.
  * - "auto" has a plain-DNS rung only when a DNS exchange was supplied.
  */
-import { decodeTunnelKey } from "@remessenger/protocol";
+import { decodeTunnelKey, ErrorCode, RemessengerError } from "@remessenger/protocol";
 import type { Clock } from "../runtime/clock.ts";
 import type { Logger } from "../runtime/logger.ts";
 import { type DnsExchange, FetchDohExchange } from "./dns-exchange.ts";
@@ -60,12 +60,13 @@ export interface CreateTransportsOptions {
 /** Why a transport choice cannot work with these endpoints. */
 export type TransportConfigProblem = "no-server-url" | "no-tunnel" | "no-resolver";
 
-export class TransportConfigError extends Error {
+/** Endpoints that cannot make the asked-for pipe (no server URL, no tunnel known, no resolver). */
+export class TransportConfigError extends RemessengerError {
   override readonly name = "TransportConfigError";
   readonly problem: TransportConfigProblem;
 
   constructor(problem: TransportConfigProblem, message: string) {
-    super(message);
+    super(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message);
     this.problem = problem;
   }
 }

@@ -11,7 +11,7 @@
  * exactly these bytes: a change here needs a new format name there.
  */
 import { base64 } from "@scure/base";
-import type { X25519Provider } from "@remessenger/protocol";
+import { type X25519Provider, ErrorCode, RemessengerError } from "@remessenger/protocol";
 import type { Ed25519Provider } from "./device-signer.ts";
 import type { KeyVault } from "./key-vault.ts";
 
@@ -27,8 +27,11 @@ export interface DeviceSecrets {
 const FIELDS = ["ed25519Seed", "x25519PrivateKey", "storageKey"] as const;
 
 /** Bytes that are not a device's secrets in this format. */
-export class DeviceSecretsError extends Error {
+export class DeviceSecretsError extends RemessengerError {
   override readonly name = "DeviceSecretsError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message, options);
+  }
 }
 
 /** Fresh secrets for a new device, from the platform's curve providers. */

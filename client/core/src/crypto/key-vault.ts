@@ -11,6 +11,7 @@
  * key from the OS keychain, else scrypt of a passphrase).
  */
 import { committed, request } from "../runtime/indexeddb-request.ts";
+import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 export interface KeyVault {
   /** Encrypts `secret` for rest. */
@@ -25,8 +26,11 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /** Why a vault refused: its wrapping key is unusable, or `unwrap` got data it did not make. */
-export class KeyVaultError extends Error {
+export class KeyVaultError extends RemessengerError {
   override readonly name = "KeyVaultError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_UNAUTHENTICATED, message, options);
+  }
 }
 
 /** A stored key we may use: a non-extractable AES-GCM key, else an error (never a silent new key). */

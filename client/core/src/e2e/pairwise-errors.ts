@@ -18,6 +18,9 @@ export class IdentityChangedError extends RemessengerError {
 }
 
 /** A message could not be sealed now because the server is needed (sessions to fetch). */
-export class NeedsServerError extends Error {
+export class NeedsServerError extends RemessengerError {
   override readonly name = "NeedsServerError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_UNAVAILABLE, message, options);
+  }
 }

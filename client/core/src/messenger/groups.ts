@@ -8,7 +8,14 @@
  * Invariant: the refused operation is checked, never applied (its writes are
  * dropped); the chain is read in pages, bounded by MAX_OPERATION_PAGES.
  */
-import { equalBytes, type Message, operationHash, messageIdToHex } from "@remessenger/protocol";
+import {
+  equalBytes,
+  type Message,
+  operationHash,
+  messageIdToHex,
+  ErrorCode,
+  RemessengerError,
+} from "@remessenger/protocol";
 import type { WaitOptions } from "../session/client-session.ts";
 import type { MessengerSession } from "./messenger-session.ts";
 
@@ -42,11 +49,11 @@ export interface GroupMembership {
 export type GroupsSession = Pick<MessengerSession, "request" | "refreshGroup" | "groupState" | "receiveGroupOperation">;
 
 /** Thrown when this device holds no verified state of the group. */
-export class UnknownGroupError extends Error {
+export class UnknownGroupError extends RemessengerError {
   override readonly name = "UnknownGroupError";
   readonly chatId: string;
   constructor(chatId: string) {
-    super(`no verified group ${chatId} here`);
+    super(ErrorCode.ERROR_CODE_NOT_FOUND, `no verified group ${chatId} here`);
     this.chatId = chatId;
   }
 }

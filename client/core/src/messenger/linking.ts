@@ -9,7 +9,7 @@
  * saying what is wrong; nothing half-read leaves here.
  */
 import { base64urlnopad } from "@scure/base";
-import { linkApprovalProof } from "@remessenger/protocol";
+import { linkApprovalProof, ErrorCode, RemessengerError } from "@remessenger/protocol";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import type { LinkApproval } from "../session/device-auth.ts";
 import type { DeviceProfile } from "../store/client-store.ts";
@@ -24,8 +24,11 @@ export const APPROVAL_VALIDITY_MS = 10 * 60 * 1000;
 export const LINK_CODE_PREFIX = "rmlink1.";
 
 /** A link code or approval that cannot be read. */
-export class LinkFormatError extends Error {
+export class LinkFormatError extends RemessengerError {
   override readonly name = "LinkFormatError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, message, options);
+  }
 }
 
 /** An approval as it travels: the signed approval, the key it is for and the server to join. */

@@ -11,13 +11,17 @@
  */
 import type { MessengerSession, MessengerSessionFactory, MessengerSessionOptions } from "./messenger-session.ts";
 import { ObservableValue, type Observable } from "./observable.ts";
+import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 /** Where a messenger is in its life. */
 export type MessengerLifecycle = "idle" | "running" | "suspended" | "stopped";
 
 /** A messenger call that needs a running session, made while there is none. */
-export class MessengerNotRunningError extends Error {
+export class MessengerNotRunningError extends RemessengerError {
   override readonly name = "MessengerNotRunningError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_UNAVAILABLE, message, options);
+  }
 }
 
 export interface SessionLifecycleHooks {

@@ -9,7 +9,7 @@
  * the number shown is the number of the keys accepted.
  */
 import { hex } from "@scure/base";
-import { sha256 } from "@remessenger/protocol";
+import { sha256, ErrorCode, RemessengerError } from "@remessenger/protocol";
 import type { DeviceTrust, KnownUser } from "../e2e/device-directory.ts";
 import { type SafetyNumber, safetyNumber } from "../e2e/safety-number.ts";
 import type { MessengerSession } from "./messenger-session.ts";
@@ -62,11 +62,11 @@ export function describeVerification(me: KnownUser, them: KnownUser, wasAccepted
 }
 
 /** Thrown when the server describes no devices of a user. */
-export class UnknownUserError extends Error {
+export class UnknownUserError extends RemessengerError {
   override readonly name = "UnknownUserError";
   readonly userId: string;
   constructor(userId: string) {
-    super(`cannot fetch the devices of ${userId}`);
+    super(ErrorCode.ERROR_CODE_NOT_FOUND, `cannot fetch the devices of ${userId}`);
     this.userId = userId;
   }
 }

@@ -18,7 +18,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes, scryptSync } from "node:crypto";
 import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { aeadOpen, aeadSeal } from "@remessenger/protocol";
+import { aeadOpen, aeadSeal, ErrorCode, RemessengerError } from "@remessenger/protocol";
 import { type DeviceSecrets, decodeDeviceSecrets, encodeDeviceSecrets } from "../index.ts";
 
 export const IDENTITY_FILE = "identity.key";
@@ -27,8 +27,11 @@ const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const KEYCHAIN_SERVICE = "remessenger";
 
 /** A key file the user can do something about: missing key, wrong passphrase, not a key file. */
-export class KeyFileError extends Error {
+export class KeyFileError extends RemessengerError {
   override readonly name = "KeyFileError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ERROR_CODE_UNAUTHENTICATED, message, options);
+  }
 }
 
 /** Where the key-encryption key comes from. */

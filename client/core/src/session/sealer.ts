@@ -91,7 +91,7 @@ export class Sealer implements QueuedMessageSender {
           if (error instanceof IdentityChangedError) throw error;
           // Anything else (offline, no bundle yet, an unknown chat) queues it unsealed:
           // the first send seals it, or shows why it cannot be sent.
-          if (error instanceof NeedsServerError || error instanceof RemessengerError) return store.addToOutbox(message);
+          if (error instanceof RemessengerError) return store.addToOutbox(message);
           throw error;
         }
         try {
@@ -176,7 +176,7 @@ export class Sealer implements QueuedMessageSender {
       try {
         await groups.refresh(chatId);
       } catch (error) {
-        if (!(error instanceof RemessengerError || error instanceof NeedsServerError)) throw error;
+        if (!(error instanceof RemessengerError)) throw error;
         // Sealed with what this device knows; the chain is compared again before the message leaves.
         logger.debug({ chatId, reason: error.message }, "group chain not checked before sealing");
       }

@@ -12,6 +12,7 @@
  * crash never leaves a message sealed twice or a key used without its
  * message. There is no other way to group writes.
  */
+import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 
 /** One record of the end-to-end layer's state, as stored (encrypted by that layer). */
 export interface E2eRecord {
@@ -31,10 +32,11 @@ export interface E2eWrite {
 }
 
 /** A write set named a version that another writer (process) has moved on from; nothing was applied. */
-export class StaleE2eStateError extends Error {
+export class StaleE2eStateError extends RemessengerError {
   override readonly name = "StaleE2eStateError";
   constructor(key: string) {
-    super(`end-to-end state ${key} changed while it was being used`);
+    // UNAVAILABLE: nothing was applied, and the same work from a fresh read succeeds.
+    super(ErrorCode.ERROR_CODE_UNAVAILABLE, `end-to-end state ${key} changed while it was being used`);
   }
 }
 
