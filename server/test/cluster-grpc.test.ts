@@ -409,7 +409,7 @@ describe("bad input on the gRPC and gRPC-web paths", () => {
 
     // gRPC, as a client with a broken codec (or none) would call.
     const grpcCases: Array<[string, Status, string, Buffer]> = [
-      ["not protobuf", Status.INTERNAL, send, notProtobuf], // "error parsing request proto" is INTERNAL in gRPC's status table
+      ["not protobuf", Status.INVALID_ARGUMENT, send, notProtobuf], // BAD_FRAME, decoded after the token was checked
       ["8 MiB request", Status.RESOURCE_EXHAUSTED, send, huge],
       ["unknown method", Status.UNIMPLEMENTED, "/remessenger.v1.MessageService/Nope", Buffer.alloc(0)],
       ["unknown service", Status.UNIMPLEMENTED, "/remessenger.v9.Nothing/Nope", Buffer.alloc(0)],
@@ -427,6 +427,7 @@ describe("bad input on the gRPC and gRPC-web paths", () => {
     };
     const webCases: Array<[string, Status, Buffer]> = [
       ["a cut envelope", Status.INVALID_ARGUMENT, Buffer.from([0, 0, 0])],
+      // Connect parses the body before any handler runs and calls a parse failure INTERNAL.
       ["not protobuf", Status.INTERNAL, envelope(notProtobuf)],
       ["a length of 4 GiB", Status.RESOURCE_EXHAUSTED, envelope(Buffer.from([1, 2]), 0xffff_ffff)],
       ["8 MiB request", Status.RESOURCE_EXHAUSTED, envelope(huge)],
