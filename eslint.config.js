@@ -90,4 +90,14 @@ export default tseslint.config(
     files: ["**/*.test.ts", "server/test/**/*.ts", "client/test/**/*.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off" },
   },
+  // The entry shims are plain JavaScript so that an old Node can run their version check;
+  // no TypeScript project holds them, so they are linted without type information.
+  {
+    files: ["server/bin/*.js", "client/cli/bin/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: "readonly", URL: "readonly" },
+    },
+  },
 );

@@ -21,6 +21,7 @@ export * from "./wire/bytes.ts";
 export * from "./wire/errors.ts";
 export * from "./wire/frame-codec.ts";
 export * from "./wire/group-operation.ts";
+export * from "./wire/grpc-status-details.ts";
 export * from "./wire/ids.ts";
 export * from "./wire/invite.ts";
 export * from "./wire/limits.ts";

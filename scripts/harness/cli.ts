@@ -15,17 +15,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { type ProcessResult, collectUntilExit } from "./process.ts";
 
 export const CLI_BIN = resolve(import.meta.dirname, "../../client/cli/bin/remessenger.js");
 const DEFAULT_TIMEOUT_MS = 30_000;
 
-export interface CliResult {
-  stdout: string;
-  stderr: string;
-  /** Exit code; null when a signal ended the process. */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type CliResult = ProcessResult;
 
 export interface CliOptions {
   /** Kill the process (SIGKILL) and fail if it runs longer (default 30 s). */
@@ -50,26 +45,7 @@ function spawnCli(profile: string, args: readonly string[], options: CliOptions)
 
 /** Runs one CLI command to completion. */
 export function runCli(profile: string, args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const child = spawnCli(profile, args, options);
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`remessenger ${args.join(" ")} ran over ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once("close", (code, signal) => {
-      clearTimeout(timer);
-      resolvePromise({ stdout, stderr, code, signal });
-    });
-  });
+  return collectUntilExit(spawnCli(profile, args, options), `remessenger ${args.join(" ")}`, options.timeoutMs);
 }
 
 /** Runs a command with --json; fails unless it exits 0; returns the last stdout line parsed. */

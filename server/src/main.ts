@@ -4,6 +4,8 @@
  * (stop accepting, answer what is in flight, close the store).
  */
 import { mkdirSync } from "node:fs";
+import { format } from "node:util";
+import { setLogger } from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
@@ -23,6 +25,8 @@ import { OperationsEndpoints } from "./edge/metrics.ts";
 import type { RedisTarget } from "./store/redis-connection.ts";
 import type { RedisStore } from "./store/redis-store.ts";
 import type { Store } from "./store/store.ts";
+import { DataDirInUseError, DataDirLock } from "./store/data-dir-lock.ts";
+import { ListenError, listenOrExplain } from "./listen-error.ts";
 
 const ACTOR_IDLE_MS = 60_000;
 const SHUTDOWN_DEADLINE_MS = 60_000;
@@ -41,6 +45,8 @@ interface OpenedStore {
   store: Store;
   /** Set when the store is Redis: other nodes may share it. */
   redis: { store: RedisStore; target: RedisTarget } | null;
+  /** The embedded store's directory lock, released after the store closed. */
+  lock: DataDirLock | null;
 }
 
 async function openStore(config: ServerConfig, log: Logger): Promise<OpenedStore> {
@@ -63,18 +69,32 @@ async function openStore(config: ServerConfig, log: Logger): Promise<OpenedStore
         log.warn({ err: error, store: "redis" }, "redis connection error; retrying");
       },
     });
-    return { store, redis: { store, target } };
+    return { store, redis: { store, target }, lock: null };
   }
   mkdirSync(config.dataDir, { recursive: true });
+  // Before the store opens: a second server on the same directory is refused, not interleaved.
+  const lock = DataDirLock.acquire(config.dataDir);
   log.info({ store: "sqlite", dataDir: config.dataDir }, "opening store");
-  const { SqliteStore } = await import("./store/sqlite-store.ts");
-  return { store: await SqliteStore.open({ dataDir: config.dataDir }), redis: null };
+  try {
+    const { SqliteStore } = await import("./store/sqlite-store.ts");
+    return { store: await SqliteStore.open({ dataDir: config.dataDir }), redis: null, lock };
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
 }
 
 export async function startServer(config: ServerConfig, baseLog: Logger): Promise<RunningServer> {
   const nodeId = config.nodes.nodeId ?? `${hostname()}:${config.listen.port === 0 ? process.pid : config.listen.port}`;
   const log = baseLog.child({ nodeId });
-  const { store, redis } = await openStore(config, log);
+  // grpc-js writes its own failures to stderr ("E No address added ..."); each of them also
+  // reaches us as a rejection we report, so its lines go to the structured log at debug.
+  setLogger({
+    error: (...args: unknown[]) => log.debug({ source: "grpc-js" }, format(...args)),
+    info: (...args: unknown[]) => log.debug({ source: "grpc-js" }, format(...args)),
+    debug: (...args: unknown[]) => log.debug({ source: "grpc-js" }, format(...args)),
+  });
+  const { store, redis, lock } = await openStore(config, log);
   const secret = await store.loadOrCreateServerSecret(random(32));
   const cluster =
     redis === null
@@ -112,14 +132,15 @@ export async function startServer(config: ServerConfig, baseLog: Logger): Promis
   http.onRequest((request, response) => operations.handle(request, response));
   const grpcWeb = new GrpcWebEdge({ messenger, log });
   http.onRequest((request, response) => grpcWeb.handle(request, response));
-  const { url } = await http.listen();
+  const { url } = await listenOrExplain(() => http.listen(), hostPort(config.listen), "--listen");
 
   let grpc: GrpcEdge | null = null;
   let grpcPort: number | null = null;
   if (config.grpcListen !== null) {
-    grpc = new GrpcEdge({ messenger, log, ...(config.tls ? { tls: config.tls } : {}) });
-    const { host, port } = config.grpcListen;
-    grpcPort = await grpc.listen(`${host.includes(":") ? `[${host}]` : host}:${port}`);
+    const edge = new GrpcEdge({ messenger, log, ...(config.tls ? { tls: config.tls } : {}) });
+    grpc = edge;
+    const address = hostPort(config.grpcListen);
+    grpcPort = await listenOrExplain(() => edge.listen(address), address, "--grpc-listen (or --grpc-listen off)");
   }
   await cluster?.start(messenger);
   const evictor = setInterval(() => messenger.actors.evictIdle(ACTOR_IDLE_MS), ACTOR_IDLE_MS);
@@ -141,12 +162,14 @@ export async function startServer(config: ServerConfig, baseLog: Logger): Promis
       await cluster?.stop();
       await messenger.drain();
       await store.close();
+      lock?.release();
       log.info("stopped");
     },
   };
 }
 
-async function main(): Promise<void> {
+/** The `npm start` process: server/bin/remessenger-server.js calls it once Node is new enough. */
+export async function main(): Promise<void> {
   let config;
   try {
     config = parseConfig(process.argv.slice(2), process.env);
@@ -164,7 +187,12 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, log);
   } catch (error) {
-    log.fatal({ err: error }, "could not start");
+    // What the operator can fix is one line on stderr; a bug keeps its stack in the log.
+    if (error instanceof ListenError || error instanceof DataDirInUseError) {
+      process.stderr.write(`remessenger server: ${error.message}\n`);
+    } else {
+      log.fatal({ err: error }, "could not start");
+    }
     process.exit(1);
   }
   let isStopping = false;
@@ -191,6 +219,11 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => {
     shutdown("SIGINT");
   });
+}
+
+/** HOST:PORT as a listen address (IPv6 hosts in brackets). */
+function hostPort({ host, port }: { host: string; port: number }): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 if (import.meta.main) await main();

@@ -12,8 +12,6 @@
  */
 import { sign } from "node:crypto";
 import { Client, Metadata as RawMetadata, credentials } from "@grpc/grpc-js";
-import { create, createFileRegistry, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import {
   type Channel,
   ClientError,
@@ -23,8 +21,6 @@ import {
   createClient as createGrpcClient,
 } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
-import { ServerReflectionService } from "nice-grpc-server-reflection";
-import reflectionPb from "nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb.js";
 import {
   ClientError as WebClientError,
   FetchTransport,
@@ -46,6 +42,7 @@ import {
   type SubscribeResponse,
 } from "@remessenger/protocol";
 import { newDeviceKey } from "../../scripts/harness/frame-driver.ts";
+import { callUnary, listServices, registryFor } from "../../scripts/harness/reflection-client.ts";
 import { type ClusterUnderTest, startCluster } from "./cluster-fixture.ts";
 
 let cluster: ClusterUnderTest;
@@ -70,27 +67,10 @@ function webChannel(nodeIndex: number) {
   return createWebChannel(cluster.nodes[nodeIndex]?.url ?? "", FetchTransport());
 }
 
-/** The reflection stream: one request, one response. */
-async function reflect(channel: Channel, fill: (request: reflectionPb.ServerReflectionRequest) => void) {
-  const client = createGrpcClient(ServerReflectionService, channel);
-  const request = new reflectionPb.ServerReflectionRequest();
-  fill(request);
-  const requests = (async function* () {
-    yield await Promise.resolve(request);
-  })();
-  for await (const response of client.serverReflectionInfo(requests)) return response;
-  throw new Error("no reflection response");
-}
-
 describe("gRPC with reflection and health, on three nodes", () => {
   it("lists the services and calls a method knowing nothing but what reflection tells", async () => {
-    const channel = grpcChannel(0);
-    const listed = await reflect(channel, (request) => request.setListServices(""));
-    const names = listed
-      .getListServicesResponse()
-      ?.getServiceList()
-      .map((service) => service.getName());
-    expect(names).toEqual(
+    const address = cluster.nodes[0]?.grpcAddress ?? "";
+    expect(await listServices(address)).toEqual(
       expect.arrayContaining([
         "remessenger.v1.AuthService",
         "remessenger.v1.ChatService",
@@ -98,56 +78,16 @@ describe("gRPC with reflection and health, on three nodes", () => {
         "grpc.health.v1.Health",
       ]),
     );
-
-    // The file defining AuthService, then (as grpcurl does) every file it imports, by name.
-    const fetched = new Map<string, ReturnType<typeof fromBinary<typeof FileDescriptorProtoSchema>>>();
-    const take = (response: reflectionPb.ServerReflectionResponse): void => {
-      for (const bytes of response.getFileDescriptorResponse()?.getFileDescriptorProtoList_asU8() ?? []) {
-        const file = fromBinary(FileDescriptorProtoSchema, bytes);
-        fetched.set(file.name, file);
-      }
+    // The method's types come from the file reflection serves and every file it imports.
+    const json = (await callUnary(address, "remessenger.v1.AuthService/GetChallenge", {})) as {
+      nonce?: string;
+      expiresAtMs?: string;
     };
-    take(await reflect(channel, (request) => request.setFileContainingSymbol("remessenger.v1.AuthService")));
-    for (let round = 0; round < 10; round += 1) {
-      const missing = [...fetched.values()].flatMap((file) => file.dependency).filter((name) => !fetched.has(name));
-      if (missing.length === 0) break;
-      for (const name of missing) take(await reflect(channel, (request) => request.setFileByFilename(name)));
-    }
-    // Dependencies first, as a descriptor set lists them.
-    const ordered: Array<ReturnType<typeof fromBinary<typeof FileDescriptorProtoSchema>>> = [];
-    const visit = (name: string): void => {
-      const file = fetched.get(name);
-      if (file === undefined || ordered.includes(file)) return;
-      for (const dependency of file.dependency) visit(dependency);
-      ordered.push(file);
-    };
-    for (const name of fetched.keys()) visit(name);
-    const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: ordered }));
-    const method = registry.getService("remessenger.v1.AuthService")?.methods.find((m) => m.name === "GetChallenge");
-    if (method === undefined) throw new Error("reflection did not describe GetChallenge");
-
-    const address = cluster.nodes[0]?.grpcAddress ?? "";
-    const raw = new Client(address, credentials.createInsecure());
-    const answer = await new Promise<unknown>((resolve, reject) => {
-      raw.makeUnaryRequest(
-        "/remessenger.v1.AuthService/GetChallenge",
-        (message: unknown) => Buffer.from(toBinary(method.input, message as never)),
-        (bytes: Buffer) => fromBinary(method.output, bytes),
-        create(method.input),
-        (error, value) => (error ? reject(error) : resolve(value)),
-      );
-    });
-    raw.close();
-    // The health service is described too (its package ships no descriptor; the server adds it).
-    const health = await reflect(channel, (request) => request.setFileContainingSymbol("grpc.health.v1.Health"));
-    const healthFiles = (health.getFileDescriptorResponse()?.getFileDescriptorProtoList_asU8() ?? []).map((bytes) =>
-      fromBinary(FileDescriptorProtoSchema, bytes),
-    );
-    const healthRegistry = createFileRegistry(create(FileDescriptorSetSchema, { file: healthFiles }));
-    expect(healthRegistry.getService("grpc.health.v1.Health")?.methods.map((m) => m.name)).toEqual(["Check", "Watch"]);
-    const json = toJson(method.output, answer as never) as { nonce?: string; expiresAtMs?: string };
     expect(Buffer.from(json.nonce ?? "", "base64")).toHaveLength(32);
     expect(Number(json.expiresAtMs)).toBeGreaterThan(Date.now());
+    // The health service is described too (its package ships no descriptor; the server adds it).
+    const health = await registryFor(address, "grpc.health.v1.Health");
+    expect(health.getService("grpc.health.v1.Health")?.methods.map((m) => m.name)).toEqual(["Check", "Watch"]);
   });
 
   it("answers SERVING on the standard health service of every node", async () => {
@@ -409,7 +349,7 @@ describe("bad input on the gRPC and gRPC-web paths", () => {
 
     // gRPC, as a client with a broken codec (or none) would call.
     const grpcCases: Array<[string, Status, string, Buffer]> = [
-      ["not protobuf", Status.INTERNAL, send, notProtobuf], // "error parsing request proto" is INTERNAL in gRPC's status table
+      ["not protobuf", Status.INVALID_ARGUMENT, send, notProtobuf], // BAD_FRAME, decoded after the token was checked
       ["8 MiB request", Status.RESOURCE_EXHAUSTED, send, huge],
       ["unknown method", Status.UNIMPLEMENTED, "/remessenger.v1.MessageService/Nope", Buffer.alloc(0)],
       ["unknown service", Status.UNIMPLEMENTED, "/remessenger.v9.Nothing/Nope", Buffer.alloc(0)],
@@ -427,6 +367,7 @@ describe("bad input on the gRPC and gRPC-web paths", () => {
     };
     const webCases: Array<[string, Status, Buffer]> = [
       ["a cut envelope", Status.INVALID_ARGUMENT, Buffer.from([0, 0, 0])],
+      // Connect parses the body before any handler runs and calls a parse failure INTERNAL.
       ["not protobuf", Status.INTERNAL, envelope(notProtobuf)],
       ["a length of 4 GiB", Status.RESOURCE_EXHAUSTED, envelope(Buffer.from([1, 2]), 0xffff_ffff)],
       ["8 MiB request", Status.RESOURCE_EXHAUSTED, envelope(huge)],

@@ -49,7 +49,12 @@ export interface Chat {
 
 export interface CreateChatRequest {
   kind: ChatKind;
-  /** The other members; the caller is always a member. A direct chat takes exactly one. */
+  /**
+   * The other members; the caller is always a member and is not listed.
+   * A direct chat takes exactly one user id, not the caller's own
+   * (INVALID_ARGUMENT otherwise); creating it again returns the same chat.
+   * A group lists none here: its members come from `genesis`.
+   */
   memberUserIds: string[];
   title: string;
   /**

@@ -36,6 +36,8 @@ export interface RegisterResponse {
   /** Bearer token for stateless transports (gRPC metadata `authorization: Bearer ...`). */
   sessionToken: string;
   serverTimeMs: number;
+  /** When `session_token` stops being accepted (server clock, ms since the epoch). */
+  sessionExpiresAtMs: number;
 }
 
 export interface LoginRequest {
@@ -50,7 +52,11 @@ export interface LoginResponse {
   sessionToken: string;
   serverTimeMs: number;
   /** The device's prekeys on the server: publish more when below low water. */
-  preKeyStock: PreKeyStock | undefined;
+  preKeyStock:
+    | PreKeyStock
+    | undefined;
+  /** When `session_token` stops being accepted (server clock, ms since the epoch). */
+  sessionExpiresAtMs: number;
 }
 
 export interface Device {
@@ -88,6 +94,8 @@ export interface LinkDeviceResponse {
   deviceId: string;
   sessionToken: string;
   serverTimeMs: number;
+  /** When `session_token` stops being accepted (server clock, ms since the epoch). */
+  sessionExpiresAtMs: number;
 }
 
 export interface User {
@@ -306,7 +314,7 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
 };
 
 function createBaseRegisterResponse(): RegisterResponse {
-  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0 };
+  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0, sessionExpiresAtMs: 0 };
 }
 
 export const RegisterResponse: MessageFns<RegisterResponse> = {
@@ -322,6 +330,9 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
     }
     if (message.serverTimeMs !== 0) {
       writer.uint32(32).uint64(message.serverTimeMs);
+    }
+    if (message.sessionExpiresAtMs !== 0) {
+      writer.uint32(40).uint64(message.sessionExpiresAtMs);
     }
     return writer;
   },
@@ -371,6 +382,14 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
             message.serverTimeMs = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sessionExpiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -392,6 +411,7 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
     message.deviceId = object.deviceId ?? "";
     message.sessionToken = object.sessionToken ?? "";
     message.serverTimeMs = object.serverTimeMs ?? 0;
+    message.sessionExpiresAtMs = object.sessionExpiresAtMs ?? 0;
     return message;
   },
 };
@@ -476,7 +496,7 @@ export const LoginRequest: MessageFns<LoginRequest> = {
 };
 
 function createBaseLoginResponse(): LoginResponse {
-  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0, preKeyStock: undefined };
+  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0, preKeyStock: undefined, sessionExpiresAtMs: 0 };
 }
 
 export const LoginResponse: MessageFns<LoginResponse> = {
@@ -495,6 +515,9 @@ export const LoginResponse: MessageFns<LoginResponse> = {
     }
     if (message.preKeyStock !== undefined) {
       PreKeyStock.encode(message.preKeyStock, writer.uint32(42).fork()).join();
+    }
+    if (message.sessionExpiresAtMs !== 0) {
+      writer.uint32(48).uint64(message.sessionExpiresAtMs);
     }
     return writer;
   },
@@ -552,6 +575,14 @@ export const LoginResponse: MessageFns<LoginResponse> = {
             message.preKeyStock = PreKeyStock.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.sessionExpiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -576,6 +607,7 @@ export const LoginResponse: MessageFns<LoginResponse> = {
     message.preKeyStock = (object.preKeyStock !== undefined && object.preKeyStock !== null)
       ? PreKeyStock.fromPartial(object.preKeyStock)
       : undefined;
+    message.sessionExpiresAtMs = object.sessionExpiresAtMs ?? 0;
     return message;
   },
 };
@@ -838,7 +870,7 @@ export const LinkDeviceRequest: MessageFns<LinkDeviceRequest> = {
 };
 
 function createBaseLinkDeviceResponse(): LinkDeviceResponse {
-  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0 };
+  return { userId: "", deviceId: "", sessionToken: "", serverTimeMs: 0, sessionExpiresAtMs: 0 };
 }
 
 export const LinkDeviceResponse: MessageFns<LinkDeviceResponse> = {
@@ -854,6 +886,9 @@ export const LinkDeviceResponse: MessageFns<LinkDeviceResponse> = {
     }
     if (message.serverTimeMs !== 0) {
       writer.uint32(32).uint64(message.serverTimeMs);
+    }
+    if (message.sessionExpiresAtMs !== 0) {
+      writer.uint32(40).uint64(message.sessionExpiresAtMs);
     }
     return writer;
   },
@@ -903,6 +938,14 @@ export const LinkDeviceResponse: MessageFns<LinkDeviceResponse> = {
             message.serverTimeMs = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sessionExpiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -924,6 +967,7 @@ export const LinkDeviceResponse: MessageFns<LinkDeviceResponse> = {
     message.deviceId = object.deviceId ?? "";
     message.sessionToken = object.sessionToken ?? "";
     message.serverTimeMs = object.serverTimeMs ?? 0;
+    message.sessionExpiresAtMs = object.sessionExpiresAtMs ?? 0;
     return message;
   },
 };

@@ -39,10 +39,28 @@ export interface Message {
   groupOperation?: SignedGroupOperation | undefined;
 }
 
+/**
+ * Sending is idempotent by `message_id`: a retry of the same id returns the
+ * first seq (`duplicate` true) and stores nothing twice.
+ *
+ * The direct-chat rule (checked when the send is appended; nothing is stored
+ * when it fails): a send that carries `device_payloads` must carry exactly one
+ * for every current device of both members except the sending device. A
+ * device that has not published prekeys yet cannot be encrypted for and is
+ * never reported missing (a payload for it is accepted). A send with only the
+ * shared `payload` (tools, load tests) is not per device and is not checked.
+ * A send that breaks the rule fails with FAILED_PRECONDITION and an
+ * ErrorDetail of code DEVICES_CHANGED in `grpc-status-details-bin`, whose
+ * `devices_changed` lists the device ids to add and to drop: seal for those
+ * and send the same message id again. Groups (one shared payload) are not
+ * checked this way.
+ */
 export interface SendMessageRequest {
   chatId: string;
   messageId: Uint8Array;
+  /** The same bytes for every recipient device. */
   payload: Uint8Array;
+  /** One ciphertext per recipient device (the direct-chat rule above). */
   devicePayloads: DevicePayload[];
   /**
    * A membership operation on a group instead of a message (payload and
@@ -58,7 +76,16 @@ export interface SendMessageResponse {
   serverTimeMs: number;
 }
 
-/** Everything up to and including `through_seq` in the chat has reached the device. */
+/**
+ * Everything up to and including `through_seq` in the chat has reached the device.
+ *
+ * An ack does two things: the server drops what the device acked (it is
+ * never pushed to this device again), and it reopens the Subscribe stream's
+ * flow-control window. The server pushes at most 1024 messages to a device
+ * that it has not acked (over all chats of the stream); a subscriber that
+ * never acks receives 1024 messages and then only receipts and
+ * SyncComplete until it acks. Ack as you process, in batches if you like.
+ */
 export interface ChatAck {
   chatId: string;
   throughSeq: number;
@@ -96,6 +123,9 @@ export interface ServerPush {
 /**
  * Start receiving: the server first pushes everything the device has not acked,
  * per chat in sequence order, then SyncComplete, then live messages and receipts.
+ * Pushed messages count against the flow-control window until acked (see
+ * ChatAck); a message pushed and not acked is pushed again on the next
+ * Subscribe. One stream per device is the intended use.
  */
 export interface SubscribeRequest {
 }

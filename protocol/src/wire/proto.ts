@@ -25,6 +25,9 @@ export {
 } from "../../../gen/remessenger/v1/group.ts";
 export { E2eEnvelope, PreKeyMessage } from "../../../gen/remessenger/v1/e2e.ts";
 export { DevicesChanged, ErrorCode, ErrorDetail } from "../../../gen/remessenger/v1/errors.ts";
+// google.rpc.Status (as RpcStatus: "Status" is gRPC's code enum in every gRPC library) and the Any it carries.
+export { Status as RpcStatus } from "../../../gen/google/rpc/status.ts";
+export { Any } from "../../../gen/google/protobuf/any.ts";
 export { ClientFrame, Hello, ServerFrame, TunnelInfo } from "../../../gen/remessenger/v1/frame.ts";
 export {
   Device,

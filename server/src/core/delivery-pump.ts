@@ -71,6 +71,11 @@ interface ChatProgress {
   resumeSeq: number | undefined;
 }
 
+/**
+ * Messages pushed to a device and not yet acked, at most. Clients are told this
+ * number (proto/remessenger/v1/message.proto, ChatAck; docs/grpc.md): change
+ * it there too.
+ */
 export const DEFAULT_WINDOW_SIZE = 1024;
 
 /**

@@ -92,8 +92,16 @@ export class SessionTokens {
   }
 
   issue(deviceId: string): string {
+    return this.issueSession(deviceId).sessionToken;
+  }
+
+  /** A token and when it stops being accepted, as the auth responses carry them. */
+  issueSession(deviceId: string): { sessionToken: string; sessionExpiresAtMs: number } {
     const expiresAtMs = this.clock.nowMs() + SESSION_TOKEN_TTL_MS;
-    return `${deviceId}.${expiresAtMs}.${this.mac(deviceId, expiresAtMs)}`;
+    return {
+      sessionToken: `${deviceId}.${expiresAtMs}.${this.mac(deviceId, expiresAtMs)}`,
+      sessionExpiresAtMs: expiresAtMs,
+    };
   }
 
   /** The device id the token was issued to; throws UNAUTHENTICATED when forged or expired. */

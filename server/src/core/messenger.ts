@@ -219,7 +219,7 @@ export class Messenger {
     this.deps.log.info({ userId: device.userId, deviceId: device.deviceId }, "device registered");
     return {
       device,
-      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: now },
+      response: { ...device, ...this.tokens.issueSession(device.deviceId), serverTimeMs: now },
     };
   }
 
@@ -236,7 +236,7 @@ export class Messenger {
       device,
       response: {
         ...device,
-        sessionToken: this.tokens.issue(device.deviceId),
+        ...this.tokens.issueSession(device.deviceId),
         serverTimeMs: this.deps.clock.nowMs(),
         preKeyStock: await this.deviceKeys.stock(device.deviceId),
       },
@@ -249,7 +249,11 @@ export class Messenger {
     this.deps.log.info({ userId: device.userId, deviceId: device.deviceId }, "device linked");
     return {
       device,
-      response: { ...device, sessionToken: this.tokens.issue(device.deviceId), serverTimeMs: this.deps.clock.nowMs() },
+      response: {
+        ...device,
+        ...this.tokens.issueSession(device.deviceId),
+        serverTimeMs: this.deps.clock.nowMs(),
+      },
     };
   }
 
@@ -287,15 +291,19 @@ export class Messenger {
   async createChat(device: AuthedDevice, request: CreateChatRequest): Promise<CreateChatResponse> {
     if (request.kind === ChatKind.CHAT_KIND_GROUP) return this.createGroup(device, request);
     if (request.kind !== ChatKind.CHAT_KIND_DIRECT) throw invalid("chat kind must be DIRECT or GROUP");
-    const others = [...new Set(request.memberUserIds)].filter((id) => id !== device.userId);
-    for (const id of others) requireId("user", id, "member_user_ids");
+    // Exactly the one other user, as the proto says: the caller is implied, and a
+    // list that names the caller too ([peer, self]) is refused, not repaired.
+    const [other, ...extra] = request.memberUserIds;
+    if (other === undefined || extra.length > 0) {
+      throw invalid("a direct chat lists exactly one member_user_ids: the other user (the caller is implied)");
+    }
+    requireId("user", other, "member_user_ids");
+    if (other === device.userId) throw invalid("member_user_ids names the caller; list the other user only");
     const title = request.title.trim();
     if (title.length > MAX_CHAT_TITLE_CHARS) throw invalid(`title is over ${MAX_CHAT_TITLE_CHARS} characters`);
-    const [other] = others;
-    if (others.length !== 1 || other === undefined) throw invalid("a direct chat has exactly one other member");
     const chatId = directChatId(device.userId, other);
 
-    const members = [device.userId, ...others];
+    const members = [device.userId, other];
     const { chat, created } = await this.deps.store.createChat(
       {
         chatId,

@@ -5,6 +5,12 @@
  * health service. The implementations are the table in grpc-services.ts,
  * which the gRPC-web edge serves too. Authenticated calls carry
  * `authorization: Bearer <session token>` from Register/Login.
+ *
+ * - grpc-js hands the request bytes over undecoded (withLateDecoding): the
+ *   token is checked first, then the bytes are decoded, so garbage without a
+ *   token is UNAUTHENTICATED and garbage with one is BAD_FRAME
+ *   (INVALID_ARGUMENT), as frame-protocol.md says, not grpc-js's INTERNAL.
+ * - A failed call carries its ErrorDetail in `grpc-status-details-bin`.
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
@@ -12,11 +18,11 @@ import { type CallContext, type Server, ServerError, type ServerMiddlewareCall, 
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import type { Logger } from "pino";
-import { MAX_FRAME_BYTES } from "@remessenger/protocol";
+import { GRPC_STATUS_DETAILS_KEY, MAX_FRAME_BYTES, RemessengerError, ErrorCode } from "@remessenger/protocol";
 import type { AuthedDevice, Messenger } from "../core/messenger.ts";
-import { authenticateBearer, serviceTable } from "./grpc-services.ts";
+import { type ServiceCall, type ServiceEntry, authenticateBearer, serviceTable } from "./grpc-services.ts";
 import { HEALTH_SERVICE, serviceDescriptors } from "./service-descriptors.ts";
-import { isInternal, toErrorDetail, toGrpcStatus } from "./to-status.ts";
+import { isInternal, toGrpcFailure } from "./to-status.ts";
 
 export interface GrpcEdgeOptions {
   messenger: Messenger;
@@ -43,12 +49,14 @@ export class GrpcEdge {
       } catch (error) {
         if (error instanceof ServerError) throw error;
         if (isInternal(error)) log.error({ err: error, method: call.method.path }, "grpc call failed");
-        const detail = toErrorDetail(error);
-        throw new ServerError(toGrpcStatus(detail.code), detail.message);
+        const failure = toGrpcFailure(error);
+        // nice-grpc sends the call's trailer with the error status.
+        context.trailer.set(GRPC_STATUS_DETAILS_KEY, failure.statusDetails);
+        throw new ServerError(failure.status, failure.detail.message);
       }
     });
 
-    for (const { definition, isAuthed, methods } of serviceTable(messenger, this.streams)) {
+    for (const { definition, isAuthed, methods } of serviceTable(messenger, this.streams).map(withLateDecoding)) {
       // The table's methods take (request, { device, signal }): nice-grpc's context, plus the device.
       const implementation = methods as never;
       if (isAuthed) server.with(authedMiddleware(messenger)).add(definition, implementation);
@@ -95,4 +103,42 @@ function authedMiddleware(messenger: Messenger) {
     const device = await authenticateBearer(messenger, context.metadata.get("authorization"));
     return yield* call.next(call.request, { ...context, device });
   };
+}
+
+type Definition = ServiceEntry["definition"];
+type RequestType = Definition["methods"][string]["requestType"];
+
+/**
+ * The entry with its requests left as bytes by grpc-js and decoded inside the
+ * call, after the middleware (authentication) ran; bytes that are no request
+ * are BAD_FRAME. grpc-js decodes before any middleware and answers a decode
+ * failure INTERNAL ("Error deserializing request").
+ */
+function withLateDecoding(entry: ServiceEntry): ServiceEntry {
+  const definitionMethods: Definition["methods"] = {};
+  const methods: ServiceEntry["methods"] = {};
+  for (const [key, method] of Object.entries(entry.definition.methods)) {
+    const implementation = entry.methods[key];
+    if (implementation === undefined) continue;
+    const passBytes: RequestType = { ...method.requestType, decode: (input) => input as never };
+    definitionMethods[key] = { ...method, requestType: passBytes };
+    const path = `${entry.definition.fullName}/${method.name}`;
+    const decode = (bytes: never): never => decodeRequest(path, method.requestType, bytes) as never;
+    methods[key] = method.responseStream
+      ? async function* (bytes: never, call: ServiceCall) {
+          yield* implementation(decode(bytes), call) as AsyncIterable<unknown>;
+        }
+      : async (bytes: never, call: ServiceCall) => implementation(decode(bytes), call);
+  }
+  return { ...entry, definition: { ...entry.definition, methods: definitionMethods }, methods };
+}
+
+function decodeRequest(path: string, requestType: RequestType, bytes: Uint8Array): unknown {
+  try {
+    return requestType.decode(bytes);
+  } catch (error) {
+    throw new RemessengerError(ErrorCode.ERROR_CODE_BAD_FRAME, `the bytes are not a request of ${path}`, {
+      cause: error,
+    });
+  }
 }

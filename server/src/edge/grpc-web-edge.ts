@@ -12,20 +12,32 @@
  *   bearer token, not a cookie, is the credential), so a page on another
  *   origin may call it.
  * - Messages above MAX_FRAME_BYTES are refused (RESOURCE_EXHAUSTED), errors
- *   carry the gRPC status of the RemessengerError code, unknown errors are
- *   INTERNAL with the details only in the log.
+ *   carry the gRPC status of the RemessengerError code and the ErrorDetail in
+ *   the `grpc-status-details-bin` trailer (Connect packs it into a
+ *   google.rpc.Status, as the gRPC edge does), unknown errors are INTERNAL
+ *   with the details only in the log.
+ * - The bearer token is checked in Connect's request gate, before the body is
+ *   read or parsed: a request without a valid token is UNAUTHENTICATED
+ *   whatever its bytes.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext, cors } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type HandlerContext,
+  cors,
+  createContextKey,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { MAX_FRAME_BYTES } from "@remessenger/protocol";
-import type { Messenger } from "../core/messenger.ts";
+import { ErrorDetail, MAX_FRAME_BYTES } from "@remessenger/protocol";
+import type { AuthedDevice, Messenger } from "../core/messenger.ts";
 import { type ServiceCall, type ServiceEntry, authenticateBearer, serviceTable } from "./grpc-services.ts";
 import { serviceDescriptors } from "./service-descriptors.ts";
-import { isInternal, toErrorDetail, toGrpcStatus } from "./to-status.ts";
+import { isInternal, toGrpcFailure } from "./to-status.ts";
 
 export interface GrpcWebEdgeOptions {
   messenger: Messenger;
@@ -40,6 +52,9 @@ const CORS_HEADERS: Record<string, string> = {
   "access-control-max-age": "7200",
 };
 
+/** The device the request gate authenticated; the anonymous one for open services. */
+const DEVICE = createContextKey<AuthedDevice>({ userId: "", deviceId: "" });
+
 type Handler = (request: IncomingMessage | Http2ServerRequest, response: ServerResponse | Http2ServerResponse) => void;
 
 export class GrpcWebEdge {
@@ -52,7 +67,17 @@ export class GrpcWebEdge {
     const { registry } = serviceDescriptors();
     const table = serviceTable(messenger, this.streams);
     this.prefixes = table.map((entry) => `/${entry.definition.fullName}/`);
+    const authedServices = new Set(table.filter((entry) => entry.isAuthed).map((entry) => entry.definition.fullName));
     this.handler = connectNodeAdapter({
+      requestGate: async (context) => {
+        if (!authedServices.has(context.service.typeName)) return;
+        try {
+          const header = context.requestHeader.get("authorization") ?? undefined;
+          context.values.set(DEVICE, await authenticateBearer(messenger, header));
+        } catch (error) {
+          throw toConnectError(error, context.method, log);
+        }
+      },
       grpcWeb: true,
       connect: false,
       grpc: false,
@@ -62,7 +87,7 @@ export class GrpcWebEdge {
         for (const entry of table) {
           const service = registry.getService(entry.definition.fullName);
           if (service === undefined) throw new Error(`no descriptor for ${entry.definition.fullName}`);
-          addService(router, service, entry, messenger, log);
+          addService(router, service, entry, log);
         }
       },
     });
@@ -89,21 +114,13 @@ export class GrpcWebEdge {
   }
 }
 
-function addService(
-  router: ConnectRouter,
-  service: DescService,
-  entry: ServiceEntry,
-  messenger: Messenger,
-  log: Logger,
-): void {
+function addService(router: ConnectRouter, service: DescService, entry: ServiceEntry, log: Logger): void {
   for (const [key, definition] of Object.entries(entry.definition.methods)) {
     const method = service.methods.find((m) => m.name === definition.name);
     const implementation = entry.methods[key];
     if (method === undefined || implementation === undefined) continue;
-    const call = async (context: HandlerContext): Promise<ServiceCall> => ({
-      device: entry.isAuthed
-        ? await authenticateBearer(messenger, context.requestHeader.get("authorization") ?? undefined)
-        : { userId: "", deviceId: "" },
+    const call = (context: HandlerContext): ServiceCall => ({
+      device: context.values.get(DEVICE),
       signal: context.signal,
     });
     const toRequest = (request: unknown): never =>
@@ -114,7 +131,7 @@ function addService(
     if (definition.responseStream) {
       router.rpc(method, async function* (request: unknown, context: HandlerContext) {
         try {
-          const responses = implementation(toRequest(request), await call(context)) as AsyncIterable<unknown>;
+          const responses = implementation(toRequest(request), call(context)) as AsyncIterable<unknown>;
           for await (const response of responses) yield toResponse(response);
         } catch (error) {
           throw fail(error);
@@ -123,7 +140,7 @@ function addService(
     } else {
       router.rpc(method, (async (request: unknown, context: HandlerContext) => {
         try {
-          return toResponse(await implementation(toRequest(request), await call(context)));
+          return toResponse(await implementation(toRequest(request), call(context)));
         } catch (error) {
           throw fail(error);
         }
@@ -135,8 +152,13 @@ function addService(
 function toConnectError(error: unknown, method: DescMethod, log: Logger): ConnectError {
   if (error instanceof ConnectError) return error;
   if (isInternal(error)) log.error({ err: error, method: method.name, transport: "grpc-web" }, "grpc-web call failed");
-  const detail = toErrorDetail(error);
-  return new ConnectError(detail.message, toConnectCode(toGrpcStatus(detail.code)));
+  const { status, detail } = toGrpcFailure(error);
+  // Connect packs this into the google.rpc.Status of `grpc-status-details-bin`
+  // with type_url type.googleapis.com/remessenger.v1.ErrorDetail.
+  const desc = serviceDescriptors().registry.getMessage("remessenger.v1.ErrorDetail");
+  if (desc === undefined) throw new Error("no descriptor for remessenger.v1.ErrorDetail");
+  const details = [{ desc, value: fromBinary(desc, ErrorDetail.encode(detail).finish()) }];
+  return new ConnectError(detail.message, toConnectCode(status), undefined, details);
 }
 
 /** gRPC status numbers and Connect codes are the same numbers (both follow grpc/status.proto). */

@@ -2,10 +2,36 @@
  * Errors leave the server only through here: a RemessengerError keeps its code
  * and text; anything else is a bug whose details stay in the log, and the peer
  * sees INTERNAL.
+ *
+ * On gRPC and gRPC-web the status code says what kind of failure it was, and
+ * the whole ErrorDetail (our code, device lists, retry_after_ms) travels in the
+ * `grpc-status-details-bin` trailer as a google.rpc.Status (toGrpcFailure), so
+ * a client acts on fields, not on English text.
  */
 import { Status } from "nice-grpc";
-import { RemessengerError, assertNever, errorToDetail, ErrorCode, type ErrorDetail } from "@remessenger/protocol";
+import {
+  RemessengerError,
+  assertNever,
+  encodeStatusDetails,
+  errorToDetail,
+  ErrorCode,
+  type ErrorDetail,
+} from "@remessenger/protocol";
 import { recordError } from "./metrics.ts";
+
+/** What a gRPC or gRPC-web call ends with when it fails. */
+export interface GrpcFailure {
+  status: Status;
+  detail: ErrorDetail;
+  /** The `grpc-status-details-bin` value: a google.rpc.Status holding `detail`. */
+  statusDetails: Uint8Array;
+}
+
+export function toGrpcFailure(error: unknown): GrpcFailure {
+  const detail = toErrorDetail(error);
+  const status = toGrpcStatus(detail.code);
+  return { status, detail, statusDetails: encodeStatusDetails(status, detail) };
+}
 
 export function toErrorDetail(error: unknown): ErrorDetail {
   const detail: ErrorDetail =

@@ -90,7 +90,14 @@ async function setup(store = new MemoryClientStore(), timing: Partial<SessionTim
           requestId,
           body: {
             $case: "login",
-            value: { userId: USER, deviceId: DEVICE, sessionToken: "t", serverTimeMs: 0, preKeyStock: undefined },
+            value: {
+              userId: USER,
+              deviceId: DEVICE,
+              sessionToken: "t",
+              serverTimeMs: 0,
+              sessionExpiresAtMs: 0,
+              preKeyStock: undefined,
+            },
           },
         });
         return;
