@@ -106,7 +106,7 @@ export class ClusterNode {
     const address = `${shownHost}:${port}`;
     this.leases = new ShardLeases({
       self: { nodeId: this.nodeId, address },
-      store: await RedisLeaseStore.on(store.redis, {
+      store: RedisLeaseStore.on(store.redis, {
         waitReplicas: config.durability === "master" ? 0 : 1,
         waitTimeoutMs: 1_000,
       }),

@@ -16,7 +16,7 @@
  * a newly acquired lease is WAITed for, so a failover cannot hand out its
  * token twice.
  */
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import type { AcquireResult, LeaseHolder, LeaseStore, NodeInfo } from "../core/lease.ts";
 import { type RedisClient, attachedReplicas, connectionTo, masterOf } from "./redis-connection.ts";
 
@@ -26,6 +26,23 @@ const SCRIPTS = {
   releaseLease: "release-lease-1",
   heartbeatNode: "heartbeat-node-2",
 } as const;
+
+const LUA = Object.entries(SCRIPTS).map(([name, file]) => ({
+  name,
+  lua: readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), "utf8"),
+  numberOfKeys: Number(file.slice(file.lastIndexOf("-") + 1)),
+}));
+
+/**
+ * Defines the lease scripts on the client; run before its first command (the
+ * RedisStore's prepare step), like defineDeviceKeyScripts. Defined later, on a
+ * client already busy, a heartbeat meeting an auto-pipelined command in one
+ * event-loop turn failed ("pipeline[functionName] is not a function", ioredis
+ * #1931) and the node exited.
+ */
+export function defineLeaseScripts(client: RedisClient): void {
+  for (const { name, lua, numberOfKeys } of LUA) client.defineCommand(name, { lua, numberOfKeys });
+}
 
 type ScriptCommand = (...args: Array<string | number>) => Promise<unknown>;
 type LeaseClient = RedisClient & { [Name in keyof typeof SCRIPTS]: ScriptCommand };
@@ -52,12 +69,11 @@ export class RedisLeaseStore implements LeaseStore {
   private readonly options: RedisLeaseStoreOptions;
   private readonly replicaCounts = new Map<string, { count: number; atMs: number }>();
 
-  /** Adds the lease scripts to an open client (the RedisStore's). */
-  static async on(client: RedisClient, options: RedisLeaseStoreOptions): Promise<RedisLeaseStore> {
-    for (const [name, file] of Object.entries(SCRIPTS)) {
-      const lua = await readFile(new URL(`./lua/${file}.lua`, import.meta.url), "utf8");
-      client.defineCommand(name, { lua, numberOfKeys: Number(file.slice(file.lastIndexOf("-") + 1)) });
-    }
+  /**
+   * The lease store on an open client (the RedisStore's), whose scripts the
+   * RedisStore defined before its first command (defineLeaseScripts).
+   */
+  static on(client: RedisClient, options: RedisLeaseStoreOptions): RedisLeaseStore {
     return new RedisLeaseStore(client as LeaseClient, options);
   }
 

@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from "vitest";
 import { startRedis, type RunningRedis } from "../../../scripts/harness/redis.ts";
 import { newId, ChatKind, ErrorCode } from "@remessenger/protocol";
+import { RedisLeaseStore } from "./redis-lease-store.ts";
 import { RedisStore } from "./redis-store.ts";
 import { describeStoreContract, draft, type StoreFixture } from "./store-contract.ts";
 import type { Store } from "./store.ts";
@@ -65,6 +66,16 @@ describe("RedisStore", () => {
   afterEach(async () => {
     await store.close();
     await deleteKeys(keyPrefix);
+  });
+
+  it("answers a lease heartbeat sent in the same event-loop turn as other commands right after opening", async () => {
+    // The lease scripts are defined with the store's, before its first command: defined on a busy
+    // client, a heartbeat meeting an auto-pipeline failed ("pipeline[functionName] is not a function").
+    const leases = RedisLeaseStore.on(store.redis, { waitReplicas: 0, waitTimeoutMs: 100 });
+    const node = { nodeId: `node-${keyPrefix}`, address: "127.0.0.1:1" };
+    const pings = Array.from({ length: 20 }, () => store.redis.ping());
+    const [alive] = await Promise.all([leases.heartbeat(node, 5_000), ...pings]);
+    expect(alive).toContainEqual(node);
   });
 
   it("sends appends from many chats arriving together in far fewer round trips", async () => {

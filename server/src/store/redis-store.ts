@@ -63,6 +63,7 @@ import {
   masterOf,
 } from "./redis-connection.ts";
 import { RedisDeviceKeys, defineDeviceKeyScripts } from "./redis-device-keys.ts";
+import { defineLeaseScripts } from "./redis-lease-store.ts";
 import type { DeviceApproval, LinkedDevice, PreKeyCounts, PreKeyUpload, TakenBundle } from "./device-keys.ts";
 import {
   type AppendOptions,
@@ -612,6 +613,7 @@ async function defineScripts(client: RedisClient): Promise<void> {
     client.defineCommand(name, { lua, numberOfKeys });
   }
   defineDeviceKeyScripts(client);
+  defineLeaseScripts(client);
 }
 
 function parseAppendReply(reply: unknown, count: number): AppendOutcome[] {
