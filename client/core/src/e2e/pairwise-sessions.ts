@@ -12,9 +12,9 @@
  * `...IntoOutbox`/`sealQueued`/`resealForDevices` methods, e2e/outbox-commits.ts),
  * and every retry sends those same bytes.
  *
- * Opening: the device's own envelope is decrypted with the session of the
- * sending device (or a new one from a prekey message); failures come back as
- * a reason, never as a silent drop.
+ * Opening (pairwise-open.ts): the device's own envelope is decrypted with the
+ * session of the sending device (or a new one from a prekey message);
+ * failures come back as a reason, never as a silent drop.
  *
  * Trust is the DeviceDirectory's (trust on first use, approvals, changed
  * identities); this device's prekeys are the PreKeyUpkeep's. All state is
@@ -42,28 +42,13 @@ import type { Clock } from "../runtime/clock.ts";
 import type { ClientStore, E2eRecord, E2eWrite, NewOutboxMessage, OutboxEntry } from "../store/client-store.ts";
 import { type DirectoryServer, DeviceDirectory, type KnownUser, type Recipient } from "./device-directory.ts";
 import type { E2eLock } from "./e2e-lock.ts";
-import { sealRecord } from "./e2e-records.ts";
-import {
-  EMPTY_RECORD,
-  OpenError,
-  type OpenFailure,
-  type SessionRecord,
-  openEnvelope,
-  sealEnvelope,
-  startSession,
-} from "./e2e-session.ts";
+import { EMPTY_RECORD, type SessionRecord, sealEnvelope, startSession } from "./e2e-session.ts";
 import { commitNew, commitQueued, commitReplacement } from "./outbox-commits.ts";
+import { type Opened, openPairwise } from "./pairwise-open.ts";
 import { IdentityChangedError, NeedsServerError } from "./pairwise-errors.ts";
 import { decodeSession, routingHeader, sessionKey, sessionWrite } from "./pairwise-records.ts";
 import { type DeviceChange, applyReseal, planReseal } from "./pairwise-reseal.ts";
-import {
-  type LocalPreKeys,
-  PREKEYS_KEY,
-  type PreKeyServer,
-  PreKeyUpkeep,
-  type SignedPreKeyPolicy,
-  responderKeys,
-} from "./prekey-upkeep.ts";
+import { type PreKeyServer, PreKeyUpkeep, type SignedPreKeyPolicy } from "./prekey-upkeep.ts";
 import { type DeviceIdentity, type SetupDeps, setupDepsFor } from "./session-setup.ts";
 
 /** What pairwise sessions ask the server (the session's ServerApi answers). */
@@ -91,20 +76,13 @@ export interface PairwiseSessionsOptions {
   signedPreKeys?: Partial<SignedPreKeyPolicy>;
 }
 
+export type { Opened } from "./pairwise-open.ts";
+
 export interface Sealed {
   /** The encoded SendMessageRequest. */
   sealed: Uint8Array;
   writes: E2eWrite[];
 }
-
-export type Opened =
-  | { kind: "content"; content: Content; writes: E2eWrite[] }
-  | {
-      kind: "undecryptable";
-      reason: OpenFailure | "not-for-this-device" | "identity-mismatch";
-      detail: string;
-      canHeal: boolean;
-    };
 
 export class PairwiseSessions {
   private readonly options: PairwiseSessionsOptions;
@@ -289,71 +267,11 @@ export class PairwiseSessions {
     return (await this.directory.knownDevice(userId, deviceId))?.identityKey;
   }
 
-  /** Opens this device's envelope of a received message. */
-  async open(message: Message): Promise<Opened> {
-    const { deviceId, store } = this.options;
-    const mine = message.devicePayloads.find((p) => p.deviceId === deviceId);
-    if (mine === undefined) {
-      return {
-        kind: "undecryptable",
-        reason: "not-for-this-device",
-        detail: "the sender encrypted nothing for this device",
-        canHeal: true,
-      };
-    }
-    const sender = message.senderDeviceId;
-    const keys = [sessionKey(sender), PREKEYS_KEY];
-    const stored = await store.readE2e(keys);
-    const sessionRecord = stored.get(sessionKey(sender));
-    const prekeysRecord = stored.get(PREKEYS_KEY);
-    const record = sessionRecord === undefined ? EMPTY_RECORD : this.decodeSession(sender, sessionRecord);
-    const local = prekeysRecord === undefined ? undefined : this.preKeys.decode(prekeysRecord);
-    let opened;
-    try {
-      opened = await openEnvelope(
-        { ...this.setupDeps(), nowMs: this.options.clock.nowMs() },
-        this.options.identity,
-        record,
-        mine.ciphertext,
-        routingHeader(message.chatId, message.messageId, sender, deviceId),
-        (prekeyMessage) => Promise.resolve(responderKeys(local, prekeyMessage)),
-      );
-    } catch (error) {
-      if (!(error instanceof OpenError)) throw error;
-      return { kind: "undecryptable", reason: error.reason, detail: error.message, canHeal: error.reason !== "replay" };
-    }
-    const known = await this.directory.knownDevice(message.senderUserId, sender);
-    if (known === undefined || !equalBytes(known.identityKey, opened.peerIdentityKey)) {
-      return {
-        kind: "undecryptable",
-        reason: "identity-mismatch",
-        detail: `the message is signed by a key the server does not list for device ${sender}`,
-        canHeal: false,
-      };
-    }
-    let content: Content;
-    try {
-      content = Content.decode(opened.plaintext);
-    } catch {
-      return {
-        kind: "undecryptable",
-        reason: "undecodable",
-        detail: "the decrypted content is not a Content",
-        canHeal: false,
-      };
-    }
-    const writes = [this.sessionWrite(sender, sessionRecord?.version ?? 0, opened.record)];
-    const { oneTimePreKeyId } = opened.consumed;
-    if (oneTimePreKeyId !== undefined && local !== undefined && prekeysRecord !== undefined) {
-      // The one-time private key goes with the message that used it: it can never set up a second session.
-      const next: LocalPreKeys = { ...local, oneTime: local.oneTime.filter((k) => k.id !== oneTimePreKeyId) };
-      writes.push({
-        key: PREKEYS_KEY,
-        expectedVersion: prekeysRecord.version,
-        value: sealRecord(this.options.storageKey, PREKEYS_KEY, next),
-      });
-    }
-    return { kind: "content", content, writes };
+  /** Opens this device's envelope of a received message (pairwise-open.ts); its writes go with the message. */
+  open(message: Message): Promise<Opened> {
+    const { deviceId, storageKey, store, identity, clock } = this.options;
+    const deps = { deviceId, storageKey, store, identity, clock, setup: this.setupDeps() };
+    return openPairwise({ ...deps, preKeys: this.preKeys, directory: this.directory }, message);
   }
 
   /**
