@@ -2,8 +2,9 @@
  * The DNS tunnel pipes (kind "doh" and "dns"): frames → sealed records → a
  * reliable stream (tunnel-session.ts) → tunnel packets in query names and
  * TXT answers → DNS messages on a DnsExchange (DoH or plain DNS). This file
- * is the imperative shell: handshake, timers, crypto, encoding; every
- * decision is in TunnelSession.
+ * is the imperative shell: handshake, timers, crypto; every decision is in
+ * TunnelSession, and the queries go out and come back through the
+ * TunnelQueryPump (tunnel-query-pump.ts: resolvers, DNS encoding, stats).
  *
  * connect(): a Noise NK handshake against the pinned gateway key, its first
  * message cut into fragments that fit even a 72-character name. The session
@@ -21,43 +22,21 @@ import {
   type ClientHandshake,
   type TunnelKeys,
   type Masker,
-  type TunnelAnswer,
   type TunnelQuery,
-  DNS_TYPE_TXT,
-  EDNS_BUFFER_BYTES,
-  RCODE_NOERROR,
-  RCODE_NXDOMAIN,
-  RCODE_REFUSED,
-  decodeDnsMessage,
-  encodeDnsQuery,
-  fromTxtStrings,
   RemessengerError,
   randomBytes,
   MAX_FRAME_BYTES,
   ErrorCode,
   NAME_BUDGET_STEPS,
-  downstreamCapacityBytes,
-  encodeTunnelName,
   normalizeZone,
   upstreamCapacityBytes,
   HANDSHAKE_QUERY_HEADER_BYTES,
   MAX_HANDSHAKE_FRAGMENTS,
   QUERY_HEADER_BYTES,
-  decodeAnswer,
-  encodeQuery,
 } from "@remessenger/protocol";
 import { type Clock, abortReason, systemClock } from "../runtime/clock.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";
-import { type DnsExchange, DnsExchangeError } from "./dns-exchange.ts";
-import {
-  DEFAULT_TUNNEL_SESSION_CONFIG,
-  type OutgoingQuery,
-  type QueryFailure,
-  type SessionEnd,
-  type TunnelEffect,
-  TunnelSession,
-  type TunnelSessionConfig,
-} from "./tunnel-session.ts";
+import type { DnsExchange } from "./dns-exchange.ts";
 import {
   CLOSE_ABNORMAL,
   CLOSE_NORMAL,
@@ -67,6 +46,17 @@ import {
   type TransportFactory,
   type TransportHandlers,
 } from "./transport.ts";
+import { QueryError, TunnelQueryPump, type TunnelStats, describeFailure, takeRandom } from "./tunnel-query-pump.ts";
+import {
+  DEFAULT_TUNNEL_SESSION_CONFIG,
+  type OutgoingQuery,
+  type SessionEnd,
+  type TunnelEffect,
+  TunnelSession,
+  type TunnelSessionConfig,
+} from "./tunnel-session.ts";
+
+export type { TunnelStats } from "./tunnel-query-pump.ts";
 
 /** What a client pins to reach a gateway: its zone and its static X25519 public key. */
 export interface TunnelEndpoint {
@@ -116,29 +106,7 @@ export function dnsTunnelTransportFactory(options: DnsTunnelOptions): DnsTunnelT
   };
 }
 
-/** What one tunnel connection sent and got, for the connection state and the benchmark. */
-export interface TunnelStats {
-  handshakeQueries: number;
-  dataQueries: number;
-  pollQueries: number;
-  failedQueries: number;
-  /** Upstream chunk bytes in data queries (retransmissions included). */
-  upstreamPayloadBytes: number;
-  /** The most those data queries' names could have carried at this name budget. */
-  upstreamCapacityBytes: number;
-  /** Answers that carried a downstream chunk. */
-  dataAnswers: number;
-  downstreamPayloadBytes: number;
-  /** The most those answers could have carried (EDNS0 1232, owner name compressed). */
-  downstreamCapacityBytes: number;
-}
-
 type Phase = "new" | "connecting" | "open" | "closed";
-
-interface PendingQuery {
-  r: Uint8Array;
-  exchange: DnsExchange;
-}
 
 export class DnsTunnelTransport implements Transport {
   readonly kind: "doh" | "dns";
@@ -149,9 +117,7 @@ export class DnsTunnelTransport implements Transport {
   private readonly logger: Logger;
   private readonly obfuscation: Masker;
   private readonly lifetime = new AbortController();
-  private readonly inFlightPerExchange = new Map<DnsExchange, number>();
-  private readonly pausedUntil = new Map<DnsExchange, number>();
-  private readonly pending = new Map<number, PendingQuery>();
+  private readonly pump: TunnelQueryPump;
   private phase: Phase = "new";
   private reason: TransportCloseReason | undefined;
   private sid = 0;
@@ -162,18 +128,6 @@ export class DnsTunnelTransport implements Transport {
   private opener: RecordOpener | undefined;
   private cancelWake: (() => void) | undefined;
   private wakeAtMs = Infinity;
-  private nextExchange = 0;
-  readonly stats: TunnelStats = {
-    handshakeQueries: 0,
-    dataQueries: 0,
-    pollQueries: 0,
-    failedQueries: 0,
-    upstreamPayloadBytes: 0,
-    upstreamCapacityBytes: 0,
-    dataAnswers: 0,
-    downstreamPayloadBytes: 0,
-    downstreamCapacityBytes: 0,
-  };
 
   constructor(
     options: DnsTunnelOptions & { nameBudget: number },
@@ -187,7 +141,14 @@ export class DnsTunnelTransport implements Transport {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.obfuscation = obfuscationMasker(options.tunnel.publicKey, options.tunnel.zone);
-    for (const exchange of options.exchanges) this.inFlightPerExchange.set(exchange, 0);
+    const { exchanges, nameBudget } = options;
+    const pump = { exchanges, zone: options.tunnel.zone, nameBudget, obfuscation: this.obfuscation, clock: this.clock };
+    this.pump = new TunnelQueryPump(pump);
+  }
+
+  /** What this connection sent and got so far. */
+  get stats(): TunnelStats {
+    return this.pump.stats;
   }
 
   get bufferedAmount(): number {
@@ -230,7 +191,7 @@ export class DnsTunnelTransport implements Transport {
       throw error;
     }
     const maxChunkBytes = upstreamCapacityBytes(this.options.nameBudget, this.options.tunnel.zone) - QUERY_HEADER_BYTES;
-    const maxInFlight = this.options.exchanges.reduce((sum, exchange) => sum + exchange.maxInFlight, 0);
+    const maxInFlight = this.pump.maxInFlight;
     this.session = new TunnelSession({
       ...DEFAULT_TUNNEL_SESSION_CONFIG,
       ...this.options.session,
@@ -283,7 +244,7 @@ export class DnsTunnelTransport implements Transport {
       if (remainingMs <= 0) {
         throw new RemessengerError(
           ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED,
-          `no tunnel handshake with ${zone} via ${this.exchangeNames()}: ${lastProblem}`,
+          `no tunnel handshake with ${zone} via ${this.pump.exchangeNames}: ${lastProblem}`,
         );
       }
       const attemptTimeoutMs = Math.min(remainingMs, HANDSHAKE_ATTEMPT_TIMEOUT_MS * (1 + Math.min(attempt, 3)));
@@ -297,7 +258,7 @@ export class DnsTunnelTransport implements Transport {
             fragCount,
             fragment: message.subarray(fragIndex * room, (fragIndex + 1) * room),
           };
-          return this.exchangeQuery(query, this.obfuscation, attemptTimeoutMs, signal);
+          return this.pump.exchange(query, { query: undefined, answer: this.obfuscation }, attemptTimeoutMs, signal);
         }),
       );
       if (signal.aborted) throw abortReason(signal);
@@ -316,94 +277,6 @@ export class DnsTunnelTransport implements Transport {
         }
       }
     }
-  }
-
-  /** Sends one tunnel query and decodes its answer; rejects with a QueryError. */
-  private async exchangeQuery(
-    query: TunnelQuery,
-    answerMasker: Masker,
-    timeoutMs: number,
-    signal: AbortSignal,
-  ): Promise<TunnelAnswer> {
-    const exchange = this.pickExchange();
-    const bytes = encodeQuery(query, this.obfuscation, this.keys?.queryMasker);
-    const name = encodeTunnelName(bytes, this.options.tunnel.zone, this.options.nameBudget);
-    this.count(query);
-    const idBytes = takeRandom(2);
-    const id = ((idBytes[0] ?? 0) << 8) | (idBytes[1] ?? 0);
-    const message = encodeDnsQuery({ id, name, type: DNS_TYPE_TXT, ednsUdpBytes: EDNS_BUFFER_BYTES });
-    this.inFlightPerExchange.set(exchange, (this.inFlightPerExchange.get(exchange) ?? 0) + 1);
-    let responseBytes: Uint8Array;
-    try {
-      responseBytes = await exchange.exchange(message, { signal, timeoutMs });
-    } catch (error) {
-      if (error instanceof DnsExchangeError && error.failure === "rate-limited") {
-        this.pausedUntil.set(exchange, this.clock.nowMs() + error.retryAfterMs);
-      }
-      throw toQueryError(error);
-    } finally {
-      this.inFlightPerExchange.set(exchange, Math.max(0, (this.inFlightPerExchange.get(exchange) ?? 1) - 1));
-    }
-    let response;
-    try {
-      response = decodeDnsMessage(responseBytes);
-    } catch (cause) {
-      throw new QueryError("servfail", `undecodable DNS response from ${exchange.name}`, { cause });
-    }
-    if (!response.isResponse || response.id !== id)
-      throw new QueryError("servfail", `mismatched DNS response from ${exchange.name}`);
-    if (response.rcode === RCODE_NXDOMAIN) throw new QueryError("lost-session", "NXDOMAIN");
-    if (response.rcode === RCODE_REFUSED) throw new QueryError("refused", `REFUSED by ${exchange.name}`);
-    if (response.rcode !== RCODE_NOERROR)
-      throw new QueryError("servfail", `rcode ${response.rcode} from ${exchange.name}`);
-    const txt = response.answers.find((record) => record.type === DNS_TYPE_TXT && record.txt !== undefined);
-    if (txt?.txt === undefined) throw new QueryError("servfail", `no TXT answer from ${exchange.name}`);
-    try {
-      const answer = decodeAnswer(fromTxtStrings(txt.txt), query.r, this.sid, answerMasker);
-      if (answer.kind === "data") {
-        this.stats.dataAnswers += 1;
-        this.stats.downstreamPayloadBytes += answer.chunk.length;
-        this.stats.downstreamCapacityBytes += downstreamCapacityBytes(name.length, EDNS_BUFFER_BYTES);
-      }
-      return answer;
-    } catch (cause) {
-      throw new QueryError("servfail", `undecodable tunnel answer via ${exchange.name}`, { cause });
-    }
-  }
-
-  private count(query: TunnelQuery): void {
-    const { stats } = this;
-    switch (query.kind) {
-      case "handshake":
-        stats.handshakeQueries += 1;
-        break;
-      case "data":
-        stats.dataQueries += 1;
-        stats.upstreamPayloadBytes += query.chunk.length;
-        stats.upstreamCapacityBytes += upstreamCapacityBytes(this.options.nameBudget, this.options.tunnel.zone);
-        break;
-      case "poll":
-      case "close":
-        stats.pollQueries += 1;
-        break;
-    }
-  }
-
-  private pickExchange(): DnsExchange {
-    const exchanges = this.options.exchanges;
-    const now = this.clock.nowMs();
-    for (let i = 0; i < exchanges.length; i += 1) {
-      const exchange = exchanges[(this.nextExchange + i) % exchanges.length];
-      if (exchange === undefined) continue;
-      if ((this.pausedUntil.get(exchange) ?? 0) > now) continue;
-      if ((this.inFlightPerExchange.get(exchange) ?? 0) >= exchange.maxInFlight) continue;
-      this.nextExchange = (this.nextExchange + i + 1) % exchanges.length;
-      return exchange;
-    }
-    const fallback = exchanges[this.nextExchange % exchanges.length] ?? exchanges[0];
-    this.nextExchange += 1;
-    if (fallback === undefined) throw new Error("no resolver");
-    return fallback;
   }
 
   private step(event: Parameters<TunnelSession["step"]>[0]): void {
@@ -444,14 +317,14 @@ export class DnsTunnelTransport implements Transport {
     const isClose = outgoing.kind === "close";
     // The close goes out after the pipe is finished: it must not die with the lifetime signal.
     const signal = isClose ? AbortSignal.timeout(timeoutMs) : this.lifetime.signal;
-    this.exchangeQuery(query, answerMasker, timeoutMs, signal).then(
+    this.pump.exchange(query, { query: this.keys?.queryMasker, answer: answerMasker }, timeoutMs, signal).then(
       (answer) => {
         if (!isClose) this.step({ type: "answer", queryId, answer });
       },
       (error: unknown) => {
         if (isClose || this.phase !== "open") return;
         const failure = describeFailure(error);
-        this.stats.failedQueries += 1;
+        this.pump.stats.failedQueries += 1;
         this.logger.debug({ transport: this.kind, failure, err: error }, "tunnel query failed");
         this.step({
           type: "failed",
@@ -516,50 +389,6 @@ export class DnsTunnelTransport implements Transport {
     this.lifetime.abort();
     if (wasOpen) this.handlers.onClose(reason);
   }
-
-  private exchangeNames(): string {
-    return this.options.exchanges.map((exchange) => exchange.name).join(", ");
-  }
-}
-
-class QueryError extends RemessengerError {
-  override readonly name = "QueryError";
-  readonly failure: QueryFailure;
-
-  constructor(failure: QueryFailure, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
-    super(
-      failure === "rate-limited" ? ErrorCode.ERROR_CODE_RATE_LIMITED : ErrorCode.ERROR_CODE_UNAVAILABLE,
-      message,
-      options,
-    );
-    this.failure = failure;
-  }
-}
-
-function toQueryError(error: unknown): QueryError {
-  if (error instanceof DnsExchangeError) {
-    const failure: QueryFailure =
-      error.failure === "timeout" ? "timeout" : error.failure === "rate-limited" ? "rate-limited" : "network";
-    return new QueryError(failure, error.message, { cause: error, retryAfterMs: error.retryAfterMs });
-  }
-  return new QueryError("network", error instanceof Error ? error.message : String(error), { cause: error });
-}
-
-function describeFailure(error: unknown): QueryFailure {
-  return error instanceof QueryError ? error.failure : "network";
-}
-
-/** Random bytes from a pool refilled 4 KiB at a time: two draws per query add up at thousands of queries a second. */
-let pool: Uint8Array = new Uint8Array(0);
-let poolAt = 0;
-function takeRandom(n: number): Uint8Array {
-  if (poolAt + n > pool.length) {
-    pool = randomBytes(4096);
-    poolAt = 0;
-  }
-  const out = pool.slice(poolAt, poolAt + n);
-  poolAt += n;
-  return out;
 }
 
 function randomSid(): number {

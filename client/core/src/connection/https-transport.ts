@@ -8,6 +8,7 @@
  * the pipe and the session reconnects; there is no retransmission here.
  */
 import { abortReason } from "../runtime/clock.ts";
+import { errorText } from "../runtime/error-text.ts";
 import { RemessengerError, MAX_FRAME_BYTES, ErrorCode, PipeFrames, PipeOpened } from "@remessenger/protocol";
 import {
   CLOSE_ABNORMAL,
@@ -112,7 +113,7 @@ export class HttpsTransport implements Transport {
       }
       throw new RemessengerError(
         ErrorCode.ERROR_CODE_UNAVAILABLE,
-        `cannot open an HTTPS pipe at ${this.base}: ${describe(cause)}`,
+        `cannot open an HTTPS pipe at ${this.base}: ${errorText(cause)}`,
         {
           cause,
         },
@@ -175,7 +176,7 @@ export class HttpsTransport implements Transport {
         }
       }
     } catch (cause) {
-      this.fail(`upload failed: ${describe(cause)}`);
+      this.fail(`upload failed: ${errorText(cause)}`);
     } finally {
       this.isUploading = false;
     }
@@ -216,7 +217,7 @@ export class HttpsTransport implements Transport {
         }
       }
     } catch (cause) {
-      this.fail(`download failed: ${describe(cause)}`);
+      this.fail(`download failed: ${errorText(cause)}`);
     }
   }
 
@@ -240,12 +241,4 @@ async function safeText(response: Response): Promise<string> {
   } catch {
     return "";
   }
-}
-
-function describe(value: unknown): string {
-  if (value instanceof Error) {
-    const cause = value.cause instanceof Error ? ` (${value.cause.message})` : "";
-    return `${value.message}${cause}`;
-  }
-  return typeof value === "string" ? value : "unknown error";
 }

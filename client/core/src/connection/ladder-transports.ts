@@ -18,9 +18,10 @@
  *   connects through `create()` and probing resumes.
  */
 import type { Clock } from "../runtime/clock.ts";
+import { errorText } from "../runtime/error-text.ts";
 import { type Logger, silentLogger } from "../runtime/logger.ts";
 import { TypedEmitter } from "../runtime/typed-emitter.ts";
-import { type RaceHost, RacingTransport, reasonOf } from "./racing-transport.ts";
+import { type RaceHost, RacingTransport } from "./racing-transport.ts";
 import { probeRung } from "./rung-probe.ts";
 import type {
   Transport,
@@ -185,7 +186,7 @@ export class TransportLadder implements SwitchingTransports, RaceHost {
       }
     } catch (error) {
       if (probing.signal.aborted || this.state.active === undefined) return;
-      this.setState(failed(this.state, kind, this.failure(reasonOf(error)), this.timing));
+      this.setState(failed(this.state, kind, this.failure(errorText(error)), this.timing));
     } finally {
       if (this.probing === probing) this.probing = undefined;
     }

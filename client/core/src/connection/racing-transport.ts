@@ -13,6 +13,7 @@
  */
 import { ErrorCode, RemessengerError } from "@remessenger/protocol";
 import { type Clock, abortReason } from "../runtime/clock.ts";
+import { errorText } from "../runtime/error-text.ts";
 import {
   CLOSE_NORMAL,
   type Transport,
@@ -80,7 +81,7 @@ export class RacingTransport implements Transport {
 
     const onCandidateFailed = (kind: TransportKind, error: unknown): void => {
       if (this.winner !== undefined || signal.aborted) return;
-      const reason = reasonOf(error);
+      const reason = errorText(error);
       failures.push(`${kind}: ${reason}`);
       this.ladder.onConnectFailed(kind, reason);
       pending -= 1;
@@ -141,7 +142,7 @@ export class RacingTransport implements Transport {
       race.abort(error);
       for (const candidate of candidates) candidate.close(CLOSE_NORMAL, "the attempt was given up");
       this.phase = "closed";
-      this.reason = { code: CLOSE_NORMAL, reason: reasonOf(error), isLocal: true };
+      this.reason = { code: CLOSE_NORMAL, reason: errorText(error), isLocal: true };
       throw signal.aborted ? abortReason(signal) : error;
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -171,7 +172,3 @@ export class RacingTransport implements Transport {
 }
 
 /** An error's message for a reason shown to people. */
-export function reasonOf(value: unknown): string {
-  if (value instanceof Error) return value.message;
-  return typeof value === "string" ? value : "unknown error";
-}

@@ -38,6 +38,7 @@ import {
   StreamSender,
   TUNNEL_WINDOW_CHUNKS,
 } from "@remessenger/protocol";
+import { RttEstimator } from "./rtt-estimator.ts";
 
 export interface TunnelSessionConfig {
   /** Upstream bytes one data query carries (the name budget minus the header). */
@@ -105,8 +106,6 @@ interface InFlight {
   isLong: boolean;
 }
 
-const MIN_QUERY_TIMEOUT_MS = 1_000;
-const MAX_QUERY_TIMEOUT_MS = 8_000;
 const FAILURE_BACKOFF_MS = 10;
 const FAILURE_BACKOFF_MAX_MS = 2_000;
 
@@ -120,8 +119,7 @@ export class TunnelSession {
   private window: number;
   /** Polls worth keeping out while active: +1 for a poll that brought data, -1 for one that came back empty. */
   private pollWindow = 1;
-  private srttMs: number | undefined;
-  private rttVarMs = 0;
+  private readonly rtt = new RttEstimator();
   private lastDataAtMs = -Infinity;
   private idlePollMs: number;
   private nextIdlePollAtMs = 0;
@@ -172,8 +170,7 @@ export class TunnelSession {
 
   /** Deadline of one query, from the measured round trip. */
   get queryTimeoutMs(): number {
-    if (this.srttMs === undefined) return 2 * MIN_QUERY_TIMEOUT_MS;
-    return Math.round(clamp(this.srttMs + 4 * this.rttVarMs + 200, MIN_QUERY_TIMEOUT_MS, MAX_QUERY_TIMEOUT_MS));
+    return this.rtt.queryTimeoutMs;
   }
 
   /** When the shell should call `step({type: "tick"})` next (undefined: only on events). */
@@ -225,7 +222,7 @@ export class TunnelSession {
     if (query === undefined) return; // answered already, or timed out and given up
     this.settle(queryId, query);
     this.failuresInARow = 0;
-    this.sampleRtt(nowMs - query.sentAtMs);
+    this.rtt.sample(nowMs - query.sentAtMs);
     if (answer.kind !== "data" && answer.kind !== "empty") {
       this.end(effects, "the gateway answered a session query with a handshake answer", false, true);
       return;
@@ -236,7 +233,7 @@ export class TunnelSession {
     } else {
       this.pollSuccessesSinceDataFailure += 1;
     }
-    const acked = this.sender.onAck(answer.ack, nowMs, this.reorderMs());
+    const acked = this.sender.onAck(answer.ack, nowMs, this.rtt.reorderMs);
     let hasMovedData = acked.newlyAcked > 0;
     if (answer.kind === "data") {
       const result = this.receiver.receive(answer.seq, answer.chunk, (bytes) => {
@@ -384,26 +381,8 @@ export class TunnelSession {
     return nowMs - this.lastDataAtMs < this.config.activeMs || !this.sender.isIdle;
   }
 
-  private reorderMs(): number {
-    return Math.max(20, (this.srttMs ?? 200) / 2);
-  }
-
-  private sampleRtt(sampleMs: number): void {
-    if (this.srttMs === undefined) {
-      this.srttMs = sampleMs;
-      this.rttVarMs = sampleMs / 2;
-      return;
-    }
-    this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(this.srttMs - sampleMs);
-    this.srttMs = 0.875 * this.srttMs + 0.125 * sampleMs;
-  }
-
   private end(effects: TunnelEffect[], reason: string, isNameBudgetTooLong: boolean, isSessionLost: boolean): void {
     this.isEnded = true;
     effects.push({ type: "end", end: { reason, isNameBudgetTooLong, isSessionLost } });
   }
-}
-
-function clamp(value: number, low: number, high: number): number {
-  return Math.min(high, Math.max(low, value));
 }

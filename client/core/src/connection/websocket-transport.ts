@@ -9,6 +9,7 @@
  * handshake, because a stalled peer may never answer it.
  */
 import { abortReason } from "../runtime/clock.ts";
+import { errorText } from "../runtime/error-text.ts";
 import { RemessengerError, MAX_FRAME_BYTES, ErrorCode } from "@remessenger/protocol";
 import {
   CLOSE_ABNORMAL,
@@ -100,7 +101,7 @@ export class WebSocketTransport implements Transport {
         socket = new Impl(this.url);
       } catch (cause) {
         this.phase = "closed";
-        reject(unreachable(this.url, describe(cause), cause));
+        reject(unreachable(this.url, errorText(cause), cause));
         return;
       }
       socket.binaryType = "arraybuffer";
@@ -139,7 +140,7 @@ export class WebSocketTransport implements Transport {
       };
       socket.onerror = (event) => {
         // Details, where a platform gives any (Node: the socket error), come with the error event.
-        lastError = describe((event as Event & { error?: unknown }).error) || lastError;
+        lastError = errorText((event as Event & { error?: unknown }).error, "") || lastError;
       };
       socket.onclose = (event) => {
         if (this.phase === "connecting") {
@@ -223,12 +224,4 @@ function closeQuietly(socket: WebSocket, code: number, reason: string): void {
   } catch {
     // close() throws only for a socket already closing: there is nothing left to close.
   }
-}
-
-function describe(value: unknown): string {
-  if (value instanceof Error) {
-    const cause = value.cause instanceof Error ? ` (${value.cause.message})` : "";
-    return `${value.message}${cause}`;
-  }
-  return typeof value === "string" ? value : "";
 }

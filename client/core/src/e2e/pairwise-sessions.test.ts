@@ -15,6 +15,7 @@ import {
 } from "@remessenger/protocol";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { IdentityChangedError } from "./pairwise-errors.ts";
+import { E2eLock } from "./e2e-lock.ts";
 import { type E2eServer, PairwiseSessions } from "./pairwise-sessions.ts";
 import {
   MAX_SIGNED_PREKEYS,
@@ -100,6 +101,7 @@ async function device(
     identity,
     storageKey: randomBytes(32),
     store,
+    lock: new E2eLock(),
     x25519: stablelibX25519,
     ed25519: nobleEd25519,
     clock: options.clock ?? systemClock,

@@ -8,17 +8,20 @@
  * per recipient device, every device of the other members and this user's
  * other devices, with Double Ratchet sessions started from prekey bundles
  * (PQXDH). The result is a SendMessageRequest whose device_payloads hold the
- * envelopes; the caller stores it with the state writes in one transaction,
+ * envelopes, stored with the state writes in one transaction (the
+ * `...IntoOutbox`/`sealQueued`/`resealForDevices` methods, e2e/outbox-commits.ts),
  * and every retry sends those same bytes.
  *
- * Opening: the device's own envelope is decrypted with the session of the
- * sending device (or a new one from a prekey message); failures come back as
- * a reason, never as a silent drop.
+ * Opening (pairwise-open.ts): the device's own envelope is decrypted with the
+ * session of the sending device (or a new one from a prekey message);
+ * failures come back as a reason, never as a silent drop.
  *
  * Trust is the DeviceDirectory's (trust on first use, approvals, changed
  * identities); this device's prekeys are the PreKeyUpkeep's. All state is
  * read and written through the ClientStore as encrypted, versioned records
- * (e2e/e2e-records.ts); work is serialized by `exclusive`.
+ * (e2e/e2e-records.ts). Every method that reads and writes that state takes
+ * the E2E lock (shared with GroupSessions) itself; `seal`, `open` and the
+ * other unlocked steps are for the E2E layer's own locked work and for tests.
  */
 import {
   Content,
@@ -36,31 +39,17 @@ import {
 import type { Ed25519Provider } from "../crypto/device-signer.ts";
 import type { MlKemProvider } from "../crypto/ml-kem.ts";
 import type { Clock } from "../runtime/clock.ts";
-import type { ClientStore, E2eRecord, E2eWrite } from "../store/client-store.ts";
+import type { ClientStore, E2eRecord, E2eWrite, NewOutboxMessage, OutboxEntry } from "../store/client-store.ts";
 import { type DirectoryServer, DeviceDirectory, type KnownUser, type Recipient } from "./device-directory.ts";
-import { openRecord, sealRecord } from "./e2e-records.ts";
-import {
-  EMPTY_RECORD,
-  OpenError,
-  type OpenFailure,
-  type SessionRecord,
-  openEnvelope,
-  sealEnvelope,
-  startSession,
-} from "./e2e-session.ts";
+import type { E2eLock } from "./e2e-lock.ts";
+import { EMPTY_RECORD, type SessionRecord, sealEnvelope, startSession } from "./e2e-session.ts";
+import { commitNew, commitQueued, commitReplacement } from "./outbox-commits.ts";
+import { type Opened, openPairwise } from "./pairwise-open.ts";
 import { IdentityChangedError, NeedsServerError } from "./pairwise-errors.ts";
+import { decodeSession, routingHeader, sessionKey, sessionWrite } from "./pairwise-records.ts";
 import { type DeviceChange, applyReseal, planReseal } from "./pairwise-reseal.ts";
-import {
-  type LocalPreKeys,
-  PREKEYS_KEY,
-  type PreKeyServer,
-  PreKeyUpkeep,
-  type SignedPreKeyPolicy,
-  responderKeys,
-} from "./prekey-upkeep.ts";
+import { type PreKeyServer, PreKeyUpkeep, type SignedPreKeyPolicy } from "./prekey-upkeep.ts";
 import { type DeviceIdentity, type SetupDeps, setupDepsFor } from "./session-setup.ts";
-
-const encoder = new TextEncoder();
 
 /** What pairwise sessions ask the server (the session's ServerApi answers). */
 export interface E2eServer extends DirectoryServer, PreKeyServer {
@@ -74,6 +63,8 @@ export interface PairwiseSessionsOptions {
   /** 32 bytes: encrypts every E2E record at rest. */
   storageKey: Uint8Array;
   store: ClientStore;
+  /** The one lock of this device's E2E state, shared with GroupSessions. */
+  lock: E2eLock;
   x25519: X25519Provider;
   ed25519: Ed25519Provider;
   /** ML-KEM-768 (the portable one when omitted). */
@@ -85,32 +76,12 @@ export interface PairwiseSessionsOptions {
   signedPreKeys?: Partial<SignedPreKeyPolicy>;
 }
 
+export type { Opened } from "./pairwise-open.ts";
+
 export interface Sealed {
   /** The encoded SendMessageRequest. */
   sealed: Uint8Array;
   writes: E2eWrite[];
-}
-
-export type Opened =
-  | { kind: "content"; content: Content; writes: E2eWrite[] }
-  | {
-      kind: "undecryptable";
-      reason: OpenFailure | "not-for-this-device" | "identity-mismatch";
-      detail: string;
-      canHeal: boolean;
-    };
-
-const sessionKey = (deviceId: string): string => `session/${deviceId}`;
-
-/** The routing header every envelope is bound to (associated data). */
-export function routingHeader(chatId: string, messageId: Uint8Array, fromDevice: string, toDevice: string): Uint8Array {
-  const head = encoder.encode(`remessenger/v1/route\u0000${chatId}\u0000`);
-  const tail = encoder.encode(`\u0000${fromDevice}\u0000${toDevice}`);
-  const out = new Uint8Array(head.length + messageId.length + tail.length);
-  out.set(head);
-  out.set(messageId, head.length);
-  out.set(tail, head.length + messageId.length);
-  return out;
 }
 
 export class PairwiseSessions {
@@ -118,7 +89,6 @@ export class PairwiseSessions {
   private readonly directory: DeviceDirectory;
   private readonly preKeys: PreKeyUpkeep;
   private server: E2eServer | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: PairwiseSessionsOptions) {
     this.options = options;
@@ -133,11 +103,26 @@ export class PairwiseSessions {
     this.preKeys.setServer(server);
   }
 
-  /** Runs `work` after every earlier E2E step of this device finished: state is read-modified-written one at a time. */
-  exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
-    this.queue = run.catch(() => undefined);
-    return run;
+  /**
+   * Seals a new message of a direct chat and stores it in the outbox with its
+   * ratchet steps (unsealed when it cannot be sealed now; see
+   * e2e/outbox-commits.ts). Throws IdentityChangedError.
+   */
+  sealIntoOutbox(message: NewOutboxMessage): Promise<OutboxEntry> {
+    const { lock, store } = this.options;
+    return commitNew(lock, store, message, () => this.seal(message.chatId, message.messageId, message.content));
+  }
+
+  /** Seals a queued direct message that has no sealed bytes yet, once; resolves with the bytes to send. */
+  sealQueued(entry: OutboxEntry): Promise<Uint8Array> {
+    const { lock, store } = this.options;
+    return commitQueued(lock, store, entry, () => this.seal(entry.chatId, entry.messageId, entry.content));
+  }
+
+  /** `reseal` of a queued message's `previous` bytes, stored in their place; resolves with the bytes to send. */
+  resealForDevices(entry: OutboxEntry, previous: Uint8Array, change: DeviceChange): Promise<Uint8Array> {
+    const { lock, store } = this.options;
+    return commitReplacement(lock, store, entry, previous, () => this.reseal(previous, entry.content, change));
   }
 
   /** Seals `content` for every other device in the chat. Throws NeedsServerError, IdentityChangedError. */
@@ -282,99 +267,42 @@ export class PairwiseSessions {
     return (await this.directory.knownDevice(userId, deviceId))?.identityKey;
   }
 
-  /** Opens this device's envelope of a received message. */
-  async open(message: Message): Promise<Opened> {
-    const { deviceId, store } = this.options;
-    const mine = message.devicePayloads.find((p) => p.deviceId === deviceId);
-    if (mine === undefined) {
-      return {
-        kind: "undecryptable",
-        reason: "not-for-this-device",
-        detail: "the sender encrypted nothing for this device",
-        canHeal: true,
-      };
-    }
-    const sender = message.senderDeviceId;
-    const keys = [sessionKey(sender), PREKEYS_KEY];
-    const stored = await store.readE2e(keys);
-    const sessionRecord = stored.get(sessionKey(sender));
-    const prekeysRecord = stored.get(PREKEYS_KEY);
-    const record = sessionRecord === undefined ? EMPTY_RECORD : this.decodeSession(sender, sessionRecord);
-    const local = prekeysRecord === undefined ? undefined : this.preKeys.decode(prekeysRecord);
-    let opened;
-    try {
-      opened = await openEnvelope(
-        { ...this.setupDeps(), nowMs: this.options.clock.nowMs() },
-        this.options.identity,
-        record,
-        mine.ciphertext,
-        routingHeader(message.chatId, message.messageId, sender, deviceId),
-        (prekeyMessage) => Promise.resolve(responderKeys(local, prekeyMessage)),
-      );
-    } catch (error) {
-      if (!(error instanceof OpenError)) throw error;
-      return { kind: "undecryptable", reason: error.reason, detail: error.message, canHeal: error.reason !== "replay" };
-    }
-    const known = await this.directory.knownDevice(message.senderUserId, sender);
-    if (known === undefined || !equalBytes(known.identityKey, opened.peerIdentityKey)) {
-      return {
-        kind: "undecryptable",
-        reason: "identity-mismatch",
-        detail: `the message is signed by a key the server does not list for device ${sender}`,
-        canHeal: false,
-      };
-    }
-    let content: Content;
-    try {
-      content = Content.decode(opened.plaintext);
-    } catch {
-      return {
-        kind: "undecryptable",
-        reason: "undecodable",
-        detail: "the decrypted content is not a Content",
-        canHeal: false,
-      };
-    }
-    const writes = [this.sessionWrite(sender, sessionRecord?.version ?? 0, opened.record)];
-    const { oneTimePreKeyId } = opened.consumed;
-    if (oneTimePreKeyId !== undefined && local !== undefined && prekeysRecord !== undefined) {
-      // The one-time private key goes with the message that used it: it can never set up a second session.
-      const next: LocalPreKeys = { ...local, oneTime: local.oneTime.filter((k) => k.id !== oneTimePreKeyId) };
-      writes.push({
-        key: PREKEYS_KEY,
-        expectedVersion: prekeysRecord.version,
-        value: sealRecord(this.options.storageKey, PREKEYS_KEY, next),
-      });
-    }
-    return { kind: "content", content, writes };
+  /** Opens this device's envelope of a received message (pairwise-open.ts); its writes go with the message. */
+  open(message: Message): Promise<Opened> {
+    const { deviceId, storageKey, store, identity, clock } = this.options;
+    const deps = { deviceId, storageKey, store, identity, clock, setup: this.setupDeps() };
+    return openPairwise({ ...deps, preKeys: this.preKeys, directory: this.directory }, message);
   }
 
   /**
    * Forgets the current session with a device (it failed), so the next
    * message to it starts a new one from a fresh prekey.
    */
-  async resetSession(deviceId: string): Promise<void> {
-    const key = sessionKey(deviceId);
-    const stored = (await this.options.store.readE2e([key])).get(key);
-    if (stored === undefined) return;
-    const record = this.decodeSession(deviceId, stored);
-    const previous = record.current === undefined ? record.previous : [record.current, ...record.previous];
-    await this.options.store.writeE2e([this.sessionWrite(deviceId, stored.version, { current: undefined, previous })]);
+  resetSession(deviceId: string): Promise<void> {
+    return this.options.lock.run(async () => {
+      const key = sessionKey(deviceId);
+      const stored = (await this.options.store.readE2e([key])).get(key);
+      if (stored === undefined) return;
+      const record = this.decodeSession(deviceId, stored);
+      const previous = record.current === undefined ? record.previous : [record.current, ...record.previous];
+      const write = this.sessionWrite(deviceId, stored.version, { current: undefined, previous });
+      await this.options.store.writeE2e([write]);
+    });
   }
 
   /** See PreKeyUpkeep.maintainPreKeys: cheap when nothing is due; call it at every login and now and then. */
   maintainPreKeys(stock: PreKeyStock | undefined): Promise<void> {
-    return this.preKeys.maintainPreKeys(stock);
+    return this.options.lock.run(() => this.preKeys.maintainPreKeys(stock));
   }
 
   /** What we know of a user's devices (fetched when stale and the server is reachable). */
   knownUser(userId: string, isRefresh = false): Promise<KnownUser | undefined> {
-    return this.directory.knownUser(userId, isRefresh);
+    return this.options.lock.run(() => this.directory.knownUser(userId, isRefresh));
   }
 
   /** Trusts the user's current device keys (after the user compared the safety number). */
   acceptIdentity(userId: string): Promise<KnownUser> {
-    return this.directory.acceptIdentity(userId);
+    return this.options.lock.run(() => this.directory.acceptIdentity(userId));
   }
 
   private requireServer(what: string): E2eServer {
@@ -387,15 +315,10 @@ export class PairwiseSessions {
   }
 
   private decodeSession(deviceId: string, stored: E2eRecord): SessionRecord {
-    return openRecord<SessionRecord>(this.options.storageKey, sessionKey(deviceId), stored.value);
-  }
-
-  private decodePreKeys(stored: E2eRecord): LocalPreKeys {
-    return openRecord<LocalPreKeys>(this.options.storageKey, PREKEYS_KEY, stored.value);
+    return decodeSession(this.options.storageKey, deviceId, stored);
   }
 
   private sessionWrite(deviceId: string, version: number, record: SessionRecord): E2eWrite {
-    const key = sessionKey(deviceId);
-    return { key, expectedVersion: version, value: sealRecord(this.options.storageKey, key, record) };
+    return sessionWrite(this.options.storageKey, deviceId, version, record);
   }
 }

@@ -17,7 +17,6 @@
  *   nothing of it, not even through the grace window).
  */
 import type { DeviceSigner } from "../crypto/device-signer.ts";
-import type { E2eWrite } from "../store/client-store.ts";
 import {
   RemessengerError,
   isError,
@@ -53,10 +52,6 @@ export interface GroupAdminPort {
     genesis: SignedGroupOperation;
   }): Promise<{ chat: Chat | undefined; created: boolean }>;
   sendMessage(request: SendMessageRequest): Promise<SendMessageResponse>;
-  /** Runs `work` with the end-to-end state to itself (the codec's queue). */
-  exclusive<T>(work: () => Promise<T>): Promise<T>;
-  /** Stores end-to-end writes. */
-  writeE2e(writes: readonly E2eWrite[]): Promise<void>;
   nowMs(): number;
 }
 
@@ -100,7 +95,7 @@ export async function createGroup(
     throw new RemessengerError(ErrorCode.ERROR_CODE_INTERNAL, "the server did not answer with the group");
   }
   // The CREATE is seq 1: apply it now, as the server keeps it, so this device can send at once.
-  await port.exclusive(() => port.groups.refresh(chatId, true));
+  await port.groups.refresh(chatId, true);
   const state = await port.groups.groupState(chatId);
   if (state === undefined)
     throw new RemessengerError(ErrorCode.ERROR_CODE_INTERNAL, "the group's CREATE did not apply");
@@ -130,7 +125,7 @@ export async function changeGroup(
   request: GroupChangeRequest,
 ): Promise<GroupChange> {
   for (let round = 1; ; round += 1) {
-    await port.exclusive(() => port.groups.refresh(chatId, true));
+    await port.groups.refresh(chatId, true);
     const state: GroupState | undefined = await port.groups.groupState(chatId);
     if (state === undefined) {
       throw new RemessengerError(ErrorCode.ERROR_CODE_NOT_FOUND, `this device knows no group ${chatId}`);
@@ -158,26 +153,23 @@ export async function changeGroup(
       if (isError(error, ErrorCode.ERROR_CODE_GROUP_CHANGED) && round < MAX_DRAFT_ROUNDS) continue;
       throw error;
     }
-    return port.exclusive(async () => {
-      const outcome = await port.groups.receiveOperation({
-        chatId,
-        seq: answer.seq,
-        messageId: operationMessageId(operation),
-        senderUserId: port.userId,
-        senderDeviceId: port.deviceId,
-        serverTimeMs: answer.serverTimeMs,
-        payload: new Uint8Array(0),
-        devicePayloads: [],
-        groupOperation,
-      });
-      if (outcome.kind === "rejected") {
-        throw new RemessengerError(
-          ErrorCode.ERROR_CODE_INTERNAL,
-          `the server took a change this device refuses: ${outcome.reason} (${outcome.detail})`,
-        );
-      }
-      await port.writeE2e(outcome.writes);
-      return outcome.change;
+    const outcome = await port.groups.applyOwnOperation({
+      chatId,
+      seq: answer.seq,
+      messageId: operationMessageId(operation),
+      senderUserId: port.userId,
+      senderDeviceId: port.deviceId,
+      serverTimeMs: answer.serverTimeMs,
+      payload: new Uint8Array(0),
+      devicePayloads: [],
+      groupOperation,
     });
+    if (outcome.kind === "rejected") {
+      throw new RemessengerError(
+        ErrorCode.ERROR_CODE_INTERNAL,
+        `the server took a change this device refuses: ${outcome.reason} (${outcome.detail})`,
+      );
+    }
+    return outcome.change;
   }
 }

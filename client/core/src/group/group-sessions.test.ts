@@ -23,6 +23,7 @@ import { webCryptoEd25519 } from "../crypto/webcrypto-ed25519.ts";
 import type { DeviceSigner } from "../crypto/device-signer.ts";
 import { MemoryClientStore } from "../store/memory-client-store.ts";
 import { systemClock } from "../runtime/clock.ts";
+import { E2eLock } from "../e2e/e2e-lock.ts";
 import { type E2eServer, PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { contentText, textContent } from "../session/payload-codec.ts";
 import type { GraceWindow } from "./epoch-window.ts";
@@ -86,12 +87,14 @@ class GroupLab {
     const identity = await makeDeviceIdentity(signer, await stablelibX25519.generateKeyPair());
     const store = new MemoryClientStore();
     const storageKey = randomBytes(32);
+    const lock = new E2eLock();
     const e2e = new PairwiseSessions({
       userId,
       deviceId,
       identity,
       storageKey,
       store,
+      lock,
       x25519: stablelibX25519,
       ed25519: webCryptoEd25519,
       clock: this.clock,
@@ -101,6 +104,7 @@ class GroupLab {
       deviceId,
       storageKey,
       store,
+      lock,
       ed25519: webCryptoEd25519,
       pairwise: e2e,
       clock: this.clock,

@@ -5,6 +5,13 @@
  * member devices' sender keys (sender-key.ts), their distribution
  * (KeyDistribution), all as encrypted, versioned records (GroupRecords).
  *
+ * GroupSessions is the top of the E2E layer: it takes the E2E lock (shared
+ * with PairwiseSessions) inside its own methods, and the steps that commit
+ * with a store row are its methods too: a seal with its outbox row
+ * (e2e/outbox-commits.ts), every message from another device, group or
+ * pairwise, opened (group-opening.ts) and stored with its received row
+ * (e2e/received-commits.ts).
+ *
  * Invariants:
  * - A group message is sealed once for every member (one GroupEnvelope in the
  *   shared payload), in the epoch this device knows as current, and its key
@@ -13,8 +20,7 @@
  *   epoch has reached every member device of the epoch (prepareSend).
  * - Only members of an epoch get its keys: a removed member none of the next
  *   epoch, an added member none of an earlier one.
- * - Opening judges the message by the epoch rules first (seq and server time:
- *   every member decides alike), then verifies its signature, then decrypts;
+ * - Opening judges the message by the epoch rules first (group-opening.ts);
  *   every refusal is a reason, never a silent drop.
  * - No chain key is written anywhere but in these encrypted records.
  */
@@ -31,23 +37,32 @@ import {
   messageIdFromHex,
 } from "@remessenger/protocol";
 import type { Ed25519Provider } from "../crypto/device-signer.ts";
+import type { E2eLock } from "../e2e/e2e-lock.ts";
+import { commitNew, commitQueued, commitReplacement } from "../e2e/outbox-commits.ts";
 import { NeedsServerError } from "../e2e/pairwise-errors.ts";
 import type { PairwiseSessions, Sealed } from "../e2e/pairwise-sessions.ts";
+import { type Received, commitOpened, commitOperation } from "../e2e/received-commits.ts";
+import { retryStale } from "../e2e/stale-retry.ts";
 import type { Clock } from "../runtime/clock.ts";
-import type { ClientStore, E2eWrite } from "../store/client-store.ts";
-import { type EpochFailure, type GraceWindow, isMemberDuring, judgeGroupMessage } from "./epoch-window.ts";
+import type { ClientStore, NewOutboxMessage, OutboxEntry, ReceivedMessage } from "../store/client-store.ts";
+import { type GraceWindow, isMemberDuring } from "./epoch-window.ts";
 import { type ChainServer, GroupChain, type OperationOutcome } from "./group-chain.ts";
-import { type FromRecord, GroupRecords, fromKey, ownKey } from "./group-records.ts";
-import { type DistributionServer, KeyDistribution, type KeyRequestOutcome } from "./key-distribution.ts";
 import {
-  type ReceivedSenderKey,
-  SenderKeyError,
-  type SenderKeyFailure,
-  groupRoute,
-  openGroupMessage,
-  receiveDistribution,
-  sealGroupMessage,
-} from "./sender-key.ts";
+  type DistributionOutcome,
+  type GroupOpened,
+  type GroupOpeningDeps,
+  acceptDistribution,
+  openFromDevice,
+  openGroup,
+} from "./group-opening.ts";
+import { GroupRecords, ownKey } from "./group-records.ts";
+import { type DistributionServer, KeyDistribution, type KeyRequestOutcome } from "./key-distribution.ts";
+import { groupRoute, sealGroupMessage } from "./sender-key.ts";
+
+export type { DistributionOutcome, GroupOpened, GroupOpenFailure } from "./group-opening.ts";
+
+/** A queued group message is sealed again in a newer epoch at most this often in a row before it waits. */
+export const MAX_EPOCH_RESEALS = 3;
 
 /** What the group layer asks the server (the session's ServerApi answers). */
 export type GroupServer = ChainServer & DistributionServer;
@@ -58,6 +73,8 @@ export interface GroupSessionsOptions {
   /** 32 bytes: encrypts every record at rest. */
   storageKey: Uint8Array;
   store: ClientStore;
+  /** The one lock of this device's E2E state, the one PairwiseSessions was given. */
+  lock: E2eLock;
   ed25519: Ed25519Provider;
   /** The pairwise layer: distributions and device lists go through it. */
   pairwise: PairwiseSessions;
@@ -65,34 +82,20 @@ export interface GroupSessionsOptions {
   window: GraceWindow;
 }
 
-export type GroupOpenFailure = EpochFailure | SenderKeyFailure | "unknown-group" | "no-sender-key" | "undecodable";
-
-export type GroupOpened =
-  | { kind: "content"; content: Content; writes: E2eWrite[]; isGrace: boolean }
-  | {
-      kind: "undecryptable";
-      reason: GroupOpenFailure;
-      detail: string;
-      /** For "no-sender-key": the epoch whose key to ask the sending device for (key-request.ts). */
-      missingEpoch?: number;
-    };
-
-export type DistributionOutcome =
-  | { kind: "accepted"; writes: E2eWrite[] }
-  | { kind: "rejected"; reason: GroupOpenFailure | "bad-distribution"; detail: string };
-
 export class GroupSessions {
   private readonly options: GroupSessionsOptions;
   private readonly records: GroupRecords;
   private readonly chain: GroupChain;
   private readonly distribution: KeyDistribution;
+  private readonly opening: GroupOpeningDeps;
 
   constructor(options: GroupSessionsOptions) {
     this.options = options;
-    const { store, storageKey, ed25519, pairwise, clock, window, deviceId } = options;
+    const { store, storageKey, ed25519, pairwise, clock, window, deviceId, userId } = options;
     this.records = new GroupRecords({ store, storageKey, ed25519 });
     this.chain = new GroupChain({ store, records: this.records, pairwise, ed25519, window });
     this.distribution = new KeyDistribution({ deviceId, store, records: this.records, pairwise, clock });
+    this.opening = { userId, store, records: this.records, chain: this.chain, ed25519, window };
   }
 
   /**
@@ -114,34 +117,135 @@ export class GroupSessions {
     return (await this.records.readGroup(chatId))?.record.state;
   }
 
-  /** See GroupChain.receiveOperation: the caller stores the message with `writes`. */
+  /** Checks one membership operation against the verified chain (GroupChain.receiveOperation); stores nothing. */
   receiveOperation(message: Message): Promise<OperationOutcome> {
-    return this.chain.receiveOperation(message);
+    return this.options.lock.run(() => this.chain.receiveOperation(message));
+  }
+
+  /** A membership operation received: checked and stored with its place in the sequence (e2e/received-commits.ts). */
+  storeOperation(message: Message, base: ReceivedMessage): Promise<{ result: OperationOutcome; isNew: boolean }> {
+    const { lock, store } = this.options;
+    return commitOperation(lock, store, base, () => this.chain.receiveOperation(message));
+  }
+
+  /** This device's own operation, taken by the server: applied here at once, its writes stored. */
+  applyOwnOperation(message: Message): Promise<OperationOutcome> {
+    return this.options.lock.run(async () => {
+      const outcome = await this.chain.receiveOperation(message);
+      if (outcome.kind === "applied") await this.options.store.writeE2e(outcome.writes);
+      return outcome;
+    });
   }
 
   /** See GroupChain.refresh: once per connection, or now when `isForced`. */
   refresh(chatId: string, isForced = false): Promise<void> {
-    return this.chain.refresh(chatId, isForced);
+    return this.options.lock.run(() => this.chain.refresh(chatId, isForced));
   }
 
   /** Deletes the sender keys of epochs whose grace window is over at `seq` and `serverTimeMs`. */
   pruneExpired(chatId: string, seq: number, serverTimeMs: number): Promise<void> {
-    return this.chain.pruneExpired(chatId, seq, serverTimeMs);
+    return this.options.lock.run(() => this.chain.pruneExpired(chatId, seq, serverTimeMs));
   }
 
   /** See KeyDistribution.forgetDistribution: the device gets the key again before the next message. */
   forgetDistribution(chatId: string, deviceId: string): Promise<void> {
-    return this.distribution.forgetDistribution(chatId, deviceId);
+    return this.options.lock.run(() => this.distribution.forgetDistribution(chatId, deviceId));
   }
 
-  /** See KeyDistribution.answerKeyRequest. */
+  /** See KeyDistribution.answerKeyRequest (run again from a fresh read when another process moved the state). */
   answerKeyRequest(
     chatId: string,
     requesterUserId: string,
     requesterDeviceId: string,
     request: SenderKeyRequest,
   ): Promise<KeyRequestOutcome> {
-    return this.distribution.answerKeyRequest(chatId, requesterUserId, requesterDeviceId, request);
+    const answer = (): Promise<KeyRequestOutcome> =>
+      this.distribution.answerKeyRequest(chatId, requesterUserId, requesterDeviceId, request);
+    return this.options.lock.run(() => retryStale(answer));
+  }
+
+  /**
+   * Seals a new message of a group and stores it in the outbox with its key
+   * step (unsealed when it cannot be sealed now; see e2e/outbox-commits.ts).
+   * `isOnline`: the chain is compared with the server's first.
+   */
+  sealIntoOutbox(message: NewOutboxMessage, isOnline: boolean): Promise<OutboxEntry> {
+    const { lock, store } = this.options;
+    return commitNew(lock, store, message, () =>
+      this.sealForChat(message.chatId, message.messageId, message.content, isOnline),
+    );
+  }
+
+  /** Seals a queued group message that has no sealed bytes yet, once; resolves with the bytes to send. */
+  sealQueued(entry: OutboxEntry, isOnline: boolean): Promise<Uint8Array> {
+    const { lock, store } = this.options;
+    return commitQueued(lock, store, entry, () =>
+      this.sealForChat(entry.chatId, entry.messageId, entry.content, isOnline),
+    );
+  }
+
+  /**
+   * A queued group message about to leave (prepareSend), sealed again in the
+   * current epoch while its own has ended (`onReseal` is told); resolves
+   * with the bytes to send.
+   */
+  async readyToSend(entry: OutboxEntry, sealed: Uint8Array, onReseal: () => void): Promise<Uint8Array> {
+    const { lock, store } = this.options;
+    let current = sealed;
+    for (let round = 0; round < MAX_EPOCH_RESEALS; round += 1) {
+      if ((await this.prepareSend(entry.chatId, current)) === "send") return current;
+      onReseal();
+      current = await commitReplacement(lock, store, entry, current, () =>
+        this.seal(entry.chatId, entry.messageId, entry.content),
+      );
+    }
+    throw new RemessengerError(
+      ErrorCode.ERROR_CODE_UNAVAILABLE,
+      `the group's epoch changed ${MAX_EPOCH_RESEALS} times while sending; will retry`,
+      { retryAfterMs: 2_000 },
+    );
+  }
+
+  /**
+   * Opens a message from another device, group or pairwise (a pairwise one
+   * may carry a sender key: kept with the message), and stores it with the
+   * state it moved (e2e/received-commits.ts).
+   */
+  openAndStore(message: Message, base: ReceivedMessage): Promise<Received> {
+    const { lock, store, pairwise } = this.options;
+    return commitOpened(lock, store, base, () =>
+      openFromDevice({ ...this.opening, pairwise, isKnownGroup: (id) => this.isKnownGroup(id) }, message),
+    );
+  }
+
+  /**
+   * Seals a message for a group chat: once for every member with this
+   * device's sender key; a session reset or a key request goes pairwise to
+   * its one device.
+   */
+  private async sealForChat(
+    chatId: string,
+    messageIdHex: string,
+    content: Content,
+    isOnline: boolean,
+  ): Promise<Sealed> {
+    // Online, the chain is compared with the server's first (once per connection): a one-shot sender
+    // that heard no pushes, or a device just added, seals in the group's current epoch.
+    if (isOnline) {
+      try {
+        await this.chain.refresh(chatId);
+      } catch (error) {
+        // Sealed with what this device knows; the chain is compared again before the message leaves.
+        if (!(error instanceof RemessengerError)) throw error;
+      }
+    }
+    const body = content.body;
+    if (body?.$case !== "sessionReset" && body?.$case !== "senderKeyRequest") {
+      return this.seal(chatId, messageIdHex, content);
+    }
+    const members = (await this.groupState(chatId))?.members ?? [];
+    const target = body.value.targetDeviceId;
+    return this.options.pairwise.sealForMembers(chatId, messageIdHex, content, members, (id) => id === target);
   }
 
   /**
@@ -192,7 +296,11 @@ export class GroupSessions {
    * when the rotation happened. A message sealed before a member device was
    * handed the chain from a later position is "reseal" too.
    */
-  async prepareSend(chatId: string, sealed: Uint8Array): Promise<"send" | "reseal"> {
+  prepareSend(chatId: string, sealed: Uint8Array): Promise<"send" | "reseal"> {
+    return this.options.lock.run(() => this.judgeSend(chatId, sealed));
+  }
+
+  private async judgeSend(chatId: string, sealed: Uint8Array): Promise<"send" | "reseal"> {
     await this.chain.refresh(chatId);
     const request = SendMessageRequest.decode(sealed);
     if (request.payload.length === 0) return "send"; // a pairwise control message
@@ -214,108 +322,14 @@ export class GroupSessions {
     return envelope.iteration < (sent?.record.readableFrom ?? 0) ? "reseal" : "send";
   }
 
-  /** Opens a group message (a GroupEnvelope in the shared payload) from another device. */
-  async open(message: Message): Promise<GroupOpened> {
-    const refuse = (reason: GroupOpenFailure, detail: string): GroupOpened => ({
-      kind: "undecryptable",
-      reason,
-      detail,
-    });
-    let stored = await this.records.readGroup(message.chatId);
-    if (stored === undefined && this.chain.isOnline) stored = await this.chain.catchUp(message.chatId, message.seq - 1);
-    if (stored === undefined) return refuse("unknown-group", "this device knows no membership of this group");
-    let envelope: GroupEnvelope;
-    try {
-      envelope = GroupEnvelope.decode(message.payload);
-    } catch {
-      return refuse("undecodable", "the payload is not a group envelope");
-    }
-    const verdict = judgeGroupMessage(
-      stored.record.history,
-      {
-        epoch: envelope.epoch,
-        seq: message.seq,
-        serverTimeMs: message.serverTimeMs,
-        senderUserId: message.senderUserId,
-      },
-      this.options.userId,
-      this.options.window,
-    );
-    if (!verdict.isAccepted) return refuse(verdict.reason, verdict.detail);
-    const key = fromKey(message.chatId, message.senderDeviceId, envelope.epoch);
-    const record = (await this.options.store.readE2e([key])).get(key);
-    const from = record === undefined ? undefined : this.records.decode<FromRecord>(key, record);
-    if (from === undefined || from.userId !== message.senderUserId) {
-      return {
-        kind: "undecryptable",
-        reason: "no-sender-key",
-        detail: `no sender key of device ${message.senderDeviceId} for epoch ${envelope.epoch} reached this device`,
-        missingEpoch: envelope.epoch,
-      };
-    }
-    let opened;
-    try {
-      opened = await openGroupMessage(
-        from.key,
-        envelope,
-        groupRoute(message.chatId, message.messageId, message.senderDeviceId),
-        this.options.ed25519,
-      );
-    } catch (error) {
-      if (error instanceof SenderKeyError) return refuse(error.reason, error.message);
-      throw error;
-    }
-    let content: Content;
-    try {
-      content = Content.decode(opened.plaintext);
-    } catch {
-      return refuse("undecodable", "the decrypted content is not a Content");
-    }
-    // Keys of epochs whose window this message closed go in the same transaction.
-    const pruned = await this.chain.pruneWrites(message.chatId, stored, message.seq, message.serverTimeMs);
-    return {
-      kind: "content",
-      content,
-      writes: [this.records.write(key, record?.version ?? 0, { ...from, key: opened.key }), ...pruned],
-      isGrace: verdict.isGrace,
-    };
+  /** Opens a group message (a GroupEnvelope in the shared payload) from another device; see group-opening.ts. */
+  open(message: Message): Promise<GroupOpened> {
+    return openGroup(this.opening, message);
   }
 
-  /**
-   * A sender key another member device handed this one (opened from the
-   * pairwise session, so `message.senderDeviceId` is authenticated): kept
-   * when its sender may send in that epoch at this place of the sequence and
-   * this user was a member then. A key this device holds already is kept as
-   * it is (never moved back).
-   */
-  async acceptDistribution(message: Message, distribution: SenderKeyDistribution): Promise<DistributionOutcome> {
-    const stored = await this.records.readGroup(message.chatId);
-    if (stored === undefined) return { kind: "rejected", reason: "unknown-group", detail: "no membership known" };
-    if (distribution.chatId !== message.chatId) {
-      return { kind: "rejected", reason: "bad-distribution", detail: "a sender key of another group" };
-    }
-    const verdict = judgeGroupMessage(
-      stored.record.history,
-      {
-        epoch: distribution.epoch,
-        seq: message.seq,
-        serverTimeMs: message.serverTimeMs,
-        senderUserId: message.senderUserId,
-      },
-      this.options.userId,
-      this.options.window,
-    );
-    if (!verdict.isAccepted) return { kind: "rejected", reason: verdict.reason, detail: verdict.detail };
-    const key = fromKey(message.chatId, message.senderDeviceId, distribution.epoch);
-    if ((await this.options.store.readE2e([key])).has(key)) return { kind: "accepted", writes: [] };
-    let received: ReceivedSenderKey;
-    try {
-      received = receiveDistribution(message.senderDeviceId, distribution);
-    } catch (error) {
-      return { kind: "rejected", reason: "bad-distribution", detail: (error as Error).message };
-    }
-    const record: FromRecord = { userId: message.senderUserId, key: received };
-    return { kind: "accepted", writes: [this.records.write(key, 0, record)] };
+  /** A sender key another member device handed this one; see group-opening.ts. */
+  acceptDistribution(message: Message, distribution: SenderKeyDistribution): Promise<DistributionOutcome> {
+    return acceptDistribution(this.opening, message, distribution);
   }
 
   /** Whether `userId` was a member of `chatId` during `epoch` (as this device verified it). */

@@ -45,8 +45,10 @@ import { type DisplayNames, type MessageView, isShown, viewOfReceived } from "./
 import type { MessengerSession, MessengerSessionFactory, MessengerSessionOptions } from "./messenger-session.ts";
 import { type MessengerLifecycle, SessionLifecycle } from "./session-lifecycle.ts";
 import { ObservableValue, type Observable } from "./observable.ts";
-import { Timeline, type TimelineState } from "./timeline.ts";
+import { OpenTimelines, type TimelineHandle } from "./open-timelines.ts";
 import { type Verification, verifyUser } from "./verification.ts";
+
+export { MAX_OPEN_TIMELINES, type TimelineHandle } from "./open-timelines.ts";
 
 /** A message received and stored, decoded. */
 export interface IncomingMessage {
@@ -92,18 +94,6 @@ export interface MessengerOptions {
   pageSize?: number;
 }
 
-/** A chat's timeline as handed to a UI: the window, paging, and `close` when the screen goes. */
-export interface TimelineHandle {
-  readonly chatId: string;
-  readonly state: Observable<TimelineState>;
-  loadOlder(): Promise<boolean>;
-  loadNewer(): Promise<number>;
-  close(): void;
-}
-
-/** Timelines open at once; more means screens forgot to close theirs. */
-export const MAX_OPEN_TIMELINES = 100;
-
 export class Messenger {
   /** Every event of the running session, decoded; attach before `start` to miss nothing. */
   readonly events: TypedEmitter<MessengerEvents>;
@@ -113,11 +103,10 @@ export class Messenger {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly requestTimeoutMs: number;
-  private readonly pageSize: number;
   private readonly connectionValue: ObservableValue<ConnectionStatus>;
   private readonly life: SessionLifecycle;
   private readonly chatList: ChatList;
-  private readonly timelines = new Set<Timeline>();
+  private readonly timelines: OpenTimelines;
   /** Display names by user id, for views made in an event's turn (no store read there). */
   private names: DisplayNames = new Map();
   /** The chat list is kept current only once someone asked for it (a CLI command never does). */
@@ -130,7 +119,7 @@ export class Messenger {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
-    this.pageSize = options.pageSize ?? 50;
+    this.timelines = new OpenTimelines(this.store, this.profile.userId, options.pageSize ?? 50);
     const onListenerError = (error: unknown): void => {
       this.logger.error({ err: error }, "a messenger listener threw");
     };
@@ -219,27 +208,8 @@ export class Messenger {
   }
 
   /** A chat's timeline, opened on its newest page, updated live until closed. */
-  async timeline(chatId: string): Promise<TimelineHandle> {
-    if (this.timelines.size >= MAX_OPEN_TIMELINES) {
-      throw new Error(`more than ${MAX_OPEN_TIMELINES} open timelines: close the ones no screen shows`);
-    }
-    const timeline = new Timeline(this.store, chatId, this.profile.userId, this.pageSize);
-    this.timelines.add(timeline);
-    try {
-      await timeline.open();
-    } catch (error) {
-      this.timelines.delete(timeline);
-      throw error;
-    }
-    return {
-      chatId,
-      state: timeline.state,
-      loadOlder: () => timeline.loadOlder(),
-      loadNewer: () => timeline.loadNewer(),
-      close: () => {
-        this.timelines.delete(timeline);
-      },
-    };
+  timeline(chatId: string): Promise<TimelineHandle> {
+    return this.timelines.open(chatId);
   }
 
   /** Marks the chat read through `throughSeq` (its newest message when omitted); the read mark only moves forward. */
@@ -359,7 +329,7 @@ export class Messenger {
       }),
       events.on("outbox", (entry) => {
         emit("outbox", entry);
-        for (const timeline of this.timelines) timeline.outbox(entry);
+        this.timelines.outbox(entry);
         this.refreshSoon();
       }),
       events.on("group", (value) => {
@@ -386,16 +356,9 @@ export class Messenger {
       const message = viewOfReceived(record, { me: this.profile.userId, names: this.names });
       this.events.emit("message", { message, senderDeviceId: record.senderDeviceId, isOwnDevice });
     }
-    if (this.timelines.size > 0)
-      drop(this.showInTimelines(record), (error) => this.reportProblem("updating a timeline", error));
+    if (!this.timelines.isEmpty)
+      drop(this.timelines.received(record), (error) => this.reportProblem("updating a timeline", error));
     this.refreshSoon();
-  }
-
-  /** Own messages take their outbox state in a timeline. */
-  private async showInTimelines(record: ReceivedMessage): Promise<void> {
-    const own =
-      record.senderUserId === this.profile.userId ? await this.store.getOutboxEntry(record.messageId) : undefined;
-    for (const timeline of this.timelines) timeline.received(record, own);
   }
 
   private refreshSoon(): void {

@@ -2,7 +2,10 @@
  * ClientStore on node:sqlite: the CLI's profile database (client.sqlite in
  * the profile directory). It keeps every invariant of the ports (see
  * client/core/src/store/client-store.ts) and passes their contract suites.
- * The tables, their migrations and rows are in sqlite-client-schema.ts.
+ * The tables, their migrations and rows are in sqlite-client-schema.ts; the
+ * outbox's single statements in sqlite-outbox.ts, the timeline's in
+ * sqlite-timeline.ts, the E2E state's in
+ * sqlite-e2e-state.ts, the chat list's in sqlite-chat-activity.ts.
  *
  * - WAL and synchronous=FULL: a commit is on disk when the call returns, so
  *   `addToOutbox` resolving means the message survives a crash.
@@ -18,9 +21,8 @@
  *   (what the server gets) beside them.
  * - Read marks move forward only, guarded in the upsert itself.
  */
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync } from "node:sqlite";
 import {
-  StaleE2eStateError,
   type ChatActivity,
   type ChatSummary,
   type ClientStore,
@@ -34,20 +36,36 @@ import {
   type OutboxQuery,
   type OutboxState,
   type ReceivedMessage,
-  isShownToUser,
 } from "../index.ts";
 import { Content } from "@remessenger/protocol";
 import {
   type ChatRow,
   type OutboxRow,
-  type ReceivedRow,
   SCHEMA_VERSION,
   migrateClientSchema,
   toChat,
   toEntry,
-  toReceived,
 } from "./sqlite-client-schema.ts";
 import { readChatActivity } from "./sqlite-chat-activity.ts";
+import { applyE2eWrites, listE2eKeys, readE2eRecords } from "./sqlite-e2e-state.ts";
+import {
+  chatsWithQueued,
+  countOutbox,
+  listOutbox,
+  markQueuedProblem,
+  markSent,
+  nextQueued,
+  oneEntry,
+} from "./sqlite-outbox.ts";
+import {
+  hasReceived,
+  highestReceivedSeqs,
+  insertReceived,
+  listReceived,
+  listReceivedBefore,
+  markRead,
+  raiseCursor,
+} from "./sqlite-timeline.ts";
 
 /** How long a write waits for another process's transaction before failing. */
 export const BUSY_TIMEOUT_MS = 10_000;
@@ -151,81 +169,35 @@ export class SqliteClientStore implements ClientStore {
   }
 
   getOutboxEntry(messageId: string): Promise<OutboxEntry | undefined> {
-    return this.run(() => this.oneEntry("SELECT * FROM outbox WHERE message_id = ?", messageId));
+    return this.run(() => oneEntry(this.db, "SELECT * FROM outbox WHERE message_id = ?", messageId));
   }
 
   nextQueued(chatId: string): Promise<OutboxEntry | undefined> {
-    return this.run(() =>
-      this.oneEntry("SELECT * FROM outbox WHERE state = 'queued' AND chat_id = ? ORDER BY position LIMIT 1", chatId),
-    );
+    return this.run(() => nextQueued(this.db, chatId));
   }
 
   chatsWithQueued(limit: number): Promise<string[]> {
-    return this.run(() => {
-      const rows = this.db
-        .prepare("SELECT chat_id FROM outbox WHERE state = 'queued' GROUP BY chat_id ORDER BY MIN(position) LIMIT ?")
-        .all(limit) as Array<{ chat_id: string }>;
-      return rows.map((r) => r.chat_id);
-    });
+    return this.run(() => chatsWithQueued(this.db, limit));
   }
 
   listOutbox(query: OutboxQuery): Promise<OutboxEntry[]> {
-    return this.run(() => {
-      const states = query.states ?? ["queued", "sent", "delivered", "failed"];
-      const marks = states.map(() => "?").join(", ");
-      const inChat = query.chatId === undefined ? "" : "AND chat_id = ?";
-      const rows = this.db
-        .prepare(`SELECT * FROM outbox WHERE state IN (${marks}) ${inChat} ORDER BY position LIMIT ?`)
-        .all(...states, ...(query.chatId === undefined ? [] : [query.chatId]), query.limit) as unknown as OutboxRow[];
-      return rows.map(toEntry);
-    });
+    return this.run(() => listOutbox(this.db, query));
   }
 
   countOutbox(state: OutboxState): Promise<number> {
-    return this.run(() => {
-      const row = this.db.prepare("SELECT COUNT(*) AS n FROM outbox WHERE state = ?").get(state) as { n: number };
-      return row.n;
-    });
+    return this.run(() => countOutbox(this.db, state));
   }
 
   markSent(messageId: string, seq: number): Promise<OutboxEntry | undefined> {
-    // One statement, so the receipt check and the update are atomic.
-    return this.run(() =>
-      this.oneEntry(
-        `UPDATE outbox SET seq = $seq,
-           state = CASE WHEN $seq <= COALESCE((SELECT through_seq FROM receipts r WHERE r.chat_id = outbox.chat_id), 0)
-                        THEN 'delivered' ELSE 'sent' END,
-           problem_code = NULL, problem_message = NULL, problem_at_ms = NULL
-         WHERE message_id = $id AND state = 'queued' RETURNING *`,
-        { $seq: seq, $id: messageId },
-      ),
-    );
+    return this.run(() => markSent(this.db, messageId, seq));
   }
 
   markProblem(messageId: string, problem: OutboxProblem): Promise<OutboxEntry | undefined> {
-    return this.run(() =>
-      this.oneEntry(
-        `UPDATE outbox SET problem_code = ?, problem_message = ?, problem_at_ms = ?
-         WHERE message_id = ? AND state = 'queued' RETURNING *`,
-        problem.code,
-        problem.message,
-        problem.atMs,
-        messageId,
-      ),
-    );
+    return this.run(() => markQueuedProblem(this.db, messageId, problem, false));
   }
 
   markFailed(messageId: string, problem: OutboxProblem): Promise<OutboxEntry | undefined> {
-    return this.run(() =>
-      this.oneEntry(
-        `UPDATE outbox SET state = 'failed', problem_code = ?, problem_message = ?, problem_at_ms = ?
-         WHERE message_id = ? AND state = 'queued' RETURNING *`,
-        problem.code,
-        problem.message,
-        problem.atMs,
-        messageId,
-      ),
-    );
+    return this.run(() => markQueuedProblem(this.db, messageId, problem, true));
   }
 
   applyReceipt(chatId: string, throughSeq: number): Promise<OutboxEntry[]> {
@@ -251,61 +223,24 @@ export class SqliteClientStore implements ClientStore {
   saveReceived(message: ReceivedMessage, writes: readonly E2eWrite[] = []): Promise<boolean> {
     return this.run(() =>
       this.transaction(() => {
-        const { changes } = this.db
-          .prepare(
-            `INSERT OR IGNORE INTO received
-               (chat_id, seq, message_id, sender_user_id, sender_device_id, server_time_ms, content, problem, shown)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          )
-          .run(
-            message.chatId,
-            message.seq,
-            message.messageId,
-            message.senderUserId,
-            message.senderDeviceId,
-            message.serverTimeMs,
-            message.content === undefined ? null : Content.encode(message.content).finish(),
-            message.problem ?? null,
-            isShownToUser(message) ? 1 : 0,
-          );
-        if (changes === 0) return false;
+        if (!insertReceived(this.db, message)) return false;
         this.applyE2e(writes);
-        this.db
-          .prepare(
-            `INSERT INTO chat_cursors (chat_id, highest_seq) VALUES (?, ?)
-             ON CONFLICT (chat_id) DO UPDATE SET highest_seq = MAX(highest_seq, excluded.highest_seq)`,
-          )
-          .run(message.chatId, message.seq);
+        raiseCursor(this.db, message.chatId, message.seq);
         return true;
       }),
     );
   }
 
   hasReceived(chatId: string, seq: number): Promise<boolean> {
-    return this.run(
-      () => this.db.prepare("SELECT 1 FROM received WHERE chat_id = ? AND seq = ?").get(chatId, seq) !== undefined,
-    );
+    return this.run(() => hasReceived(this.db, chatId, seq));
   }
 
   readE2e(keys: readonly string[]): Promise<Map<string, E2eRecord>> {
-    return this.run(() => {
-      const statement = this.db.prepare("SELECT version, value FROM e2e_state WHERE key = ?");
-      const out = new Map<string, E2eRecord>();
-      for (const key of keys) {
-        const row = statement.get(key) as { version: number; value: Uint8Array } | undefined;
-        if (row !== undefined) out.set(key, { version: row.version, value: row.value });
-      }
-      return out;
-    });
+    return this.run(() => readE2eRecords(this.db, keys));
   }
 
   listE2eKeys(prefix: string): Promise<string[]> {
-    return this.run(() => {
-      const rows = this.db
-        .prepare("SELECT key FROM e2e_state WHERE substr(key, 1, length(?)) = ? ORDER BY key")
-        .all(prefix, prefix) as Array<{ key: string }>;
-      return rows.map((r) => r.key);
-    });
+    return this.run(() => listE2eKeys(this.db, prefix));
   }
 
   writeE2e(writes: readonly E2eWrite[]): Promise<void> {
@@ -317,47 +252,19 @@ export class SqliteClientStore implements ClientStore {
   }
 
   highestReceivedSeqs(): Promise<Map<string, number>> {
-    return this.run(() => {
-      const rows = this.db.prepare("SELECT chat_id, highest_seq FROM chat_cursors").all() as Array<{
-        chat_id: string;
-        highest_seq: number;
-      }>;
-      return new Map(rows.map((r) => [r.chat_id, r.highest_seq]));
-    });
+    return this.run(() => highestReceivedSeqs(this.db));
   }
 
   listReceived(chatId: string, afterSeq: number, limit: number): Promise<ReceivedMessage[]> {
-    return this.run(() => {
-      const rows = this.db
-        .prepare("SELECT * FROM received WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-        .all(chatId, afterSeq, limit) as unknown as ReceivedRow[];
-      return rows.map(toReceived);
-    });
+    return this.run(() => listReceived(this.db, chatId, afterSeq, limit));
   }
 
   listReceivedBefore(chatId: string, beforeSeq: number, limit: number): Promise<ReceivedMessage[]> {
-    return this.run(() => {
-      const rows = this.db
-        .prepare(
-          `SELECT * FROM (SELECT * FROM received WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
-        )
-        .all(chatId, beforeSeq, limit) as unknown as ReceivedRow[];
-      return rows.map(toReceived);
-    });
+    return this.run(() => listReceivedBefore(this.db, chatId, beforeSeq, limit));
   }
 
   markRead(chatId: string, throughSeq: number): Promise<boolean> {
-    return this.run(() => {
-      if (throughSeq <= 0) return false;
-      const { changes } = this.db
-        .prepare(
-          `INSERT INTO read_marks (chat_id, through_seq) VALUES (?, ?)
-           ON CONFLICT (chat_id) DO UPDATE SET through_seq = excluded.through_seq
-           WHERE excluded.through_seq > read_marks.through_seq`,
-        )
-        .run(chatId, throughSeq);
-      return changes > 0;
-    });
+    return this.run(() => markRead(this.db, chatId, throughSeq));
   }
 
   chatActivity(): Promise<ChatActivity[]> {
@@ -436,21 +343,9 @@ export class SqliteClientStore implements ClientStore {
     }
   }
 
-  /** Inside a transaction: checks every version first, then writes; StaleE2eStateError rolls all back. */
+  /** Inside a transaction: see sqlite-e2e-state.ts. */
   private applyE2e(writes: readonly E2eWrite[]): void {
-    const select = this.db.prepare("SELECT version FROM e2e_state WHERE key = ?");
-    for (const write of writes) {
-      const row = select.get(write.key) as { version: number } | undefined;
-      if ((row?.version ?? 0) !== write.expectedVersion) throw new StaleE2eStateError(write.key);
-    }
-    const upsert = this.db.prepare(
-      "INSERT INTO e2e_state (key, version, value) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET version = excluded.version, value = excluded.value",
-    );
-    const remove = this.db.prepare("DELETE FROM e2e_state WHERE key = ?");
-    for (const write of writes) {
-      if (write.value === undefined) remove.run(write.key);
-      else upsert.run(write.key, write.expectedVersion + 1, write.value);
-    }
+    applyE2eWrites(this.db, writes);
   }
 
   /** BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock upgrading a read. */
@@ -464,13 +359,5 @@ export class SqliteClientStore implements ClientStore {
       this.db.exec("ROLLBACK");
       throw error;
     }
-  }
-
-  private oneEntry(
-    sql: string,
-    ...params: Array<SQLInputValue | Record<string, SQLInputValue>>
-  ): OutboxEntry | undefined {
-    const row = this.db.prepare(sql).get(...(params as SQLInputValue[])) as OutboxRow | undefined;
-    return row === undefined ? undefined : toEntry(row);
   }
 }

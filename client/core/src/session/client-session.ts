@@ -13,7 +13,7 @@
  *   (`send` resolves only then), and is retried on every connection until
  *   the server answers with its seq.
  * - Every message is end-to-end encrypted (PairwiseSessions, GroupSessions); the E2E
- *   lock is taken inside the units and the methods here, never by a caller.
+ *   lock is theirs, taken inside their methods, never here nor by a caller.
  * - Every failure shows in `status` (ConnectionStatus) with its reason, and
  *   every handled error as a "problem" event.
  * - `stop()` takes nothing more in, lets the message being stored finish and
@@ -216,20 +216,17 @@ export class ClientSession {
 
   /** What this device knows of `userId`'s devices and identity; `isRefresh` asks the server first. */
   knownUser(userId: string, isRefresh = false): Promise<KnownUser | undefined> {
-    const { e2e } = this.run();
-    return e2e.exclusive(() => e2e.knownUser(userId, isRefresh));
+    return this.run().e2e.knownUser(userId, isRefresh);
   }
 
   /** Accepts `userId`'s changed identity: sending to that user works again. */
   acceptIdentity(userId: string): Promise<KnownUser> {
-    const { e2e } = this.run();
-    return e2e.exclusive(() => e2e.acceptIdentity(userId));
+    return this.run().e2e.acceptIdentity(userId);
   }
 
   /** Catches up with the group's chain on the server (`isForced`: even if checked on this connection). */
   refreshGroup(chatId: string, isForced = false): Promise<void> {
-    const { e2e, groups } = this.run();
-    return e2e.exclusive(() => groups.refresh(chatId, isForced));
+    return this.run().groups.refresh(chatId, isForced);
   }
 
   /** The membership this device verified for group `chatId`, if it knows the group. */
@@ -239,14 +236,12 @@ export class ClientSession {
 
   /** Checks one membership operation against the verified chain (its writes are not stored). */
   receiveGroupOperation(message: Message): Promise<OperationOutcome> {
-    const { e2e, groups } = this.run();
-    return e2e.exclusive(() => groups.receiveOperation(message));
+    return this.run().groups.receiveOperation(message);
   }
 
   /** Publishes what this device's prekeys need now (a first bundle, a refill, a rotation); needs a connection. */
   maintainPreKeys(): Promise<void> {
-    const { e2e } = this.run();
-    return e2e.exclusive(() => e2e.maintainPreKeys(undefined));
+    return this.run().e2e.maintainPreKeys(undefined);
   }
 
   /** Sends whatever is queued now (e.g. messages another process added), if connected. */
@@ -339,8 +334,8 @@ export class ClientSession {
   }
 
   private groupAdmin(options: WaitOptions): GroupAdminPort {
-    const { e2e, groups } = this.run();
-    const { profile, signer, store } = this.options;
+    const { groups } = this.run();
+    const { profile, signer } = this.options;
     return {
       userId: profile.userId,
       deviceId: profile.deviceId,
@@ -353,8 +348,6 @@ export class ClientSession {
           options,
         ),
       sendMessage: (request) => this.request("sendMessage", request, options),
-      exclusive: (work) => e2e.exclusive(work),
-      writeE2e: (writes) => store.writeE2e(writes),
       nowMs: () => this.clock.nowMs(),
     };
   }

@@ -246,13 +246,9 @@ export class ConnectionKeeper {
   }
 
   private maintainPreKeys(stock: PreKeyStock | undefined, context: string): void {
-    const { e2e } = this.options;
-    drop(
-      e2e.exclusive(() => e2e.maintainPreKeys(stock)),
-      (error) => {
-        this.report(context, error);
-      },
-    );
+    drop(this.options.e2e.maintainPreKeys(stock), (error) => {
+      this.report(context, error);
+    });
   }
 
   private report(context: string, error: unknown): void {

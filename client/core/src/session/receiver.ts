@@ -25,7 +25,6 @@ import {
 } from "@remessenger/protocol";
 import type { ConnectionMonitor } from "../connection/connection-state.ts";
 import { CLOSE_GOING_AWAY } from "../connection/transport.ts";
-import type { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import type { GroupSessions } from "../group/group-sessions.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { drop } from "../runtime/drop.ts";
@@ -52,7 +51,6 @@ export interface ReceiverOptions {
   monitor: ConnectionMonitor;
   opener: MessageOpener;
   repair: Repair;
-  e2e: PairwiseSessions;
   groups: GroupSessions;
   events: SessionEmitter;
   clock: Clock;
@@ -222,7 +220,7 @@ export class Receiver implements PushSink {
    * createGroup / changeGroup); a refused one with its reason.
    */
   private async receiveOperation(message: Message, base: ReceivedMessage, isOwnDevice: boolean): Promise<void> {
-    const { opener, store, events, e2e, groups, logger } = this.options;
+    const { opener, store, events, groups, logger } = this.options;
     const outcome = await opener.operation(message, base);
     this.inbox.stored(base.chatId, base.seq);
     if (!outcome.isNew) return;
@@ -231,12 +229,9 @@ export class Receiver implements PushSink {
       const { title, members } = result.change;
       await store.saveChats([{ chatId: base.chatId, kind: "group", title, memberUserIds: members }]);
       if (!isOwnDevice) events.emit("group", { kind: "change", change: result.change });
-      drop(
-        e2e.exclusive(() => groups.pruneExpired(base.chatId, base.seq, base.serverTimeMs)),
-        (error) => {
-          reportProblem(events, logger, "deleting the sender keys of ended epochs", error);
-        },
-      );
+      drop(groups.pruneExpired(base.chatId, base.seq, base.serverTimeMs), (error) => {
+        reportProblem(events, logger, "deleting the sender keys of ended epochs", error);
+      });
     } else {
       logger.warn({ chatId: base.chatId, seq: base.seq, reason: result.reason }, "group operation refused");
       events.emit("group", {

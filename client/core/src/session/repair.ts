@@ -23,7 +23,6 @@ import type { Logger } from "../runtime/logger.ts";
 import type { OutboxEntry, ReceivedMessage } from "../store/client-store.ts";
 import type { Sealer } from "./sealer.ts";
 import { type SessionEmitter, reportProblem } from "./session-events.ts";
-import { retryStale } from "./stale-retry.ts";
 
 /** A session with a device is reset at most this often (a burst of undecryptable messages heals once). */
 export const HEAL_INTERVAL_MS = 60_000;
@@ -83,8 +82,8 @@ export class Repair {
    * sender key with the session, and gets it again before our next message.
    */
   async sessionWasReset(chatId: string, fromDeviceId: string): Promise<void> {
-    const { e2e, groups } = this.options;
-    if (await groups.isKnownGroup(chatId)) await e2e.exclusive(() => groups.forgetDistribution(chatId, fromDeviceId));
+    const { groups } = this.options;
+    if (await groups.isKnownGroup(chatId)) await groups.forgetDistribution(chatId, fromDeviceId);
   }
 
   /**
@@ -116,7 +115,7 @@ export class Repair {
    */
   answerKeyRequest(record: ReceivedMessage, request: SenderKeyRequest): void {
     const { chatId, senderUserId: fromUserId, senderDeviceId: fromDeviceId } = record;
-    const { e2e, groups, logger, events } = this.options;
+    const { groups, logger, events } = this.options;
     if (request.targetDeviceId !== this.options.deviceId) return;
     // Each answer costs a pairwise encryption: a device asking more often than the rule allows is ignored.
     if (!this.keyAnswers.shouldAsk(chatId, fromDeviceId, this.options.clock.nowMs())) {
@@ -124,26 +123,24 @@ export class Repair {
       return;
     }
     drop(
-      e2e
-        .exclusive(() => retryStale(() => groups.answerKeyRequest(chatId, fromUserId, fromDeviceId, request)))
-        .then((outcome) => {
-          const who = { chatId, fromUserId, fromDeviceId, epoch: request.epoch };
-          if (outcome.kind === "answered") {
-            logger.info({ chatId, deviceId: fromDeviceId, epoch: request.epoch }, "sender key handed out on request");
-            events.emit("senderKeyRequest", { kind: "answered", ...who, iteration: outcome.iteration });
-          } else {
-            logger.warn(
-              { chatId, deviceId: fromDeviceId, epoch: request.epoch, reason: outcome.reason },
-              "sender key request refused",
-            );
-            events.emit("senderKeyRequest", {
-              kind: "refused",
-              ...who,
-              reason: outcome.reason,
-              detail: outcome.detail,
-            });
-          }
-        }),
+      groups.answerKeyRequest(chatId, fromUserId, fromDeviceId, request).then((outcome) => {
+        const who = { chatId, fromUserId, fromDeviceId, epoch: request.epoch };
+        if (outcome.kind === "answered") {
+          logger.info({ chatId, deviceId: fromDeviceId, epoch: request.epoch }, "sender key handed out on request");
+          events.emit("senderKeyRequest", { kind: "answered", ...who, iteration: outcome.iteration });
+        } else {
+          logger.warn(
+            { chatId, deviceId: fromDeviceId, epoch: request.epoch, reason: outcome.reason },
+            "sender key request refused",
+          );
+          events.emit("senderKeyRequest", {
+            kind: "refused",
+            ...who,
+            reason: outcome.reason,
+            detail: outcome.detail,
+          });
+        }
+      }),
       (error) => {
         this.report(`answering ${fromDeviceId}'s sender key request`, error);
       },

@@ -12,6 +12,7 @@ import { selectX25519Provider } from "@remessenger/protocol";
 import type { ConnectionMonitor } from "../connection/connection-state.ts";
 import type { TransportFactory } from "../connection/transport.ts";
 import { selectEd25519Provider } from "../crypto/select-ed25519-provider.ts";
+import { E2eLock } from "../e2e/e2e-lock.ts";
 import { PairwiseSessions } from "../e2e/pairwise-sessions.ts";
 import { DEFAULT_GRACE_WINDOW } from "../group/epoch-window.ts";
 import { GroupSessions } from "../group/group-sessions.ts";
@@ -93,12 +94,15 @@ export async function buildSessionUnits(shell: SessionShell): Promise<SessionUni
   const lifetime = new AbortController();
   const api = new ServerApi({ monitor, requestTimeoutMs: timing.requestTimeoutMs, signal: lifetime.signal });
   const ed25519 = keys.ed25519 ?? (await selectEd25519Provider());
+  // One lock for both layers, handed over and never used here: they take it inside their methods.
+  const lock = new E2eLock();
   const e2e = new PairwiseSessions({
     userId: profile.userId,
     deviceId: profile.deviceId,
     identity: keys.identity,
     storageKey: keys.storageKey,
     store,
+    lock,
     x25519: keys.x25519 ?? (await selectX25519Provider()),
     ed25519,
     clock,
@@ -112,6 +116,7 @@ export async function buildSessionUnits(shell: SessionShell): Promise<SessionUni
     deviceId: profile.deviceId,
     storageKey: keys.storageKey,
     store,
+    lock,
     ed25519,
     pairwise: e2e,
     clock,
@@ -138,10 +143,10 @@ export async function buildSessionUnits(shell: SessionShell): Promise<SessionUni
   });
   const { deviceId, userId } = profile;
   const repair = new Repair({ deviceId, e2e, groups, sealer, outbox, events, clock, logger });
-  const opener = new MessageOpener({ store, e2e, groups, logger });
+  const opener = new MessageOpener({ store, groups, logger });
   const highestSeqs = await store.highestReceivedSeqs();
   const ackBatchMax = timing.ackBatchMax;
-  const receiverOptions = { deviceId, userId, highestSeqs, store, api, monitor, opener, repair, e2e, groups };
+  const receiverOptions = { deviceId, userId, highestSeqs, store, api, monitor, opener, repair, groups };
   const receiver = new Receiver({ ...receiverOptions, events, clock, logger, ackBatchMax });
   const keeper = new ConnectionKeeper({
     ...{ profile, signer: shell.options.signer, transports, monitor, api, receiver, outbox, e2e, groups, events },
