@@ -201,7 +201,7 @@ export function identityKeyText(publicKey: Uint8Array): string {
 export async function openProfile(options: OpenProfileOptions): Promise<Messenger> {
   const { store } = options;
   let profile = await store.getProfile();
-  if (profile === undefined) throw new NoProfileError((await readSecrets(options.secrets)) !== undefined);
+  if (profile === undefined) throw new NoProfileError(await options.secrets.has());
   const secrets = await readSecrets(options.secrets);
   if (secrets === undefined) {
     throw new ProfileSecretsError("missing", `the keys of device ${profile.deviceId} are gone from this profile`);

@@ -18,6 +18,8 @@ import type { E2eStateStore } from "../store/client-store.ts";
 
 /** A device's secrets at rest. */
 export interface DeviceSecretsKeeper {
+  /** Whether secrets are kept, without opening them (no passphrase asked, no vault used). */
+  has(): Promise<boolean>;
   /** The secrets kept; undefined when none were written yet; rejects when they are there but do not open. */
   read(): Promise<DeviceSecrets | undefined>;
   /** Keeps `secrets`, durably before it resolves. */
@@ -30,6 +32,9 @@ export const DEVICE_SECRETS_RECORD = "device/secrets";
 /** Secrets wrapped by `vault`, kept in `store` (a browser's IndexedDbClientStore, or any other). */
 export function storedDeviceSecrets(store: E2eStateStore, vault: KeyVault): DeviceSecretsKeeper {
   return {
+    async has() {
+      return (await store.readE2e([DEVICE_SECRETS_RECORD])).has(DEVICE_SECRETS_RECORD);
+    },
     async read() {
       const record = (await store.readE2e([DEVICE_SECRETS_RECORD])).get(DEVICE_SECRETS_RECORD);
       return record === undefined ? undefined : unwrapDeviceSecrets(vault, record.value);
