@@ -16,8 +16,15 @@ import { type CliProcess, type JsonLine, TEST_PASSPHRASE, runCli, startCli } fro
 import { type TestServer, startServer } from "../../scripts/harness/server.ts";
 import { join } from "node:path";
 import { readKeyFile, SqliteClientStore } from "@remessenger/client-core/node";
-import { DATABASE_FILE, identityFrom } from "../cli/src/profile.ts";
-import { systemClock, ClientSession, contentText, type OutboxEntry, type Clock } from "@remessenger/client-core";
+import { DATABASE_FILE } from "../cli/src/profile.ts";
+import {
+  systemClock,
+  ClientSession,
+  contentText,
+  deviceKeysOf,
+  type OutboxEntry,
+  type Clock,
+} from "@remessenger/client-core";
 import { SendMessageRequest } from "@remessenger/protocol";
 import { type CliUser, createDirectChat, initUser, linkDevice, profileRoot } from "./cli-fixtures.ts";
 import { FAST_TIMING } from "./devices.ts";
@@ -70,7 +77,7 @@ describe("a recipient links a device mid-conversation", () => {
       kind: "passphrase",
       passphrase: () => Promise.resolve(TEST_PASSPHRASE),
     });
-    const identity = await identityFrom(secrets);
+    const { identity } = await deviceKeysOf(secrets);
     const store = SqliteClientStore.open(join(alice.profile, DATABASE_FILE));
     const profile = await store.getProfile();
     if (profile === undefined) throw new Error("alice's profile is not registered");

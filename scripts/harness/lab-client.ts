@@ -11,7 +11,7 @@
  * Usage: node scripts/harness/lab-client.ts '{"name":"alice","serverUrl":"http://10.201.2.2:8080"}'
  */
 import { createInterface } from "node:readline";
-import { transportFactoryFor } from "../../client/cli/src/transport/cli-transports.ts";
+import { nodeExchanges } from "../../client/cli/src/transport/cli-transports.ts";
 import {
   MemoryClientStore,
   selectEd25519Provider,
@@ -19,7 +19,9 @@ import {
   ClientSession,
   registerNewDevice,
   contentText,
+  createTransports,
   silentLogger,
+  systemClock,
   type TransportFactory,
 } from "@remessenger/client-core";
 import { selectX25519Provider, randomBytes, ChatKind } from "@remessenger/protocol";
@@ -39,16 +41,13 @@ function emit(event: Record<string, unknown>): void {
 
 /** The CLI's own ladder (`--transport auto`): WebSocket, HTTPS, then DoH and plain DNS when there is a tunnel. */
 function ladderFor(config: LabClientConfig): TransportFactory {
-  return transportFactoryFor(
-    { transport: "auto", nameBudget: undefined },
-    {
-      serverUrls: config.serverUrl,
-      tunnel: config.tunnel,
-      dohUrls: config.dohUrls ?? [],
-      resolver: config.resolver,
-    },
-    silentLogger,
-  );
+  return createTransports({
+    endpoints: { serverUrls: config.serverUrl, tunnel: config.tunnel, dohUrls: config.dohUrls ?? [] },
+    transport: "auto",
+    exchanges: nodeExchanges(config.resolver),
+    logger: silentLogger,
+    clock: systemClock,
+  });
 }
 
 async function main(): Promise<void> {

@@ -1,22 +1,17 @@
 /**
- * How CLI commands get a messenger: built from the opened profile, with pino
- * diagnostics on stderr, and a "connect once" wait for commands that should
- * fail fast instead of retrying (a short first attempt, then an answer).
- * Every command talks to the server through the Messenger only.
+ * How CLI commands get a messenger: the core opens the profile and builds it
+ * (profile.ts supplies the Node parts), with pino diagnostics on stderr, and
+ * a "connect once" wait for commands that should fail fast instead of
+ * retrying (a short first attempt, then an answer). Every command talks to
+ * the server through the Messenger only.
  */
 import { pino } from "pino";
-import {
-  type FirstAttempt,
-  type Logger,
-  Messenger,
-  type MessengerSessionOptions,
-  clientSessionFactory,
-} from "@remessenger/client-core";
+import { type FirstAttempt, type Logger, type Messenger, type MessengerSessionOptions } from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
 import { CliError } from "./cli-error.ts";
 import type { Output } from "./output.ts";
-import { type OpenProfile, endpointsOf, openProfile } from "./profile.ts";
-import { transportFactoryFor } from "./transport/cli-transports.ts";
+import { type OpenProfile, openProfile } from "./profile.ts";
+import { transportProblem } from "./transport/cli-transports.ts";
 
 export function createLogger(config: CliConfig): Logger {
   return pino(
@@ -38,34 +33,13 @@ export const FIRST_ATTEMPT_TIMEOUT_MS = 5_000;
 /** Deadline of one request once connected. */
 export const REQUEST_TIMEOUT_MS = 10_000;
 
-export function createMessenger(
-  context: CommandContext,
-  opened: OpenProfile,
-  options: MessengerSessionOptions,
-): Messenger {
-  const { config, logger } = context;
-  const messenger = new Messenger({
-    store: opened.store,
-    profile: opened.profile,
-    signer: opened.signer,
-    sessions: clientSessionFactory({
-      profile: opened.profile,
-      signer: opened.signer,
-      store: opened.store,
-      e2e: opened.e2e,
-      logger,
-      groupWindow: config.groupWindow,
-      signedPreKeys: config.signedPreKeys,
-      transports: () => transportFactoryFor(config, endpointsOf(opened.profile), logger),
-    }),
-    session: options,
-    logger,
+/** Opens the command's profile with a messenger built (not started) for `session`. */
+export function openCommandProfile(context: CommandContext, session: MessengerSessionOptions): Promise<OpenProfile> {
+  return openProfile(context.config.profileDir, context.config, {
+    logger: context.logger,
+    session,
     requestTimeoutMs: REQUEST_TIMEOUT_MS,
   });
-  messenger.events.on("problem", ({ context: where, error }) => {
-    context.output.note(`warning: failed while ${where}: ${error instanceof Error ? error.message : String(error)}`);
-  });
-  return messenger;
 }
 
 /** The first connection attempt of a started messenger, cut short by SIGINT. */
@@ -85,27 +59,34 @@ export async function withMessenger<T>(
   },
   body: (messenger: Messenger, opened: OpenProfile) => Promise<T>,
 ): Promise<T> {
-  const opened = await openProfile(context.config.profileDir, context.config);
+  const { setup, ...session } = options;
+  const opened = await openCommandProfile(context, session);
   try {
-    return await runMessenger(context, opened, options, body);
+    return await runMessenger(context, opened.messenger, setup, (messenger) => body(messenger, opened));
   } finally {
     await opened.store.close();
   }
 }
 
-/** Runs `body` with a started messenger on a profile opened already, and stops it afterwards. */
+/** Starts a messenger built already, runs `body`, and stops it afterwards; its problems are warnings on stderr. */
 export async function runMessenger<T>(
   context: CommandContext,
-  opened: OpenProfile,
-  options: MessengerSessionOptions & { setup?: (messenger: Messenger) => void },
-  body: (messenger: Messenger, opened: OpenProfile) => Promise<T>,
+  messenger: Messenger,
+  setup: ((messenger: Messenger) => void) | undefined,
+  body: (messenger: Messenger) => Promise<T>,
 ): Promise<T> {
-  const { setup, ...sessionOptions } = options;
-  const messenger = createMessenger(context, opened, sessionOptions);
+  messenger.events.on("problem", ({ context: where, error }) => {
+    context.output.note(`warning: failed while ${where}: ${error instanceof Error ? error.message : String(error)}`);
+  });
   setup?.(messenger);
-  await messenger.start();
   try {
-    return await body(messenger, opened);
+    await messenger.start();
+  } catch (error) {
+    // The pipe is built at start: a --transport the profile cannot serve is refused here.
+    throw transportProblem(error, messenger.profile.serverUrl);
+  }
+  try {
+    return await body(messenger);
   } finally {
     await messenger.stop();
   }

@@ -9,8 +9,12 @@
  *                      and the E2E state (sessions, prekeys, known devices),
  *                      each record encrypted with the storage key
  *
- * No private key is ever on disk in the clear. The key file is written before
- * the device registers, so a crash mid-init never loses a key the server knows.
+ * No private key is ever on disk in the clear. Opening and making the profile
+ * is the core's (openProfile/createProfile: the key file is written before the
+ * device registers, so a crash mid-init never loses a key the server knows);
+ * this file supplies what only Node has: the SQLite path, the key file with
+ * its passphrase or keychain, node:crypto providers and Node DNS exchanges,
+ * and turns the core's refusals into the CLI's usage errors.
  */
 import { appendFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -18,19 +22,27 @@ import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
 import { hex } from "@scure/base";
 import {
-  type DeviceIdentity,
+  type CryptoProviders,
   type DeviceProfile,
   type DeviceSecrets,
-  type DeviceSigner,
+  type DeviceSecretsKeeper,
   type E2eKeyMaterial,
-  encodeTunnelKey,
-  generateDeviceSecrets,
-  makeDeviceIdentity,
+  type EndpointOverrides,
+  type Logger,
+  type Messenger,
+  type MessengerSessionOptions,
+  type MessengerSettings,
+  NoProfileError,
+  type ProfileAccessOptions,
+  ProfileSecretsError,
+  openProfile as openCoreProfile,
+  silentLogger,
 } from "@remessenger/client-core";
 import type { CliConfig } from "./cli-config.ts";
-import { usageError } from "./cli-error.ts";
+import { CliError, usageError } from "./cli-error.ts";
 import {
   type KekSource,
+  KeyFileError,
   hasKeyFile,
   isKeychainUsable,
   nodeEd25519,
@@ -40,8 +52,7 @@ import {
   SqliteClientStore,
   writeKeyFile,
 } from "@remessenger/client-core/node";
-import type { TunnelInfo } from "@remessenger/protocol";
-import type { Endpoints } from "./transport/cli-transports.ts";
+import { nodeExchanges } from "./transport/cli-transports.ts";
 
 export const DATABASE_FILE = "client.sqlite";
 
@@ -104,126 +115,124 @@ export function newKekSource(): KekSource {
   return vault.passphrase === undefined && isKeychainUsable() ? { kind: "keychain" } : passphraseSource(true);
 }
 
-export function newDeviceSecrets(): Promise<DeviceSecrets> {
-  return generateDeviceSecrets({ ed25519: nodeEd25519, x25519: nodeX25519 });
+/**
+ * The profile's key file as the core's keeper of the device secrets. What it
+ * read or wrote once is remembered, so one command asks for the passphrase
+ * at most once.
+ */
+export function keyFileKeeper(dir: string): DeviceSecretsKeeper {
+  let known: DeviceSecrets | undefined;
+  return {
+    has: () => Promise.resolve(known !== undefined || hasKeyFile(dir)),
+    async read() {
+      if (known === undefined && hasKeyFile(dir)) known = await readKeyFile(dir, passphraseSource(false));
+      return known;
+    },
+    async write(secrets) {
+      await writeKeyFile(dir, secrets, newKekSource());
+      known = secrets;
+    },
+  };
 }
 
-/** The secrets in the profile's key file, or undefined when it has none. */
-export async function readDeviceSecrets(dir: string): Promise<DeviceSecrets | undefined> {
-  if (!hasKeyFile(dir)) return undefined;
-  return readKeyFile(dir, passphraseSource(false));
+/** Node's native curves and ML-KEM (node:crypto): several times faster than WebCrypto or pure JS. */
+export const NODE_PROVIDERS: CryptoProviders = { ed25519: nodeEd25519, x25519: nodeX25519, mlKem: nodeMlKem };
+
+/** Endpoints named on the command line (or in the environment): they replace the profile's, which remembers them. */
+export function endpointOverrides(
+  config: Pick<CliConfig, "explicitServerUrl" | "dohUrls" | "resolver">,
+): EndpointOverrides {
+  return { serverUrl: config.explicitServerUrl, dohUrls: config.dohUrls, resolver: config.resolver };
 }
 
-export async function writeDeviceSecrets(dir: string, secrets: DeviceSecrets): Promise<void> {
-  await writeKeyFile(dir, secrets, newKekSource());
+/** What the core needs to open or make the profile in `store`: the Node parts. */
+export function profileAccess(
+  config: Pick<CliConfig, "profileDir" | "transport" | "nameBudget">,
+  store: SqliteClientStore,
+  logger: Logger,
+): ProfileAccessOptions {
+  return {
+    store,
+    secrets: keyFileKeeper(config.profileDir),
+    providers: NODE_PROVIDERS,
+    transport: config.transport,
+    exchanges: (endpoints) => nodeExchanges(endpoints.resolver),
+    ...(config.nameBudget === undefined ? {} : { nameBudget: config.nameBudget }),
+    logger,
+  };
 }
 
-export async function signerFromSeed(seed: Uint8Array): Promise<DeviceSigner> {
-  return nodeEd25519.signerFromSeed(seed);
+/** How this CLI's messengers run, from the config. */
+export function messengerSettings(
+  config: Pick<CliConfig, "groupWindow" | "signedPreKeys">,
+  session: MessengerSessionOptions,
+  requestTimeoutMs: number,
+): MessengerSettings {
+  const onKeyMade = keyLog();
+  return {
+    session,
+    requestTimeoutMs,
+    groupWindow: config.groupWindow,
+    signedPreKeys: config.signedPreKeys,
+    ...(onKeyMade === undefined ? {} : { onKeyMade }),
+  };
 }
 
-export async function identityFrom(secrets: DeviceSecrets): Promise<DeviceIdentity> {
-  const signer = await signerFromSeed(secrets.ed25519Seed);
-  const dh = { privateKey: secrets.x25519PrivateKey, publicKey: await nodeX25519.publicKey(secrets.x25519PrivateKey) };
-  return makeDeviceIdentity(signer, dh);
+/** The core's refusal to use the profile's keys, as the user sees it: the key file's own words when it spoke. */
+export function keyProblem(error: unknown, dir: string): unknown {
+  if (!(error instanceof ProfileSecretsError)) return error;
+  if (error.cause instanceof KeyFileError || error.cause instanceof CliError) return error.cause;
+  if (error.problem === "missing") return usageError(`no key file in ${dir}`);
+  return usageError(error.message);
 }
 
-/** A registered profile, opened. */
+/** A registered profile, opened: its store (the caller closes it) and its messenger, built but not started. */
 export interface OpenProfile {
   dir: string;
   store: SqliteClientStore;
   profile: DeviceProfile;
-  signer: DeviceSigner;
-  e2e: E2eKeyMaterial;
+  messenger: Messenger;
 }
 
 /**
- * Opens a registered profile. `serverUrl`, when given, replaces the stored
- * server and is remembered for next time.
+ * Opens the registered profile in `dir`. Endpoints the command line names
+ * replace the stored ones and are remembered for next time.
  */
-/** Endpoints named on the command line (or in the environment): they replace the profile's, which remembers them. */
-export type EndpointOverrides = Pick<CliConfig, "explicitServerUrl" | "dohUrls" | "resolver">;
-
-/** The profile with what the command line names instead (the same object when nothing changes). */
-export function withOverrides<P extends Pick<DeviceProfile, "serverUrl" | "dohUrls" | "resolver">>(
-  profile: P,
-  overrides: EndpointOverrides,
-): P {
-  const { explicitServerUrl, dohUrls, resolver } = overrides;
-  let next = profile;
-  if (explicitServerUrl !== undefined && explicitServerUrl !== profile.serverUrl) {
-    next = { ...next, serverUrl: explicitServerUrl };
-  }
-  if (dohUrls.length > 0 && dohUrls.join(" ") !== (profile.dohUrls ?? []).join(" ")) {
-    next = { ...next, dohUrls: [...dohUrls] };
-  }
-  if (resolver !== undefined && (resolver.host !== profile.resolver?.host || resolver.port !== profile.resolver.port)) {
-    next = { ...next, resolver: { ...resolver } };
-  }
-  return next;
-}
-
-/** The DNS tunnel a server's hello announced, as a profile keeps it; undefined when it has none. */
-export function tunnelFromHello(tunnel: TunnelInfo | undefined): DeviceProfile["tunnel"] {
-  return tunnel === undefined || tunnel.zone === ""
-    ? undefined
-    : { zone: tunnel.zone, publicKey: encodeTunnelKey(tunnel.publicKey) };
-}
-
-/** Where this profile reaches its server. */
-export function endpointsOf(profile: Pick<DeviceProfile, "serverUrl" | "tunnel" | "dohUrls" | "resolver">): Endpoints {
-  return {
-    serverUrls: profile.serverUrl,
-    tunnel: profile.tunnel,
-    dohUrls: profile.dohUrls ?? [],
-    resolver: profile.resolver,
-  };
-}
-
-const NO_OVERRIDES: EndpointOverrides = { explicitServerUrl: undefined, dohUrls: [], resolver: undefined };
-
-export async function openProfile(dir: string, overrides: EndpointOverrides = NO_OVERRIDES): Promise<OpenProfile> {
+export async function openProfile(
+  dir: string,
+  config: CliConfig,
+  options: { logger?: Logger; session?: MessengerSessionOptions; requestTimeoutMs?: number } = {},
+): Promise<OpenProfile> {
   const database = join(dir, DATABASE_FILE);
   if (!existsSync(database) || !hasKeyFile(dir)) {
     throw usageError(`no profile in ${dir}; create one with: remessenger --profile ${dir} init --name NAME`);
   }
   const store = SqliteClientStore.open(database);
   try {
-    let profile = await store.getProfile();
-    if (profile === undefined) {
+    const messenger = await openCoreProfile({
+      ...profileAccess({ ...config, profileDir: dir }, store, options.logger ?? silentLogger),
+      endpoints: endpointOverrides(config),
+      messenger: messengerSettings(config, options.session ?? {}, options.requestTimeoutMs ?? 10_000),
+    });
+    return { dir, store, profile: messenger.profile, messenger };
+  } catch (error) {
+    await store.close();
+    if (error instanceof NoProfileError) {
       throw usageError(
         `the profile in ${dir} was never registered; run: remessenger --profile ${dir} init --name NAME`,
       );
     }
-    const secrets = await readDeviceSecrets(dir);
-    if (secrets === undefined) throw usageError(`no key file in ${dir}`);
-    const changed = withOverrides(profile, overrides);
-    if (changed !== profile) {
-      profile = changed;
-      await store.saveProfile(profile);
-    }
-    const identity = await identityFrom(secrets);
-    return { dir, store, profile, signer: identity.signer, e2e: keyMaterial(identity, secrets.storageKey) };
-  } catch (error) {
-    await store.close();
-    throw error;
+    throw keyProblem(error, dir);
   }
 }
 
-/** The session's E2E keys; with REMESSENGER_KEY_LOG set, every key pair made is appended there (tests only). */
-export function keyMaterial(identity: DeviceIdentity, storageKey: Uint8Array): E2eKeyMaterial {
+/** With REMESSENGER_KEY_LOG set, every key pair made is appended there (tests only). */
+function keyLog(): E2eKeyMaterial["onKeyMade"] {
   const logFile = vault.keyLogFile;
-  // Node's native curves and ML-KEM (node:crypto): several times faster than WebCrypto or pure JS.
-  const providers = { x25519: nodeX25519, ed25519: nodeEd25519, mlKem: nodeMlKem };
-  if (logFile === undefined) return { identity, storageKey, ...providers };
-  return {
-    identity,
-    storageKey,
-    ...providers,
-    onKeyMade: (kind, pair) => {
-      appendFileSync(logFile, `${kind} ${hex.encode(pair.publicKey)} ${hex.encode(pair.privateKey)}\n`, {
-        mode: 0o600,
-      });
-    },
+  if (logFile === undefined) return undefined;
+  return (kind, pair) => {
+    appendFileSync(logFile, `${kind} ${hex.encode(pair.publicKey)} ${hex.encode(pair.privateKey)}\n`, {
+      mode: 0o600,
+    });
   };
 }

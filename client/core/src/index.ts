@@ -17,6 +17,7 @@ export {
   wrapDeviceSecrets,
 } from "./crypto/device-secrets.ts";
 export { IndexedDbKeyVault, type KeyVault, KeyVaultError } from "./crypto/key-vault.ts";
+export { MemoryKeyVault } from "./crypto/memory-key-vault.ts";
 export { selectEd25519Provider } from "./crypto/select-ed25519-provider.ts";
 export { webCryptoEd25519 } from "./crypto/webcrypto-ed25519.ts";
 export {
@@ -227,3 +228,31 @@ export {
   encodeLinkCode,
 } from "./messenger/linking.ts";
 export { type FirstAttempt, attemptVerdict } from "./messenger/first-attempt.ts";
+
+/** Opening and making a profile: from a store and the device's secrets to a Messenger (messenger/open-profile.ts). */
+export {
+  type CreateProfileOptions,
+  type CryptoProviders,
+  type DeviceKeys,
+  type MessengerSettings,
+  NoProfileError,
+  type OpenProfileOptions,
+  type ProfileAccessOptions,
+  ProfileExistsError,
+  type ProfileJoin,
+  ProfileSecretsError,
+  type ProfileSecretsProblem,
+  createProfile,
+  deviceKeysOf,
+  ensureDeviceSecrets,
+  identityKeyText,
+  openProfile,
+} from "./messenger/open-profile.ts";
+export { DEVICE_SECRETS_RECORD, type DeviceSecretsKeeper, storedDeviceSecrets } from "./messenger/secrets-keeper.ts";
+export {
+  type EndpointOverrides,
+  type ProfileEndpoints,
+  transportEndpointsOf,
+  tunnelFromHello,
+  withEndpointOverrides,
+} from "./messenger/profile-endpoints.ts";

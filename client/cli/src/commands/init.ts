@@ -4,38 +4,42 @@
  * the user id. The server's DNS tunnel (zone and key) is kept in the profile:
  * from the invite when one is given (then the server can be reached over
  * `--transport doh|dns` already for registering), else from the hello.
- * The keys are on disk (encrypted, key-file.ts) before the server hears of
- * them; after registering, the device publishes its prekeys so others can
- * start end-to-end sessions with it while it is offline.
+ * The core makes the profile (createProfile): the keys are on disk (encrypted,
+ * key-file.ts) before the server hears of them; after registering, the
+ * device publishes its prekeys so others can start end-to-end sessions with
+ * it while it is offline.
  */
 import { join } from "node:path";
 import {
   ErrorCode,
   isError,
-  registerNewDevice,
   type Invite,
+  type Messenger,
+  createProfile,
   decodeInvite,
   encodeTunnelKey,
+  withEndpointOverrides,
 } from "@remessenger/client-core";
 import { MAX_DISPLAY_NAME_CHARS } from "@remessenger/protocol";
+import { SqliteClientStore } from "@remessenger/client-core/node";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
-import { type CommandContext, FIRST_ATTEMPT_TIMEOUT_MS, firstAttempt, runMessenger } from "../cli-session.ts";
+import {
+  type CommandContext,
+  FIRST_ATTEMPT_TIMEOUT_MS,
+  REQUEST_TIMEOUT_MS,
+  firstAttempt,
+  runMessenger,
+} from "../cli-session.ts";
 import {
   DATABASE_FILE,
-  endpointsOf,
+  endpointOverrides,
   ensureProfileDir,
-  identityFrom,
-  keyMaterial,
-  newDeviceSecrets,
-  type OpenProfile,
-  readDeviceSecrets,
-  tunnelFromHello,
-  withOverrides,
-  writeDeviceSecrets,
+  keyProblem,
+  messengerSettings,
+  profileAccess,
 } from "../profile.ts";
-import { SqliteClientStore } from "@remessenger/client-core/node";
-import { transportFactoryFor } from "../transport/cli-transports.ts";
+import { transportProblem } from "../transport/cli-transports.ts";
 
 const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -62,28 +66,24 @@ export async function initCommand(context: CommandContext, options: { name: stri
     if (existing !== undefined) {
       throw usageError(`${dir} is initialized already: user ${existing.userId}, device ${existing.deviceId}`);
     }
-    // Keys left by an init that crashed before registering are reused, not replaced.
-    let secrets = await readDeviceSecrets(dir);
-    if (secrets === undefined) {
-      secrets = await newDeviceSecrets();
-      await writeDeviceSecrets(dir, secrets);
-    }
-    const identity = await identityFrom(secrets);
     const serverUrl = config.explicitServerUrl ?? invite?.serverUrl ?? DEFAULT_SERVER_URL;
-    // The invite's key is pinned: it came out of band, so it wins over what a hello says.
-    const invited =
-      invite === undefined ? undefined : { zone: invite.zone, publicKey: encodeTunnelKey(invite.publicKey) };
-    // The endpoints given on the command line are remembered.
-    const endpoints = withOverrides({ serverUrl }, config);
-    let registered;
+    // The endpoints given on the command line are remembered; the invite's tunnel key is pinned
+    // (it came out of band, so it wins over what a hello says).
+    const endpoints = {
+      ...withEndpointOverrides({ serverUrl }, endpointOverrides(config)),
+      ...(invite === undefined ? {} : { tunnel: { zone: invite.zone, publicKey: encodeTunnelKey(invite.publicKey) } }),
+    };
+    let messenger: Messenger;
     try {
-      registered = await registerNewDevice({
-        transports: transportFactoryFor(config, { ...endpointsOf(endpoints), tunnel: invited }, context.logger),
-        signer: identity.signer,
+      // Keys left by an init that crashed before registering are reused, not replaced.
+      messenger = await createProfile({
+        ...profileAccess(config, store, context.logger),
+        endpoints,
         displayName: name,
+        join: { kind: "register" },
         timeoutMs: REGISTER_TIMEOUT_MS,
         signal: context.signal,
-        logger: context.logger,
+        messenger: messengerSettings(config, { subscribe: false, sendOutbox: false }, REQUEST_TIMEOUT_MS),
       });
     } catch (error) {
       if (isError(error, ErrorCode.ERROR_CODE_UNAVAILABLE) || isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)) {
@@ -92,25 +92,11 @@ export async function initCommand(context: CommandContext, options: { name: stri
           cause: error,
         });
       }
-      throw error;
+      throw keyProblem(transportProblem(error, serverUrl), dir);
     }
-    const tunnel = invited ?? tunnelFromHello(registered.tunnel);
-    await store.saveProfile({
-      ...endpoints,
-      userId: registered.userId,
-      deviceId: registered.deviceId,
-      displayName: name,
-      registeredAtMs: registered.serverTimeMs,
-      ...(tunnel === undefined ? {} : { tunnel }),
-    });
-    await publishPreKeys(context, {
-      dir,
-      store,
-      profile: (await store.getProfile()) ?? never("the profile was just saved"),
-      signer: identity.signer,
-      e2e: keyMaterial(identity, secrets.storageKey),
-    });
-    output.print({ userId: registered.userId, deviceId: registered.deviceId }, registered.userId);
+    await publishPreKeys(context, messenger);
+    const { userId, deviceId } = messenger.profile;
+    output.print({ userId, deviceId }, userId);
   } finally {
     await store.close();
   }
@@ -120,8 +106,8 @@ export async function initCommand(context: CommandContext, options: { name: stri
  * Connects once so the session publishes the device's prekey bundle (it does
  * at every login when the server lacks one). Offline, the next session does it.
  */
-async function publishPreKeys(context: CommandContext, opened: OpenProfile): Promise<void> {
-  await runMessenger(context, opened, { subscribe: false, sendOutbox: false }, async (messenger) => {
+async function publishPreKeys(context: CommandContext, messenger: Messenger): Promise<void> {
+  await runMessenger(context, messenger, undefined, async () => {
     const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
     if (attempt.kind === "offline") {
       context.output.note(`prekeys not published yet (${attempt.reason}); the next listen or send does it`);
@@ -129,8 +115,4 @@ async function publishPreKeys(context: CommandContext, opened: OpenProfile): Pro
     }
     await messenger.publishPreKeys();
   });
-}
-
-function never(message: string): never {
-  throw new Error(message);
 }

@@ -20,38 +20,40 @@ import { join } from "node:path";
 import {
   ErrorCode,
   LinkFormatError,
+  type Messenger,
+  createProfile,
   decodeApproval,
   decodeLinkCode,
+  deviceKeysOf,
   encodeApproval,
   encodeLinkCode,
+  ensureDeviceSecrets,
   isError,
   isId,
-  linkNewDevice,
+  withEndpointOverrides,
 } from "@remessenger/client-core";
+import { SqliteClientStore } from "@remessenger/client-core/node";
 import { DEFAULT_SERVER_URL } from "../cli-config.ts";
 import { CliError, usageError } from "../cli-error.ts";
 import {
   type CommandContext,
   FIRST_ATTEMPT_TIMEOUT_MS,
-  createMessenger,
+  REQUEST_TIMEOUT_MS,
   firstAttempt,
+  openCommandProfile,
   runMessenger,
 } from "../cli-session.ts";
 import {
   DATABASE_FILE,
-  endpointsOf,
+  NODE_PROVIDERS,
+  endpointOverrides,
   ensureProfileDir,
-  identityFrom,
-  keyMaterial,
-  newDeviceSecrets,
-  openProfile,
-  readDeviceSecrets,
-  tunnelFromHello,
-  withOverrides,
-  writeDeviceSecrets,
+  keyFileKeeper,
+  keyProblem,
+  messengerSettings,
+  profileAccess,
 } from "../profile.ts";
-import { SqliteClientStore } from "@remessenger/client-core/node";
-import { transportFactoryFor } from "../transport/cli-transports.ts";
+import { transportProblem } from "../transport/cli-transports.ts";
 
 const LINK_TIMEOUT_MS = 10_000;
 
@@ -71,13 +73,14 @@ export async function linkRequestCommand(context: CommandContext): Promise<void>
   } finally {
     await store.close();
   }
-  let secrets = await readDeviceSecrets(dir);
-  if (secrets === undefined) {
-    secrets = await newDeviceSecrets();
-    await writeDeviceSecrets(dir, secrets);
+  // Kept now, before anyone approves them: `link finish` (the core's createProfile) reuses them.
+  let keys;
+  try {
+    keys = await deviceKeysOf(await ensureDeviceSecrets(keyFileKeeper(dir), NODE_PROVIDERS), NODE_PROVIDERS);
+  } catch (error) {
+    throw keyProblem(error, dir);
   }
-  const identity = await identityFrom(secrets);
-  const code = encodeLinkCode(identity.signer.publicKey);
+  const code = encodeLinkCode(keys.signer.publicKey);
   context.output.print(
     { linkCode: code },
     `${code}\napprove it on one of your devices: remessenger link approve ${code}`,
@@ -92,10 +95,9 @@ export async function linkApproveCommand(context: CommandContext, code: string):
   } catch (error) {
     throw asUsageError(error);
   }
-  const opened = await openProfile(context.config.profileDir, context.config);
+  // Signing needs no connection: the messenger is not started.
+  const { messenger, store } = await openCommandProfile(context, { subscribe: false, sendOutbox: false });
   try {
-    // Signing needs no connection: the messenger is not started.
-    const messenger = createMessenger(context, opened, { subscribe: false, sendOutbox: false });
     let token;
     try {
       token = await messenger.approveLink(code);
@@ -108,7 +110,7 @@ export async function linkApproveCommand(context: CommandContext, code: string):
       `${approval}\non the new device (within 10 minutes): remessenger link finish ${approval} --name NAME`,
     );
   } finally {
-    await opened.store.close();
+    await store.close();
   }
 }
 
@@ -126,53 +128,49 @@ export async function linkFinishCommand(
   }
   if (!isId("user", token.userId) || !isId("device", token.approvedByDeviceId))
     throw usageError("the approval names no valid user or device");
-  const dir = context.config.profileDir;
-  const secrets = await readDeviceSecrets(dir);
+  const { config } = context;
+  const dir = config.profileDir;
+  const keeper = keyFileKeeper(dir);
+  let secrets;
+  try {
+    secrets = await keeper.read();
+  } catch (error) {
+    throw keyProblem(error, dir);
+  }
   if (secrets === undefined) throw usageError(`no keys in ${dir}: run remessenger link request there first`);
-  const identity = await identityFrom(secrets);
-  if (encodeLinkCode(identity.signer.publicKey) !== encodeLinkCode(token.identityKey)) {
+  const keys = await deviceKeysOf(secrets, NODE_PROVIDERS);
+  if (encodeLinkCode(keys.signer.publicKey) !== encodeLinkCode(token.identityKey)) {
     throw usageError("this approval is for another device's link code");
   }
-  const serverUrl = context.config.explicitServerUrl ?? (token.serverUrl === "" ? DEFAULT_SERVER_URL : token.serverUrl);
-  // The endpoints given on the command line are remembered, as at init.
-  const endpoints = withOverrides({ serverUrl }, context.config);
-  let linked;
-  try {
-    linked = await linkNewDevice({
-      transports: transportFactoryFor(context.config, endpointsOf(endpoints), context.logger),
-      signer: identity.signer,
-      approval: token,
-      timeoutMs: LINK_TIMEOUT_MS,
-      signal: context.signal,
-      logger: context.logger,
-    });
-  } catch (error) {
-    if (isError(error, ErrorCode.ERROR_CODE_UNAVAILABLE) || isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)) {
-      throw new CliError(`cannot reach ${serverUrl}: ${error.message}`, { code: "UNAVAILABLE", cause: error });
-    }
-    throw error;
-  }
+  const serverUrl = config.explicitServerUrl ?? (token.serverUrl === "" ? DEFAULT_SERVER_URL : token.serverUrl);
   const store = SqliteClientStore.open(join(dir, DATABASE_FILE));
   try {
-    const tunnel = tunnelFromHello(linked.tunnel);
-    const profile = {
-      ...endpoints,
-      userId: linked.userId,
-      deviceId: linked.deviceId,
-      displayName: options.name,
-      registeredAtMs: linked.serverTimeMs,
-      ...(tunnel === undefined ? {} : { tunnel }),
-    };
-    await store.saveProfile(profile);
-    const opened = { dir, store, profile, signer: identity.signer, e2e: keyMaterial(identity, secrets.storageKey) };
-    await runMessenger(context, opened, { subscribe: false, sendOutbox: false }, async (messenger) => {
+    let messenger: Messenger;
+    try {
+      messenger = await createProfile({
+        ...profileAccess(config, store, context.logger),
+        // The keys read above: asked for once.
+        secrets: keeper,
+        // The endpoints given on the command line are remembered, as at init.
+        endpoints: withEndpointOverrides({ serverUrl }, endpointOverrides(config)),
+        displayName: options.name,
+        join: { kind: "link", approval: token },
+        timeoutMs: LINK_TIMEOUT_MS,
+        signal: context.signal,
+        messenger: messengerSettings(config, { subscribe: false, sendOutbox: false }, REQUEST_TIMEOUT_MS),
+      });
+    } catch (error) {
+      if (isError(error, ErrorCode.ERROR_CODE_UNAVAILABLE) || isError(error, ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)) {
+        throw new CliError(`cannot reach ${serverUrl}: ${error.message}`, { code: "UNAVAILABLE", cause: error });
+      }
+      throw keyProblem(transportProblem(error, serverUrl), dir);
+    }
+    await runMessenger(context, messenger, undefined, async () => {
       const attempt = await firstAttempt(context, messenger, FIRST_ATTEMPT_TIMEOUT_MS);
       if (attempt.kind === "connected") await messenger.publishPreKeys();
     });
-    context.output.print(
-      { userId: linked.userId, deviceId: linked.deviceId },
-      `linked: user ${linked.userId}, device ${linked.deviceId}`,
-    );
+    const { userId, deviceId } = messenger.profile;
+    context.output.print({ userId, deviceId }, `linked: user ${userId}, device ${deviceId}`);
   } finally {
     await store.close();
   }

@@ -1,68 +1,42 @@
 /**
- * Which pipe a CLI command uses, from --transport and the profile. The core
- * builds it (createTransports: the WebSocket, the HTTPS pipe, the DoH and
- * plain-DNS tunnels, or "auto", the ladder over them); the CLI supplies what
- * only Node can do: DoH over HTTP/2 for https:// resolvers, and plain DNS
- * through --resolver or the system resolver. The tunnel needs the zone and
- * key the profile learned at init or from an invite.
+ * What the CLI adds to the pipes the core builds (createTransports, through
+ * openProfile/createProfile: the WebSocket, the HTTPS pipe, the DoH and
+ * plain-DNS tunnels, or "auto", the ladder over them): what only Node can do,
+ * DoH over HTTP/2 for https:// resolvers and plain DNS through --resolver or
+ * the system resolver, and the words a user gets when --transport cannot work
+ * with the profile (the tunnel needs the zone and key the profile learned at
+ * init or from an invite).
  */
 import { getServers } from "node:dns";
 import {
   type DnsExchange,
   FetchDohExchange,
-  type Logger,
+  type ProfileEndpoints,
   TransportConfigError,
-  type TransportFactory,
-  createTransports,
+  type TransportExchanges,
   splitServerUrls,
-  systemClock,
 } from "@remessenger/client-core";
 import { NodeDnsExchange, NodeHttp2DohExchange } from "@remessenger/client-core/node";
-import type { CliConfig } from "../cli-config.ts";
 import { usageError } from "../cli-error.ts";
 
-export interface ProfileTunnel {
-  zone: string;
-  publicKey: string;
+/** The DNS exchanges Node makes for a profile's resolver: DoH over HTTP/2 or fetch, plain DNS when a resolver is known. */
+export function nodeExchanges(resolver: ProfileEndpoints["resolver"]): TransportExchanges {
+  const dns = dnsExchange(resolver);
+  return { doh: dohExchange, ...(dns === undefined ? {} : { dns }) };
 }
 
-/** Where a client may reach its server: from the profile, overridden by the command line. */
-export interface Endpoints {
-  /** One URL or several nodes, comma-separated. */
-  serverUrls: string;
-  tunnel: ProfileTunnel | undefined;
-  /** DoH resolvers; empty: the server's own /dns-query. */
-  dohUrls: readonly string[];
-  /** The plain-DNS resolver; undefined: the system's. */
-  resolver: { host: string; port: number } | undefined;
-}
-
-export function transportFactoryFor(
-  config: Pick<CliConfig, "transport" | "nameBudget">,
-  endpoints: Endpoints,
-  logger: Logger,
-): TransportFactory {
-  const dns = dnsExchange(endpoints.resolver);
-  if (config.transport === "dns" && endpoints.tunnel !== undefined && dns === undefined) {
-    throw usageError("no system DNS resolver is configured; give one with --resolver HOST:PORT");
-  }
-  try {
-    return createTransports({
-      endpoints,
-      transport: config.transport,
-      exchanges: { doh: dohExchange, ...(dns === undefined ? {} : { dns }) },
-      logger,
-      clock: systemClock,
-      ...(config.nameBudget === undefined ? {} : { nameBudget: config.nameBudget }),
-    });
-  } catch (error) {
-    if (error instanceof TransportConfigError && error.problem === "no-tunnel") {
-      throw usageError(
-        `this profile does not know a DNS tunnel for ${splitServerUrls(endpoints.serverUrls)[0] ?? endpoints.serverUrls}: the server has none, or the profile predates it (init with an invite: remessenger init --invite ...)`,
+/** A transport choice the profile's endpoints cannot make, as a usage error; any other error as it is. */
+export function transportProblem(error: unknown, serverUrls: string): unknown {
+  if (!(error instanceof TransportConfigError)) return error;
+  switch (error.problem) {
+    case "no-tunnel":
+      return usageError(
+        `this profile does not know a DNS tunnel for ${splitServerUrls(serverUrls)[0] ?? serverUrls}: the server has none, or the profile predates it (init with an invite: remessenger init --invite ...)`,
       );
-    }
-    if (error instanceof TransportConfigError) throw usageError(error.message);
-    throw error;
+    case "no-resolver":
+      return usageError("no system DNS resolver is configured; give one with --resolver HOST:PORT");
+    case "no-server-url":
+      return usageError(error.message);
   }
 }
 
@@ -72,7 +46,7 @@ function dohExchange(url: string): DnsExchange {
 }
 
 /** Plain DNS through --resolver, else the first system resolver; none when neither is there. */
-function dnsExchange(resolver: Endpoints["resolver"]): DnsExchange | undefined {
+function dnsExchange(resolver: ProfileEndpoints["resolver"]): DnsExchange | undefined {
   if (resolver !== undefined) return new NodeDnsExchange(resolver);
   const system = getServers()[0];
   if (system === undefined) return undefined;
