@@ -1,5 +1,5 @@
 /**
- * KeyVault: how a client keeps its secret keys at rest (DESIGN §5). The
+ * KeyVault: how a client keeps its secret keys at rest (docs/client-core.md, "keys"). The
  * device's keys (Ed25519 seed, X25519 identity key, the storage key that
  * encrypts sessions and prekeys in the ClientStore) are serialized by the
  * caller (device-secrets.ts) and wrapped here; nothing wrapped is ever
