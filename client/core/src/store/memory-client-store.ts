@@ -66,11 +66,8 @@ export class MemoryClientStore implements ClientStore {
     if (this.outbox.has(message.messageId)) {
       return Promise.reject(new Error(`message ${message.messageId} is in the outbox already`));
     }
-    try {
-      this.applyE2e(writes);
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    const stale = this.applyE2e(writes);
+    if (stale !== undefined) return Promise.reject(stale);
     const entry: OutboxEntry = {
       ...message,
       position: this.nextPosition++,
@@ -93,11 +90,8 @@ export class MemoryClientStore implements ClientStore {
   ): Promise<OutboxEntry | undefined> {
     const entry = this.outbox.get(messageId);
     if (entry?.state !== "queued" || entry.sealed !== undefined) return Promise.resolve(undefined);
-    try {
-      this.applyE2e(writes);
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    const stale = this.applyE2e(writes);
+    if (stale !== undefined) return Promise.reject(stale);
     entry.sealed = sealed.slice();
     return Promise.resolve(copy(entry));
   }
@@ -112,11 +106,8 @@ export class MemoryClientStore implements ClientStore {
     if (entry?.state !== "queued" || entry.sealed === undefined || !equalBytes(entry.sealed, previous)) {
       return Promise.resolve(undefined);
     }
-    try {
-      this.applyE2e(writes);
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    const stale = this.applyE2e(writes);
+    if (stale !== undefined) return Promise.reject(stale);
     entry.sealed = sealed.slice();
     return Promise.resolve(copy(entry));
   }
@@ -199,11 +190,8 @@ export class MemoryClientStore implements ClientStore {
   saveReceived(message: ReceivedMessage, writes: readonly E2eWrite[] = []): Promise<boolean> {
     const chat = this.received.get(message.chatId) ?? new Map<number, ReceivedMessage>();
     if (chat.has(message.seq)) return Promise.resolve(false);
-    try {
-      this.applyE2e(writes);
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    const stale = this.applyE2e(writes);
+    if (stale !== undefined) return Promise.reject(stale);
     // Only a stored message makes its chat known (hasChat, chatActivity), never a refused one.
     this.received.set(message.chatId, chat);
     chat.set(message.seq, { ...message });
@@ -232,12 +220,8 @@ export class MemoryClientStore implements ClientStore {
   }
 
   writeE2e(writes: readonly E2eWrite[]): Promise<void> {
-    try {
-      this.applyE2e(writes);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    const stale = this.applyE2e(writes);
+    return stale === undefined ? Promise.resolve() : Promise.reject(stale);
   }
 
   highestReceivedSeqs(): Promise<Map<string, number>> {
@@ -327,15 +311,16 @@ export class MemoryClientStore implements ClientStore {
     return Promise.resolve();
   }
 
-  /** All or nothing: every version is checked before anything changes. */
-  private applyE2e(writes: readonly E2eWrite[]): void {
+  /** All or nothing: every version is checked before anything changes; a stale write is returned, not applied. */
+  private applyE2e(writes: readonly E2eWrite[]): StaleE2eStateError | undefined {
     for (const write of writes) {
-      if ((this.e2e.get(write.key)?.version ?? 0) !== write.expectedVersion) throw new StaleE2eStateError(write.key);
+      if ((this.e2e.get(write.key)?.version ?? 0) !== write.expectedVersion) return new StaleE2eStateError(write.key);
     }
     for (const write of writes) {
       if (write.value === undefined) this.e2e.delete(write.key);
       else this.e2e.set(write.key, { version: write.expectedVersion + 1, value: write.value.slice() });
     }
+    return undefined;
   }
 
   /** Changes an entry's state and keeps the indexes and counts in step. */
